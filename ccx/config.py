@@ -1,0 +1,251 @@
+"""
+The service's configuration: command-line options, optionally read from a
+TOML file with the same names.
+"""
+
+import ipaddress
+import os
+import sys
+from dataclasses import dataclass, field, fields
+from typing import Any, Dict, List, Optional, Tuple
+
+from twisted.python import usage
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+DEFAULT_PORT = "tcp:8003:interface=127.0.0.1"
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("debug", "info", "warn", "error")
+
+
+class ConfigError(usage.UsageError):
+    """
+    The configuration cannot be used; the message says what to change.
+    """
+
+
+@dataclass(frozen=True)
+class Config:
+    """
+    Everything that can be configured, with PROTOCOL.md's defaults.
+    """
+
+    port: str = DEFAULT_PORT
+    allow: Tuple[str, ...] = ()
+    token: Optional[str] = field(default=None, repr=False)
+    allow_origin: Tuple[str, ...] = ()
+    kill_grace: float = 5.0
+    buffer_bytes: int = 1024 * 1024
+    buffer_lines: int = 10000
+    max_processes: int = 64
+    max_connections: int = 1024
+    keep_finished: float = 300.0
+    log_format: str = "text"
+    log_level: str = "info"
+    max_message_size: int = 1024 * 1024
+    max_batch: int = 100
+    ping_interval: float = 30.0
+    cwd: str = field(default_factory=os.getcwd)
+
+
+def endpoint_description(port: str) -> str:
+    """
+    A bare port number means that port on the loopback interface; anything
+    else is a Twisted server endpoint string.
+    """
+    port = str(port).strip()
+    if port.isdigit():
+        return f"tcp:{port}:interface=127.0.0.1"
+    return port
+
+
+def _endpoint_interface(description: str) -> Optional[str]:
+    kind = description.split(":", 1)[0]
+    if kind not in ("tcp", "ssl", "tcp6"):
+        return None
+    for part in description.split(":")[1:]:
+        if part.startswith("interface="):
+            return part[len("interface=") :].replace("\\:", ":")
+    return "::" if kind == "tcp6" else "0.0.0.0"
+
+
+def is_loopback_only(description: str) -> bool:
+    """
+    Whether an endpoint listens on a loopback interface only (UNIX sockets
+    and inherited systemd sockets count as local).
+    """
+    interface = _endpoint_interface(description)
+    if interface is None:
+        return True
+    if interface == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(interface).is_loopback
+    except ValueError:
+        return False
+
+
+_NUMBERS: Dict[str, type] = {
+    "kill_grace": float,
+    "buffer_bytes": int,
+    "buffer_lines": int,
+    "max_processes": int,
+    "max_connections": int,
+    "keep_finished": float,
+    "max_message_size": int,
+    "max_batch": int,
+    "ping_interval": float,
+}
+_LISTS = ("allow", "allow_origin")
+_NAMES = {f.name for f in fields(Config)} - {"token"} | {"token_file"}
+
+
+def _number(name: str, value: Any) -> Any:
+    kind = _NUMBERS[name]
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"--{name.replace('_', '-')} must be a number, not {value!r}")
+    in_range = number >= 0 if name == "kill_grace" else number > 0
+    if isinstance(value, bool) or not in_range:
+        raise ConfigError(f"--{name.replace('_', '-')} must be a positive number")
+    return number
+
+
+def read_toml(path: str) -> Dict[str, Any]:
+    """
+    Read a configuration file: option names as keys (C{kill-grace} or
+    C{kill_grace}), lists for repeatable options.
+    """
+    try:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    except OSError as e:
+        raise ConfigError(f"--config {path}: {e.strerror}")
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"--config {path}: not valid TOML: {e}")
+    values = {}
+    for key, value in raw.items():
+        name = key.replace("-", "_")
+        if name not in _NAMES:
+            raise ConfigError(f"--config {path}: unknown setting {key!r}")
+        if name in _LISTS and isinstance(value, str):
+            value = [value]
+        values[name] = value
+    return values
+
+
+def build_config(values: Dict[str, Any]) -> Config:
+    """
+    Check and combine settings into a L{Config}.
+
+    @raise ConfigError: when a setting is wrong, saying what to change.
+    """
+    settings: Dict[str, Any] = {}
+    for name, value in values.items():
+        if value is None:
+            continue
+        if name in _NUMBERS:
+            settings[name] = _number(name, value)
+        elif name in _LISTS:
+            if not isinstance(value, (list, tuple)) or not all(
+                isinstance(v, str) for v in value
+            ):
+                raise ConfigError(f"{name.replace('_', '-')} must be a list of strings")
+            settings[name] = tuple(value)
+        elif name == "token_file":
+            settings["token"] = _read_token(value)
+        else:
+            settings[name] = str(value)
+    if "port" in settings:
+        settings["port"] = endpoint_description(settings["port"])
+    if settings.get("log_format", "text") not in LOG_FORMATS:
+        raise ConfigError("--log-format must be text or json")
+    level = settings.get("log_level", "info").lower()
+    if level == "warning":
+        level = "warn"
+    if level not in LOG_LEVELS:
+        raise ConfigError("--log-level must be one of " + ", ".join(LOG_LEVELS))
+    settings["log_level"] = level
+    config = Config(**settings)
+    if config.token is None and not is_loopback_only(config.port):
+        raise ConfigError(
+            f"refusing to listen on {config.port!r} without a token: anyone who can "
+            "reach it could run the allowed programs. Give --token-file FILE, or "
+            "listen on a loopback interface (interface=127.0.0.1)."
+        )
+    return config
+
+
+def _read_token(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            token = f.read().strip()
+    except OSError as e:
+        raise ConfigError(f"--token-file {path}: {e.strerror}")
+    if not token:
+        raise ConfigError(f"--token-file {path}: the file is empty")
+    return token
+
+
+class Options(usage.Options):
+    """
+    C{twistd ccx} options (PROTOCOL.md section 7).
+    """
+
+    synopsis = "[options]"
+    longdesc = (
+        "Run and steer programs over one WebSocket speaking JSON-RPC 2.0 "
+        "(ws://HOST:PORT/ws/mcp), with /health on the same port."
+    )
+
+    optParameters = [
+        ["config", "c", None, "Read settings from this TOML file (the same names)."],
+        ["port", "p", None, f"Port number or Twisted endpoint [default: {DEFAULT_PORT}]."],
+        ["token-file", None, None, "Require the bearer token held in this file."],
+        ["kill-grace", None, None, "Seconds between SIGTERM and SIGKILL [default: 5]."],
+        ["buffer-bytes", None, None, "Output bytes held per stream [default: 1048576]."],
+        ["buffer-lines", None, None, "Output lines held per stream [default: 10000]."],
+        ["max-processes", None, None, "Live processes at once [default: 64]."],
+        ["max-connections", None, None, "Open connections at once [default: 1024]."],
+        ["keep-finished", None, None, "Seconds finished processes are kept [default: 300]."],
+        ["log-format", None, None, "text or json [default: text]."],
+        ["log-level", None, None, "debug, info, warn or error [default: info]."],
+        ["max-message-size", None, None, "Largest incoming message [default: 1048576]."],
+        ["max-batch", None, None, "Most calls in one batch [default: 100]."],
+        ["ping-interval", None, None, "Seconds between WebSocket pings [default: 30]."],
+        ["cwd", None, None, "Default working directory of programs [default: current]."],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["allow"] = []
+        self["allow_origin"] = []
+
+    def opt_allow(self, program: str) -> None:
+        """
+        Allow a program: a name looked up on PATH, or an absolute path (repeatable).
+        """
+        self["allow"].append(program)
+
+    def opt_allow_origin(self, origin: str) -> None:
+        """
+        Allow browser connections from this origin (repeatable).
+        """
+        self["allow_origin"].append(origin)
+
+    def postOptions(self) -> None:
+        values: Dict[str, Any] = {}
+        if self["config"]:
+            values.update(read_toml(self["config"]))
+        for name in _NAMES:
+            option = self.get(name.replace("_", "-"), self.get(name))
+            if name in _LISTS:
+                if option:
+                    values[name] = list(values.get(name, [])) + list(option)
+            elif option is not None:
+                values[name] = option
+        self.config = build_config(values)

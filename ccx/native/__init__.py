@@ -1,0 +1,3 @@
+"""
+The native ccx dialect: the JSON-RPC methods of PROTOCOL.md.
+"""

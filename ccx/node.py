@@ -1,0 +1,44 @@
+"""
+The state one ccx service shares between its connections.
+"""
+
+import time
+from typing import Any, Set
+
+from ccx import __version__
+from ccx.config import Config
+from ccx.process.allowlist import AllowList
+from ccx.process.registry import ProcessRegistry
+
+
+class Node:
+    """
+    One ccx service: its configuration, allow-list, processes and connections.
+
+    @ivar connections: the open client connections.
+    """
+
+    version = __version__
+
+    def __init__(self, config: Config, reactor: Any) -> None:
+        self.config = config
+        self.reactor = reactor
+        self.allow_list = AllowList(config.allow)
+        self.registry = ProcessRegistry(
+            reactor, config.max_processes, config.keep_finished
+        )
+        self.connections: Set[Any] = set()
+        self._started = time.monotonic()
+
+    @property
+    def uptime(self) -> float:
+        return time.monotonic() - self._started
+
+    def health(self) -> dict:
+        return {
+            "status": "ok",
+            "version": self.version,
+            "uptime": round(self.uptime, 3),
+            "connections": len(self.connections),
+            "processes": self.registry.live_count,
+        }

@@ -1,0 +1,4 @@
+"""
+Program output: bounded buffers addressed by byte offset, and its delivery to
+subscribers at each one's pace.
+"""

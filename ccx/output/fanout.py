@@ -1,0 +1,292 @@
+"""
+One process's output and its subscribers.
+
+L{ProcessOutput} holds each stream in a L{StreamBuffer}, hands chunks to
+every L{Subscription} at that subscriber's pace, evicts what nobody needs
+any more, and decides when the program's pipes must stop being read: the
+point where back-pressure from the slowest blocking subscriber reaches the
+program.
+"""
+
+from typing import Dict, List, Optional
+
+from ccx.output.buffer import StreamBuffer
+from ccx.output.encoding import UTF8, complete_utf8_length, encoder
+from ccx.output.interfaces import IOutputSink, IReadControl
+
+STREAMS = ("stdout", "stderr")
+
+# The most bytes one process.output carries.  JSON escaping can grow text up
+# to six-fold, so this keeps every message under 1 MiB, the default limit of
+# common WebSocket clients.
+MAX_CHUNK = 128 * 1024
+
+
+class Subscription:
+    """
+    One subscriber's cursor over a process's output.
+
+    A subscription is created inactive and starts delivering once
+    L{activate} is called, so that the reply which created it is sent first.
+
+    @ivar blocking: whether this subscriber holds the program back rather
+        than lose output.
+    @ivar cursors: the next offset this subscriber needs, by stream.
+    """
+
+    def __init__(
+        self,
+        output: "ProcessOutput",
+        sink: IOutputSink,
+        blocking: bool,
+        cursors: Dict[str, int],
+        first: Optional[tuple] = None,
+    ) -> None:
+        self.output = output
+        self.sink = sink
+        self.blocking = blocking
+        self.cursors = cursors
+        self.active = False
+        self.done = False
+        self._first = first
+
+    def activate(self) -> None:
+        """
+        Start delivering: first the announcement this subscription was made
+        with (C{process.started} for the program's starter), then output.
+        """
+        if self.active or self.done:
+            return
+        self.active = True
+        if self._first is not None:
+            self.sink.send_notification(*self._first)
+            self._first = None
+        self.output.pump(self)
+
+    def deliver(self) -> None:
+        """
+        Send what the sink can take now, reporting ranges no longer held,
+        and C{process.completed} once everything has been delivered.
+        """
+        output = self.output
+        sink = self.sink
+        process_id = output.process_id
+        streams = output.streams
+        encode = output.encode
+        utf8 = output.encoding == UTF8
+        while sink.writable and not self.done:
+            moved = False
+            for name in STREAMS:
+                buffer = streams[name]
+                cursor = self.cursors[name]
+                if cursor < buffer.start:
+                    sink.send_notification(
+                        "process.dropped",
+                        {
+                            "process_id": process_id,
+                            "type": name,
+                            "offset": cursor,
+                            "bytes": buffer.start - cursor,
+                        },
+                    )
+                    cursor = self.cursors[name] = buffer.start
+                    moved = True
+                if cursor >= buffer.end:
+                    continue
+                first, data, when = buffer.read(cursor, MAX_CHUNK)
+                if utf8 and not (buffer.closed and first + len(data) == buffer.end):
+                    size = complete_utf8_length(data)
+                    if size < len(data):
+                        data = data[:size]
+                    if not data:
+                        continue
+                sink.send_notification(
+                    "process.output",
+                    {
+                        "process_id": process_id,
+                        "type": name,
+                        "data": encode(data),
+                        "offset": first,
+                        "time": when,
+                        "truncated": False,
+                    },
+                )
+                self.cursors[name] = first + len(data)
+                moved = True
+            if not moved:
+                break
+        if (
+            not self.done
+            and output.completion is not None
+            and all(self.cursors[n] >= streams[n].end for n in STREAMS)
+        ):
+            self.done = True
+            sink.send_notification("process.completed", output.completion)
+
+
+class ProcessOutput:
+    """
+    The output of one process: its buffers, its subscribers, and the
+    decision to stop or restart reading its pipes.
+
+    @param blocking: the process's C{on_full} is C{"block"}: its pipes stop
+        being read rather than let a blocking subscriber lose output, and
+        while it has no blocking subscriber, rather than evict anything.
+    @ivar dropped_bytes: bytes evicted before every subscriber had them.
+    @ivar completion: the params of C{process.completed}, once known.
+    """
+
+    def __init__(
+        self,
+        process_id: str,
+        max_bytes: int,
+        max_lines: int,
+        blocking: bool,
+        encoding: str = UTF8,
+    ) -> None:
+        self.process_id = process_id
+        self.blocking = blocking
+        self.encoding = encoding
+        self.encode = encoder(encoding)
+        self.streams = {name: StreamBuffer(max_bytes, max_lines) for name in STREAMS}
+        self.subscriptions: List[Subscription] = []
+        self.dropped_bytes = 0
+        self.completion: Optional[dict] = None
+        self._reader: Optional[IReadControl] = None
+        self._reading_paused = False
+
+    @property
+    def reading_paused(self) -> bool:
+        return self._reading_paused
+
+    def set_reader(self, reader: Optional[IReadControl]) -> None:
+        """
+        Connect (or, with L{None}, disconnect) the pipes' read control.
+        """
+        self._reader = reader
+        self._reading_paused = False
+        if reader is not None:
+            self._rebalance()
+
+    def receive(self, stream: str, data: bytes, when: float) -> None:
+        """
+        Take bytes read from one of the program's pipes.
+        """
+        self.streams[stream].append(data, when)
+        for subscription in self.subscriptions:
+            if subscription.active:
+                subscription.deliver()
+        self._rebalance()
+
+    def end_stream(self, stream: str) -> None:
+        self.streams[stream].close()
+        self.pump_all()
+
+    def complete(self, completion: dict) -> None:
+        """
+        The process is over and all its output is in: each subscriber gets
+        C{process.completed} once it has been given everything before it.
+        """
+        for buffer in self.streams.values():
+            buffer.close()
+        self.completion = completion
+        self.pump_all()
+
+    def subscribe(
+        self,
+        sink: IOutputSink,
+        blocking: bool,
+        offsets: Optional[Dict[str, int]] = None,
+        first: Optional[tuple] = None,
+    ) -> Subscription:
+        """
+        Add a subscriber, inactive until L{Subscription.activate}.
+
+        @param offsets: where to start in each stream; by default the oldest
+            byte held.
+        @param first: C{(method, params)} of a notification to send before
+            any output.
+        """
+        cursors = {name: buffer.start for name, buffer in self.streams.items()}
+        if offsets:
+            cursors.update(offsets)
+        subscription = Subscription(self, sink, blocking, cursors, first)
+        self.subscriptions.append(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        subscription.done = True
+        if subscription in self.subscriptions:
+            self.subscriptions.remove(subscription)
+            self._rebalance()
+
+    def broadcast(self, method: str, params: dict) -> None:
+        """
+        Send a notification about the process to every active subscriber.
+        """
+        for subscription in self.subscriptions:
+            if subscription.active and not subscription.done:
+                subscription.sink.send_notification(method, params)
+
+    def pump(self, subscription: Subscription) -> None:
+        """
+        Deliver what one subscriber can take now, then let the buffers and
+        the pipes follow.
+        """
+        if subscription.active:
+            subscription.deliver()
+        self._rebalance()
+
+    def pump_all(self) -> None:
+        for subscription in list(self.subscriptions):
+            if subscription.active:
+                subscription.deliver()
+        self._rebalance()
+
+    def close(self) -> None:
+        """
+        Forget everything held: the process is no longer kept.
+        """
+        for subscription in self.subscriptions:
+            subscription.done = True
+        self.subscriptions = []
+        self._reader = None
+        self.streams = {name: StreamBuffer(0, 0) for name in STREAMS}
+
+    def _keep_from(self, stream: str) -> Optional[int]:
+        """
+        The oldest offset that must not be evicted from C{stream}.
+        """
+        if not self.blocking:
+            return None
+        cursors = [s.cursors[stream] for s in self.subscriptions if s.blocking]
+        return min(cursors) if cursors else self.streams[stream].start
+
+    def _rebalance(self) -> None:
+        full = False
+        for name, buffer in self.streams.items():
+            keep_from = self._keep_from(name)
+            if buffer.held_bytes > buffer.max_bytes or buffer.held_lines > buffer.max_lines:
+                evicted_from = buffer.start
+                if buffer.evict(keep_from):
+                    self._count_dropped(name, evicted_from, buffer.start)
+            if self.blocking and buffer.is_full(keep_from):
+                full = True
+        reader = self._reader
+        if reader is None:
+            return
+        if full and not self._reading_paused:
+            self._reading_paused = True
+            reader.pauseProducing()
+        elif not full and self._reading_paused:
+            self._reading_paused = False
+            reader.resumeProducing()
+
+    def _count_dropped(self, stream: str, start: int, end: int) -> None:
+        """
+        Count the evicted bytes C{[start, end)} that some subscriber (or, with
+        none, anybody) had not been given.
+        """
+        cursors = [s.cursors[stream] for s in self.subscriptions]
+        slowest = min(cursors) if cursors else start
+        self.dropped_bytes += max(0, end - max(start, slowest))

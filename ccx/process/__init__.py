@@ -1,0 +1,4 @@
+"""
+Running programs: the allow-list, spawning into a process group of their own,
+the managed process's state machine, and the registry of processes.
+"""

@@ -1,0 +1,102 @@
+"""
+What to run: a command checked against the allow-list, ready to spawn.
+"""
+
+import os
+import shlex
+from dataclasses import dataclass, field
+from typing import Dict, List, Mapping, Optional, Union
+
+from ccx.process.allowlist import SHELL, AllowList
+from ccx.rpc.errors import invalid_params
+
+
+@dataclass(frozen=True)
+class Command:
+    """
+    A program to run.
+
+    @ivar executable: the real path of the program, as checked by the allow-list.
+    @ivar argv: its arguments, C{argv[0]} as the client wrote it.
+    @ivar cwd: the working directory.
+    @ivar env: the whole environment.
+    @ivar stdin: whether standard input stays open for C{write}.
+    """
+
+    executable: str
+    argv: List[str]
+    cwd: str
+    env: Dict[str, str] = field(default_factory=dict)
+    stdin: bool = False
+
+
+def _argv(command: Union[str, list], shell: bool) -> List[str]:
+    if shell:
+        if not isinstance(command, str):
+            raise invalid_params(
+                "invalid params: with shell: true, 'command' must be one string"
+            )
+        return ["sh", "-c", command]
+    if isinstance(command, str):
+        try:
+            argv = shlex.split(command)
+        except ValueError as e:
+            raise invalid_params(f"invalid params: cannot split 'command' into words: {e}")
+    elif isinstance(command, list) and all(isinstance(word, str) for word in command):
+        argv = list(command)
+    else:
+        raise invalid_params(
+            "invalid params: 'command' must be a string or an array of strings"
+        )
+    if not argv:
+        raise invalid_params("invalid params: 'command' is empty")
+    if any("\0" in word for word in argv):
+        raise invalid_params("invalid params: 'command' holds a NUL byte")
+    return argv
+
+
+def _cwd(cwd: Optional[str], default: str) -> str:
+    if cwd is None:
+        return default
+    if "\0" in cwd:
+        raise invalid_params("invalid params: 'cwd' holds a NUL byte")
+    path = os.path.normpath(os.path.join(default, cwd))
+    if not os.path.isdir(path):
+        raise invalid_params(f"invalid params: 'cwd' {cwd!r} is not an existing directory")
+    return path
+
+
+def _env(base: Mapping[str, str], extra: Mapping[str, str]) -> Dict[str, str]:
+    for name, value in extra.items():
+        if not name or "=" in name or "\0" in name or "\0" in value:
+            raise invalid_params(
+                f"invalid params: 'env' entry {name!r} is not a valid variable "
+                "(a name without '=' or NUL, a value without NUL)"
+            )
+    env = dict(base)
+    env.update(extra)
+    return env
+
+
+def build_command(
+    allow_list: AllowList,
+    command: Union[str, list],
+    shell: bool = False,
+    cwd: Optional[str] = None,
+    env: Optional[Mapping[str, str]] = None,
+    stdin: bool = False,
+    default_cwd: Optional[str] = None,
+    base_env: Optional[Mapping[str, str]] = None,
+) -> Command:
+    """
+    Check a client's command and turn it into a L{Command}.
+
+    @raise RPCError: -32602 for a malformed command, -32002 when the program
+        is not allowed.
+    """
+    argv = _argv(command, shell)
+    directory = _cwd(cwd, default_cwd or os.getcwd())
+    program = SHELL if shell else argv[0]
+    executable = allow_list.resolve(program, directory)
+    environment = _env(os.environ if base_env is None else base_env, env or {})
+    return Command(executable, argv, directory, environment, stdin)

@@ -1,0 +1,459 @@
+"""
+A program ccx runs: its state machine, its signals, and its end.
+"""
+
+import signal
+import time
+from dataclasses import dataclass
+from typing import Callable, Dict, Optional
+
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.interfaces import IProcessTransport, IReactorTime
+from twisted.internet.protocol import ProcessProtocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from ccx.output.encoding import UTF8
+from ccx.output.fanout import ProcessOutput
+from ccx.output.interfaces import IReadControl
+from ccx.process.command import Command
+from ccx.process.group import ProcessGroup
+from ccx.process.timer import PausableTimer
+from ccx.process.trampoline import STATUS_FD
+from ccx.rpc.errors import invalid_state, process_not_found, spawn_failed
+
+STARTING = "starting"
+RUNNING = "running"
+PAUSED = "paused"
+EXITED = "exited"
+
+_FD_STREAMS = {1: "stdout", 2: "stderr"}
+
+# While members of an ended program's group are still alive, how often to
+# look again.  Only the short window between SIGTERM and their death polls.
+_GROUP_POLL = 0.02
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """
+    How a process is run and watched; see C{execute} in PROTOCOL.md.
+    """
+
+    on_full: str = "block"
+    on_disconnect: str = "cancel"
+    encoding: str = UTF8
+    timeout: Optional[float] = None
+    kill_grace: float = 5.0
+    buffer_bytes: int = 1024 * 1024
+    buffer_lines: int = 10000
+
+
+Spawner = Callable[[ProcessProtocol, Command], IProcessTransport]
+
+
+@implementer(IReadControl)
+class ManagedProcess(ProcessProtocol):
+    """
+    One program, from spawn to C{process.completed}.
+
+    States: C{starting} (spawned, not yet running the program), C{running},
+    C{paused} (SIGSTOP), C{exited} (the group leader has exited).  It is
+    I{finished} once it has exited, its pipes are closed, nothing of its
+    group is left, and C{process.completed} has been handed to its output.
+
+    @ivar output: its L{ProcessOutput}.
+    @ivar ended: a L{Deferred} that fires with this process once it is finished.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        process_id: str,
+        command: Command,
+        options: RunOptions,
+        clock: IReactorTime,
+        owner: Optional[str] = None,
+    ) -> None:
+        self.process_id = process_id
+        self.command = command
+        self.options = options
+        self.owner = owner
+        self._clock = clock
+        self.output = ProcessOutput(
+            process_id,
+            options.buffer_bytes,
+            options.buffer_lines,
+            blocking=options.on_full == "block",
+            encoding=options.encoding,
+        )
+        self.state = STARTING
+        self.finished = False
+        self.pid: Optional[int] = None
+        self.group: Optional[ProcessGroup] = None
+        self.exit_code: Optional[int] = None
+        self.signal_name: Optional[str] = None
+        self.started_at: Optional[float] = None
+        self.ended: Deferred = Deferred()
+        self._cancel_status: Optional[str] = None
+        self._error: Optional[str] = None
+        self._started: Optional[Deferred] = None
+        self._status_message = b""
+        self._began = 0.0
+        self._duration = 0.0
+        self._timeout: Optional[PausableTimer] = None
+        self._drain: Optional[PausableTimer] = None
+        self._kill_call = None
+        self._group_deadline = 0.0
+        self._pipes_closed = False
+        self._log_context = {"process_id": process_id, "session_id": owner}
+
+    # -- starting -------------------------------------------------------
+
+    def start(self, spawner: Spawner) -> Deferred:
+        """
+        Spawn the program.
+
+        @return: a L{Deferred} that fires once the program itself is running,
+            or fails with a -32005 L{RPCError} saying why it could not start.
+        """
+        self._started = Deferred()
+        self._began = time.monotonic()
+        try:
+            spawner(self, self.command)
+        except Exception as e:
+            self.log.failure("process {process_id}: spawning failed", **self._log_context)
+            self._finish_failed_spawn(str(e) or e.__class__.__name__)
+        return self._started
+
+    def connectionMade(self) -> None:
+        self.pid = self.transport.pid
+        self.group = ProcessGroup(self.pid)
+        self.started_at = self._clock.seconds()
+        self.output.set_reader(self)
+
+    def _exec_done(self) -> None:
+        if self._status_message:
+            message = self._status_message.decode("utf-8", "replace")
+            self._error = message
+            self.log.warn(
+                "process {process_id} could not start: {error}",
+                error=message,
+                **self._log_context,
+            )
+            started, self._started = self._started, None
+            if started is not None:
+                started.errback(spawn_failed(message))
+            return
+        if self.state == STARTING:
+            self.state = RUNNING
+        self.log.info(
+            "process {process_id} started: {argv} (pid {pid})",
+            argv=self.command.argv,
+            pid=self.pid,
+            **self._log_context,
+        )
+        if self._cancel_status is not None and self.state == RUNNING:
+            self._terminate_group()
+        if self.options.timeout is not None and self.state == RUNNING:
+            self._timeout = PausableTimer(
+                self._clock, self.options.timeout, lambda: self.cancel("timeout")
+            )
+            self._timeout.start()
+        started, self._started = self._started, None
+        if started is not None:
+            started.callback(self)
+
+    def _finish_failed_spawn(self, message: str) -> None:
+        self._error = message
+        self.finished = True
+        started, self._started = self._started, None
+        if started is not None:
+            started.errback(spawn_failed(message))
+        self.ended.callback(self)
+
+    # -- output ---------------------------------------------------------
+
+    def childDataReceived(self, childFD: int, data: bytes) -> None:
+        stream = _FD_STREAMS.get(childFD)
+        if stream is not None:
+            self.output.receive(stream, data, self._clock.seconds())
+        elif childFD == STATUS_FD:
+            self._status_message += data[:4096]
+
+    def childConnectionLost(self, childFD: int) -> None:
+        stream = _FD_STREAMS.get(childFD)
+        if stream is not None:
+            self.output.end_stream(stream)
+        elif childFD == STATUS_FD:
+            self._exec_done()
+
+    def pauseProducing(self) -> None:
+        """
+        Back-pressure: stop reading the program's output.
+        """
+        self.transport.pauseProducing()
+        if self._drain is not None:
+            self._drain.pause()
+
+    def resumeProducing(self) -> None:
+        self.transport.resumeProducing()
+        if self._drain is not None:
+            self._drain.start()
+
+    # -- control ----------------------------------------------------------
+
+    def _event(self, status: str) -> dict:
+        return {
+            "process_id": self.process_id,
+            "status": status,
+            "pid": self.pid,
+            "pgid": self.pid,
+        }
+
+    def _check_controllable(self) -> None:
+        if self.state == STARTING:
+            raise invalid_state(
+                f"invalid state: process {self.process_id!r} is still starting"
+            )
+        if self.state == EXITED or self.finished:
+            raise process_not_found(self.process_id, finished=True)
+        if self._cancel_status is not None:
+            raise invalid_state(
+                f"invalid state: process {self.process_id!r} is being cancelled"
+            )
+
+    def pause(self) -> None:
+        """
+        Stop the whole group with SIGSTOP.  Pausing a paused process does nothing.
+        """
+        self._check_controllable()
+        if self.state == PAUSED:
+            return
+        self.group.signal(signal.SIGSTOP)
+        self.state = PAUSED
+        if self._timeout is not None:
+            self._timeout.pause()
+        self.log.info("process {process_id} paused", **self._log_context)
+        self.output.broadcast("process.paused", self._event("paused"))
+
+    def resume(self) -> None:
+        """
+        Continue the whole group with SIGCONT.  Resuming a running process does nothing.
+        """
+        self._check_controllable()
+        if self.state == RUNNING:
+            return
+        self.group.signal(signal.SIGCONT)
+        self.state = RUNNING
+        if self._timeout is not None:
+            self._timeout.start()
+        self.log.info("process {process_id} resumed", **self._log_context)
+        self.output.broadcast("process.resumed", self._event("resumed"))
+
+    def cancel(self, status: str = "cancelled") -> None:
+        """
+        End the whole group: SIGTERM (and SIGCONT, so that a paused program
+        dies too), then SIGKILL after the grace period if any of it is left.
+
+        @param status: the final status to report, C{"cancelled"} or C{"timeout"}.
+        """
+        if self._cancel_status is not None and self.state != EXITED:
+            return
+        self._check_controllable()
+        self._cancel_status = status
+        if self._timeout is not None:
+            self._timeout.cancel()
+        self.state = RUNNING
+        self.log.info(
+            "process {process_id} cancelled ({status})", status=status, **self._log_context
+        )
+        self._terminate_group()
+        self.output.broadcast("process.cancelled", self._event("cancelled"))
+
+    def terminate(self, status: str = "cancelled") -> None:
+        """
+        End the process whatever its state, for a closed connection or the
+        service stopping: one still starting is cancelled as soon as it runs.
+        """
+        if self.finished or self.state == EXITED or self._cancel_status is not None:
+            return
+        if self.state == STARTING:
+            self._cancel_status = status
+            return
+        self.cancel(status)
+
+    def send_signal(self, signum: int) -> None:
+        self._check_controllable()
+        self.log.info(
+            "process {process_id}: sending {signal}",
+            signal=signal.Signals(signum).name,
+            **self._log_context,
+        )
+        self.group.signal(signum)
+
+    def write(self, data: bytes, eof: bool = False) -> None:
+        """
+        Write to the program's standard input.
+
+        @raise RPCError: -32004 when its standard input is not open.
+        """
+        self._check_controllable()
+        if not self.command.stdin:
+            raise invalid_state(
+                f"invalid state: process {self.process_id!r} was started without "
+                "stdin: true, so its standard input is not open"
+            )
+        if self._stdin_closed():
+            raise invalid_state(
+                f"invalid state: the standard input of process {self.process_id!r} "
+                "is already closed"
+            )
+        if data:
+            self.transport.write(data)
+        if eof:
+            self.transport.closeStdin()
+
+    def _stdin_closed(self) -> bool:
+        pipes = getattr(self.transport, "pipes", None)
+        if pipes is None:
+            return False
+        return 0 not in pipes or pipes[0].disconnecting
+
+    # -- ending -----------------------------------------------------------
+
+    def _terminate_group(self) -> None:
+        """
+        SIGTERM and SIGCONT to the group; SIGKILL after the grace period.
+        Idempotent: one escalation at a time.
+        """
+        if self._kill_call is not None:
+            return
+        self.group.signal(signal.SIGTERM)
+        self.group.signal(signal.SIGCONT)
+        self._kill_call = self._clock.callLater(self.options.kill_grace, self._kill)
+
+    def _kill(self) -> None:
+        if self.group.alive():
+            self.log.warn(
+                "process {process_id}: group still alive after {grace}s, sending SIGKILL",
+                grace=self.options.kill_grace,
+                **self._log_context,
+            )
+            self.group.signal(signal.SIGKILL)
+
+    def processExited(self, reason: Failure) -> None:
+        self._duration = time.monotonic() - self._began
+        self.state = EXITED
+        value = reason.value
+        if isinstance(value, ProcessTerminated) and value.signal is not None:
+            self.exit_code = -value.signal
+            self.signal_name = signal.Signals(value.signal).name
+        elif isinstance(value, (ProcessDone, ProcessTerminated)):
+            self.exit_code = value.exitCode
+        if self._timeout is not None:
+            self._timeout.cancel()
+        if self._error is None and self.group.alive():
+            self._terminate_group()
+        self._drain = PausableTimer(
+            self._clock, self.options.kill_grace, self._stop_draining
+        )
+        if not self.output.reading_paused:
+            self._drain.start()
+
+    def _stop_draining(self) -> None:
+        """
+        Something of the group still holds the pipes open after the grace
+        period: stop waiting for end of file.
+        """
+        self.log.warn(
+            "process {process_id}: output pipes still open {grace}s after exit; closing",
+            grace=self.options.kill_grace,
+            **self._log_context,
+        )
+        self.transport.loseConnection()
+
+    def processEnded(self, reason: Failure) -> None:
+        if self._drain is not None:
+            self._drain.cancel()
+        self.output.set_reader(None)
+        if self._error is not None:
+            self.finished = True
+            self.ended.callback(self)
+            return
+        self._group_deadline = self._clock.seconds() + 2 * self.options.kill_grace
+        self._await_empty_group()
+
+    def _await_empty_group(self) -> None:
+        members = self.group.members()
+        if members and self._clock.seconds() < self._group_deadline:
+            self._clock.callLater(_GROUP_POLL, self._await_empty_group)
+            return
+        if members:
+            self._error = (
+                f"process group {self.pid} still has members after SIGKILL: "
+                + ", ".join(str(pid) for pid in members)
+            )
+            self.log.error("process {process_id}: {error}", error=self._error, **self._log_context)
+        self._finish()
+
+    def _finish(self) -> None:
+        if self._kill_call is not None and self._kill_call.active():
+            self._kill_call.cancel()
+        self.finished = True
+        completion = self.completion()
+        self.log.info(
+            "process {process_id} finished: {status} (exit code {exit_code})",
+            status=completion["status"],
+            exit_code=self.exit_code,
+            **self._log_context,
+        )
+        self.output.complete(completion)
+        self.ended.callback(self)
+
+    @property
+    def status(self) -> str:
+        if self._cancel_status is not None:
+            return self._cancel_status
+        return "completed" if self.exit_code == 0 else "failed"
+
+    def completion(self) -> dict:
+        """
+        The params of C{process.completed}.
+        """
+        streams = self.output.streams
+        return {
+            "process_id": self.process_id,
+            "status": self.status,
+            "pid": self.pid,
+            "pgid": self.pid,
+            "exit_code": self.exit_code,
+            "signal": self.signal_name,
+            "duration": round(self._duration, 6),
+            "stdout_bytes": streams["stdout"].end,
+            "stderr_bytes": streams["stderr"].end,
+            "dropped_bytes": self.output.dropped_bytes,
+            "error": self._error,
+        }
+
+    def describe(self) -> Dict:
+        """
+        This process as C{list} reports it.
+        """
+        streams = self.output.streams
+        return {
+            "process_id": self.process_id,
+            "pid": self.pid,
+            "pgid": self.pid,
+            "command": self.command.argv,
+            "state": self.state if self.state != STARTING else RUNNING,
+            "started_at": self.started_at,
+            "exit_code": self.exit_code,
+            "stdout_bytes": streams["stdout"].end,
+            "stderr_bytes": streams["stderr"].end,
+            "dropped_bytes": self.output.dropped_bytes,
+            "subscribers": len(self.output.subscriptions),
+        }

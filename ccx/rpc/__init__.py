@@ -1,0 +1,3 @@
+"""
+JSON-RPC 2.0: message framing, error values and method dispatch, independent of transport.
+"""

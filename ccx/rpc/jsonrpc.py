@@ -1,0 +1,256 @@
+"""
+JSON-RPC 2.0 framing and dispatch.
+
+L{Dispatcher} turns one incoming frame (a request, a notification or a batch)
+into the text of the reply, calling a handler for each method.  It knows
+nothing of WebSockets or processes, so that a second dialect (MCP) or a second
+transport can reuse it.
+"""
+
+import json
+from typing import Any, Callable, List, Mapping, Optional, Union
+
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from ccx.rpc.errors import (
+    INTERNAL_ERROR,
+    INVALID_REQUEST,
+    METHOD_NOT_FOUND,
+    PARSE_ERROR,
+    RPCError,
+)
+
+_NO_ID = object()
+
+
+class Call:
+    """
+    One method call as a handler sees it.
+
+    @ivar method: the method name.
+    @ivar request_id: the request's id, or L{None} for a notification.
+    @ivar is_notification: whether no reply will be sent.
+    """
+
+    def __init__(self, method: str, request_id: Any, is_notification: bool) -> None:
+        self.method = method
+        self.request_id = request_id
+        self.is_notification = is_notification
+        self._after_reply: List[Callable[[], None]] = []
+
+    def after_reply(self, action: Callable[[], None]) -> None:
+        """
+        Run C{action} once the reply carrying this call's result has been
+        sent (or, for a notification, once the call is done), so that
+        notifications it causes never overtake that reply.
+        """
+        self._after_reply.append(action)
+
+
+Handler = Callable[[Any, Call], Any]
+
+
+class Reply:
+    """
+    The outcome of one frame.
+
+    @ivar text: the JSON text to send back, or L{None} when nothing is due.
+    @ivar after: actions to run once C{text} has been sent.
+    """
+
+    def __init__(self, text: Optional[str], after: List[Callable[[], None]]) -> None:
+        self.text = text
+        self.after = after
+
+
+def encode(message: Any) -> str:
+    """
+    Serialise a JSON-RPC message compactly.
+    """
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+
+
+def notification(method: str, params: Any) -> str:
+    """
+    The text of a JSON-RPC notification.
+    """
+    return encode({"jsonrpc": "2.0", "method": method, "params": params})
+
+
+def _error_response(request_id: Any, error: RPCError) -> dict:
+    return {"jsonrpc": "2.0", "id": request_id, "error": error.to_json()}
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse(payload: Union[bytes, str]) -> Any:
+    """
+    Parse one frame's payload as strict JSON (no NaN or Infinity).
+
+    @raise RPCError: with code -32700 when the payload is not UTF-8 JSON.
+    """
+    try:
+        if isinstance(payload, bytes):
+            payload = payload.decode("utf-8")
+        return json.loads(payload, parse_constant=_reject_constant)
+    except UnicodeDecodeError:
+        raise RPCError(PARSE_ERROR, "parse error: the message is not valid UTF-8")
+    except RecursionError:
+        raise RPCError(PARSE_ERROR, "parse error: the message is nested too deeply")
+    except ValueError as e:
+        raise RPCError(PARSE_ERROR, f"parse error: {e}")
+
+
+def _valid_id(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    return value is None or isinstance(value, (str, int, float))
+
+
+class Dispatcher:
+    """
+    Dispatch JSON-RPC 2.0 frames to handlers.
+
+    @param methods: handlers by method name; each takes the params (an
+        object, an array or L{None}) and a L{Call}, and returns a result or
+        a L{Deferred} of one, or raises L{RPCError}.
+    @param max_batch: the most calls one batch may hold.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        methods: Mapping[str, Handler],
+        max_batch: int = 100,
+        log_context: Optional[dict] = None,
+    ) -> None:
+        self._methods = methods
+        self._max_batch = max_batch
+        self._log_context = log_context or {}
+
+    def dispatch(self, payload: Union[bytes, str]) -> "Deferred[Reply]":
+        """
+        Handle one frame.
+
+        @return: a L{Deferred} that fires with the L{Reply}; it never fails.
+        """
+        try:
+            message = parse(payload)
+        except RPCError as e:
+            return succeed(Reply(encode(_error_response(None, e)), []))
+
+        if isinstance(message, list):
+            return self._dispatch_batch(message)
+
+        d = self._dispatch_one(message)
+        return d.addCallback(
+            lambda result: Reply(
+                None if result[0] is None else encode(result[0]), result[1]
+            )
+        )
+
+    def _dispatch_batch(self, messages: list) -> "Deferred[Reply]":
+        if not messages:
+            error = RPCError(INVALID_REQUEST, "invalid request: an empty batch")
+            return succeed(Reply(encode(_error_response(None, error)), []))
+        if len(messages) > self._max_batch:
+            error = RPCError(
+                INVALID_REQUEST,
+                f"invalid request: a batch may hold at most {self._max_batch} "
+                f"calls; this one holds {len(messages)}",
+            )
+            return succeed(Reply(encode(_error_response(None, error)), []))
+
+        def combine(results: list) -> Reply:
+            responses = [response for response, _ in results if response is not None]
+            after = [action for _, actions in results for action in actions]
+            return Reply(encode(responses) if responses else None, after)
+
+        return gatherResults([self._dispatch_one(m) for m in messages]).addCallback(
+            combine
+        )
+
+    def _dispatch_one(self, message: Any) -> Deferred:
+        """
+        @return: a L{Deferred} firing with C{(response or None, after-actions)}.
+        """
+        try:
+            call = self._validate(message)
+        except RPCError as e:
+            request_id = message.get("id") if isinstance(message, dict) else None
+            if not _valid_id(request_id):
+                request_id = None
+            return succeed((_error_response(request_id, e), []))
+
+        handler = self._methods.get(call.method)
+        if handler is None:
+            error = RPCError(
+                METHOD_NOT_FOUND,
+                f"method not found: {call.method!r} "
+                f"(known methods: {', '.join(sorted(self._methods))})",
+            )
+            return succeed(self._respond(call, error=error))
+
+        self.log.debug(
+            "call {method} id={request_id}",
+            method=call.method,
+            request_id=call.request_id,
+            **self._log_context,
+        )
+        d = maybeDeferred(handler, message.get("params"), call)
+        d.addCallbacks(
+            lambda result: self._respond(call, result=result),
+            lambda failure: self._respond(call, error=self._to_error(call, failure)),
+        )
+        return d
+
+    def _validate(self, message: Any) -> Call:
+        if not isinstance(message, dict):
+            raise RPCError(
+                INVALID_REQUEST, "invalid request: a JSON-RPC message must be an object"
+            )
+        if message.get("jsonrpc") != "2.0":
+            raise RPCError(INVALID_REQUEST, 'invalid request: "jsonrpc" must be "2.0"')
+        request_id = message.get("id", _NO_ID)
+        if request_id is not _NO_ID and not _valid_id(request_id):
+            raise RPCError(
+                INVALID_REQUEST,
+                'invalid request: "id" must be a string, a number or null',
+            )
+        method = message.get("method")
+        if not isinstance(method, str):
+            raise RPCError(INVALID_REQUEST, 'invalid request: "method" must be a string')
+        params = message.get("params")
+        if params is not None and not isinstance(params, (dict, list)):
+            raise RPCError(
+                INVALID_REQUEST,
+                'invalid request: "params" must be an object or an array',
+            )
+        is_notification = request_id is _NO_ID
+        return Call(method, None if is_notification else request_id, is_notification)
+
+    def _to_error(self, call: Call, failure: Failure) -> RPCError:
+        if failure.check(RPCError):
+            return failure.value
+        self.log.failure(
+            "method {method} failed", failure, method=call.method, **self._log_context
+        )
+        return RPCError(
+            INTERNAL_ERROR,
+            f"internal error while running {call.method!r}; the service log has details",
+        )
+
+    def _respond(
+        self, call: Call, result: Any = None, error: Optional[RPCError] = None
+    ) -> tuple:
+        if call.is_notification:
+            return (None, call._after_reply)
+        if error is not None:
+            return (_error_response(call.request_id, error), call._after_reply)
+        response = {"jsonrpc": "2.0", "id": call.request_id, "result": result}
+        return (response, call._after_reply)

@@ -1,0 +1,109 @@
+"""
+Strict reading of a method's named params, with errors a person can act on.
+"""
+
+import math
+from typing import Any, Dict, Iterable, Optional, Sequence
+
+from ccx.rpc.errors import invalid_params
+
+REQUIRED: Any = object()
+
+
+class ParamReader:
+    """
+    Read the params of one call, refusing unknown members and wrong types.
+
+    @param params: the call's params as received.
+    @param method: the method name, for messages.
+    @param known: every member the method accepts.
+    """
+
+    def __init__(self, params: Any, method: str, known: Iterable[str]) -> None:
+        if params is None or params == []:
+            params = {}
+        if not isinstance(params, dict):
+            raise invalid_params(
+                f"invalid params: {method} takes its params as an object of named members"
+            )
+        known = tuple(known)
+        unknown = sorted(set(params) - set(known))
+        if unknown:
+            listed = ", ".join(repr(name) for name in unknown)
+            accepted = ", ".join(known) or "none"
+            raise invalid_params(
+                f"invalid params: {method} has no parameter {listed} (it accepts: {accepted})"
+            )
+        self._params = params
+        self._method = method
+
+    def _get(self, name: str, default: Any) -> Any:
+        if name in self._params and self._params[name] is not None:
+            return self._params[name]
+        if default is REQUIRED:
+            raise invalid_params(f"invalid params: {self._method} needs {name!r}")
+        return default
+
+    def _wrong(self, name: str, expected: str) -> Exception:
+        return invalid_params(
+            f"invalid params: {self._method}'s {name!r} must be {expected}"
+        )
+
+    def string(
+        self,
+        name: str,
+        default: Any = REQUIRED,
+        choices: Optional[Sequence[str]] = None,
+    ) -> Any:
+        value = self._get(name, default)
+        if value is default and default is not REQUIRED:
+            return value
+        if not isinstance(value, str):
+            raise self._wrong(name, "a string")
+        if choices is not None and value not in choices:
+            raise self._wrong(name, "one of " + ", ".join(repr(c) for c in choices))
+        return value
+
+    def boolean(self, name: str, default: bool) -> bool:
+        value = self._get(name, default)
+        if not isinstance(value, bool):
+            raise self._wrong(name, "true or false")
+        return value
+
+    def number(self, name: str, default: Any = None) -> Optional[float]:
+        """
+        A positive, finite number of seconds (or L{None} when absent).
+        """
+        value = self._get(name, default)
+        if value is default:
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self._wrong(name, "a number")
+        if not math.isfinite(value) or value <= 0 or value > 10**9:
+            raise self._wrong(name, "a positive number no larger than 1e9")
+        return float(value)
+
+    def offset(self, name: str, default: Any = None) -> Any:
+        value = self._get(name, default)
+        if value is default:
+            return value
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise self._wrong(name, "a whole number of bytes, 0 or more")
+        return value
+
+    def string_map(self, name: str) -> Dict[str, str]:
+        value = self._get(name, {})
+        if not isinstance(value, dict) or not all(
+            isinstance(v, str) for v in value.values()
+        ):
+            raise self._wrong(name, "an object whose values are strings")
+        return value
+
+    def object(self, name: str) -> Dict[str, Any]:
+        value = self._get(name, {})
+        if not isinstance(value, dict):
+            raise self._wrong(name, "an object")
+        return value
+
+    def any(self, name: str, default: Any = REQUIRED) -> Any:
+        return self._get(name, default)

@@ -1,0 +1,75 @@
+"""
+The ccx service: the listening port and the processes, started and stopped
+together.
+"""
+
+import sys
+from typing import Any, Optional
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.endpoints import serverFromString
+from twisted.logger import ILogObserver, Logger
+
+from ccx.config import Config
+from ccx.logs import make_observer
+from ccx.node import Node
+from ccx.web.site import build_site
+
+
+class CCXService(MultiService):
+    """
+    Listens on the configured endpoint; on stop, stops listening, then
+    cancels every process group and waits for them.
+
+    @ivar node: the service's L{Node}.
+    @ivar port_service: the L{StreamServerEndpointService} that listens.
+    """
+
+    log = Logger()
+
+    def __init__(self, config: Config, reactor: Optional[Any] = None) -> None:
+        super().__init__()
+        if reactor is None:
+            from twisted.internet import reactor
+        self.config = config
+        self.node = Node(config, reactor)
+        self.site = build_site(self.node)
+        endpoint = serverFromString(reactor, config.port)
+        self.port_service = StreamServerEndpointService(endpoint, self.site)
+        self.port_service._raiseSynchronously = True
+        self.port_service.setServiceParent(self)
+
+    def setServiceParent(self, parent: Any) -> None:
+        """
+        When the parent is a twistd application, give it the log observer
+        of C{--log-format}/C{--log-level}: twistd then uses it for its own
+        lines too.
+        """
+        super().setServiceParent(parent)
+        if hasattr(parent, "setComponent"):
+            parent.setComponent(ILogObserver, self.log_observer())
+
+    def log_observer(self) -> ILogObserver:
+        return make_observer(self.config.log_format, self.config.log_level, sys.stdout)
+
+    def startService(self) -> None:
+        super().startService()
+        self.log.info(
+            "ccx {version} listening on {port}; allowed programs: {allowed}",
+            version=self.node.version,
+            port=self.config.port,
+            allowed=len(self.node.allow_list),
+        )
+
+    @inlineCallbacks
+    def stopService(self) -> Deferred:
+        yield super().stopService()
+        live = self.node.registry.live_count
+        if live:
+            self.log.info("stopping: cancelling {count} processes", count=live)
+        for connection in list(self.node.connections):
+            connection.dropConnection(abort=False)
+        yield self.node.registry.shutdown()
+        self.log.info("stopped")

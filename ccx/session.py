@@ -1,0 +1,85 @@
+"""
+One client connection's share of the service: its id, its subscriptions and
+the processes it started.
+"""
+
+import uuid
+from typing import Dict, List, Optional
+
+from ccx.output.fanout import Subscription
+from ccx.output.interfaces import IOutputSink
+from ccx.process.managed import ManagedProcess
+
+
+class Session:
+    """
+    What one connection holds.
+
+    @ivar session_id: the id announced in C{connected}, and logged with
+        every event that concerns this connection.
+    """
+
+    def __init__(self, sink: IOutputSink) -> None:
+        self.session_id = uuid.uuid4().hex
+        self.sink = sink
+        self.closed = False
+        self.subscriptions: Dict[str, Subscription] = {}
+        self.started: List[ManagedProcess] = []
+
+    def subscribe(
+        self,
+        process: ManagedProcess,
+        blocking: bool,
+        offsets: Optional[Dict[str, int]] = None,
+        first: Optional[tuple] = None,
+    ) -> Subscription:
+        """
+        Subscribe to a process's output, replacing this connection's earlier
+        subscription to it.  The subscription delivers nothing until activated.
+        """
+        self.unsubscribe(process.process_id)
+        subscription = process.output.subscribe(self.sink, blocking, offsets, first)
+        self.subscriptions[process.process_id] = subscription
+        return subscription
+
+    def unsubscribe(self, process_id: str) -> bool:
+        """
+        @return: whether there was a subscription to drop.
+        """
+        subscription = self.subscriptions.pop(process_id, None)
+        if subscription is None:
+            return False
+        subscription.output.unsubscribe(subscription)
+        return True
+
+    def newest_unfinished(self) -> Optional[ManagedProcess]:
+        """
+        The newest process this connection started that has not exited.
+        """
+        for process in reversed(self.started):
+            if not process.finished and process.state != "exited":
+                return process
+        return None
+
+    def pump(self) -> None:
+        """
+        The connection can take more: let every subscription deliver.
+        """
+        for process_id, subscription in list(self.subscriptions.items()):
+            if subscription.done:
+                del self.subscriptions[process_id]
+            else:
+                subscription.output.pump(subscription)
+
+    def close(self) -> None:
+        """
+        The connection closed: drop its subscriptions and cancel the
+        processes it started with C{on_disconnect: "cancel"}.
+        """
+        self.closed = True
+        for process_id in list(self.subscriptions):
+            self.unsubscribe(process_id)
+        for process in self.started:
+            if process.options.on_disconnect == "cancel":
+                process.terminate()
+        self.started = []

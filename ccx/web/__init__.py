@@ -1,0 +1,3 @@
+"""
+The network edge: one HTTP port serving the WebSocket and plain HTTP resources.
+"""

@@ -1,0 +1,54 @@
+"""
+The HTTP side of the port: C{/ws} and C{/ws/mcp} (the WebSocket) and C{/health}.
+"""
+
+import json
+
+from autobahn.twisted.resource import WebSocketResource
+from twisted.web.resource import NoResource, Resource
+from twisted.web.server import Site
+
+from ccx.node import Node
+from ccx.web.websocket import make_factory
+
+
+class HealthResource(Resource):
+    """
+    C{GET /health}: the service's status as JSON.
+    """
+
+    isLeaf = True
+
+    def __init__(self, node: Node) -> None:
+        super().__init__()
+        self._node = node
+
+    def render_GET(self, request) -> bytes:
+        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"cache-control", b"no-store")
+        return json.dumps(self._node.health()).encode("utf-8")
+
+
+class WebSocketEndpoint(WebSocketResource):
+    """
+    The WebSocket, at C{/ws} and at C{/ws/mcp}.
+    """
+
+    def getChildWithDefault(self, name: bytes, request):
+        if name in (b"mcp", b"") and not request.postpath:
+            return self
+        return NoResource()
+
+
+class _Quiet(Site):
+    # Access logging is the WebSocket's job (it logs sessions), and Site's own
+    # line would print the query string, where a browser puts its token.
+    def log(self, request) -> None:
+        pass
+
+
+def build_site(node: Node) -> Site:
+    root = Resource()
+    root.putChild(b"ws", WebSocketEndpoint(make_factory(node)))
+    root.putChild(b"health", HealthResource(node))
+    return _Quiet(root)

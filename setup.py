@@ -1,0 +1,33 @@
+import re
+
+from setuptools import find_packages, setup
+
+with open("ccx/__init__.py", encoding="utf-8") as f:
+    __version__ = re.search(r'__version__ = "([^"]+)"', f.read()).group(1)
+
+setup(
+    name="ccx",
+    version=__version__,
+    description="Run and steer long-running programs over a WebSocket speaking JSON-RPC 2.0",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.9",
+    packages=find_packages(include=["ccx", "ccx.*"]) + ["twisted.plugins"],
+    package_data={"twisted": ["plugins/ccx_plugin.py"]},
+    install_requires=[
+        "twisted>=24.3",
+        "autobahn>=24.4",
+        "txaio",
+        "zope.interface",
+        "treq",
+        "tomli; python_version < '3.11'",
+    ],
+    extras_require={
+        "test": ["websockets>=12", "hypothesis"],
+    },
+    classifiers=[
+        "Framework :: Twisted",
+        "Programming Language :: Python :: 3",
+        "Operating System :: POSIX :: Linux",
+    ],
+)
