@@ -54,6 +54,20 @@ class CCXService(MultiService):
     def log_observer(self) -> ILogObserver:
         return make_observer(self.config.log_format, self.config.log_level, sys.stdout)
 
+    def when_listening(self) -> Deferred:
+        """
+        Fire with the L{IListeningPort} once the service listens (useful
+        with port 0), without taking the result from the port service.
+        """
+        listening: Deferred = Deferred()
+
+        def fire(port: Any) -> Any:
+            listening.callback(port)
+            return port
+
+        self.port_service._waitingForPort.addCallback(fire)
+        return listening
+
     def startService(self) -> None:
         super().startService()
         self.log.info(

@@ -33,6 +33,7 @@ class ProcessRegistry:
         self._processes: Dict[str, ManagedProcess] = {}
         self._live: Dict[str, ManagedProcess] = {}
         self._forget_calls: Dict[str, object] = {}
+        self._stopping = False
 
     @staticmethod
     def new_process_id() -> str:
@@ -64,8 +65,9 @@ class ProcessRegistry:
 
     def _ended(self, process: ManagedProcess) -> ManagedProcess:
         self._live.pop(process.process_id, None)
-        if process.output.completion is None:
-            # It never ran: there is nothing to list or attach to.
+        if process.output.completion is None or self._stopping:
+            # It never ran, or the service is stopping: nobody will list or
+            # attach to it.
             self._processes.pop(process.process_id, None)
         else:
             self._forget_calls[process.process_id] = self._clock.callLater(
@@ -106,6 +108,7 @@ class ProcessRegistry:
 
         @return: a L{Deferred} that fires once every process has finished.
         """
+        self._stopping = True
         waiting = []
         for process in self.live():
             process.terminate()

@@ -50,7 +50,7 @@ class CCXServerProtocol(WebSocketServerProtocol):
 
     @property
     def writable(self) -> bool:
-        return self._open and not self._paused
+        return self._open and not self._paused and self.state == self.STATE_OPEN
 
     def onConnect(self, request: Any) -> None:
         config = self.node.config
@@ -114,7 +114,7 @@ class CCXServerProtocol(WebSocketServerProtocol):
         self.dispatcher.dispatch(payload).addCallback(self._reply)
 
     def _reply(self, reply: Reply) -> None:
-        if not self._open:
+        if not self._open or self.state != self.STATE_OPEN:
             return
         if reply.text is not None:
             self.sendMessage(reply.text.encode("utf-8"))
@@ -134,7 +134,9 @@ class CCXServerProtocol(WebSocketServerProtocol):
         self.session.close()
 
     def send_notification(self, method: str, params: dict) -> None:
-        if self._open:
+        # A closing connection stays subscribed until onClose; sending then
+        # would raise Disconnected.
+        if self._open and self.state == self.STATE_OPEN:
             self.sendMessage(notification(method, params).encode("utf-8"))
 
     def pauseProducing(self) -> None:

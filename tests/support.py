@@ -1,0 +1,230 @@
+"""
+Integration-test support: a real ccx service on 127.0.0.1 port 0 and a real
+WebSocket client that waits for events, never for time.
+"""
+
+import json
+import os
+import shutil
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, inlineCallbacks, succeed
+from twisted.internet.endpoints import TCP4ClientEndpoint
+
+from ccx.config import build_config
+from ccx.process.group import ProcessGroup
+from ccx.service import CCXService
+
+PROGRAMS = ("sh", "seq", "sleep", "cat", "head", "printf", "true")
+
+
+def program(name: str) -> str:
+    path = shutil.which(name)
+    assert path is not None, f"{name} is needed by the tests"
+    return path
+
+
+class Client(WebSocketClientProtocol):
+    """
+    A JSON-RPC client that records every message and lets a test wait for
+    the next one that matches.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: List[dict] = []
+        self.opened: Deferred = Deferred()
+        self.closed: Deferred = Deferred()
+        self._waiting: List[Tuple[Callable[[dict], bool], Deferred]] = []
+        self._next_id = 0
+
+    def onOpen(self) -> None:
+        self.opened.callback(self)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        message = json.loads(payload)
+        self.messages.append(message)
+        for entry in list(self._waiting):
+            matches, d = entry
+            if matches(message):
+                self._waiting.remove(entry)
+                d.callback(message)
+
+    def onClose(self, wasClean: bool, code: Any, reason: Any) -> None:
+        self.close_code = code
+        if not self.opened.called:
+            self.opened.errback(ConnectionError(f"refused: {code} {reason}"))
+        self.closed.callback(code)
+
+    def wait_for(self, matches: Callable[[dict], bool], seen: bool = True) -> Deferred:
+        """
+        The first message (already received, if C{seen}) that C{matches}.
+        """
+        if seen:
+            for message in self.messages:
+                if matches(message):
+                    return succeed(message)
+        d: Deferred = Deferred()
+        self._waiting.append((matches, d))
+        return d
+
+    def notification(self, method: str, process_id: Optional[str] = None) -> Deferred:
+        def matches(m: dict) -> bool:
+            return isinstance(m, dict) and m.get("method") == method and (
+                process_id is None or m["params"].get("process_id") == process_id
+            )
+
+        return self.wait_for(matches).addCallback(lambda m: m["params"])
+
+    def send_json(self, message: Any) -> None:
+        self.sendMessage(json.dumps(message).encode("utf-8"))
+
+    def request(self, method: str, params: Any = None) -> Deferred:
+        """
+        Send a request; fire with the whole response (result or error).
+        """
+        self._next_id += 1
+        request_id = self._next_id
+        message = {"jsonrpc": "2.0", "id": request_id, "method": method}
+        if params is not None:
+            message["params"] = params
+        d = self.wait_for(
+            lambda m: isinstance(m, dict) and m.get("id") == request_id and "method" not in m
+        )
+        self.send_json(message)
+        return d
+
+    def call(self, method: str, params: Any = None) -> Deferred:
+        """
+        Send a request; fire with its result, fail on an error response.
+        """
+
+        def result(response: dict) -> Any:
+            if "error" in response:
+                raise AssertionError(f"{method} failed: {response['error']}")
+            return response["result"]
+
+        return self.request(method, params).addCallback(result)
+
+    def output(self, process_id: str, stream: str = "stdout") -> bytes:
+        """
+        Everything received so far of one stream, checked to be contiguous.
+        """
+        data = b""
+        for m in self.messages:
+            if not isinstance(m, dict) or m.get("method") != "process.output":
+                continue
+            p = m["params"]
+            if p["process_id"] == process_id and p["type"] == stream:
+                assert p["offset"] == len(data), (p["offset"], len(data))
+                data += p["data"].encode("utf-8")
+        return data
+
+    def close(self) -> Deferred:
+        if self.closed.called:
+            return succeed(None)
+        self.sendClose()
+        return self.closed
+
+
+class ServiceFixture:
+    """
+    A running ccx service with the test programs allowed.
+    """
+
+    def __init__(self, testcase: Any, **settings: Any) -> None:
+        self.testcase = testcase
+        values: Dict[str, Any] = {
+            "port": "tcp:0:interface=127.0.0.1",
+            "allow": [program(name) for name in PROGRAMS],
+            "kill_grace": 1.0,
+            "keep_finished": 30.0,
+        }
+        values.update(settings)
+        self.config = build_config(values)
+        self.service = CCXService(self.config, reactor)
+        self.clients: List[Client] = []
+        self.groups: List[int] = []
+
+    @inlineCallbacks
+    def start(self) -> Any:
+        self.service.startService()
+        self.testcase.addCleanup(self.stop)
+        port = yield self.service.when_listening()
+        self.port = port.getHost().port
+        return self
+
+    def url(self, path: str = "/ws/mcp") -> str:
+        return f"ws://127.0.0.1:{self.port}{path}"
+
+    @inlineCallbacks
+    def connect(self, path: str = "/ws/mcp", headers: Optional[dict] = None) -> Any:
+        factory = WebSocketClientFactory(self.url(path), headers=headers or {})
+        factory.protocol = Client
+        factory.setProtocolOptions(maxMessagePayloadSize=0, maxFramePayloadSize=0)
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", self.port)
+        client = yield endpoint.connect(factory)
+        self.clients.append(client)
+        yield client.opened
+        return client
+
+    @inlineCallbacks
+    def execute(self, client: Client, params: dict) -> Any:
+        """
+        Start a program and remember its group, to check it is gone at the end.
+        """
+        result = yield client.call("execute", params)
+        self.groups.append(result["pgid"])
+        return result
+
+    @inlineCallbacks
+    def stop(self) -> Any:
+        for client in self.clients:
+            yield client.close()
+        if self.service.running:
+            yield self.service.stopService()
+        left = {pgid: ProcessGroup(pgid).members() for pgid in self.groups}
+        left = {pgid: pids for pgid, pids in left.items() if pids}
+        self.testcase.assertEqual(left, {}, "processes left behind")
+
+
+def members_state(pgid: int) -> List[str]:
+    """
+    The /proc state letter of each live member of a process group.
+    """
+    states = []
+    for pid in ProcessGroup(pgid).members():
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                states.append(f.read().rsplit(b")", 1)[1].split()[0].decode())
+        except OSError:
+            pass
+    return states
+
+
+def fd_count() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def until(predicate: Callable[[], bool], timeout: float = 10.0) -> Deferred:
+    """
+    Fire once C{predicate()} holds, looking again each reactor turn-ish
+    (for state only the kernel can tell, such as a stopped process).
+    """
+    from twisted.internet.task import LoopingCall
+
+    deadline = reactor.seconds() + timeout
+    done: Deferred = Deferred()
+
+    def check() -> None:
+        if predicate():
+            loop.stop()
+        elif reactor.seconds() > deadline:
+            loop.stop()
+            done.errback(AssertionError("condition not reached in time"))
+
+    loop = LoopingCall(check)
+    loop.start(0.01).addCallback(lambda _: done.called or done.callback(None))
+    return done
