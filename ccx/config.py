@@ -9,6 +9,7 @@ import sys
 from dataclasses import dataclass, field, fields
 from typing import Any, Dict, List, Optional, Tuple
 
+from twisted.internet.endpoints import _parse as _parse_endpoint
 from twisted.python import usage
 
 if sys.version_info >= (3, 11):
@@ -63,13 +64,21 @@ def endpoint_description(port: str) -> str:
 
 
 def _endpoint_interface(description: str) -> Optional[str]:
-    kind = description.split(":", 1)[0]
+    """
+    The interface a TCP-based endpoint string listens on, read with the
+    parser C{serverFromString} itself uses (so escapes, repeated and
+    positional arguments mean the same here as there).
+    """
+    args, kwargs = _parse_endpoint(description)
+    kind = args[0] if args else ""
     if kind not in ("tcp", "ssl", "tcp6"):
         return None
-    for part in description.split(":")[1:]:
-        if part.startswith("interface="):
-            return part[len("interface=") :].replace("\\:", ":")
-    return "::" if kind == "tcp6" else "0.0.0.0"
+    interface = kwargs.get("interface")
+    if interface is None and kind != "ssl" and len(args) > 2:
+        interface = args[2]
+    if not interface:
+        return "::" if kind == "tcp6" else "0.0.0.0"
+    return interface
 
 
 def is_loopback_only(description: str) -> bool:

@@ -70,10 +70,17 @@ class CCXService(MultiService):
 
     def startService(self) -> None:
         super().startService()
+        self.when_listening().addCallback(self._listening)
+
+    def _listening(self, port: Any) -> None:
+        address = port.getHost()
         self.log.info(
-            "ccx {version} listening on {port}; allowed programs: {allowed}",
+            "ccx {version} listening on {endpoint} ({address}); {allowed} programs allowed",
             version=self.node.version,
-            port=self.config.port,
+            endpoint=self.config.port,
+            address=str(address),
+            host=getattr(address, "host", None),
+            port=getattr(address, "port", None),
             allowed=len(self.node.allow_list),
         )
 
@@ -83,7 +90,9 @@ class CCXService(MultiService):
         live = self.node.registry.live_count
         if live:
             self.log.info("stopping: cancelling {count} processes", count=live)
-        for connection in list(self.node.connections):
-            connection.dropConnection(abort=False)
+        # Cancel first and close connections after, so that clients are told
+        # how their processes ended.
         yield self.node.registry.shutdown()
+        for connection in list(self.node.connections):
+            connection.sendClose(code=1000, reason="ccx is stopping")
         self.log.info("stopped")

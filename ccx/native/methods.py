@@ -227,6 +227,13 @@ class NativeMethods:
                     )
                 offsets[stream] = value
         process = self._node.registry.get(process_id)
+        for stream, offset in offsets.items():
+            end = process.output.streams[stream].end
+            if offset > end:
+                raise invalid_params(
+                    f"invalid params: offsets.{stream} is {offset}, past the end of "
+                    f"that stream ({end} bytes so far)"
+                )
         subscription = self._session.subscribe(
             process, blocking=on_full == "block", offsets=offsets
         )

@@ -6,8 +6,13 @@ from bisect import bisect_right
 from typing import List, Optional, Tuple
 
 # Small reads are merged into the previous chunk up to this size, so that a
-# program printing line by line does not leave thousands of tiny chunks.
+# program printing in small pieces does not leave thousands of tiny chunks...
 _COALESCE = 4096
+# ...when they were read within this many seconds of its first byte, so that
+# a chunk's time stays the time of each byte in it, within this resolution;
+_TIME_RESOLUTION = 0.01
+# ...or whenever this many chunks are held, which bounds their overhead.
+_MAX_CHUNKS = 16384
 
 
 class StreamBuffer:
@@ -47,9 +52,11 @@ class StreamBuffer:
         if not data:
             return
         lines = data.count(b"\n")
+        held = len(self._chunks) - self._head
         if (
-            len(self._chunks) > self._head
+            held
             and len(self._chunks[-1]) + len(data) <= _COALESCE
+            and (when - self._times[-1] < _TIME_RESOLUTION or held >= _MAX_CHUNKS)
         ):
             self._chunks[-1] += data
             self._lines[-1] += lines
@@ -87,9 +94,11 @@ class StreamBuffer:
         ) and self._head < len(self._chunks):
             chunk = self._chunks[self._head]
             chunk_end = self._starts[self._head] + len(chunk)
+            over_bytes = self.held_bytes > self.max_bytes
+            over_lines = self.held_lines > self.max_lines
             if chunk_end <= limit and (
-                self.held_bytes - len(chunk) >= self.max_bytes
-                or self.held_lines - self._lines[self._head] >= self.max_lines
+                (over_bytes and self.held_bytes - len(chunk) >= self.max_bytes)
+                or (over_lines and self.held_lines - self._lines[self._head] >= self.max_lines)
             ):
                 self._drop_head()
             else:

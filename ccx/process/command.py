@@ -31,6 +31,8 @@ class Command:
 
 
 def _argv(command: Union[str, list], shell: bool) -> List[str]:
+    if isinstance(command, str) and "\0" in command:
+        raise invalid_params("invalid params: 'command' holds a NUL byte")
     if shell:
         if not isinstance(command, str):
             raise invalid_params(

@@ -8,6 +8,7 @@ transport can reuse it.
 """
 
 import json
+import math
 from typing import Any, Callable, List, Mapping, Optional, Union
 
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
@@ -67,9 +68,12 @@ class Reply:
 
 def encode(message: Any) -> str:
     """
-    Serialise a JSON-RPC message compactly.
+    Serialise a JSON-RPC message compactly, as strict JSON.
+
+    @raise ValueError: for values JSON cannot carry (NaN, infinities).
+    @raise TypeError: for values that are not JSON types.
     """
-    return json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def notification(method: str, params: Any) -> str:
@@ -87,6 +91,13 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"the number {text[:40]} is too large")
+    return value
+
+
 def parse(payload: Union[bytes, str]) -> Any:
     """
     Parse one frame's payload as strict JSON (no NaN or Infinity).
@@ -96,7 +107,9 @@ def parse(payload: Union[bytes, str]) -> Any:
     try:
         if isinstance(payload, bytes):
             payload = payload.decode("utf-8")
-        return json.loads(payload, parse_constant=_reject_constant)
+        return json.loads(
+            payload, parse_constant=_reject_constant, parse_float=_finite_float
+        )
     except UnicodeDecodeError:
         raise RPCError(PARSE_ERROR, "parse error: the message is not valid UTF-8")
     except RecursionError:
@@ -150,7 +163,7 @@ class Dispatcher:
         d = self._dispatch_one(message)
         return d.addCallback(
             lambda result: Reply(
-                None if result[0] is None else encode(result[0]), result[1]
+                None if result[0] is None else self._encode(result[0]), result[1]
             )
         )
 
@@ -169,7 +182,7 @@ class Dispatcher:
         def combine(results: list) -> Reply:
             responses = [response for response, _ in results if response is not None]
             after = [action for _, actions in results for action in actions]
-            return Reply(encode(responses) if responses else None, after)
+            return Reply(self._encode(responses) if responses else None, after)
 
         return gatherResults([self._dispatch_one(m) for m in messages]).addCallback(
             combine
@@ -208,6 +221,20 @@ class Dispatcher:
             lambda failure: self._respond(call, error=self._to_error(call, failure)),
         )
         return d
+
+    def _encode(self, response: Any) -> str:
+        """
+        Encode a response (or a batch of them); a result that JSON cannot
+        carry becomes an internal error instead of no reply at all.
+        """
+        try:
+            return encode(response)
+        except (TypeError, ValueError):
+            self.log.failure("a result could not be encoded", **self._log_context)
+        if isinstance(response, list):
+            return "[" + ",".join(self._encode(r) for r in response) + "]"
+        error = RPCError(INTERNAL_ERROR, "internal error: the result could not be encoded")
+        return encode(_error_response(response.get("id"), error))
 
     def _validate(self, message: Any) -> Call:
         if not isinstance(message, dict):

@@ -79,7 +79,7 @@ class ParamReader:
             return value
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise self._wrong(name, "a number")
-        if not math.isfinite(value) or value <= 0 or value > 10**9:
+        if not (0 < value <= 10**9) or not math.isfinite(value):
             raise self._wrong(name, "a positive number no larger than 1e9")
         return float(value)
 

@@ -1,0 +1,343 @@
+"""
+Tests for L{ccx.process.allowlist} and L{ccx.process.command}.
+"""
+
+import os
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from ccx.process.allowlist import SHELL, AllowList, AllowListError
+from ccx.process.command import Command, build_command
+from ccx.rpc.errors import COMMAND_NOT_ALLOWED, INVALID_PARAMS, RPCError
+
+
+class ProgramsMixin:
+    """
+    A temporary directory with a C{bin} of small programs:
+    C{tool} and C{other} (executable), C{data} (not executable).
+    """
+
+    def setUp(self):
+        self.base = os.path.realpath(self.mktemp())
+        self.bin = os.path.join(self.base, "bin")
+        self.work = os.path.join(self.base, "work")
+        os.makedirs(self.bin)
+        os.makedirs(self.work)
+        self.tool = self.program("tool")
+        self.other = self.program("other")
+        self.data = os.path.join(self.bin, "data")
+        with open(self.data, "w") as f:
+            f.write("not a program\n")
+
+    def program(self, name, directory=None):
+        path = os.path.join(directory or self.bin, name)
+        with open(path, "w") as f:
+            f.write("#!/bin/sh\necho %s\n" % (name,))
+        os.chmod(path, 0o755)
+        return path
+
+    def allow(self, *programs):
+        return AllowList(programs, search_path=self.bin)
+
+    def assertRPCError(self, code, f, *args, **kwargs):
+        """
+        C{f(*args, **kwargs)} raises an L{RPCError} with C{code}; return its
+        message.
+        """
+        error = self.assertRaises(RPCError, f, *args, **kwargs)
+        self.assertEqual(error.code, code)
+        return error.message
+
+
+class AllowListTests(ProgramsMixin, SynchronousTestCase):
+    """
+    Tests for L{AllowList}.
+    """
+
+    def test_by_name(self):
+        """A program allowed by name resolves, by name, to its real path."""
+        self.assertEqual(self.allow("tool").resolve("tool", self.work), self.tool)
+
+    def test_by_absolute_path(self):
+        """A program allowed by name may be run by its absolute path."""
+        self.assertEqual(self.allow("tool").resolve(self.tool, self.work), self.tool)
+
+    def test_allowed_by_absolute_path(self):
+        """A program allowed by absolute path may be run by name."""
+        allow_list = AllowList([self.tool], search_path=self.bin)
+        self.assertEqual(len(allow_list), 1)
+        self.assertEqual(allow_list.resolve("tool", self.work), self.tool)
+
+    def test_search_path_used(self):
+        """Names are looked up on the given search path only."""
+        allow_list = AllowList([self.tool], search_path=self.work)
+        self.assertEqual(allow_list.resolve(self.tool, "/"), self.tool)
+        message = self.assertRPCError(
+            COMMAND_NOT_ALLOWED, allow_list.resolve, "tool", self.work
+        )
+        self.assertIn("'tool'", message)
+
+    def test_relative_path(self):
+        """A relative path is resolved against the command's directory."""
+        allow_list = self.allow("tool")
+        self.assertEqual(allow_list.resolve("bin/tool", self.base), self.tool)
+        self.assertEqual(allow_list.resolve("./tool", self.bin), self.tool)
+        self.assertEqual(allow_list.resolve("../bin/tool", self.work), self.tool)
+
+    def test_relative_path_elsewhere(self):
+        """A relative path that names nothing in that directory is refused."""
+        self.assertRPCError(
+            COMMAND_NOT_ALLOWED, self.allow("tool").resolve, "./tool", self.work
+        )
+
+    def test_symlink_to_other_program(self):
+        """A link named like an allowed program but leading elsewhere is refused."""
+        link = os.path.join(self.work, "tool")
+        os.symlink(self.other, link)
+        allow_list = self.allow("tool")
+        message = self.assertRPCError(
+            COMMAND_NOT_ALLOWED, allow_list.resolve, link, self.work
+        )
+        self.assertIn(self.other, message)
+        self.assertRPCError(
+            COMMAND_NOT_ALLOWED, allow_list.resolve, "./tool", self.work
+        )
+
+    def test_symlink_on_path_to_other_program(self):
+        """A link found by name on the search path is judged by its target."""
+        first = os.path.join(self.base, "first")
+        os.makedirs(first)
+        os.symlink(self.other, os.path.join(first, "tool"))
+        allow_list = AllowList([self.tool], search_path=first + os.pathsep + self.bin)
+        self.assertRPCError(COMMAND_NOT_ALLOWED, allow_list.resolve, "tool", self.work)
+
+    def test_symlink_to_allowed_program(self):
+        """A link to an allowed program is allowed, as that program."""
+        link = os.path.join(self.work, "alias")
+        os.symlink(self.tool, link)
+        self.assertEqual(self.allow("tool").resolve(link, "/"), self.tool)
+
+    def test_allowed_symlink_means_its_target(self):
+        """Allowing a link allows the program it leads to, not the name."""
+        os.symlink(self.other, os.path.join(self.bin, "linked"))
+        allow_list = self.allow("linked")
+        self.assertEqual(allow_list.resolve("other", self.work), self.other)
+        self.assertRPCError(COMMAND_NOT_ALLOWED, allow_list.resolve, "tool", self.work)
+
+    def test_not_allowed(self):
+        """A program on the path but not allowed is refused, saying how to allow it."""
+        message = self.assertRPCError(
+            COMMAND_NOT_ALLOWED, self.allow("tool").resolve, "other", self.work
+        )
+        self.assertIn("'other'", message)
+        self.assertIn("not on the allow-list", message)
+        self.assertIn("--allow other", message)
+        self.assertNotIn("nothing is allowed by default", message)
+
+    def test_unknown(self):
+        """A program that does not exist is refused the same way."""
+        message = self.assertRPCError(
+            COMMAND_NOT_ALLOWED, self.allow("tool").resolve, "nosuch", self.work
+        )
+        self.assertIn("--allow nosuch", message)
+
+    def test_not_executable(self):
+        """A file that is not executable is refused."""
+        self.assertRPCError(
+            COMMAND_NOT_ALLOWED, self.allow("tool").resolve, self.data, self.work
+        )
+
+    def test_nothing_by_default(self):
+        """An empty allow-list allows nothing and says so."""
+        allow_list = self.allow()
+        self.assertEqual(len(allow_list), 0)
+        message = self.assertRPCError(
+            COMMAND_NOT_ALLOWED, allow_list.resolve, "tool", self.work
+        )
+        self.assertIn("nothing is allowed by default", message)
+        self.assertRPCError(COMMAND_NOT_ALLOWED, allow_list.resolve, SHELL, self.work)
+
+    def test_shell_hint(self):
+        """Refusing /bin/sh says to allow sh."""
+        message = self.assertRPCError(
+            COMMAND_NOT_ALLOWED, self.allow("tool").resolve, SHELL, self.work
+        )
+        self.assertIn("--allow sh", message)
+
+    def test_nul(self):
+        """A program name with a NUL byte is invalid params."""
+        self.assertRPCError(INVALID_PARAMS, self.allow("tool").resolve, "to\0ol", "/")
+
+    def test_empty(self):
+        """An empty program name is invalid params."""
+        self.assertRPCError(INVALID_PARAMS, self.allow("tool").resolve, "", "/")
+
+    def test_unknown_entry(self):
+        """Allowing a program that cannot be found is an error naming it."""
+        error = self.assertRaises(AllowListError, self.allow, "tool", "nosuch")
+        self.assertIn("--allow nosuch", str(error))
+        self.assertIn(self.bin, str(error))
+
+    def test_non_executable_entry(self):
+        """Allowing a file that is not executable is an error."""
+        self.assertRaises(AllowListError, self.allow, self.data)
+
+    def test_directory_entry(self):
+        """Allowing a directory is an error."""
+        self.assertRaises(AllowListError, self.allow, self.work)
+
+
+class BuildCommandTests(ProgramsMixin, SynchronousTestCase):
+    """
+    Tests for L{build_command}.
+    """
+
+    def setUp(self):
+        super().setUp()
+        self.allow_list = self.allow("tool")
+        self.base_env = {"PATH": "/usr/bin", "HOME": "/home/ccx"}
+
+    def build(self, command, **kwargs):
+        kwargs.setdefault("default_cwd", self.work)
+        kwargs.setdefault("base_env", self.base_env)
+        return build_command(self.allow_list, command, **kwargs)
+
+    def assertInvalid(self, command, **kwargs):
+        return self.assertRPCError(INVALID_PARAMS, self.build, command, **kwargs)
+
+    def test_list(self):
+        """An array is the argv, with the real path of its program."""
+        command = self.build(["tool", "-v", "a b"])
+        self.assertEqual(
+            command,
+            Command(self.tool, ["tool", "-v", "a b"], self.work, self.base_env, False),
+        )
+
+    def test_string_split(self):
+        """A string is split into words like a POSIX shell would."""
+        command = self.build("tool 'a b' \"c d\" e\\ f  $HOME")
+        self.assertEqual(command.argv, ["tool", "a b", "c d", "e f", "$HOME"])
+        self.assertEqual(command.executable, self.tool)
+
+    def test_unbalanced_quotes(self):
+        """A string with unbalanced quotes is invalid params."""
+        message = self.assertInvalid("tool 'a b")
+        self.assertIn("cannot split", message)
+
+    def test_empty(self):
+        """An empty command is invalid params."""
+        for command in ("", "   ", []):
+            message = self.assertInvalid(command)
+            self.assertIn("'command' is empty", message)
+
+    def test_wrong_types(self):
+        """A command that is neither a string nor strings is invalid params."""
+        for command in (["tool", 1], {"argv": ["tool"]}, 5, None):
+            self.assertInvalid(command)
+
+    def test_nul(self):
+        """A NUL byte in any word is invalid params."""
+        self.assertIn("NUL", self.assertInvalid(["tool", "a\0b"]))
+        self.assertInvalid(["to\0ol"])
+
+    def test_not_allowed(self):
+        """A program not on the allow-list is refused with -32002."""
+        message = self.assertRPCError(COMMAND_NOT_ALLOWED, self.build, ["other"])
+        self.assertIn("--allow other", message)
+
+    def test_argv0_kept(self):
+        """The program's word is kept as the client wrote it."""
+        command = self.build([self.tool, "x"])
+        self.assertEqual(command.argv, [self.tool, "x"])
+        command = self.build(["../bin/tool"])
+        self.assertEqual(command.argv[0], "../bin/tool")
+        self.assertEqual(command.executable, self.tool)
+
+    def test_shell_not_allowed(self):
+        """shell: true needs sh on the allow-list."""
+        message = self.assertRPCError(
+            COMMAND_NOT_ALLOWED, self.build, "tool | tool", shell=True
+        )
+        self.assertIn("--allow sh", message)
+
+    def test_shell(self):
+        """With sh allowed, shell: true runs the string with sh -c."""
+        self.allow_list = AllowList(["tool", SHELL], search_path=self.bin)
+        command = self.build("tool 'x' | tool", shell=True)
+        self.assertEqual(command.argv, ["sh", "-c", "tool 'x' | tool"])
+        self.assertEqual(command.executable, os.path.realpath(SHELL))
+
+    def test_shell_needs_string(self):
+        """With shell: true, the command must be one string."""
+        self.allow_list = AllowList([SHELL], search_path=self.bin)
+        message = self.assertInvalid(["tool", "x"], shell=True)
+        self.assertIn("one string", message)
+
+    def test_shell_nul(self):
+        """A NUL byte in a shell command is invalid params too."""
+        self.allow_list = AllowList([SHELL], search_path=self.bin)
+        self.assertInvalid("tool a\0b", shell=True)
+
+    def test_cwd_default(self):
+        """Without cwd, the default directory is used."""
+        self.assertEqual(self.build(["tool"]).cwd, self.work)
+
+    def test_cwd_relative(self):
+        """A relative cwd is taken from the default directory."""
+        self.assertEqual(self.build(["tool"], cwd="../bin").cwd, self.bin)
+
+    def test_cwd_absolute(self):
+        """An absolute cwd is used as it is."""
+        self.assertEqual(self.build(["tool"], cwd=self.base).cwd, self.base)
+
+    def test_relative_program_uses_cwd(self):
+        """A relative program path is resolved against the command's cwd."""
+        command = self.build(["./tool"], cwd=self.bin)
+        self.assertEqual((command.executable, command.cwd), (self.tool, self.bin))
+        self.assertRPCError(COMMAND_NOT_ALLOWED, self.build, ["./tool"])
+
+    def test_cwd_missing(self):
+        """A cwd that does not exist is invalid params, naming it."""
+        message = self.assertInvalid(["tool"], cwd="nosuch")
+        self.assertIn("'nosuch' is not an existing directory", message)
+
+    def test_cwd_file(self):
+        """A cwd that is a file is invalid params."""
+        self.assertInvalid(["tool"], cwd=self.tool)
+
+    def test_cwd_nul(self):
+        """A cwd with a NUL byte is invalid params."""
+        self.assertInvalid(["tool"], cwd="a\0b")
+
+    def test_env_merged(self):
+        """env is added to the base environment, overriding it."""
+        command = self.build(["tool"], env={"HOME": "/tmp", "LANG": "C"})
+        self.assertEqual(
+            command.env, {"PATH": "/usr/bin", "HOME": "/tmp", "LANG": "C"}
+        )
+        self.assertEqual(self.base_env, {"PATH": "/usr/bin", "HOME": "/home/ccx"})
+
+    def test_env_empty_value(self):
+        """An empty value is a valid variable."""
+        self.assertEqual(self.build(["tool"], env={"EMPTY": ""}).env["EMPTY"], "")
+
+    def test_env_base_default(self):
+        """Without a base environment, the service's own is used."""
+        command = build_command(self.allow_list, ["tool"], env={"CCX_TEST": "1"})
+        self.assertEqual(command.env, dict(os.environ, CCX_TEST="1"))
+
+    def test_env_invalid(self):
+        """Names that are empty, hold '=' or NUL, and values with NUL are refused."""
+        for env in ({"": "x"}, {"A=B": "x"}, {"A\0": "x"}, {"A": "x\0y"}):
+            message = self.assertInvalid(["tool"], env=env)
+            self.assertIn("'env' entry", message)
+
+    def test_stdin(self):
+        """The stdin flag is carried."""
+        self.assertFalse(self.build(["tool"]).stdin)
+        self.assertTrue(self.build(["tool"], stdin=True).stdin)
+
+    def test_checks_before_allow_list(self):
+        """A malformed command is invalid params even if not allowed."""
+        self.assertInvalid(["other", "a\0"])
+        self.assertInvalid("other 'x")

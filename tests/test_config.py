@@ -1,0 +1,367 @@
+"""
+Tests for L{ccx.config}.
+"""
+
+import os
+
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase
+
+from ccx.config import (
+    DEFAULT_PORT,
+    Config,
+    ConfigError,
+    Options,
+    endpoint_description,
+    is_loopback_only,
+)
+
+
+class ConfigTestsMixin:
+    def parse(self, *argv):
+        options = Options()
+        options.parseOptions(list(argv))
+        return options.config
+
+    def assertRefused(self, *argv):
+        """
+        Parsing C{argv} fails with a L{ConfigError}; return its message.
+        """
+        error = self.assertRaises(ConfigError, self.parse, *argv)
+        return str(error)
+
+    def write(self, text):
+        path = self.mktemp()
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+        return path
+
+    def token_file(self, token="s3cret\n"):
+        return self.write(token)
+
+
+class DefaultsTests(ConfigTestsMixin, SynchronousTestCase):
+    """
+    Without options, the defaults are those of PROTOCOL.md section 7.
+    """
+
+    def test_defaults(self):
+        """Every documented default holds."""
+        config = self.parse()
+        self.assertEqual(config.port, "tcp:8003:interface=127.0.0.1")
+        self.assertEqual(config.allow, ())
+        self.assertIsNone(config.token)
+        self.assertEqual(config.allow_origin, ())
+        self.assertEqual(config.kill_grace, 5)
+        self.assertEqual(config.buffer_bytes, 1024 * 1024)
+        self.assertEqual(config.buffer_lines, 10000)
+        self.assertEqual(config.max_processes, 64)
+        self.assertEqual(config.max_connections, 1024)
+        self.assertEqual(config.keep_finished, 300)
+        self.assertEqual(config.log_format, "text")
+        self.assertEqual(config.log_level, "info")
+
+    def test_transport_defaults(self):
+        """Messages up to 1 MiB and pings every 30 s (section 1)."""
+        config = self.parse()
+        self.assertEqual(config.max_message_size, 1024 * 1024)
+        self.assertEqual(config.ping_interval, 30)
+
+    def test_cwd_default(self):
+        """Programs run in the current directory by default."""
+        self.assertEqual(self.parse().cwd, os.getcwd())
+
+    def test_same_as_config_defaults(self):
+        """Parsing no options gives the dataclass's defaults."""
+        self.assertEqual(self.parse(), Config())
+
+    def test_token_not_in_repr(self):
+        """The token never appears in the config's repr."""
+        config = self.parse("--token-file", self.token_file("hunter2"))
+        self.assertNotIn("hunter2", repr(config))
+
+    def test_error_is_usage_error(self):
+        """Configuration errors are usage errors, which twistd reports."""
+        self.assertTrue(issubclass(ConfigError, usage.UsageError))
+
+
+class PortTests(ConfigTestsMixin, SynchronousTestCase):
+    """
+    Tests for C{--port}.
+    """
+
+    def test_number(self):
+        """A port number means that port on the loopback interface."""
+        self.assertEqual(self.parse("--port", "8003").port, DEFAULT_PORT)
+        self.assertEqual(self.parse("-p", "9000").port, "tcp:9000:interface=127.0.0.1")
+
+    def test_endpoint_kept(self):
+        """An endpoint string is kept as given."""
+        for port in (
+            "tcp:8080:interface=127.0.0.1",
+            "unix:/tmp/ccx.sock",
+            "systemd:domain=INET:index=0",
+        ):
+            self.assertEqual(self.parse("--port", port).port, port)
+
+    def test_endpoint_description(self):
+        """Whitespace around a bare number is ignored."""
+        self.assertEqual(endpoint_description(" 8004 "), "tcp:8004:interface=127.0.0.1")
+        self.assertEqual(endpoint_description(8005), "tcp:8005:interface=127.0.0.1")
+
+    def test_all_interfaces_refused(self):
+        """Listening on every interface without a token is refused."""
+        for port in ("tcp:8003", "tcp:8003:interface=0.0.0.0", "tcp6:8003"):
+            message = self.assertRefused("--port", port)
+            self.assertIn("without a token", message)
+            self.assertIn("--token-file", message)
+
+    def test_non_loopback_refused(self):
+        """Listening on a non-loopback address without a token is refused."""
+        self.assertRefused("--port", "tcp:8003:interface=192.168.1.10")
+        self.assertRefused("--port", "ssl:8443:privateKey=k.pem:interface=10.0.0.1")
+        self.assertRefused("--port", "tcp:8003:interface=example.org")
+
+    def test_non_loopback_with_token(self):
+        """With a token, any interface is accepted."""
+        config = self.parse(
+            "--port", "tcp:8003:interface=0.0.0.0", "--token-file", self.token_file()
+        )
+        self.assertEqual(config.port, "tcp:8003:interface=0.0.0.0")
+        self.assertEqual(config.token, "s3cret")
+
+    def test_loopback_addresses(self):
+        """Any loopback address, and local sockets, count as loopback."""
+        self.assertTrue(is_loopback_only("tcp:1:interface=127.0.0.2"))
+        self.assertTrue(is_loopback_only("tcp:1:interface=localhost"))
+        self.assertTrue(is_loopback_only("unix:/run/ccx.sock"))
+        self.assertTrue(is_loopback_only("systemd:domain=INET:index=0"))
+        self.assertFalse(is_loopback_only("tcp:1:interface="))
+
+    def test_duplicate_interface(self):
+        """The interface Twisted would use (the last given) is the one judged."""
+        self.assertRefused(
+            "--port", "tcp:8003:interface=127.0.0.1:interface=0.0.0.0"
+        )
+
+    def test_ipv6_loopback(self):
+        """IPv6 loopback, escaped as endpoint strings need, is loopback."""
+        self.assertTrue(is_loopback_only(r"tcp6:8003:interface=\:\:1"))
+
+    def test_positional_interface(self):
+        """An interface given positionally (tcp:PORT:INTERFACE) is judged."""
+        self.assertTrue(is_loopback_only("tcp:8003:127.0.0.1"))
+
+
+class ListTests(ConfigTestsMixin, SynchronousTestCase):
+    """
+    Tests for the repeatable options.
+    """
+
+    def test_allow(self):
+        """--allow may be repeated, in order."""
+        config = self.parse("--allow", "ls", "--allow", "/bin/echo")
+        self.assertEqual(config.allow, ("ls", "/bin/echo"))
+
+    def test_allow_origin(self):
+        """--allow-origin may be repeated, in order."""
+        config = self.parse(
+            "--allow-origin", "http://a.test", "--allow-origin", "https://b.test"
+        )
+        self.assertEqual(config.allow_origin, ("http://a.test", "https://b.test"))
+
+    def test_fresh_lists(self):
+        """Repeatable options do not leak from one Options to the next."""
+        self.parse("--allow", "ls")
+        self.assertEqual(self.parse().allow, ())
+
+
+class NumberTests(ConfigTestsMixin, SynchronousTestCase):
+    """
+    Tests for numeric options.
+    """
+
+    def test_values(self):
+        """Numbers are converted to the option's type."""
+        config = self.parse(
+            "--kill-grace", "0.5",
+            "--buffer-bytes", "4096",
+            "--buffer-lines", "10",
+            "--max-processes", "2",
+            "--max-connections", "3",
+            "--keep-finished", "60",
+            "--max-message-size", "1000",
+            "--max-batch", "5",
+            "--ping-interval", "2.5",
+        )
+        self.assertEqual(
+            (
+                config.kill_grace, config.buffer_bytes, config.buffer_lines,
+                config.max_processes, config.max_connections, config.keep_finished,
+                config.max_message_size, config.max_batch, config.ping_interval,
+            ),
+            (0.5, 4096, 10, 2, 3, 60.0, 1000, 5, 2.5),
+        )
+        self.assertIsInstance(config.max_processes, int)
+        self.assertIsInstance(config.kill_grace, float)
+
+    def test_not_a_number(self):
+        """A word is refused, naming the option and the value."""
+        message = self.assertRefused("--max-processes", "many")
+        self.assertIn("--max-processes must be a number, not 'many'", message)
+
+    def test_fraction_for_count(self):
+        """A fraction is refused where a count is needed."""
+        self.assertRefused("--buffer-bytes", "1.5")
+
+    def test_not_positive(self):
+        """Zero and negative counts are refused."""
+        for value in ("0", "-1"):
+            message = self.assertRefused("--max-connections", value)
+            self.assertIn("--max-connections must be a positive number", message)
+
+    def test_nan(self):
+        """NaN is refused."""
+        self.assertRefused("--keep-finished", "nan")
+
+    def test_kill_grace_zero(self):
+        """A kill grace of zero is accepted; a negative one is not."""
+        self.assertEqual(self.parse("--kill-grace", "0").kill_grace, 0.0)
+        self.assertRefused("--kill-grace", "-1")
+
+
+class LogOptionTests(ConfigTestsMixin, SynchronousTestCase):
+    """
+    Tests for C{--log-format} and C{--log-level}.
+    """
+
+    def test_formats(self):
+        """text and json are accepted."""
+        self.assertEqual(self.parse("--log-format", "json").log_format, "json")
+        self.assertEqual(self.parse("--log-format", "text").log_format, "text")
+
+    def test_bad_format(self):
+        """Other formats are refused."""
+        message = self.assertRefused("--log-format", "xml")
+        self.assertIn("--log-format must be text or json", message)
+
+    def test_levels(self):
+        """Each level is accepted, in any case; warning means warn."""
+        for given, level in (
+            ("debug", "debug"), ("INFO", "info"), ("warn", "warn"),
+            ("warning", "warn"), ("Error", "error"),
+        ):
+            self.assertEqual(self.parse("--log-level", given).log_level, level)
+
+    def test_bad_level(self):
+        """Other levels are refused, listing the valid ones."""
+        message = self.assertRefused("--log-level", "verbose")
+        self.assertIn("debug, info, warn, error", message)
+
+
+class TokenTests(ConfigTestsMixin, SynchronousTestCase):
+    """
+    Tests for C{--token-file}.
+    """
+
+    def test_read(self):
+        """The token is the file's content without surrounding whitespace."""
+        self.assertEqual(
+            self.parse("--token-file", self.token_file("  abc123 \n")).token, "abc123"
+        )
+
+    def test_empty(self):
+        """An empty (or blank) token file is refused."""
+        for text in ("", " \n\n"):
+            path = self.token_file(text)
+            message = self.assertRefused("--token-file", path)
+            self.assertIn("empty", message)
+            self.assertIn(path, message)
+
+    def test_missing(self):
+        """A missing token file is refused."""
+        path = self.mktemp()
+        message = self.assertRefused("--token-file", path)
+        self.assertIn(path, message)
+
+
+class FileTests(ConfigTestsMixin, SynchronousTestCase):
+    """
+    Tests for C{--config FILE}.
+    """
+
+    def test_settings(self):
+        """Settings are read with dashed or underscored names."""
+        path = self.write(
+            'port = 9001\n'
+            'kill-grace = 2\n'
+            'max_processes = 8\n'
+            'allow = ["ls", "cat"]\n'
+            'allow-origin = "http://x.test"\n'
+            'log-format = "json"\n'
+        )
+        config = self.parse("--config", path)
+        self.assertEqual(config.port, "tcp:9001:interface=127.0.0.1")
+        self.assertEqual(config.kill_grace, 2.0)
+        self.assertEqual(config.max_processes, 8)
+        self.assertEqual(config.allow, ("ls", "cat"))
+        self.assertEqual(config.allow_origin, ("http://x.test",))
+        self.assertEqual(config.log_format, "json")
+
+    def test_token_file(self):
+        """A token file can be named in the file."""
+        path = self.write(
+            f'port = "tcp:8003:interface=0.0.0.0"\ntoken-file = "{self.token_file()}"\n'
+        )
+        self.assertEqual(self.parse("-c", path).token, "s3cret")
+
+    def test_command_line_overrides(self):
+        """Options on the command line override the file's."""
+        path = self.write('port = 9001\nmax-processes = 8\nlog-level = "debug"\n')
+        config = self.parse("--config", path, "--port", "9002", "--log-level", "error")
+        self.assertEqual(config.port, "tcp:9002:interface=127.0.0.1")
+        self.assertEqual(config.log_level, "error")
+        self.assertEqual(config.max_processes, 8)
+
+    def test_lists_combined(self):
+        """Repeatable options add to the file's lists."""
+        path = self.write('allow = ["ls"]\n')
+        config = self.parse("--config", path, "--allow", "cat")
+        self.assertEqual(config.allow, ("ls", "cat"))
+
+    def test_unknown_key(self):
+        """An unknown setting is refused, naming it."""
+        message = self.assertRefused("--config", self.write("max-procs = 3\n"))
+        self.assertIn("unknown setting 'max-procs'", message)
+
+    def test_token_key_refused(self):
+        """The token itself cannot be written in the file."""
+        self.assertRefused("--config", self.write('token = "abc"\n'))
+
+    def test_bad_number(self):
+        """A bad number in the file is refused."""
+        self.assertRefused("--config", self.write('buffer-lines = "lots"\n'))
+        self.assertRefused("--config", self.write("buffer-lines = -3\n"))
+
+    def test_bool_is_not_a_number(self):
+        """A boolean is refused where a number is needed."""
+        message = self.assertRefused("--config", self.write("max-batch = true\n"))
+        self.assertIn("--max-batch", message)
+
+    def test_bad_list(self):
+        """A repeatable setting must be a list of strings."""
+        self.assertRefused("--config", self.write("allow = [1, 2]\n"))
+
+    def test_not_toml(self):
+        """A file that is not TOML is refused, saying so."""
+        message = self.assertRefused("--config", self.write("port = \n"))
+        self.assertIn("not valid TOML", message)
+
+    def test_missing_file(self):
+        """A missing file is refused, naming it."""
+        path = self.mktemp()
+        self.assertIn(path, self.assertRefused("--config", path))
+
+    def test_non_loopback_in_file(self):
+        """The loopback rule applies to a port from the file too."""
+        self.assertRefused("--config", self.write('port = "tcp:8003"\n'))

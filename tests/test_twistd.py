@@ -1,0 +1,193 @@
+"""
+The service as users start it: C{twistd -n ccx}, C{twistd -ny tac/ccx.tac},
+and the plugin that makes C{twistd ccx} exist.
+"""
+
+import json
+import os
+import re
+import signal
+import sys
+
+from twisted.application.service import IServiceMaker
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.protocol import ProcessProtocol
+from twisted.plugin import IPlugin
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from zope.interface.verify import verifyObject
+
+from ccx.process.group import ProcessGroup
+from tests.support import ServiceFixture, program, until
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+
+
+class PluginTests(SynchronousTestCase):
+    def test_plugin_provides_service_maker(self):
+        """twisted/plugins/ccx_plugin.py holds an IPlugin and IServiceMaker named ccx."""
+        from twisted.plugins import ccx_plugin
+
+        verifyObject(IPlugin, ccx_plugin.ccx)
+        verifyObject(IServiceMaker, ccx_plugin.ccx)
+        self.assertEqual(ccx_plugin.ccx.tapname, "ccx")
+
+    def test_make_service(self):
+        """makeService builds a service from parsed options."""
+        maker = __import__("twisted.plugins.ccx_plugin", fromlist=["ccx"]).ccx
+        options = maker.options()
+        options.parseOptions(["--port", "0", "--allow", program("seq")])
+        service = maker.makeService(options)
+        self.assertEqual(service.config.port, "tcp:0:interface=127.0.0.1")
+
+
+class Twistd(ProcessProtocol):
+    """
+    A twistd child whose log lines are collected; C{listening} fires with the
+    port once the service says it listens.
+    """
+
+    def __init__(self):
+        self.lines = []
+        self._partial = b""
+        self.listening = Deferred()
+        self.ended = Deferred()
+
+    def outReceived(self, data):
+        self._partial += data
+        *lines, self._partial = self._partial.split(b"\n")
+        for line in lines:
+            self.lines.append(line.decode())
+            if not self.listening.called and b"listening on" in line:
+                self.listening.callback(self._port(line))
+
+    errReceived = outReceived
+
+    def _port(self, line):
+        try:
+            return json.loads(line)["port"]
+        except ValueError:
+            return int(re.search(rb"port=(\d+)", line).group(1))
+
+    def processEnded(self, reason):
+        self.exit_code = reason.value.exitCode
+        self.exit_signal = reason.value.signal
+        if not self.listening.called:
+            self.listening.errback(AssertionError("\n".join(self.lines)))
+        self.ended.callback(self)
+
+
+class TwistdTests(TestCase):
+    timeout = 60
+
+    def start(self, args, env=None):
+        twistd = Twistd()
+        environment = dict(os.environ, PYTHONPATH=ROOT)
+        environment.update(env or {})
+        directory = self.mktemp()
+        os.makedirs(directory)
+        reactor.spawnProcess(twistd, sys.executable, TWISTD + args, env=environment, path=directory)
+        self.addCleanup(self._stop, twistd)
+        return twistd
+
+    def assertCleanExit(self, twistd, quiet=False):
+        """
+        twistd stopped by SIGTERM shuts down, then re-raises SIGTERM on
+        itself: its exit status is 'killed by SIGTERM', which systemd counts
+        as a clean stop.
+        """
+        self.assertEqual(
+            (twistd.exit_code, twistd.exit_signal), (None, signal.SIGTERM),
+            "\n".join(twistd.lines),
+        )
+        if not quiet:
+            self.assertIn("Server Shut Down.", "\n".join(twistd.lines))
+
+    def _stop(self, twistd):
+        if not twistd.ended.called:
+            twistd.transport.signalProcess("KILL")
+            return twistd.ended
+
+    @inlineCallbacks
+    def connect(self, port):
+        fixture = ServiceFixture.__new__(ServiceFixture)
+        fixture.port = port
+        fixture.clients = []
+        client = yield fixture.connect()
+        self.addCleanup(client.close)
+        return client
+
+    @inlineCallbacks
+    def test_json_logs_and_clean_stop(self):
+        """With --log-format json every line is JSON, twistd's own included; SIGTERM cancels programs and exits."""
+        twistd = self.start(
+            ["-n", "--pidfile=", "ccx", "--port", "tcp:0:interface=127.0.0.1",
+             "--allow", program("sh"), "--log-format", "json", "--kill-grace", "1"]
+        )
+        port = yield twistd.listening
+        client = yield self.connect(port)
+        result = yield client.call(
+            "execute", {"command": ["sh", "-c", "sleep 1000 & sleep 1000"], "on_disconnect": "keep"}
+        )
+        twistd.transport.signalProcess("TERM")
+        yield twistd.ended
+        self.assertCleanExit(twistd)
+        self.assertEqual(
+            ProcessGroup(result["pgid"]).members(), [], "\n".join(twistd.lines)
+        )
+        records = [json.loads(line) for line in twistd.lines if line]
+        messages = [r["message"] for r in records]
+        self.assertTrue(any("starting up" in m for m in messages), messages)
+        self.assertTrue(any("Main loop terminated" in m for m in messages), messages)
+        started = [r for r in records if r.get("process_id") == result["process_id"]]
+        self.assertTrue(started, "events about a process carry its process_id")
+        self.assertTrue(all(r.get("session_id") for r in started))
+        for record in records:
+            self.assertEqual(
+                set(record) >= {"time", "level", "namespace", "message"}, True, record
+            )
+
+    @inlineCallbacks
+    def test_log_level_filters(self):
+        """--log-level warn leaves out info lines."""
+        socket = os.path.abspath(self.mktemp())
+        twistd = self.start(
+            ["-n", "--pidfile=", "ccx", "--port", f"unix:{socket}",
+             "--log-format", "json", "--log-level", "warn", "--allow", program("seq")]
+        )
+        twistd.listening.addErrback(lambda failure: None)
+        yield until(lambda: os.path.exists(socket))
+        twistd.transport.signalProcess("TERM")
+        yield twistd.ended
+        self.assertCleanExit(twistd, quiet=True)
+        levels = {json.loads(line)["level"] for line in twistd.lines if line}
+        self.assertFalse(levels & {"info", "debug"}, levels)
+
+    @inlineCallbacks
+    def test_tac(self):
+        """twistd -ny tac/ccx.tac runs the same service, configured from CCX_CONFIG."""
+        config = os.path.abspath(self.mktemp())
+        with open(config, "w") as f:
+            f.write('port = "tcp:0:interface=127.0.0.1"\nallow = ["%s"]\n' % program("seq"))
+        twistd = self.start(
+            ["-n", "--pidfile=", "-y", os.path.join(ROOT, "tac", "ccx.tac")],
+            env={"CCX_CONFIG": config},
+        )
+        port = yield twistd.listening
+        client = yield self.connect(port)
+        result = yield client.call("execute", {"command": "seq 1 3"})
+        yield client.notification("process.completed", result["process_id"])
+        self.assertEqual(client.output(result["process_id"]), b"1\n2\n3\n")
+        twistd.transport.signalProcess("TERM")
+        yield twistd.ended
+        self.assertCleanExit(twistd)
+
+    @inlineCallbacks
+    def test_refuses_public_interface_without_token(self):
+        """Listening on 0.0.0.0 without a token is refused with a message saying what to do."""
+        twistd = self.start(["-n", "--pidfile=", "ccx", "--port", "tcp:0"])
+        twistd.listening.addErrback(lambda failure: None)
+        yield twistd.ended
+        self.assertNotEqual(twistd.exit_code, 0)
+        self.assertIn("--token-file", "\n".join(twistd.lines))
