@@ -46,6 +46,7 @@ class Config:
     keep_finished: float = 300.0
     log_format: str = "text"
     log_level: str = "info"
+    log_format_given: bool = False
     max_message_size: int = 1024 * 1024
     max_batch: int = 100
     ping_interval: float = 30.0
@@ -109,7 +110,7 @@ _NUMBERS: Dict[str, type] = {
     "ping_interval": float,
 }
 _LISTS = ("allow", "allow_origin")
-_NAMES = {f.name for f in fields(Config)} - {"token"} | {"token_file"}
+_NAMES = {f.name for f in fields(Config)} - {"token", "log_format_given"} | {"token_file"}
 
 
 def _number(name: str, value: Any) -> Any:
@@ -179,6 +180,7 @@ def build_config(values: Dict[str, Any]) -> Config:
     if level not in LOG_LEVELS:
         raise ConfigError("--log-level must be one of " + ", ".join(LOG_LEVELS))
     settings["log_level"] = level
+    settings["log_format_given"] = "log_format" in values or "log_level" in values
     config = Config(**settings)
     if config.token is None and not is_loopback_only(config.port):
         raise ConfigError(

@@ -43,12 +43,14 @@ class CCXService(MultiService):
 
     def setServiceParent(self, parent: Any) -> None:
         """
-        When the parent is a twistd application, give it the log observer
-        of C{--log-format}/C{--log-level}: twistd then uses it for its own
-        lines too.
+        When the parent is a twistd application and C{--log-format} or
+        C{--log-level} was given, give it our log observer, writing to
+        standard output: twistd then uses it for its own lines too.
+        Otherwise twistd logs as it always does (C{twistd.log} when
+        daemonised, C{--logfile}, C{--syslog}).
         """
         super().setServiceParent(parent)
-        if hasattr(parent, "setComponent"):
+        if hasattr(parent, "setComponent") and self.config.log_format_given:
             parent.setComponent(ILogObserver, self.log_observer())
 
     def log_observer(self) -> ILogObserver:

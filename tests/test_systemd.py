@@ -1,0 +1,44 @@
+"""
+The systemd unit runs ccx the way the service expects to be run.
+"""
+
+import configparser
+import os
+
+from twisted.trial.unittest import SynchronousTestCase
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def unit(name: str) -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.optionxform = str
+    parser.read(os.path.join(ROOT, "systemd", name))
+    return parser
+
+
+class UnitTests(SynchronousTestCase):
+    def test_foreground_and_clean_stop(self):
+        """twistd runs in the foreground, SIGTERM goes to it alone, the rest is killed after a timeout."""
+        service = unit("ccx.service")["Service"]
+        command = service["ExecStart"].split()
+        self.assertTrue(command[0].endswith("twistd"))
+        self.assertIn("--nodaemon", command)
+        self.assertIn("ccx", command)
+        self.assertEqual(service["KillSignal"], "SIGTERM")
+        self.assertEqual(service["KillMode"], "mixed")
+        self.assertEqual(service["Restart"], "on-failure")
+
+    def test_unprivileged_and_hardened(self):
+        """It runs as its own user with no way to gain privileges."""
+        service = unit("ccx.service")["Service"]
+        self.assertEqual(service["User"], "ccx")
+        self.assertEqual(service["NoNewPrivileges"], "yes")
+        self.assertEqual(service["CapabilityBoundingSet"], "")
+        for setting in ("PrivateTmp", "ProtectSystem", "ProtectKernelTunables", "RestrictSUIDSGID"):
+            self.assertIn(setting, service)
+
+    def test_socket_activation_unit(self):
+        """The optional socket unit listens on loopback, where ccx needs no token."""
+        socket = unit("ccx.socket")["Socket"]
+        self.assertTrue(socket["ListenStream"].startswith("127.0.0.1:"))
