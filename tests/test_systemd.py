@@ -4,6 +4,9 @@ The systemd unit runs ccx the way the service expects to be run.
 
 import configparser
 import os
+import shutil
+import subprocess
+import sys
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -42,3 +45,27 @@ class UnitTests(SynchronousTestCase):
         """The optional socket unit listens on loopback, where ccx needs no token."""
         socket = unit("ccx.socket")["Socket"]
         self.assertTrue(socket["ListenStream"].startswith("127.0.0.1:"))
+
+
+class VerifyTests(SynchronousTestCase):
+    if shutil.which("systemd-analyze") is None:
+        skip = "systemd-analyze is not installed"
+
+    def test_systemd_analyze_verify(self):
+        """systemd-analyze verify accepts both units (with twistd where this Python has it)."""
+        twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
+        if not os.path.exists(twistd):
+            twistd = shutil.which("twistd")
+        directory = self.mktemp()
+        os.makedirs(directory)
+        paths = []
+        for name in ("ccx.service", "ccx.socket"):
+            with open(os.path.join(ROOT, "systemd", name)) as f:
+                text = f.read().replace("/opt/ccx/bin/twistd", twistd)
+            paths.append(os.path.join(directory, name))
+            with open(paths[-1], "w") as f:
+                f.write(text)
+        result = subprocess.run(
+            ["systemd-analyze", "verify", "--man=no", *paths], capture_output=True, text=True
+        )
+        self.assertEqual((result.returncode, result.stdout + result.stderr), (0, ""))
