@@ -19,6 +19,26 @@ else:  # pragma: no cover
 
 DEFAULT_PORT = "tcp:8003:interface=127.0.0.1"
 LOG_FORMATS = ("text", "json")
+# Environment variables a client may not set, because they change what code
+# an allowed program runs (shell-style patterns).
+DEFAULT_DENY_ENV = (
+    "LD_*",
+    "DYLD_*",
+    "GCONV_PATH",
+    "BASH_ENV",
+    "ENV",
+    "SHELLOPTS",
+    "BASHOPTS",
+    "PYTHONPATH",
+    "PYTHONHOME",
+    "PYTHONSTARTUP",
+    "PERL5LIB",
+    "PERL5OPT",
+    "RUBYLIB",
+    "RUBYOPT",
+    "NODE_OPTIONS",
+    "JAVA_TOOL_OPTIONS",
+)
 LOG_LEVELS = ("debug", "info", "warn", "error")
 
 
@@ -38,6 +58,8 @@ class Config:
     allow: Tuple[str, ...] = ()
     token: Optional[str] = field(default=None, repr=False)
     allow_origin: Tuple[str, ...] = ()
+    deny_env: Tuple[str, ...] = DEFAULT_DENY_ENV
+    max_requests: float = 200.0
     kill_grace: float = 5.0
     buffer_bytes: int = 1024 * 1024
     buffer_lines: int = 10000
@@ -108,8 +130,9 @@ _NUMBERS: Dict[str, type] = {
     "max_message_size": int,
     "max_batch": int,
     "ping_interval": float,
+    "max_requests": float,
 }
-_LISTS = ("allow", "allow_origin")
+_LISTS = ("allow", "allow_origin", "deny_env")
 _NAMES = {f.name for f in fields(Config)} - {"token", "log_format_given"} | {"token_file"}
 
 
@@ -229,18 +252,27 @@ class Options(usage.Options):
         ["max-batch", None, None, "Most calls in one batch [default: 100]."],
         ["ping-interval", None, None, "Seconds between WebSocket pings [default: 30]."],
         ["cwd", None, None, "Default working directory of programs [default: current]."],
+        ["max-requests", None, None, "Requests per second per connection [default: 200]."],
     ]
 
     def __init__(self) -> None:
         super().__init__()
         self["allow"] = []
         self["allow_origin"] = []
+        self["deny_env"] = []
 
     def opt_allow(self, program: str) -> None:
         """
         Allow a program: a name looked up on PATH, or an absolute path (repeatable).
         """
         self["allow"].append(program)
+
+    def opt_deny_env(self, pattern: str) -> None:
+        """
+        Refuse this environment variable (a shell-style pattern) in execute's
+        env (repeatable; replaces the default list, see docs/running.md).
+        """
+        self["deny_env"].append(pattern)
 
     def opt_allow_origin(self, origin: str) -> None:
         """

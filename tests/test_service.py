@@ -229,6 +229,15 @@ class ExecuteTests(ServiceTestCase):
         self.assertEqual(listed["processes"], [])
 
     @inlineCallbacks
+    def test_env_that_changes_what_runs_is_refused(self):
+        """env may not set LD_PRELOAD and the like: -32002 naming the variable."""
+        response = yield self.client.request(
+            "execute", {"command": "true", "env": {"LD_PRELOAD": "/tmp/evil.so"}}
+        )
+        self.assertEqual(response["error"]["code"], -32002)
+        self.assertIn("LD_PRELOAD", response["error"]["message"])
+
+    @inlineCallbacks
     def test_bad_params(self):
         """Wrong params get -32602 naming the problem."""
         for params, words in [

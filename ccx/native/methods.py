@@ -113,6 +113,7 @@ class NativeMethods:
             env=env,
             stdin=stdin,
             default_cwd=config.cwd,
+            deny_env=config.deny_env,
         )
         options = RunOptions(
             on_full=on_full,

@@ -5,10 +5,11 @@ What to run: a command checked against the allow-list, ready to spawn.
 import os
 import shlex
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Optional, Union
+from fnmatch import fnmatchcase
+from typing import Dict, List, Mapping, Optional, Sequence, Union
 
 from ccx.process.allowlist import SHELL, AllowList
-from ccx.rpc.errors import invalid_params
+from ccx.rpc.errors import command_not_allowed, invalid_params
 
 
 @dataclass(frozen=True)
@@ -68,13 +69,21 @@ def _cwd(cwd: Optional[str], default: str) -> str:
     return path
 
 
-def _env(base: Mapping[str, str], extra: Mapping[str, str]) -> Dict[str, str]:
+def _env(
+    base: Mapping[str, str], extra: Mapping[str, str], deny: Sequence[str]
+) -> Dict[str, str]:
     for name, value in extra.items():
         if not name or "=" in name or "\0" in name or "\0" in value:
             raise invalid_params(
                 f"invalid params: 'env' entry {name!r} is not a valid variable "
                 "(a name without '=' or NUL, a value without NUL)"
             )
+        for pattern in deny:
+            if fnmatchcase(name, pattern):
+                raise command_not_allowed(
+                    f"command not allowed: 'env' may not set {name!r}, which changes "
+                    f"what code a program runs (denied by {pattern!r}; see --deny-env)"
+                )
     env = dict(base)
     env.update(extra)
     return env
@@ -89,6 +98,7 @@ def build_command(
     stdin: bool = False,
     default_cwd: Optional[str] = None,
     base_env: Optional[Mapping[str, str]] = None,
+    deny_env: Sequence[str] = (),
 ) -> Command:
     """
     Check a client's command and turn it into a L{Command}.
@@ -100,5 +110,5 @@ def build_command(
     directory = _cwd(cwd, default_cwd or os.getcwd())
     program = SHELL if shell else argv[0]
     executable = allow_list.resolve(program, directory)
-    environment = _env(os.environ if base_env is None else base_env, env or {})
+    environment = _env(os.environ if base_env is None else base_env, env or {}, deny_env)
     return Command(executable, argv, directory, environment, stdin)

@@ -15,9 +15,11 @@ from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succe
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from ccx.rpc.ratelimit import TokenBucket
 from ccx.rpc.errors import (
     INTERNAL_ERROR,
     INVALID_REQUEST,
+    LIMIT_EXCEEDED,
     METHOD_NOT_FOUND,
     PARSE_ERROR,
     RPCError,
@@ -132,6 +134,8 @@ class Dispatcher:
         object, an array or L{None}) and a L{Call}, and returns a result or
         a L{Deferred} of one, or raises L{RPCError}.
     @param max_batch: the most calls one batch may hold.
+    @param limiter: when given, consulted once per call; a call it refuses
+        gets -32001 instead of running.
     """
 
     log = Logger()
@@ -141,9 +145,11 @@ class Dispatcher:
         methods: Mapping[str, Handler],
         max_batch: int = 100,
         log_context: Optional[dict] = None,
+        limiter: Optional[TokenBucket] = None,
     ) -> None:
         self._methods = methods
         self._max_batch = max_batch
+        self._limiter = limiter
         self._log_context = log_context or {}
 
     def dispatch(self, payload: Union[bytes, str]) -> "Deferred[Reply]":
@@ -200,6 +206,13 @@ class Dispatcher:
                 request_id = None
             return succeed((_error_response(request_id, e), []))
 
+        if self._limiter is not None and not self._limiter.take():
+            error = RPCError(
+                LIMIT_EXCEEDED,
+                f"limit exceeded: more than {self._limiter.rate:g} requests per second "
+                "on this connection; slow down and retry",
+            )
+            return succeed(self._respond(call, error=error))
         handler = self._methods.get(call.method)
         if handler is None:
             error = RPCError(

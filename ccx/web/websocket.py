@@ -17,6 +17,7 @@ from ccx.native.methods import CAPABILITIES, NativeMethods
 from ccx.node import Node
 from ccx.output.interfaces import IOutputSink
 from ccx.rpc.jsonrpc import Dispatcher, Reply, notification
+from ccx.rpc.ratelimit import TokenBucket
 from ccx.session import Session
 
 
@@ -84,6 +85,7 @@ class CCXServerProtocol(WebSocketServerProtocol):
             NativeMethods(self.node, self.session).table(),
             max_batch=self.node.config.max_batch,
             log_context={"session_id": self.session.session_id},
+            limiter=TokenBucket(self.node.reactor, self.node.config.max_requests),
         )
         self._register_as_producer()
         self.node.connections.add(self)
