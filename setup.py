@@ -15,7 +15,7 @@ setup(
     packages=find_packages(include=["ccx", "ccx.*"]) + ["twisted.plugins"],
     package_data={"twisted": ["plugins/ccx_plugin.py"]},
     install_requires=[
-        "twisted>=24.3",
+        "twisted[tls]>=24.3",
         "autobahn>=24.4",
         "txaio",
         "zope.interface",

@@ -4,7 +4,7 @@ Log output: text or one JSON object per line, filtered by level.
 
 import json
 from datetime import datetime, timezone
-from typing import IO, Any, Dict
+from typing import IO, Any, Callable, Dict, Optional, Sequence
 
 from twisted.logger import (
     FileLogObserver,
@@ -13,7 +13,7 @@ from twisted.logger import (
     LogLevel,
     LogLevelFilterPredicate,
     formatEvent,
-    textFileLogObserver,
+    formatEventAsClassicLogText,
 )
 
 _LEVELS = {
@@ -63,13 +63,33 @@ def event_as_json_line(event: Dict[str, Any]) -> str:
     return json.dumps(record, ensure_ascii=False) + "\n"
 
 
-def make_observer(log_format: str, log_level: str, out: IO[str]) -> ILogObserver:
+def _redacting(
+    format_event: Callable[[Dict[str, Any]], Optional[str]], secrets: Sequence[str]
+) -> Callable[[Dict[str, Any]], Optional[str]]:
+    def redacted(event: Dict[str, Any]) -> Optional[str]:
+        text = format_event(event)
+        if text:
+            for secret in secrets:
+                text = text.replace(secret, "[redacted]")
+        return text
+
+    return redacted
+
+
+def make_observer(
+    log_format: str, log_level: str, out: IO[str], secrets: Sequence[str] = ()
+) -> ILogObserver:
     """
     The observer for C{--log-format} and C{--log-level}.
+
+    @param secrets: strings (the token) replaced by C{[redacted]} wherever
+        they would be written.
     """
     if log_format == "json":
-        observer: ILogObserver = FileLogObserver(out, event_as_json_line)
+        format_event = event_as_json_line
     else:
-        observer = textFileLogObserver(out)
+        format_event = lambda event: formatEventAsClassicLogText(event)  # noqa: E731
+    observer = FileLogObserver(out, _redacting(format_event, [s for s in secrets if s]))
     predicate = LogLevelFilterPredicate(defaultLogLevel=_LEVELS[log_level])
     return FilteringLogObserver(observer, [predicate])
+

@@ -4,7 +4,7 @@ together.
 """
 
 import sys
-from typing import Any, Optional
+from typing import IO, Any, Optional
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
@@ -54,7 +54,19 @@ class CCXService(MultiService):
             parent.setComponent(ILogObserver, self.log_observer())
 
     def log_observer(self) -> ILogObserver:
-        return make_observer(self.config.log_format, self.config.log_level, sys.stdout)
+        return self.log_observer_to(sys.stdout)
+
+    def log_observer_to(self, out: IO[str]) -> ILogObserver:
+        """
+        An observer writing this service's log format and level to C{out},
+        with the token redacted.
+        """
+        return make_observer(
+            self.config.log_format,
+            self.config.log_level,
+            out,
+            secrets=[self.config.token] if self.config.token else [],
+        )
 
     def when_listening(self) -> Deferred:
         """

@@ -7,6 +7,7 @@ group records signals, and a L{Clock} stands in for time.
 import signal
 from typing import Iterable, List, Optional, Tuple
 
+from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.interfaces import IProcessProtocol
 from twisted.internet.protocol import ProcessProtocol
@@ -174,19 +175,31 @@ class Harness:
         stdin: bool = False,
         pid: int = PID,
         owner: Optional[str] = "s1",
+        clock: Optional[Clock] = None,
+        start: bool = True,
         **options: object,
     ) -> None:
-        self.clock = Clock()
-        self.clock.advance(START_TIME)
+        if clock is None:
+            clock = Clock()
+            clock.advance(START_TIME)
+        self.clock = clock
         self.process = ManagedProcess(
-            process_id, make_command(stdin), RunOptions(**options), self.clock, owner
+            process_id, make_command(stdin), RunOptions(**options), clock, owner
         )
         self.spawner = FakeSpawner(pid)
+        self.group = FakeGroup(pid)
+        self.reason = exit_reason()
+        if start:
+            self.start()
+
+    def start(self) -> "Harness":
+        """
+        Spawn the program with the fake spawner and swap in the fake group.
+        """
         self.started = self.process.start(self.spawner)
         self.transport = self.spawner.transport
-        self.group = FakeGroup(pid)
         self.process.group = self.group
-        self.reason = exit_reason()
+        return self
 
     def run(self) -> "Harness":
         """
@@ -329,18 +342,28 @@ class StartTests(SynchronousTestCase):
         self.assertTrue(h.process.finished)
         self.assertEqual(h.group.signals, [])
 
-    def test_spawner_raises(self) -> None:
-        """A spawner that raises fails start with -32005 and ends the process."""
+    def test_spawner_raises_ends(self) -> None:
+        """A spawner that raises ends the process with no completion."""
+        clock = Clock()
+        process = ManagedProcess("p1", make_command(), RunOptions(), clock)
+        process.start(FakeSpawner(error=OSError("out of processes")))
+        self.assertIs(self.successResultOf(process.ended), process)
+        self.assertTrue(process.finished)
+        self.assertIsNone(process.pid)
+        self.assertIsNone(process.output.completion)
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+        self.flushLoggedErrors(RPCError)
+
+    def test_spawner_raises_fails_start(self) -> None:
+        """A spawner that raises makes start return a -32005 failure."""
         clock = Clock()
         process = ManagedProcess("p1", make_command(), RunOptions(), clock)
         started = process.start(FakeSpawner(error=OSError("out of processes")))
+        self.flushLoggedErrors(OSError)
+        self.assertIsInstance(started, Deferred)
         error = self.failureResultOf(started, RPCError).value
         self.assertEqual(error.code, SPAWN_FAILED)
         self.assertEqual(error.message, "spawn failed: out of processes")
-        self.assertIs(self.successResultOf(process.ended), process)
-        self.assertTrue(process.finished)
-        self.assertIsNone(process.output.completion)
-        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
 
     def test_terminate_while_starting(self) -> None:
         """terminate() while starting cancels as soon as exec succeeds."""

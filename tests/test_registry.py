@@ -1,0 +1,183 @@
+"""
+Tests for L{ccx.process.registry.ProcessRegistry}, with processes run by
+fakes (see L{tests.test_managed}) and a L{Clock}.
+"""
+
+import signal
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from ccx.process.registry import ProcessRegistry
+from ccx.rpc.errors import LIMIT_EXCEEDED, PROCESS_NOT_FOUND, RPCError
+from tests.test_managed import FakeSink, FakeSpawner, Harness
+
+
+class RegistryTests(SynchronousTestCase):
+    """
+    Tracking processes from spawn to being forgotten.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.registry = ProcessRegistry(self.clock, max_processes=2, keep_finished=30.0)
+
+    def spawn(self, process_id: str, run: bool = True, **options: object) -> Harness:
+        """
+        Add a process to the registry, then start it (running, if C{run}).
+        """
+        h = Harness(process_id, clock=self.clock, start=False, **options)
+        self.registry.add(h.process)
+        h.start()
+        if run:
+            h.run()
+        return h
+
+    def test_new_process_id(self) -> None:
+        """Process ids are distinct hex strings."""
+        ids = {ProcessRegistry.new_process_id() for _ in range(100)}
+        self.assertEqual(len(ids), 100)
+        for process_id in ids:
+            self.assertEqual(len(process_id), 32)
+            int(process_id, 16)
+
+    def test_add(self) -> None:
+        """An added process can be got, found, listed and counts as live."""
+        h = self.spawn("p1")
+        self.assertIs(self.registry.get("p1"), h.process)
+        self.assertIs(self.registry.get("p1", live=True), h.process)
+        self.assertIs(self.registry.find("p1"), h.process)
+        self.assertEqual(self.registry.all(), [h.process])
+        self.assertEqual(self.registry.live(), [h.process])
+        self.assertEqual(self.registry.live_count, 1)
+
+    def test_get_unknown(self) -> None:
+        """Getting an unknown process is -32003."""
+        error = self.assertRaises(RPCError, self.registry.get, "nope")
+        self.assertEqual(error.code, PROCESS_NOT_FOUND)
+        self.assertIn("'nope'", error.message)
+        error = self.assertRaises(RPCError, self.registry.get, "nope", live=True)
+        self.assertEqual(error.code, PROCESS_NOT_FOUND)
+
+    def test_find_unknown(self) -> None:
+        """Finding an unknown process gives None."""
+        self.assertIsNone(self.registry.find("nope"))
+
+    def test_capacity(self) -> None:
+        """A process beyond max_processes is refused with -32001."""
+        self.spawn("p1")
+        self.spawn("p2", run=False)
+        error = self.assertRaises(RPCError, self.registry.check_capacity)
+        self.assertEqual(error.code, LIMIT_EXCEEDED)
+        self.assertIn("--max-processes 2", error.message)
+        third = Harness("p3", clock=self.clock, start=False)
+        error = self.assertRaises(RPCError, self.registry.add, third.process)
+        self.assertEqual(error.code, LIMIT_EXCEEDED)
+        self.assertIsNone(self.registry.find("p3"))
+        self.assertEqual(self.registry.live_count, 2)
+
+    def test_capacity_freed(self) -> None:
+        """A finished process, though kept, no longer counts against the limit."""
+        h = self.spawn("p1")
+        self.spawn("p2")
+        h.finish(0)
+        self.assertEqual(self.registry.live_count, 1)
+        self.registry.check_capacity()
+        self.spawn("p3")
+        self.assertEqual(len(self.registry.all()), 3)
+
+    def test_get_live_refuses_finished(self) -> None:
+        """get(live=True) of a finished process is -32003."""
+        h = self.spawn("p1")
+        h.finish(0)
+        error = self.assertRaises(RPCError, self.registry.get, "p1", live=True)
+        self.assertEqual(error.code, PROCESS_NOT_FOUND)
+        self.assertIn("already finished", error.message)
+        self.assertIs(self.registry.get("p1"), h.process)
+        self.assertEqual(self.registry.live(), [])
+
+    def test_keep_finished(self) -> None:
+        """A finished process is forgotten keep_finished seconds later."""
+        h = self.spawn("p1")
+        sink = FakeSink()
+        subscription = h.process.output.subscribe(sink, blocking=False)
+        h.finish(0)
+        self.clock.advance(29.999)
+        self.assertIs(self.registry.find("p1"), h.process)
+        self.clock.advance(0.001)
+        self.assertIsNone(self.registry.find("p1"))
+        self.assertEqual(self.registry.all(), [])
+        self.assertTrue(subscription.done)
+        self.assertEqual(h.process.output.subscriptions, [])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_exec_failure_removed(self) -> None:
+        """A process whose program never ran is removed as soon as it ends."""
+        h = self.spawn("p1", run=False)
+        h.fail_exec()
+        self.failureResultOf(h.started, RPCError)
+        h.finish(127)
+        self.assertIsNone(self.registry.find("p1"))
+        self.assertEqual(self.registry.live_count, 0)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_spawn_failure_removed(self) -> None:
+        """A process that could not be spawned is removed at once."""
+        h = Harness("p1", clock=self.clock, start=False)
+        h.spawner = FakeSpawner(error=OSError("no more processes"))
+        self.registry.add(h.process)
+        h.process.start(h.spawner)
+        self.flushLoggedErrors(OSError)
+        self.flushLoggedErrors(RPCError)
+        self.assertIsNone(self.registry.find("p1"))
+        self.assertEqual(self.registry.live_count, 0)
+
+    def test_shutdown_nothing_live(self) -> None:
+        """Shutting down with no live process is done at once."""
+        self.assertIsNone(self.successResultOf(self.registry.shutdown()))
+
+    def test_shutdown(self) -> None:
+        """Shutdown terminates every live process and fires once all ended."""
+        running = self.spawn("p1")
+        starting = self.spawn("p2", run=False)
+        d = self.registry.shutdown()
+        self.assertEqual(running.signal_names(), ["SIGTERM", "SIGCONT"])
+        self.assertEqual(starting.group.signals, [])
+        running.finish(None, signal.SIGTERM)
+        self.assertNoResult(d)
+        starting.run()
+        self.assertEqual(starting.signal_names(), ["SIGTERM", "SIGCONT"])
+        self.assertNoResult(d)
+        starting.finish(None, signal.SIGTERM)
+        self.assertIsNone(self.successResultOf(d))
+        self.assertEqual(running.process.output.completion["status"], "cancelled")
+        self.assertEqual(starting.process.output.completion["status"], "cancelled")
+        self.assertEqual(self.registry.all(), [])
+
+    def test_shutdown_kills_after_grace(self) -> None:
+        """A process that ignores SIGTERM at shutdown gets SIGKILL."""
+        h = self.spawn("p1", kill_grace=2.0)
+        d = self.registry.shutdown()
+        self.clock.advance(2.0)
+        self.assertEqual(h.signal_names(), ["SIGTERM", "SIGCONT", "SIGKILL"])
+        self.assertNoResult(d)
+        h.finish(None, signal.SIGKILL)
+        self.successResultOf(d)
+
+    def test_shutdown_cancels_forgetting(self) -> None:
+        """Shutdown leaves no call pending to forget a finished process."""
+        h = self.spawn("p1")
+        h.finish(0)
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.successResultOf(self.registry.shutdown())
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertEqual(h.group.signals, [])
+
+    def test_shutdown_forgets_finished(self) -> None:
+        """Shutdown forgets every finished process, as its docstring says."""
+        h = self.spawn("p1")
+        subscription = h.process.output.subscribe(FakeSink(), blocking=False)
+        h.finish(0)
+        self.successResultOf(self.registry.shutdown())
+        self.assertIsNone(self.registry.find("p1"))
+        self.assertTrue(subscription.done)
