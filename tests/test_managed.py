@@ -346,13 +346,13 @@ class StartTests(SynchronousTestCase):
         """A spawner that raises ends the process with no completion."""
         clock = Clock()
         process = ManagedProcess("p1", make_command(), RunOptions(), clock)
-        process.start(FakeSpawner(error=OSError("out of processes")))
+        started = process.start(FakeSpawner(error=OSError("out of processes")))
+        self.failureResultOf(started, RPCError)
         self.assertIs(self.successResultOf(process.ended), process)
         self.assertTrue(process.finished)
         self.assertIsNone(process.pid)
         self.assertIsNone(process.output.completion)
         self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
-        self.flushLoggedErrors(RPCError)
 
     def test_spawner_raises_fails_start(self) -> None:
         """A spawner that raises makes start return a -32005 failure."""

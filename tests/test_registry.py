@@ -126,9 +126,9 @@ class RegistryTests(SynchronousTestCase):
         h = Harness("p1", clock=self.clock, start=False)
         h.spawner = FakeSpawner(error=OSError("no more processes"))
         self.registry.add(h.process)
-        h.process.start(h.spawner)
+        started = h.process.start(h.spawner)
+        self.failureResultOf(started, RPCError)
         self.flushLoggedErrors(OSError)
-        self.flushLoggedErrors(RPCError)
         self.assertIsNone(self.registry.find("p1"))
         self.assertEqual(self.registry.live_count, 0)
 

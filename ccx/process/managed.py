@@ -120,14 +120,14 @@ class ManagedProcess(ProcessProtocol):
         @return: a L{Deferred} that fires once the program itself is running,
             or fails with a -32005 L{RPCError} saying why it could not start.
         """
-        self._started = Deferred()
+        started = self._started = Deferred()
         self._began = time.monotonic()
         try:
             spawner(self, self.command)
         except Exception as e:
             self.log.failure("process {process_id}: spawning failed", **self._log_context)
             self._finish_failed_spawn(str(e) or e.__class__.__name__)
-        return self._started
+        return started
 
     def connectionMade(self) -> None:
         self.pid = self.transport.pid

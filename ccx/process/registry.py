@@ -113,9 +113,9 @@ class ProcessRegistry:
         for process in self.live():
             process.terminate()
             waiting.append(process.ended)
-        for call in self._forget_calls.values():
+        for process_id, call in list(self._forget_calls.items()):
             call.cancel()
-        self._forget_calls.clear()
+            self._forget(process_id)
         if not waiting:
             return succeed(None)
         return DeferredList(waiting).addCallback(lambda _: None)
