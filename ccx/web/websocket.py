@@ -13,6 +13,7 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from ccx.config import Config
 from ccx.native.methods import CAPABILITIES, NativeMethods
 from ccx.node import Node
 from ccx.output.interfaces import IOutputSink
@@ -153,20 +154,27 @@ class CCXServerProtocol(WebSocketServerProtocol):
         self._paused = True
 
 
+def protocol_options(config: Config) -> dict:
+    """
+    The Autobahn protocol options of every ccx WebSocket (also used by the
+    conformance tests' echo server, so that they test exactly these).
+    """
+    return {
+        "maxMessagePayloadSize": config.max_message_size,
+        "maxFramePayloadSize": config.max_message_size,
+        "autoPingInterval": config.ping_interval,
+        "autoPingTimeout": config.ping_interval,
+        "openHandshakeTimeout": 30,
+        "closeHandshakeTimeout": 5,
+    }
+
+
 def make_factory(node: Node) -> WebSocketServerFactory:
     """
     The WebSocket factory with the service's limits.
     """
-    config = node.config
     factory = WebSocketServerFactory(server=f"ccx/{node.version}")
     factory.protocol = CCXServerProtocol
     factory.node = node
-    factory.setProtocolOptions(
-        maxMessagePayloadSize=config.max_message_size,
-        maxFramePayloadSize=config.max_message_size,
-        autoPingInterval=config.ping_interval,
-        autoPingTimeout=config.ping_interval,
-        openHandshakeTimeout=30,
-        closeHandshakeTimeout=5,
-    )
+    factory.setProtocolOptions(**protocol_options(node.config))
     return factory
