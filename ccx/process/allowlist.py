@@ -36,8 +36,11 @@ class AllowList:
     def __init__(
         self, programs: Iterable[str], search_path: Optional[str] = None
     ) -> None:
-        self.search_path = (
-            search_path if search_path is not None else os.environ.get("PATH", os.defpath)
+        path = search_path if search_path is not None else os.environ.get("PATH", os.defpath)
+        # A relative entry ("." or empty) would look programs up in whatever
+        # directory the service runs in.
+        self.search_path = os.pathsep.join(
+            entry for entry in path.split(os.pathsep) if os.path.isabs(entry)
         )
         self._allowed: Dict[str, str] = {}
         for program in programs:
@@ -70,6 +73,11 @@ class AllowList:
         if not program or "\0" in program:
             raise invalid_params(
                 "invalid params: the program name is empty or holds a NUL byte"
+            )
+        if ".." in program.split("/"):
+            raise command_not_allowed(
+                f"command not allowed: {program!r} climbs out of a directory with "
+                "'..'; name the program, or give its absolute path"
             )
         found = self._find(program, cwd)
         real = os.path.realpath(found) if found is not None else None

@@ -166,6 +166,10 @@ def protocol_options(config: Config) -> dict:
         "autoPingTimeout": config.ping_interval,
         "openHandshakeTimeout": 30,
         "closeHandshakeTimeout": 5,
+        # Failing a connection (too big, bad frames) sends a close frame with
+        # the reason's code (1009, 1002, ...) before the TCP connection ends,
+        # so that clients learn why.
+        "failByDrop": False,
     }
 
 
