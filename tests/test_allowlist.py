@@ -82,7 +82,18 @@ class AllowListTests(ProgramsMixin, SynchronousTestCase):
         allow_list = self.allow("tool")
         self.assertEqual(allow_list.resolve("bin/tool", self.base), self.tool)
         self.assertEqual(allow_list.resolve("./tool", self.bin), self.tool)
-        self.assertEqual(allow_list.resolve("../bin/tool", self.work), self.tool)
+
+    def test_dotdot_refused(self):
+        """A path with a '..' component is refused, even when it reaches an allowed program."""
+        message = self.assertRPCError(
+            COMMAND_NOT_ALLOWED, self.allow("tool").resolve, "../bin/tool", self.work
+        )
+        self.assertIn("'..'", message)
+
+    def test_relative_search_path_entries_ignored(self):
+        """'.' and empty PATH entries are not searched: they would mean the service's own directory."""
+        allow_list = AllowList([self.tool], search_path=f".:{self.work}:")
+        self.assertEqual(allow_list.search_path, self.work)
 
     def test_relative_path_elsewhere(self):
         """A relative path that names nothing in that directory is refused."""
@@ -249,8 +260,8 @@ class BuildCommandTests(ProgramsMixin, SynchronousTestCase):
         """The program's word is kept as the client wrote it."""
         command = self.build([self.tool, "x"])
         self.assertEqual(command.argv, [self.tool, "x"])
-        command = self.build(["../bin/tool"])
-        self.assertEqual(command.argv[0], "../bin/tool")
+        command = self.build(["bin/tool"], default_cwd=self.base)
+        self.assertEqual(command.argv[0], "bin/tool")
         self.assertEqual(command.executable, self.tool)
 
     def test_shell_not_allowed(self):
