@@ -20,6 +20,7 @@ setup(
         "txaio",
         "zope.interface",
         "treq",
+        "prometheus_client",
         "tomli; python_version < '3.11'",
     ],
     extras_require={

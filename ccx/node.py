@@ -7,6 +7,7 @@ from typing import Any, Set
 
 from ccx import __version__
 from ccx.config import Config
+from ccx.metrics import Metrics
 from ccx.process.allowlist import AllowList
 from ccx.process.registry import ProcessRegistry
 
@@ -28,6 +29,8 @@ class Node:
             reactor, config.max_processes, config.keep_finished
         )
         self.connections: Set[Any] = set()
+        self.metrics = Metrics(self)
+        self.registry.on_spawned = self.metrics.observe_spawn
         self._started = time.monotonic()
 
     @property

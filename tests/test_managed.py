@@ -192,11 +192,15 @@ class Harness:
         if start:
             self.start()
 
-    def start(self) -> "Harness":
+    def start(self, registry=None) -> "Harness":
         """
-        Spawn the program with the fake spawner and swap in the fake group.
+        Spawn the program with the fake spawner (through C{registry} when
+        given) and swap in the fake group.
         """
-        self.started = self.process.start(self.spawner)
+        if registry is not None:
+            self.started = registry.start(self.process, self.spawner)
+        else:
+            self.started = self.process.start(self.spawner)
         self.transport = self.spawner.transport
         self.process.group = self.group
         return self

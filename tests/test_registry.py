@@ -27,8 +27,7 @@ class RegistryTests(SynchronousTestCase):
         Add a process to the registry, then start it (running, if C{run}).
         """
         h = Harness(process_id, clock=self.clock, start=False, **options)
-        self.registry.add(h.process)
-        h.start()
+        h.start(self.registry)
         if run:
             h.run()
         return h
@@ -41,8 +40,8 @@ class RegistryTests(SynchronousTestCase):
             self.assertEqual(len(process_id), 32)
             int(process_id, 16)
 
-    def test_add(self) -> None:
-        """An added process can be got, found, listed and counts as live."""
+    def test_start(self) -> None:
+        """A started process can be got, found, listed and counts as live."""
         h = self.spawn("p1")
         self.assertIs(self.registry.get("p1"), h.process)
         self.assertIs(self.registry.get("p1", live=True), h.process)
@@ -71,7 +70,7 @@ class RegistryTests(SynchronousTestCase):
         self.assertEqual(error.code, LIMIT_EXCEEDED)
         self.assertIn("--max-processes 2", error.message)
         third = Harness("p3", clock=self.clock, start=False)
-        error = self.assertRaises(RPCError, self.registry.add, third.process)
+        error = self.assertRaises(RPCError, self.registry.start, third.process, third.spawner)
         self.assertEqual(error.code, LIMIT_EXCEEDED)
         self.assertIsNone(self.registry.find("p3"))
         self.assertEqual(self.registry.live_count, 2)
@@ -125,8 +124,7 @@ class RegistryTests(SynchronousTestCase):
         """A process that could not be spawned is removed at once."""
         h = Harness("p1", clock=self.clock, start=False)
         h.spawner = FakeSpawner(error=OSError("no more processes"))
-        self.registry.add(h.process)
-        started = h.process.start(h.spawner)
+        started = self.registry.start(h.process, h.spawner)
         self.failureResultOf(started, RPCError)
         self.flushLoggedErrors(OSError)
         self.assertIsNone(self.registry.find("p1"))

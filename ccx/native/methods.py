@@ -131,8 +131,9 @@ class NativeMethods:
             node.reactor,
             owner=self._session.session_id,
         )
-        registry.add(process)
-        started = process.start(lambda protocol, c: spawn(node.reactor, protocol, c))
+        started = registry.start(
+            process, lambda protocol, c: spawn(node.reactor, protocol, c)
+        )
         session = self._session
         if process.pid is None:
             return started

@@ -243,6 +243,14 @@ class ProcessOutput:
                 subscription.deliver()
         self._rebalance()
 
+    def totals(self) -> Dict[str, int]:
+        """
+        Bytes written to each stream, and bytes dropped.
+        """
+        totals = {name: buffer.end for name, buffer in self.streams.items()}
+        totals["dropped"] = self.dropped_bytes
+        return totals
+
     def close(self) -> None:
         """
         Forget everything held: the process is no longer kept.

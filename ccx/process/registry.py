@@ -3,13 +3,14 @@ Every process the service knows, live or finished and still kept.
 """
 
 import uuid
-from typing import Dict, List, Optional
+from collections import Counter
+from typing import Callable, Dict, List, Optional
 
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from ccx.process.managed import ManagedProcess
+from ccx.process.managed import ManagedProcess, Spawner
 from ccx.rpc.errors import limit_exceeded, process_not_found
 
 
@@ -34,6 +35,12 @@ class ProcessRegistry:
         self._live: Dict[str, ManagedProcess] = {}
         self._forget_calls: Dict[str, object] = {}
         self._stopping = False
+        self.started_total = 0
+        self.finished_total: Counter = Counter()
+        self.spawn_seconds: List[float] = []
+        # Output of processes no longer kept, so that totals never go down.
+        self.retired_bytes: Counter = Counter()
+        self.on_spawned: Optional[Callable[[float], None]] = None
 
     @staticmethod
     def new_process_id() -> str:
@@ -54,21 +61,35 @@ class ProcessRegistry:
                 "finish or cancel one"
             )
 
-    def add(self, process: ManagedProcess) -> None:
+    def start(self, process: ManagedProcess, spawner: Spawner) -> Deferred:
         """
-        Track a process from its spawn on.
+        Track a process and spawn it.
+
+        @return: L{ManagedProcess.start}'s L{Deferred}.
+        @raise RPCError: -32001 when no further process may start.
         """
         self.check_capacity()
         self._processes[process.process_id] = process
         self._live[process.process_id] = process
         process.ended.addCallback(self._ended)
+        began = self._clock.seconds()
+
+        def running(result: ManagedProcess) -> ManagedProcess:
+            self.started_total += 1
+            if self.on_spawned is not None:
+                self.on_spawned(self._clock.seconds() - began)
+            return result
+
+        return process.start(spawner).addCallback(running)
 
     def _ended(self, process: ManagedProcess) -> ManagedProcess:
         self._live.pop(process.process_id, None)
-        if process.output.completion is None or self._stopping:
+        ran = process.output.completion is not None
+        self.finished_total[process.status if ran else "spawn_failed"] += 1
+        if not ran or self._stopping:
             # It never ran, or the service is stopping: nobody will list or
             # attach to it.
-            self._processes.pop(process.process_id, None)
+            self._forget(process.process_id)
         else:
             self._forget_calls[process.process_id] = self._clock.callLater(
                 self.keep_finished, self._forget, process.process_id
@@ -79,7 +100,17 @@ class ProcessRegistry:
         self._forget_calls.pop(process_id, None)
         process = self._processes.pop(process_id, None)
         if process is not None:
+            self.retired_bytes.update(process.output.totals())
             process.output.close()
+
+    def output_totals(self) -> Counter:
+        """
+        Bytes written and dropped by every process since the service started.
+        """
+        totals = Counter(self.retired_bytes)
+        for process in self._processes.values():
+            totals.update(process.output.totals())
+        return totals
 
     def get(self, process_id: str, live: bool = False) -> ManagedProcess:
         """

@@ -9,6 +9,7 @@ transport can reuse it.
 
 import json
 import math
+import time
 from typing import Any, Callable, List, Mapping, Optional, Union
 
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
@@ -136,6 +137,8 @@ class Dispatcher:
     @param max_batch: the most calls one batch may hold.
     @param limiter: when given, consulted once per call; a call it refuses
         gets -32001 instead of running.
+    @param observer: when given, called with the method, the seconds it took
+        and the error code (or L{None}) of every call to a known method.
     """
 
     log = Logger()
@@ -146,10 +149,12 @@ class Dispatcher:
         max_batch: int = 100,
         log_context: Optional[dict] = None,
         limiter: Optional[TokenBucket] = None,
+        observer: Optional[Callable[[str, float, Optional[int]], None]] = None,
     ) -> None:
         self._methods = methods
         self._max_batch = max_batch
         self._limiter = limiter
+        self._observer = observer
         self._log_context = log_context or {}
 
     def dispatch(self, payload: Union[bytes, str]) -> "Deferred[Reply]":
@@ -228,12 +233,23 @@ class Dispatcher:
             request_id=call.request_id,
             **self._log_context,
         )
+        began = time.monotonic()
         d = maybeDeferred(handler, message.get("params"), call)
         d.addCallbacks(
             lambda result: self._respond(call, result=result),
             lambda failure: self._respond(call, error=self._to_error(call, failure)),
         )
+        if self._observer is not None:
+            d.addCallback(self._observe, call.method, began)
         return d
+
+    def _observe(self, result: tuple, method: str, began: float) -> tuple:
+        response = result[0]
+        error = response.get("error") if response is not None else None
+        self._observer(
+            method, time.monotonic() - began, error["code"] if error is not None else None
+        )
+        return result
 
     def _encode(self, response: Any) -> str:
         """

@@ -8,6 +8,7 @@ from autobahn.twisted.resource import WebSocketResource
 from twisted.web.resource import NoResource, Resource
 from twisted.web.server import Site
 
+from ccx.metrics import CONTENT_TYPE
 from ccx.node import Node
 from ccx.web.websocket import make_factory
 
@@ -27,6 +28,22 @@ class HealthResource(Resource):
         request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"cache-control", b"no-store")
         return json.dumps(self._node.health()).encode("utf-8")
+
+
+class MetricsResource(Resource):
+    """
+    C{GET /metrics}: Prometheus text exposition.
+    """
+
+    isLeaf = True
+
+    def __init__(self, node: Node) -> None:
+        super().__init__()
+        self._node = node
+
+    def render_GET(self, request) -> bytes:
+        request.setHeader(b"content-type", CONTENT_TYPE.encode("ascii"))
+        return self._node.metrics.render()
 
 
 class WebSocketEndpoint(WebSocketResource):
@@ -51,4 +68,5 @@ def build_site(node: Node) -> Site:
     root = Resource()
     root.putChild(b"ws", WebSocketEndpoint(make_factory(node)))
     root.putChild(b"health", HealthResource(node))
+    root.putChild(b"metrics", MetricsResource(node))
     return _Quiet(root)

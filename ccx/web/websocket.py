@@ -87,6 +87,7 @@ class CCXServerProtocol(WebSocketServerProtocol):
             max_batch=self.node.config.max_batch,
             log_context={"session_id": self.session.session_id},
             limiter=TokenBucket(self.node.reactor, self.node.config.max_requests),
+            observer=self.node.metrics.observe_request,
         )
         self._register_as_producer()
         self.node.connections.add(self)

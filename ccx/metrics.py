@@ -1,0 +1,124 @@
+"""
+Prometheus metrics for one ccx service (C{GET /metrics}).
+
+Figures that the service already holds (processes by state, bytes written
+and dropped, connections) are read when scraped, so the output path pays
+nothing for them; requests and spawns are observed as they happen.
+"""
+
+from typing import Any, Iterator, Optional
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from ccx.rpc.errors import COMMAND_NOT_ALLOWED
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+_LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+)
+
+
+class _NodeCollector(Collector):
+    """
+    Reads the service's state at scrape time.
+    """
+
+    def __init__(self, node: Any) -> None:
+        self._node = node
+
+    def collect(self) -> Iterator[Any]:
+        registry = self._node.registry
+        states = GaugeMetricFamily(
+            "ccx_processes", "Processes the service knows, by state.", labels=["state"]
+        )
+        counts = {"running": 0, "paused": 0, "exited": 0}
+        for process in registry.all():
+            state = process.describe()["state"]
+            counts[state] = counts.get(state, 0) + 1
+        for state, count in sorted(counts.items()):
+            states.add_metric([state], count)
+        yield states
+
+        started = CounterMetricFamily(
+            "ccx_processes_started", "Processes whose program started running."
+        )
+        started.add_metric([], registry.started_total)
+        yield started
+
+        finished = CounterMetricFamily(
+            "ccx_processes_finished", "Processes finished, by final status.", labels=["status"]
+        )
+        for status, count in sorted(registry.finished_total.items()):
+            finished.add_metric([status], count)
+        yield finished
+
+        totals = registry.output_totals()
+        output = CounterMetricFamily(
+            "ccx_output_bytes", "Bytes programs wrote, by stream.", labels=["stream"]
+        )
+        for stream in ("stdout", "stderr"):
+            output.add_metric([stream], totals[stream])
+        yield output
+
+        dropped = CounterMetricFamily(
+            "ccx_dropped_bytes", "Output bytes evicted before every subscriber had them."
+        )
+        dropped.add_metric([], totals["dropped"])
+        yield dropped
+
+        connections = GaugeMetricFamily("ccx_connections", "Open WebSocket connections.")
+        connections.add_metric([], len(self._node.connections))
+        yield connections
+
+
+class Metrics:
+    """
+    The metrics of one service, in a registry of its own.
+    """
+
+    def __init__(self, node: Any) -> None:
+        self.registry = CollectorRegistry()
+        self.registry.register(_NodeCollector(node))
+        self.request_seconds = Histogram(
+            "ccx_request_seconds",
+            "Time to answer a JSON-RPC call, by method (control: PAUSE/RESUME/CANCEL).",
+            ["method"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.request_errors = Counter(
+            "ccx_request_errors",
+            "JSON-RPC calls answered with an error, by method and code.",
+            ["method", "code"],
+            registry=self.registry,
+        )
+        self.refusals = Counter(
+            "ccx_allowlist_refusals",
+            "execute calls refused because the program is not allowed.",
+            registry=self.registry,
+        )
+        self.spawn_seconds = Histogram(
+            "ccx_spawn_seconds",
+            "Time from spawning to the program running.",
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+
+    def observe_request(self, method: str, seconds: float, error_code: Optional[int]) -> None:
+        """
+        Count one answered call (a L{ccx.rpc.jsonrpc.Dispatcher} observer).
+        """
+        self.request_seconds.labels(method).observe(seconds)
+        if error_code is not None:
+            self.request_errors.labels(method, str(error_code)).inc()
+            if error_code == COMMAND_NOT_ALLOWED:
+                self.refusals.inc()
+
+    def observe_spawn(self, seconds: float) -> None:
+        self.spawn_seconds.observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
