@@ -7,7 +7,7 @@ import ipaddress
 import os
 import sys
 from dataclasses import dataclass, field, fields
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 from twisted.internet.endpoints import _parse as _parse_endpoint
 from twisted.python import usage

@@ -13,41 +13,9 @@ from zope.interface.verify import verifyObject
 from ccx.output.encoding import BASE64, UTF8
 from ccx.output.fanout import MAX_CHUNK, ProcessOutput
 from ccx.output.interfaces import IOutputSink, IReadControl
+from tests.fakes import FakeSink
 
 COMPLETION = {"process_id": "p1", "status": "completed", "exit_code": 0}
-
-
-@implementer(IOutputSink)
-class FakeSink:
-    """
-    A sink that records the notifications sent to it.
-    """
-
-    def __init__(self, writable: bool = True) -> None:
-        self.writable = writable
-        self.sent: List[Tuple[str, dict]] = []
-
-    def send_notification(self, method: str, params: dict) -> None:
-        self.sent.append((method, params))
-
-    def methods(self) -> List[str]:
-        return [method for method, _ in self.sent]
-
-    def params(self, method: str, stream: Optional[str] = None) -> List[dict]:
-        return [
-            params
-            for sent, params in self.sent
-            if sent == method and stream in (None, params.get("type"))
-        ]
-
-    def data(self, stream: str = "stdout") -> bytes:
-        """
-        The bytes of C{stream} given in C{process.output}, joined.
-        """
-        return b"".join(
-            params["data"].encode("utf-8")
-            for params in self.params("process.output", stream)
-        )
 
 
 class PausingSink(FakeSink):

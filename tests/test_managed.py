@@ -5,7 +5,7 @@ group records signals, and a L{Clock} stands in for time.
 """
 
 import signal
-from typing import Iterable, List, Optional, Tuple
+from typing import Iterable, List, Optional
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessDone, ProcessTerminated
@@ -14,10 +14,10 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
-from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from ccx.output.interfaces import IOutputSink, IReadControl
+from tests.fakes import FakeSink
 from ccx.process.command import Command
 from ccx.process.managed import _GROUP_POLL, ManagedProcess, RunOptions
 from ccx.process.trampoline import STATUS_FD
@@ -43,26 +43,6 @@ COMPLETION_FIELDS = {
     "dropped_bytes",
     "error",
 }
-
-
-@implementer(IOutputSink)
-class FakeSink:
-    """
-    A sink that records the notifications sent to it.
-    """
-
-    def __init__(self, writable: bool = True) -> None:
-        self.writable = writable
-        self.sent: List[Tuple[str, dict]] = []
-
-    def send_notification(self, method: str, params: dict) -> None:
-        self.sent.append((method, params))
-
-    def methods(self) -> List[str]:
-        return [method for method, _ in self.sent]
-
-    def params(self, method: str) -> List[dict]:
-        return [params for sent, params in self.sent if sent == method]
 
 
 class FakePipe:

@@ -10,7 +10,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from ccx.process.registry import ProcessRegistry
 from ccx.rpc.errors import LIMIT_EXCEEDED, PROCESS_NOT_FOUND, RPCError
-from tests.test_managed import FakeSink, FakeSpawner, Harness
+from tests.fakes import FakeSink
+from tests.test_managed import FakeSpawner, Harness
 
 
 class RegistryTests(SynchronousTestCase):

@@ -9,7 +9,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 
 from ccx.process.group import ProcessGroup
-from tests.support import ServiceFixture, fd_count, members_state, program, until
+from tests.support import ServiceFixture, fd_count, members_state, until
 
 
 class ServiceTestCase(TestCase):

@@ -10,7 +10,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from ccx.output.fanout import ProcessOutput
 from ccx.process.managed import RunOptions
 from ccx.session import Session
-from tests.test_managed import FakeSink, Harness
+from tests.fakes import FakeSink
+from tests.test_managed import Harness
 
 
 class FakeProcess:

@@ -5,7 +5,6 @@ and the connection's back-pressure handed to the output it subscribes to.
 
 import hmac
 from typing import Any, Optional
-from urllib.parse import parse_qs
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
