@@ -6,6 +6,7 @@ together.
 import sys
 from typing import IO, Any, Optional
 
+import txaio
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, inlineCallbacks
@@ -34,6 +35,8 @@ class CCXService(MultiService):
         if reactor is None:
             from twisted.internet import reactor
         self.config = config
+        # Autobahn logs through txaio, whose level is global.
+        txaio.set_global_log_level(config.log_level)
         self.node = Node(config, reactor)
         self.site = build_site(self.node)
         endpoint = serverFromString(reactor, config.port)

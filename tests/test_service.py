@@ -51,6 +51,22 @@ class ConnectTests(ServiceTestCase):
         self.assertEqual(result, {})
 
     @inlineCallbacks
+    def test_other_paths_are_not_the_websocket(self):
+        """Only /ws and /ws/mcp open the WebSocket; other paths below /ws are 404."""
+        import treq
+
+        for path in ("/ws/other", "/ws/mcp/extra"):
+            response = yield treq.get(
+                f"http://127.0.0.1:{self.ccx.port}{path}",
+                headers={"Upgrade": "websocket", "Connection": "Upgrade",
+                         "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+                         "Sec-WebSocket-Version": "13"},
+                persistent=False,
+            )
+            self.assertEqual(response.code, 404, path)
+            yield response.content()
+
+    @inlineCallbacks
     def test_parse_error_keeps_connection(self):
         """A frame that is not JSON gets -32700 with id null; the connection stays open."""
         self.client.sendMessage(b"{nope")

@@ -8,6 +8,7 @@ from autobahn.twisted.resource import WebSocketResource
 from twisted.web.resource import NoResource, Resource
 from twisted.web.server import Site
 
+from ccx.mcp.http import McpResource
 from ccx.metrics import CONTENT_TYPE
 from ccx.node import Node
 from ccx.web.websocket import make_factory
@@ -51,10 +52,13 @@ class WebSocketEndpoint(WebSocketResource):
     The WebSocket, at C{/ws} and at C{/ws/mcp}.
     """
 
-    def getChildWithDefault(self, name: bytes, request):
-        if name in (b"mcp", b"") and not request.postpath:
-            return self
-        return NoResource()
+    # WebSocketResource is a leaf: every path below /ws reaches render().
+    _PATHS = ([], [b""], [b"mcp"])
+
+    def render(self, request):
+        if request.postpath not in self._PATHS:
+            return NoResource().render(request)
+        return super().render(request)
 
 
 class _Quiet(Site):
@@ -68,5 +72,6 @@ def build_site(node: Node) -> Site:
     root = Resource()
     root.putChild(b"ws", WebSocketEndpoint(make_factory(node)))
     root.putChild(b"health", HealthResource(node))
+    root.putChild(b"mcp", McpResource(node))
     root.putChild(b"metrics", MetricsResource(node))
     return _Quiet(root)
