@@ -17,7 +17,7 @@ from ccx.config import build_config
 from ccx.process.group import ProcessGroup
 from ccx.service import CCXService
 
-PROGRAMS = ("sh", "seq", "sleep", "cat", "head", "printf", "true")
+PROGRAMS = ("sh", "seq", "sleep", "cat", "head", "printf", "true", "yes")
 
 
 def program(name: str) -> str:

@@ -6,6 +6,7 @@ program back (block) or skips ahead with exact drop accounting (drop).
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 
+from ccx.process.group import ProcessGroup
 from tests.support import ServiceFixture, until
 
 BUFFER = 256 * 1024
@@ -174,3 +175,45 @@ class BackPressureTests(TestCase):
         ping = yield observer.call("ping")
         self.assertEqual(ping, {})
         self.assertEqual(observer.output(result["process_id"]), b"")
+
+
+class EndingWhileHeldBackTests(TestCase):
+    """
+    A program whose output is held back, with nobody to read it, still ends.
+    """
+
+    timeout = 60
+
+    @inlineCallbacks
+    def setUp(self):
+        self.ccx = yield ServiceFixture(self, buffer_bytes=BUFFER, kill_grace=0.5).start()
+        self.registry = self.ccx.service.node.registry
+
+    @inlineCallbacks
+    def held_back(self, **params):
+        client = yield self.ccx.connect()
+        result = yield self.ccx.execute(client, {"command": ["yes"], **params})
+        process = self.registry.get(result["process_id"])
+        client.transport.pauseProducing()
+        yield until(lambda: process.output.reading_paused)
+        return client, process
+
+    @inlineCallbacks
+    def test_connection_closes_while_held_back(self):
+        """A stalled client's connection closing cancels its program, which finishes."""
+        client, process = yield self.held_back()
+        client.transport.abortConnection()
+        finished = yield process.ended
+        self.assertEqual(finished.status, "cancelled")
+        self.assertEqual(self.registry.live_count, 0)
+
+    @inlineCallbacks
+    def test_service_stops_with_a_kept_held_back_program(self):
+        """Stopping the service ends a kept program whose full buffer nobody reads."""
+        client, process = yield self.held_back(on_disconnect="keep")
+        client.transport.abortConnection()
+        yield client.closed
+        self.assertFalse(process.finished)
+        yield self.ccx.service.stopService()
+        self.assertTrue(process.finished)
+        self.assertEqual(ProcessGroup(process.pid).members(), [])

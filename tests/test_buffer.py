@@ -235,13 +235,11 @@ class StreamBufferFullTests(SynchronousTestCase):
         """A buffer below its limits is not full."""
         buffer = chunked(b"a\nb", max_bytes=4, max_lines=2)
         self.assertFalse(buffer.is_full(0))
-        self.assertFalse(buffer.is_full(None))
 
     def test_bytes_limit(self) -> None:
         """A buffer at its byte limit with nothing evictable is full."""
         buffer = chunked(b"abcd", max_bytes=4, max_lines=2)
         self.assertTrue(buffer.is_full(0))
-        self.assertTrue(buffer.is_full(None))
 
     def test_lines_limit(self) -> None:
         """A buffer at its line limit with nothing evictable is full."""

@@ -648,3 +648,33 @@ class EncodingTests(SynchronousTestCase):
         chunks = [base64.b64decode(p["data"]) for p in sink.params("process.output")]
         self.assertEqual([len(chunk) for chunk in chunks[:2]], [7, 7])
         self.assertEqual(b"".join(chunks), data)
+
+
+class ReleaseTests(SynchronousTestCase):
+    """
+    L{ProcessOutput.release}: an ending program's pipes are read to the end.
+    """
+
+    def test_release_resumes_reading_without_blocking_subscriber(self) -> None:
+        """A full buffer standing in for an absent reader stops holding back once released."""
+        output = ProcessOutput("p1", 8, 100, blocking=True)
+        reader = FakeReader()
+        output.set_reader(reader)
+        output.receive("stdout", b"12345678", 1.0)
+        self.assertTrue(output.reading_paused)
+        output.release()
+        self.assertFalse(output.reading_paused)
+        output.receive("stdout", b"9", 2.0)
+        self.assertEqual(output.streams["stdout"].start, 1)
+        self.assertEqual(output.dropped_bytes, 1)
+
+    def test_release_keeps_blocking_subscribers(self) -> None:
+        """A released output still holds back for a blocking subscriber."""
+        output = ProcessOutput("p1", 8, 100, blocking=True)
+        reader = FakeReader()
+        output.set_reader(reader)
+        sink = FakeSink(writable=False)
+        output.subscribe(sink, blocking=True).activate()
+        output.receive("stdout", b"12345678", 1.0)
+        output.release()
+        self.assertTrue(output.reading_paused)

@@ -912,18 +912,32 @@ class DrainTests(SynchronousTestCase):
         self.assertEqual(h.transport.lost, 0)
 
     def test_paused_at_exit(self) -> None:
-        """Time with reading paused by back-pressure does not count."""
+        """Time with reading paused by a stalled blocking subscriber does not count."""
         h = Harness(kill_grace=3.0, buffer_bytes=8).run()
+        sink = FakeSink(writable=False)
+        subscription = h.process.output.subscribe(sink, blocking=True)
+        subscription.activate()
         h.process.childDataReceived(1, b"12345678")
         self.assertEqual(h.transport.pauses, 1)
         h.exit(0)
         h.clock.advance(100)
         self.assertEqual(h.transport.lost, 0)
-        h.subscribe()
+        sink.writable = True
+        h.process.output.pump(subscription)
         self.assertEqual(h.transport.resumes, 1)
         h.clock.advance(2.999)
         self.assertEqual(h.transport.lost, 0)
         h.clock.advance(0.001)
+        self.assertEqual(h.transport.lost, 1)
+
+    def test_exit_releases_output_nobody_reads(self) -> None:
+        """At exit, a buffer held full for no subscriber is released: reading resumes."""
+        h = Harness(kill_grace=3.0, buffer_bytes=8).run()
+        h.process.childDataReceived(1, b"12345678")
+        self.assertEqual(h.transport.pauses, 1)
+        h.exit(0)
+        self.assertEqual(h.transport.resumes, 1)
+        h.clock.advance(3)
         self.assertEqual(h.transport.lost, 1)
 
     def test_paused_while_draining(self) -> None:

@@ -71,12 +71,12 @@ class StreamBuffer:
     def close(self) -> None:
         self.closed = True
 
-    def is_full(self, keep_from: Optional[int]) -> bool:
+    def is_full(self, keep_from: int) -> bool:
         """
         Whether the buffer is at its limits with nothing it may evict, because
         everything held is at or after C{keep_from}.
         """
-        if keep_from is not None and self.start < keep_from:
+        if self.start < keep_from:
             return False
         return self.held_bytes >= self.max_bytes or self.held_lines >= self.max_lines
 
@@ -120,16 +120,15 @@ class StreamBuffer:
         """
         chunk = self._chunks[self._head]
         chunk_start = self._starts[self._head]
+        if limit <= chunk_start:
+            return
         cut = max(0, self.held_bytes - self.max_bytes)
         excess_lines = self.held_lines - self.max_lines
-        position = 0
-        while excess_lines > 0:
-            position = chunk.find(b"\n", position) + 1
-            if position == 0:
-                position = len(chunk)
-                break
-            excess_lines -= 1
-        cut = min(max(cut, position), limit - chunk_start, len(chunk))
+        if excess_lines > 0:
+            # Just after the excess_lines-th newline, found in C.
+            rest = chunk.split(b"\n", excess_lines)
+            cut = max(cut, len(chunk) - len(rest[-1]) if len(rest) > excess_lines else len(chunk))
+        cut = min(cut, limit - chunk_start, len(chunk))
         if cut <= 0:
             return
         if cut == len(chunk):

@@ -154,6 +154,7 @@ class ProcessOutput:
         self.completion: Optional[dict] = None
         self._reader: Optional[IReadControl] = None
         self._reading_paused = False
+        self._released = False
 
     @property
     def reading_paused(self) -> bool:
@@ -261,6 +262,16 @@ class ProcessOutput:
         self._reader = None
         self.streams = {name: StreamBuffer(0, 0) for name in STREAMS}
 
+    def release(self) -> None:
+        """
+        The program is ending: the held buffer no longer stands in for an
+        absent blocking subscriber, so that its pipes are read to the end
+        (evicting, and counting as dropped, what nobody has taken).
+        Blocking subscribers still hold it back.
+        """
+        self._released = True
+        self._rebalance()
+
     def _keep_from(self, stream: str) -> Optional[int]:
         """
         The oldest offset that must not be evicted from C{stream}.
@@ -268,17 +279,21 @@ class ProcessOutput:
         if not self.blocking:
             return None
         cursors = [s.cursors[stream] for s in self.subscriptions if s.blocking]
-        return min(cursors) if cursors else self.streams[stream].start
+        if cursors:
+            return min(cursors)
+        return None if self._released else self.streams[stream].start
 
     def _rebalance(self) -> None:
         full = False
         for name, buffer in self.streams.items():
             keep_from = self._keep_from(name)
-            if buffer.held_bytes > buffer.max_bytes or buffer.held_lines > buffer.max_lines:
+            if (
+                buffer.held_bytes > buffer.max_bytes or buffer.held_lines > buffer.max_lines
+            ) and (keep_from is None or keep_from > buffer.start):
                 evicted_from = buffer.start
                 if buffer.evict(keep_from):
                     self._count_dropped(name, evicted_from, buffer.start)
-            if self.blocking and buffer.is_full(keep_from):
+            if keep_from is not None and buffer.is_full(keep_from):
                 full = True
         reader = self._reader
         if reader is None:

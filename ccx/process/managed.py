@@ -332,6 +332,7 @@ class ManagedProcess(ProcessProtocol):
         """
         if self._kill_call is not None:
             return
+        self.output.release()
         self.group.signal(signal.SIGTERM)
         self.group.signal(signal.SIGCONT)
         self._kill_call = self._clock.callLater(self.options.kill_grace, self._kill)
@@ -356,6 +357,7 @@ class ManagedProcess(ProcessProtocol):
             self.exit_code = value.exitCode
         if self._timeout is not None:
             self._timeout.cancel()
+        self.output.release()
         if self._error is None and self.group.alive():
             self._terminate_group()
         self._drain = PausableTimer(
