@@ -25,6 +25,7 @@ class Session:
         self.closed = False
         self.subscriptions: Dict[str, Subscription] = {}
         self.started: List[ManagedProcess] = []
+        self._pumped = 0
 
     def subscribe(
         self,
@@ -32,18 +33,31 @@ class Session:
         blocking: bool,
         offsets: Optional[Dict[str, int]] = None,
         first: Optional[tuple] = None,
+        sink: Optional[IOutputSink] = None,
+        key: Optional[str] = None,
     ) -> Subscription:
         """
         Subscribe to a process's output, replacing this connection's earlier
         subscription to it.  The subscription delivers nothing until activated.
+
+        @param sink: where the output goes, by default the connection itself;
+            another sink of this connection (an MCP progress reporter) is
+            pumped and closed with the connection's own subscriptions.
+        @param key: what the subscription is kept under, by default the
+            process id.
         """
-        self.unsubscribe(process.process_id)
-        subscription = process.output.subscribe(self.sink, blocking, offsets, first)
-        self.subscriptions[process.process_id] = subscription
+        key = process.process_id if key is None else key
+        self.unsubscribe(key)
+        subscription = process.output.subscribe(
+            self.sink if sink is None else sink, blocking, offsets, first
+        )
+        self.subscriptions[key] = subscription
         return subscription
 
     def unsubscribe(self, process_id: str) -> bool:
         """
+        @param process_id: the key of the subscription (its process id, or
+            the key it was made with).
         @return: whether there was a subscription to drop.
         """
         subscription = self.subscriptions.pop(process_id, None)
@@ -65,9 +79,15 @@ class Session:
         """
         The connection can take more: let every subscription deliver.
         """
-        for process_id, subscription in list(self.subscriptions.items()):
+        subscriptions = list(self.subscriptions.items())
+        if not subscriptions:
+            return
+        # Start with a different subscription each time: the first one may
+        # fill the connection, and must not always be the same one.
+        self._pumped = (self._pumped + 1) % len(subscriptions)
+        for key, subscription in subscriptions[self._pumped :] + subscriptions[: self._pumped]:
             if subscription.done:
-                del self.subscriptions[process_id]
+                del self.subscriptions[key]
             else:
                 subscription.output.pump(subscription)
 

@@ -136,6 +136,28 @@ class SessionTests(SynchronousTestCase):
         self.session.pump()
         self.assertEqual(self.sink.params("process.output")[0]["data"], "hello")
 
+    def test_pump_takes_turns(self) -> None:
+        """When the connection fills after one chunk, each pump starts with another subscription."""
+        processes = [FakeProcess(f"p{i}") for i in range(3)]
+        for process in processes:
+            self.session.subscribe(process, blocking=True).activate()
+        self.sink.writable = False
+        for process in processes:
+            process.output.receive("stdout", process.process_id.encode(), 1.0)
+
+        sink = self.sink
+
+        def send_then_fill(method, params):
+            sink.sent.append((method, params))
+            sink.writable = False
+
+        self.sink.send_notification = send_then_fill
+        for _ in processes:
+            self.sink.writable = True
+            self.session.pump()
+        served = sorted(p["data"] for p in self.sink.params("process.output"))
+        self.assertEqual(served, ["p0", "p1", "p2"])
+
     def test_pump_inactive(self) -> None:
         """pump delivers nothing to a subscription not yet activated."""
         process = FakeProcess("p1")
