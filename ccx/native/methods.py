@@ -11,8 +11,8 @@ from twisted.internet.defer import Deferred
 from ccx.node import Node
 from ccx.output.encoding import ENCODINGS, UTF8, decoder
 from ccx.output.fanout import STREAMS
-from ccx.process.command import build_command
-from ccx.process.managed import ManagedProcess, RunOptions
+from ccx.process.launch import LaunchSpec, launch
+from ccx.process.managed import ManagedProcess
 from ccx.process.spawner import spawn
 from ccx.rpc.errors import invalid_params, process_not_found
 from ccx.rpc.jsonrpc import Call, Handler
@@ -101,38 +101,21 @@ class NativeMethods:
         on_disconnect = r.string("on_disconnect", "cancel", choices=("cancel", "keep"))
         encoding = r.string("encoding", UTF8, choices=ENCODINGS)
 
-        node = self._node
-        config = node.config
-        registry = node.registry
-        registry.check_capacity()
-        program = build_command(
-            node.allow_list,
-            command,
-            shell=shell,
-            cwd=cwd,
-            env=env,
-            stdin=stdin,
-            default_cwd=config.cwd,
-            deny_env=config.deny_env,
-        )
-        options = RunOptions(
-            on_full=on_full,
-            on_disconnect=on_disconnect,
-            encoding=encoding,
-            timeout=timeout,
-            kill_grace=config.kill_grace,
-            buffer_bytes=config.buffer_bytes,
-            buffer_lines=config.buffer_lines,
-        )
-        process = ManagedProcess(
-            registry.new_process_id(),
-            program,
-            options,
-            node.reactor,
+        process, started = launch(
+            self._node,
+            LaunchSpec(
+                command,
+                shell=shell,
+                cwd=cwd,
+                env=env,
+                timeout=timeout,
+                stdin=stdin,
+                on_full=on_full,
+                on_disconnect=on_disconnect,
+                encoding=encoding,
+            ),
             owner=self._session.session_id,
-        )
-        started = registry.start(
-            process, lambda protocol, c: spawn(node.reactor, protocol, c)
+            spawn=spawn,
         )
         session = self._session
         if process.pid is None:
@@ -147,7 +130,7 @@ class NativeMethods:
                     "process_id": process.process_id,
                     "pid": process.pid,
                     "pgid": process.pid,
-                    "command": program.argv,
+                    "command": process.command.argv,
                 },
             ),
         )

@@ -42,6 +42,7 @@ class Call:
         self.method = method
         self.request_id = request_id
         self.is_notification = is_notification
+        self.reply_withheld = False
         self._after_reply: List[Callable[[], None]] = []
 
     def after_reply(self, action: Callable[[], None]) -> None:
@@ -51,6 +52,13 @@ class Call:
         notifications it causes never overtake that reply.
         """
         self._after_reply.append(action)
+
+    def withhold_reply(self) -> None:
+        """
+        Send no response to this request: the peer cancelled it (MCP's
+        C{notifications/cancelled}) and will not read one.
+        """
+        self.reply_withheld = True
 
 
 Handler = Callable[[Any, Call], Any]
@@ -304,7 +312,7 @@ class Dispatcher:
     def _respond(
         self, call: Call, result: Any = None, error: Optional[RPCError] = None
     ) -> tuple:
-        if call.is_notification:
+        if call.is_notification or call.reply_withheld:
             return (None, call._after_reply)
         if error is not None:
             return (_error_response(call.request_id, error), call._after_reply)

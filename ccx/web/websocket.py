@@ -3,7 +3,6 @@ The WebSocket connection: JSON-RPC frames in, replies and notifications out,
 and the connection's back-pressure handed to the output it subscribes to.
 """
 
-import hmac
 from typing import Any, Optional
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
@@ -13,26 +12,21 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from ccx.config import Config
+from ccx.mcp.methods import MCP_SUBPROTOCOL, websocket_methods
 from ccx.native.methods import CAPABILITIES, NativeMethods
 from ccx.node import Node
 from ccx.output.interfaces import IOutputSink
 from ccx.rpc.jsonrpc import Dispatcher, Reply, notification
 from ccx.rpc.ratelimit import TokenBucket
 from ccx.session import Session
-
-
-def _bearer_token(request: Any) -> Optional[str]:
-    header = request.headers.get("authorization", "")
-    if header[:7].lower() == "bearer ":
-        return header[7:].strip()
-    tokens = request.params.get("token")
-    return tokens[0] if tokens else None
+from ccx.web.access import AccessDenied, check_access
 
 
 @implementer(IOutputSink, IPushProducer)
 class CCXServerProtocol(WebSocketServerProtocol):
     """
-    One client connection speaking the native dialect.
+    One client connection speaking the native dialect, or MCP when the
+    client chose the C{mcp} subprotocol (see L{ccx.mcp.methods}).
 
     It is the streaming producer registered with its transport: when the
     socket cannot take more, Twisted calls L{pauseProducing}, the connection
@@ -40,7 +34,9 @@ class CCXServerProtocol(WebSocketServerProtocol):
     buffers then hold the program back or drop, as each subscription chose.
     """
 
-    log = Logger()
+    # Not "log": Autobahn's own level-filtered logger is self.log, and its
+    # debug events carry raw handshakes.
+    _log = Logger()
     session: Optional[Session] = None
     _open = False
     _paused = False
@@ -53,36 +49,47 @@ class CCXServerProtocol(WebSocketServerProtocol):
     def writable(self) -> bool:
         return self._open and not self._paused and self.state == self.STATE_OPEN
 
-    def onConnect(self, request: Any) -> None:
+    @property
+    def speaks_mcp(self) -> bool:
+        """
+        Whether the client chose the C{mcp} subprotocol: the connection then
+        speaks MCP (with the native methods beside it) and gets no
+        C{connected} notification.
+        """
+        return self.websocket_protocol_in_use == MCP_SUBPROTOCOL
+
+    def onConnect(self, request: Any) -> Optional[str]:
         config = self.node.config
-        origin = request.headers.get("origin")
-        if origin is not None and origin not in config.allow_origin:
-            self.log.warn("refused a connection from origin {origin}", origin=origin)
-            raise ConnectionDeny(
-                403, f"origin {origin} is not allowed (start ccx with --allow-origin)"
+        try:
+            check_access(
+                config,
+                origin=request.headers.get("origin"),
+                authorization=request.headers.get("authorization"),
+                query_tokens=request.params.get("token", ()),
             )
-        if config.token is not None:
-            given = _bearer_token(request)
-            if given is None or not hmac.compare_digest(
-                given.encode("utf-8"), config.token.encode("utf-8")
-            ):
-                self.log.warn("refused a connection with a missing or wrong token")
-                raise ConnectionDeny(401, "a valid bearer token is required")
+        except AccessDenied as e:
+            raise ConnectionDeny(e.code, e.reason)
         if len(self.node.connections) >= config.max_connections:
-            self.log.warn(
+            self._log.warn(
                 "refused a connection: {count} connections are open",
                 count=len(self.node.connections),
             )
             raise ConnectionDeny(
                 503, f"too many connections (--max-connections {config.max_connections})"
             )
+        if MCP_SUBPROTOCOL in request.protocols:
+            return MCP_SUBPROTOCOL
         return None
 
     def onOpen(self) -> None:
         self._open = True
         self.session = Session(self)
+        if self.speaks_mcp:
+            methods = websocket_methods(self.node, self.session, self)
+        else:
+            methods = NativeMethods(self.node, self.session).table()
         self.dispatcher = Dispatcher(
-            NativeMethods(self.node, self.session).table(),
+            methods,
             max_batch=self.node.config.max_batch,
             log_context={"session_id": self.session.session_id},
             limiter=TokenBucket(self.node.reactor, self.node.config.max_requests),
@@ -90,11 +97,13 @@ class CCXServerProtocol(WebSocketServerProtocol):
         )
         self._register_as_producer()
         self.node.connections.add(self)
-        self.log.info(
+        self._log.info(
             "session {session_id} opened from {peer}",
             session_id=self.session.session_id,
             peer=self.peer,
         )
+        if self.speaks_mcp:
+            return
         self.send_notification(
             "connected",
             {
@@ -129,7 +138,7 @@ class CCXServerProtocol(WebSocketServerProtocol):
             return
         self._open = False
         self.node.connections.discard(self)
-        self.log.info(
+        self._log.info(
             "session {session_id} closed (code {code})",
             session_id=self.session.session_id,
             code=code,

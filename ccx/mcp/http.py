@@ -1,0 +1,591 @@
+"""
+MCP's Streamable HTTP transport (revision 2025-11-25) at C{/mcp}.
+
+- C{POST} carries one JSON-RPC message.  C{initialize} starts a session and
+  answers with its id in C{Mcp-Session-Id}; every later request carries it.
+  A request is answered with C{application/json}, or with an SSE stream
+  (C{text/event-stream}) as soon as something is to be sent before the
+  response (C{notifications/progress}, C{notifications/message}); a
+  notification or a response is answered C{202 Accepted}.
+- C{GET} opens the session's standalone SSE stream (one at a time), for
+  notifications that belong to no request.
+- C{DELETE} ends the session: the programs it started are cancelled
+  (unless started with C{on_disconnect: "keep"}), as when a WebSocket closes.
+
+Every method is subject to the same origin and token rules as the WebSocket
+(L{ccx.web.access}).  Sessions count as connections (C{--max-connections},
+C{/health}) and end after L{SESSION_IDLE_TIMEOUT} seconds without a request
+or an open stream, or when the service stops.
+"""
+
+from typing import Any, Dict, Optional, Tuple
+
+from twisted.internet.interfaces import IDelayedCall, IPushProducer
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
+from zope.interface import implementer
+
+from ccx.mcp.methods import McpMethods
+from ccx.mcp.session import SUPPORTED_VERSIONS, McpSession
+from ccx.mcp.tools import Tools
+from ccx.node import Node
+from ccx.output.interfaces import IOutputSink
+from ccx.rpc.errors import INVALID_REQUEST, LIMIT_EXCEEDED, RPCError
+from ccx.rpc.jsonrpc import Dispatcher, Reply, encode, notification, parse
+from ccx.rpc.ratelimit import TokenBucket
+from ccx.session import Session
+from ccx.web.access import AccessDenied, check_access
+
+SESSION_HEADER = b"mcp-session-id"
+VERSION_HEADER = b"mcp-protocol-version"
+# Seconds a session may go without a request or an open stream before it
+# ends (and the programs it started with on_disconnect "cancel" with it).
+SESSION_IDLE_TIMEOUT = 30 * 60.0
+
+_ALLOWED_HEADERS = b"authorization, content-type, mcp-session-id, mcp-protocol-version, last-event-id"
+
+
+def _header(request: Request, name: bytes) -> Optional[str]:
+    value = request.getHeader(name)
+    return None if value is None else value.decode("latin-1")
+
+
+def _accepts(request: Request) -> Tuple[bool, bool]:
+    """
+    Whether the client takes C{application/json} and C{text/event-stream}
+    answers (no C{Accept} header takes anything).
+    """
+    accept = (_header(request, b"accept") or "*/*").lower()
+    kinds = {part.split(";")[0].strip() for part in accept.split(",")}
+    anything = "*/*" in kinds
+    json_ok = anything or "application/json" in kinds or "application/*" in kinds
+    sse_ok = anything or "text/event-stream" in kinds or "text/*" in kinds
+    return json_ok, sse_ok
+
+
+def _error(
+    request: Request,
+    status: int,
+    message: str,
+    request_id: Any = None,
+    code: int = INVALID_REQUEST,
+) -> bytes:
+    """
+    Refuse at the HTTP level, with a JSON-RPC error as the body.
+    """
+    request.setResponseCode(status)
+    request.setHeader(b"content-type", b"application/json")
+    error = RPCError(code, message)
+    return encode({"jsonrpc": "2.0", "id": request_id, "error": error.to_json()}).encode(
+        "utf-8"
+    )
+
+
+def _sse_event(text: str) -> bytes:
+    # JSON text holds no raw line breaks, so one data line carries it.
+    return b"event: message\ndata: " + text.encode("utf-8") + b"\n\n"
+
+
+def _start_sse(request: Request) -> None:
+    request.setResponseCode(200)
+    request.setHeader(b"content-type", b"text/event-stream")
+    request.setHeader(b"cache-control", b"no-cache, no-transform")
+    request.setHeader(b"x-accel-buffering", b"no")
+
+
+@implementer(IOutputSink, IPushProducer)
+class ResponseStream:
+    """
+    The answer to one POSTed message, and the channel of the calls it
+    carries: plain JSON, unless something is sent before the response, which
+    turns it into an SSE stream (when the client accepts one).
+
+    While it streams it is the request's push producer: when the socket
+    cannot take more, it stops being L{writable}, so progress reporting
+    pauses (and skips, never queues) until Twisted resumes it.
+
+    @param status: the HTTP status of a JSON answer (400 for the error
+        that is the only answer a notification can get).
+    @ivar done: whether the answer is complete or the client went away.
+    """
+
+    def __init__(
+        self,
+        request: Request,
+        session: "HttpSession",
+        json_ok: bool,
+        sse_ok: bool,
+        status: int = 200,
+    ) -> None:
+        self.done = False
+        self.streaming = False
+        self._request = request
+        self._session = session
+        self._json_ok = json_ok
+        self._sse_ok = sse_ok
+        self._status = status
+        self._paused = False
+        session.request_started()
+        request.notifyFinish().addErrback(self._lost)
+
+    @property
+    def writable(self) -> bool:
+        return self._sse_ok and not self.done and not self._paused
+
+    def send_notification(self, method: str, params: dict) -> None:
+        if self.done or not self._sse_ok:
+            return
+        self._stream()
+        self._request.write(_sse_event(notification(method, params)))
+
+    def _stream(self) -> None:
+        if self.streaming:
+            return
+        self.streaming = True
+        _start_sse(self._request)
+        self._request.registerProducer(self, True)
+
+    def reply(self, reply: Reply) -> None:
+        """
+        Send the dispatcher's answer and end the response.
+        """
+        if self.done:
+            return
+        request = self._request
+        if reply.text is None:
+            # A notification, or a request the client cancelled.
+            if not self.streaming:
+                request.setResponseCode(202)
+        elif self.streaming or not self._json_ok:
+            self._stream()
+            request.write(_sse_event(reply.text))
+        else:
+            request.setResponseCode(self._status)
+            request.setHeader(b"content-type", b"application/json")
+            request.write(reply.text.encode("utf-8"))
+        self._finish()
+        for action in reply.after:
+            action()
+
+    def _finish(self) -> None:
+        self.done = True
+        if self.streaming:
+            self._request.unregisterProducer()
+        self._request.finish()
+        self._session.request_done()
+
+    def _lost(self, reason: Any) -> None:
+        # The client went away; per the transport, that is not a
+        # cancellation: the call runs on and its answer is dropped.
+        if not self.done:
+            self.done = True
+            self._session.request_done()
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        self._session.session.pump()
+
+    def stopProducing(self) -> None:
+        self._paused = True
+
+
+@implementer(IPushProducer)
+class EventStream:
+    """
+    A session's standalone SSE stream (C{GET /mcp}), kept alive with a
+    comment line every ping interval so that a vanished client is noticed.
+    """
+
+    def __init__(self, request: Request, session: "HttpSession", interval: float) -> None:
+        self.done = False
+        self._request = request
+        self._session = session
+        self._paused = False
+        _start_sse(request)
+        request.registerProducer(self, True)
+        request.write(b": ccx event stream\n\n")
+        self._keepalive = LoopingCall(self._ping)
+        self._keepalive.clock = session.clock
+        self._keepalive.start(interval, now=False)
+        request.notifyFinish().addBoth(self._ended)
+
+    @property
+    def writable(self) -> bool:
+        return not self.done and not self._paused
+
+    def send(self, text: str) -> None:
+        if not self.done:
+            self._request.write(_sse_event(text))
+
+    def _ping(self) -> None:
+        if not self.done:
+            self._request.write(b": ping\n\n")
+
+    def finish(self) -> None:
+        """
+        End the stream from the server's side.
+        """
+        if self.done:
+            return
+        self._close()
+        self._request.unregisterProducer()
+        self._request.finish()
+
+    def _ended(self, reason: Any) -> None:
+        if not self.done:
+            self._close()
+
+    def _close(self) -> None:
+        self.done = True
+        if self._keepalive.running:
+            self._keepalive.stop()
+        self._session.stream_closed(self)
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        self._session.session.pump()
+
+    def stopProducing(self) -> None:
+        self._paused = True
+
+
+@implementer(IOutputSink)
+class HttpSession:
+    """
+    One MCP session over HTTP: a ccx L{Session} (its processes), its MCP
+    state, and its standalone stream.  It is the L{IOutputSink} of the
+    notifications that belong to no request, which go on the C{GET} stream
+    while one is open and are dropped otherwise.
+
+    It is one of the node's connections, and like a WebSocket it is closed
+    with C{sendClose} when the service stops.
+    """
+
+    log = Logger()
+
+    def __init__(self, node: Node, resource: "McpResource", idle_timeout: float) -> None:
+        self.session = Session(self)
+        self.mcp = McpSession(self.session, standalone=self)
+        self.clock = node.reactor
+        self.closed = False
+        self.stream: Optional[EventStream] = None
+        self._node = node
+        self._resource = resource
+        self._tools = Tools(node, self.mcp)
+        self._limiter = TokenBucket(node.reactor, node.config.max_requests)
+        self._busy = 0
+        self._idle_timeout = idle_timeout
+        self._idle: IDelayedCall = self.clock.callLater(idle_timeout, self._expire)
+
+    @property
+    def session_id(self) -> str:
+        return self.session.session_id
+
+    @property
+    def writable(self) -> bool:
+        return self.stream is not None and self.stream.writable
+
+    def send_notification(self, method: str, params: dict) -> None:
+        if self.stream is not None:
+            self.stream.send(notification(method, params))
+
+    def dispatcher(self, channel: IOutputSink) -> Dispatcher:
+        """
+        The dispatcher of one POST, whose calls answer on C{channel}.
+        """
+        return Dispatcher(
+            McpMethods(self._node, self.mcp, self._tools, channel).table(),
+            max_batch=1,
+            log_context={"session_id": self.session_id},
+            limiter=self._limiter,
+            observer=self._node.metrics.observe_request,
+        )
+
+    def request_started(self) -> None:
+        self._busy += 1
+        self._touch()
+
+    def request_done(self) -> None:
+        self._busy -= 1
+        self._touch()
+
+    def open_stream(self, stream: EventStream) -> None:
+        self.stream = stream
+        self._touch()
+
+    def stream_closed(self, stream: EventStream) -> None:
+        if self.stream is stream:
+            self.stream = None
+        self._touch()
+
+    def _touch(self) -> None:
+        if self._idle.active():
+            self._idle.reset(self._idle_timeout)
+
+    def _expire(self) -> None:
+        if self._busy or self.stream is not None:
+            self._idle = self.clock.callLater(self._idle_timeout, self._expire)
+            return
+        self.close(f"idle for {self._idle_timeout:g}s")
+
+    def close(self, why: str) -> None:
+        """
+        End the session: cancel what it started, close its stream.
+        """
+        if self.closed:
+            return
+        self.closed = True
+        if self._idle.active():
+            self._idle.cancel()
+        if self.stream is not None:
+            self.stream.finish()
+        self._node.connections.discard(self)
+        self._resource.forget(self)
+        if self.mcp.protocol_version is not None:
+            self.log.info(
+                "MCP session {session_id} closed: {why}", session_id=self.session_id, why=why
+            )
+        self.session.close()
+
+    def sendClose(self, code: Optional[int] = None, reason: Optional[str] = None) -> None:
+        """
+        Close as the service closes every connection when it stops.
+        """
+        self.close(reason or "the service is stopping")
+
+
+class McpResource(Resource):
+    """
+    C{/mcp}: the Streamable HTTP endpoint.
+    """
+
+    isLeaf = True
+    log = Logger()
+
+    def __init__(self, node: Node, idle_timeout: float = SESSION_IDLE_TIMEOUT) -> None:
+        super().__init__()
+        self._node = node
+        self._idle_timeout = idle_timeout
+        self.sessions: Dict[str, HttpSession] = {}
+
+    def forget(self, session: HttpSession) -> None:
+        if self.sessions.get(session.session_id) is session:
+            del self.sessions[session.session_id]
+
+    # -- access ---------------------------------------------------------------
+
+    def render(self, request: Request) -> Any:
+        request.setHeader(b"cache-control", b"no-store")
+        if request.postpath not in ([], [b""]):
+            return _error(request, 404, "not found: the MCP endpoint is /mcp")
+        origin = _header(request, b"origin")
+        if request.method == b"OPTIONS":
+            return self._preflight(request, origin)
+        try:
+            check_access(
+                self._node.config,
+                origin=origin,
+                authorization=_header(request, b"authorization"),
+                query_tokens=[
+                    t.decode("utf-8", "replace") for t in request.args.get(b"token", [])
+                ],
+            )
+        except AccessDenied as e:
+            if e.code == 401:
+                request.setHeader(b"www-authenticate", b'Bearer realm="ccx"')
+            return _error(request, e.code, e.reason)
+        if origin is not None:
+            self._allow_origin(request, origin)
+        return super().render(request)
+
+    def _allow_origin(self, request: Request, origin: str) -> None:
+        request.setHeader(b"access-control-allow-origin", origin.encode("latin-1"))
+        request.setHeader(b"vary", b"Origin")
+        request.setHeader(b"access-control-expose-headers", b"Mcp-Session-Id")
+
+    def _preflight(self, request: Request, origin: Optional[str]) -> bytes:
+        """
+        A browser's CORS preflight: it carries no token, so only the origin
+        is judged here; the request that follows is judged in full.
+        """
+        if origin is not None:
+            if origin not in self._node.config.allow_origin:
+                return _error(
+                    request,
+                    403,
+                    f"origin {origin} is not allowed (start ccx with --allow-origin)",
+                )
+            self._allow_origin(request, origin)
+            request.setHeader(b"access-control-allow-methods", b"GET, POST, DELETE")
+            request.setHeader(b"access-control-allow-headers", _ALLOWED_HEADERS)
+            request.setHeader(b"access-control-max-age", b"600")
+        request.setHeader(b"allow", b"GET, POST, DELETE, OPTIONS")
+        request.setResponseCode(204)
+        return b""
+
+    def _session(self, request: Request, request_id: Any = None) -> Tuple[Optional[HttpSession], bytes]:
+        """
+        The session a request names, or the refusal to answer with.
+        """
+        session_id = _header(request, SESSION_HEADER)
+        if session_id is None:
+            return None, _error(
+                request,
+                400,
+                "bad request: no Mcp-Session-Id header; start a session with an "
+                "initialize request",
+                request_id,
+            )
+        session = self.sessions.get(session_id)
+        if session is None:
+            return None, _error(
+                request,
+                404,
+                "session not found: it ended or expired; start a new one with initialize",
+                request_id,
+            )
+        return session, b""
+
+    # -- methods ------------------------------------------------------------------
+
+    def render_POST(self, request: Request) -> Any:
+        config = self._node.config
+        content_type = (_header(request, b"content-type") or "").split(";")[0].strip().lower()
+        if content_type != "application/json":
+            return _error(
+                request, 415, "unsupported media type: POST one JSON-RPC message as application/json"
+            )
+        json_ok, sse_ok = _accepts(request)
+        if not (json_ok or sse_ok):
+            return _error(
+                request, 406, "not acceptable: Accept must list application/json and text/event-stream"
+            )
+        body = request.content.read(config.max_message_size + 1)
+        if len(body) > config.max_message_size:
+            return _error(
+                request,
+                413,
+                f"the message is larger than {config.max_message_size} bytes "
+                "(--max-message-size)",
+            )
+        try:
+            message = parse(body)
+        except RPCError as e:
+            return _error(request, 400, e.message, code=e.code)
+        if isinstance(message, list):
+            return _error(
+                request,
+                400,
+                "invalid request: POST one JSON-RPC message at a time (batches are not "
+                "part of MCP's HTTP transport)",
+            )
+        if not isinstance(message, dict):
+            return _error(request, 400, "invalid request: a JSON-RPC message must be an object")
+        request_id = message.get("id")
+        if isinstance(request_id, bool) or not isinstance(request_id, (str, int, float)):
+            request_id = None
+        has_method = "method" in message
+        is_request = has_method and "id" in message
+        if is_request and message["method"] == "initialize":
+            return self._initialize(request, body, request_id, json_ok, sse_ok)
+
+        session, refusal = self._session(request, request_id)
+        if session is None:
+            return refusal
+        version = _header(request, VERSION_HEADER)
+        if version is not None and version not in SUPPORTED_VERSIONS:
+            return _error(
+                request,
+                400,
+                f"bad request: unsupported MCP-Protocol-Version {version!r} (supported: "
+                + ", ".join(SUPPORTED_VERSIONS)
+                + ")",
+                request_id,
+            )
+        if not has_method:
+            if "result" in message or "error" in message:
+                # A response to a request of ours; ccx sends none.
+                request.setResponseCode(202)
+                return b""
+            return _error(request, 400, "invalid request: not a JSON-RPC message", request_id)
+        if is_request:
+            stream = ResponseStream(request, session, json_ok, sse_ok)
+        else:
+            # A notification is answered only when it is malformed.
+            stream = ResponseStream(request, session, True, False, status=400)
+        session.dispatcher(stream).dispatch(body).addCallback(stream.reply)
+        return NOT_DONE_YET
+
+    def _initialize(
+        self, request: Request, body: bytes, request_id: Any, json_ok: bool, sse_ok: bool
+    ) -> Any:
+        node = self._node
+        limit = node.config.max_connections
+        if len(node.connections) >= limit:
+            self.log.warn(
+                "refused an MCP session: {count} connections are open",
+                count=len(node.connections),
+            )
+            return _error(
+                request,
+                503,
+                f"limit exceeded: too many connections (--max-connections {limit})",
+                request_id,
+                code=LIMIT_EXCEEDED,
+            )
+        session = HttpSession(node, self, self._idle_timeout)
+        stream = ResponseStream(request, session, json_ok, sse_ok)
+        address = request.getClientAddress()
+        peer = f"{getattr(address, 'host', address)}:{getattr(address, 'port', '')}"
+
+        def answered(reply: Reply) -> None:
+            if session.mcp.protocol_version is not None and not stream.done:
+                self.sessions[session.session_id] = session
+                node.connections.add(session)
+                request.setHeader(SESSION_HEADER, session.session_id.encode("ascii"))
+                self.log.info(
+                    "MCP session {session_id} opened over HTTP from {peer}",
+                    session_id=session.session_id,
+                    peer=peer,
+                )
+                stream.reply(reply)
+            else:
+                stream.reply(reply)
+                session.close("initialize failed")
+
+        session.dispatcher(stream).dispatch(body).addCallback(answered)
+        return NOT_DONE_YET
+
+    def render_GET(self, request: Request) -> Any:
+        json_ok, sse_ok = _accepts(request)
+        if not sse_ok:
+            return _error(
+                request, 406, "not acceptable: GET opens an event stream; Accept must list text/event-stream"
+            )
+        session, refusal = self._session(request)
+        if session is None:
+            return refusal
+        if session.stream is not None:
+            return _error(request, 409, "conflict: this session already has an open event stream")
+        session.open_stream(EventStream(request, session, self._node.config.ping_interval))
+        return NOT_DONE_YET
+
+    def render_HEAD(self, request: Request) -> bytes:
+        request.setHeader(b"allow", b"GET, POST, DELETE, OPTIONS")
+        return _error(request, 405, "method not allowed: use POST, GET or DELETE")
+
+    def render_DELETE(self, request: Request) -> bytes:
+        session, refusal = self._session(request)
+        if session is None:
+            return refusal
+        session.close("ended by the client")
+        request.setResponseCode(204)
+        return b""

@@ -1,0 +1,228 @@
+"""
+The MCP method table, served by L{ccx.rpc.jsonrpc.Dispatcher} like the
+native one: the lifecycle (C{initialize}, C{notifications/initialized},
+C{ping}), C{tools/list}, C{tools/call}, C{logging/setLevel} and
+C{notifications/cancelled}.  It knows nothing of the transport: what a call
+sends while it runs goes to the I{channel} it is given (the WebSocket, or
+the HTTP request's SSE stream).
+"""
+
+import json
+import os
+from typing import Any, Dict, Optional
+
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from ccx.mcp.progress import ProgressToken
+from ccx.mcp.session import LOG_LEVELS, McpSession, at_least, negotiate
+from ccx.mcp.tools import ToolCall, Tools, error_message
+from ccx.native.methods import NativeMethods
+from ccx.node import Node
+from ccx.output.interfaces import IOutputSink
+from ccx.rpc.errors import INVALID_REQUEST, RPCError, invalid_params
+from ccx.rpc.jsonrpc import Call, Handler
+from ccx.session import Session
+
+# The WebSocket subprotocol that selects MCP (the one the MCP Python SDK's
+# WebSocket client asks for).
+MCP_SUBPROTOCOL = "mcp"
+SERVER_NAME = "ccx"
+
+
+def _progress_token(params: Dict[str, Any]) -> Optional[ProgressToken]:
+    meta = params.get("_meta")
+    if not isinstance(meta, dict):
+        return None
+    token = meta.get("progressToken")
+    if isinstance(token, bool) or not isinstance(token, (str, int)):
+        return None
+    return token
+
+
+class McpMethods:
+    """
+    The MCP methods of one session, answering on one channel.
+
+    @param channel: where notifications caused by these calls go.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self, node: Node, mcp: McpSession, tools: Tools, channel: IOutputSink
+    ) -> None:
+        self._node = node
+        self._mcp = mcp
+        self._tools = tools
+        self._channel = channel
+
+    def table(self) -> Dict[str, Handler]:
+        return {
+            "initialize": self.initialize,
+            "notifications/initialized": self.initialized,
+            "ping": self.ping,
+            "tools/list": self.tools_list,
+            "tools/call": self.tools_call,
+            "logging/setLevel": self.set_level,
+            "notifications/cancelled": self.cancelled,
+        }
+
+    def _check_initialized(self, method: str) -> None:
+        if self._mcp.protocol_version is None:
+            raise RPCError(
+                INVALID_REQUEST,
+                f"invalid request: {method} before initialize; start the session "
+                "with an initialize request",
+            )
+
+    def _instructions(self) -> str:
+        names = sorted({os.path.basename(p) for p in self._node.config.allow})
+        allowed = (
+            "The programs allowed are: " + ", ".join(names) + "."
+            if names
+            else "No program is allowed yet (the operator allows them with --allow)."
+        )
+        return (
+            "ccx runs programs on its host and steers them. Use execute to run one to "
+            "completion, or start for a long-running one and then status, output, "
+            "write, pause, resume and cancel. Commands run without a shell unless "
+            f"shell is true and sh is allowed. {allowed}"
+        )
+
+    def initialize(self, params: Any, call: Call) -> Dict[str, Any]:
+        if self._mcp.protocol_version is not None:
+            raise RPCError(
+                INVALID_REQUEST, "invalid request: this session is already initialized"
+            )
+        if not isinstance(params, dict) or not isinstance(
+            params.get("protocolVersion"), str
+        ):
+            raise invalid_params(
+                "invalid params: initialize needs 'protocolVersion' (a string), "
+                "'capabilities' and 'clientInfo'"
+            )
+        version = negotiate(params["protocolVersion"])
+        client = params.get("clientInfo")
+        self._mcp.client_info = client if isinstance(client, dict) else {}
+        self._mcp.protocol_version = version
+        self.log.info(
+            "MCP session {session_id}: {client} {client_version} asked for "
+            "{requested}, speaking {version}",
+            session_id=self._mcp.session_id,
+            client=self._mcp.client_info.get("name"),
+            client_version=self._mcp.client_info.get("version"),
+            requested=params["protocolVersion"],
+            version=version,
+        )
+        server: Dict[str, Any] = {"name": SERVER_NAME, "version": self._node.version}
+        if at_least(version, "2025-06-18"):
+            server["title"] = "ccx: run and steer programs"
+        return {
+            "protocolVersion": version,
+            "capabilities": {"tools": {"listChanged": False}, "logging": {}},
+            "serverInfo": server,
+            "instructions": self._instructions(),
+        }
+
+    def initialized(self, params: Any, call: Call) -> None:
+        self._mcp.initialized = True
+
+    def ping(self, params: Any, call: Call) -> Dict[str, Any]:
+        return {}
+
+    def tools_list(self, params: Any, call: Call) -> Dict[str, Any]:
+        self._check_initialized("tools/list")
+        version = self._mcp.protocol_version
+        return {"tools": [tool.describe(version) for tool in self._tools.by_name.values()]}
+
+    def tools_call(self, params: Any, call: Call) -> Deferred:
+        self._check_initialized("tools/call")
+        if not isinstance(params, dict) or not isinstance(params.get("name"), str):
+            raise invalid_params("invalid params: tools/call needs the tool's 'name'")
+        name = params["name"]
+        tool = self._tools.by_name.get(name)
+        if tool is None:
+            raise invalid_params(
+                f"invalid params: unknown tool {name!r} (tools: "
+                + ", ".join(self._tools.by_name)
+                + ")"
+            )
+        arguments = params.get("arguments")
+        if arguments is None:
+            arguments = {}
+        if not isinstance(arguments, dict):
+            raise invalid_params("invalid params: tools/call's 'arguments' must be an object")
+        context = ToolCall(self._mcp, call, self._channel, _progress_token(params))
+        end = None
+        if not call.is_notification:
+            end = self._mcp.begin(call.request_id, context.cancel)
+        d = maybeDeferred(tool.handler, arguments, context)
+        d.addCallbacks(self._tool_result, self._tool_error, errbackArgs=(name,))
+        if end is not None:
+
+            def finished(result: Any) -> Any:
+                end()
+                return result
+
+            d.addBoth(finished)
+        return d
+
+    def _tool_result(self, structured: Dict[str, Any]) -> Dict[str, Any]:
+        result: Dict[str, Any] = {
+            "content": [
+                {"type": "text", "text": json.dumps(structured, ensure_ascii=False)}
+            ],
+            "isError": False,
+        }
+        if at_least(self._mcp.protocol_version, "2025-06-18"):
+            result["structuredContent"] = structured
+        return result
+
+    def _tool_error(self, failure: Failure, name: str) -> Any:
+        message = error_message(failure)
+        if message is None:
+            return failure
+        self.log.info(
+            "MCP session {session_id}: tool {tool} failed: {error}",
+            session_id=self._mcp.session_id,
+            tool=name,
+            error=message,
+        )
+        return {"content": [{"type": "text", "text": message}], "isError": True}
+
+    def set_level(self, params: Any, call: Call) -> Dict[str, Any]:
+        self._check_initialized("logging/setLevel")
+        level = params.get("level") if isinstance(params, dict) else None
+        if level not in LOG_LEVELS:
+            raise invalid_params(
+                "invalid params: logging/setLevel's 'level' must be one of "
+                + ", ".join(LOG_LEVELS)
+            )
+        self._mcp.log_level = level
+        return {}
+
+    def cancelled(self, params: Any, call: Call) -> None:
+        if not isinstance(params, dict) or "requestId" not in params:
+            return
+        if self._mcp.cancel(params["requestId"]):
+            self.log.info(
+                "MCP session {session_id}: request {request_id} cancelled ({reason})",
+                session_id=self._mcp.session_id,
+                request_id=params["requestId"],
+                reason=params.get("reason") or "no reason given",
+            )
+
+
+def websocket_methods(node: Node, session: Session, connection: IOutputSink) -> Dict[str, Handler]:
+    """
+    The methods of a WebSocket that chose the C{mcp} subprotocol: MCP's,
+    and the native ones beside them (a client that calls C{execute} or
+    C{attach} gets the C{process.*} notifications it asked for; MCP tools
+    send none).
+    """
+    mcp = McpSession(session, standalone=connection)
+    table = NativeMethods(node, session).table()
+    table.update(McpMethods(node, mcp, Tools(node, mcp), connection).table())
+    return table

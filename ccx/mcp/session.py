@@ -1,0 +1,118 @@
+"""
+The MCP state of one client: the protocol version it negotiated, the log
+level it asked for, and its requests in flight (so that
+C{notifications/cancelled} can reach them).
+"""
+
+import json
+from typing import Any, Callable, Dict, List, Optional
+
+from twisted.logger import Logger
+
+from ccx.output.interfaces import IOutputSink
+from ccx.session import Session
+
+# Newest first.  The initialize handshake answers the client's version when
+# it is one of these, and the newest otherwise (the client then decides).
+SUPPORTED_VERSIONS = ("2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05")
+LATEST_VERSION = SUPPORTED_VERSIONS[0]
+
+# RFC 5424 severities, as MCP's logging names them, least severe first.
+LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
+
+
+def negotiate(requested: str) -> str:
+    """
+    The version to answer C{initialize} with.
+    """
+    return requested if requested in SUPPORTED_VERSIONS else LATEST_VERSION
+
+
+def at_least(version: Optional[str], minimum: str) -> bool:
+    """
+    Whether a negotiated C{version} is C{minimum} or newer.
+    """
+    if version not in SUPPORTED_VERSIONS:
+        return False
+    return SUPPORTED_VERSIONS.index(version) <= SUPPORTED_VERSIONS.index(minimum)
+
+
+def _request_key(request_id: Any) -> str:
+    # JSON keeps 1 and "1" apart, as JSON-RPC does.
+    return json.dumps(request_id)
+
+
+class McpSession:
+    """
+    What MCP adds to a client's L{Session}.
+
+    @ivar session: the client's L{Session}: the processes it started (cancelled
+        when it ends) and its subscriptions.
+    @ivar standalone: where notifications that belong to no request go (the
+        WebSocket, or the HTTP session's C{GET} stream).
+    @ivar protocol_version: the negotiated version, once C{initialize} was answered.
+    @ivar initialized: whether C{notifications/initialized} arrived.
+    @ivar log_level: the least severity the client wants C{notifications/message}
+        for, or L{None} until it sends C{logging/setLevel}.
+    """
+
+    log = Logger()
+
+    def __init__(self, session: Session, standalone: IOutputSink) -> None:
+        self.session = session
+        self.standalone = standalone
+        self.protocol_version: Optional[str] = None
+        self.client_info: Dict[str, Any] = {}
+        self.initialized = False
+        self.log_level: Optional[str] = None
+        self._in_flight: Dict[str, List[Callable[[], None]]] = {}
+
+    @property
+    def session_id(self) -> str:
+        return self.session.session_id
+
+    def begin(self, request_id: Any, cancel: Callable[[], None]) -> Callable[[], None]:
+        """
+        Note a request in flight, cancelled by C{cancel}.
+
+        @return: what to call once it is answered.
+        """
+        key = _request_key(request_id)
+        self._in_flight.setdefault(key, []).append(cancel)
+
+        def end() -> None:
+            actions = self._in_flight.get(key, [])
+            if cancel in actions:
+                actions.remove(cancel)
+            if not actions:
+                self._in_flight.pop(key, None)
+
+        return end
+
+    def cancel(self, request_id: Any) -> bool:
+        """
+        The client cancelled a request: stop it.  An unknown or finished
+        request is ignored, as the specification asks.
+
+        @return: whether a request in flight was cancelled.
+        """
+        actions = self._in_flight.pop(_request_key(request_id), [])
+        for action in actions:
+            action()
+        return bool(actions)
+
+    def wants(self, level: str) -> bool:
+        return self.log_level is not None and LOG_LEVELS.index(level) >= LOG_LEVELS.index(
+            self.log_level
+        )
+
+    def send_log(self, level: str, data: Any, sink: Optional[IOutputSink] = None) -> None:
+        """
+        Send C{notifications/message} when the client asked for C{level},
+        on the stream of the request it belongs to (C{sink}), or else on
+        the standalone one.
+        """
+        if self.wants(level):
+            (sink or self.standalone).send_notification(
+                "notifications/message", {"level": level, "logger": "ccx", "data": data}
+            )
