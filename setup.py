@@ -24,7 +24,10 @@ setup(
         "tomli; python_version < '3.11'",
     ],
     extras_require={
-        "test": ["websockets>=12", "hypothesis"],
+        "test": ["websockets>=12", "hypothesis", "mcp>=2; python_version >= '3.10'"],
+    },
+    entry_points={
+        "console_scripts": ["ccx = ccx.cli.main:main"],
     },
     classifiers=[
         "Framework :: Twisted",
