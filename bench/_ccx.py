@@ -30,10 +30,15 @@ import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 HOST = "127.0.0.1"
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The checkout whose ccx is run: this one, unless $CCX_CHECKOUT names another
+# (to compare a change against it).
+REPO = os.environ.get("CCX_CHECKOUT") or os.path.dirname(
+    os.path.dirname(os.path.abspath(__file__))
+)
 MIB = 1024 * 1024
 GIB = 1024 * MIB
 
@@ -79,16 +84,18 @@ def raise_fd_limit(wanted: int) -> int:
     return soft
 
 
-def exit_on_sigterm() -> None:
+def unwind_on_signals() -> None:
     """
-    Make SIGTERM unwind like Ctrl-C, so that every C{finally} and context
-    manager stops what it started.
+    Make SIGTERM, and SIGINT even where it was inherited ignored (a
+    background job), unwind like Ctrl-C: every C{finally} and context
+    manager then stops what it started.
     """
 
     def handler(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def children_of(pid: int) -> List[int]:
@@ -141,10 +148,17 @@ class Child:
     Output goes to a temporary log file, shown when something goes wrong.
     """
 
-    def __init__(self, argv: Sequence[str], port: int, env: Optional[dict] = None) -> None:
+    def __init__(
+        self,
+        argv: Sequence[str],
+        port: int,
+        env: Optional[dict] = None,
+        cwd: Optional[str] = None,
+    ) -> None:
         self.argv = list(argv)
         self.port = port
         self.env = env
+        self.cwd = cwd
         self.process: Optional[subprocess.Popen] = None
         self._log = tempfile.NamedTemporaryFile(
             prefix="ccx-bench-", suffix=".log", delete=False
@@ -161,6 +175,7 @@ class Child:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=self.env,
+            cwd=self.cwd,
             start_new_session=True,
         )
         try:
@@ -216,7 +231,11 @@ class Child:
 
     def _kill(self, strays: Iterable[int]) -> None:
         process = self.process
-        print(f"warning: {self.argv[0]} ignored SIGTERM; killing it", file=sys.stderr)
+        print(
+            f"warning: {self.argv[0]} (pid {process.pid}) did not exit after SIGTERM; "
+            "killing it and the process groups it started",
+            file=sys.stderr,
+        )
         # Its own group, then the groups of the programs it had started
         # (ccx starts each in a group whose id is its pid).
         for group in [process.pid, *strays]:
@@ -264,7 +283,9 @@ class Service(Child):
         ]
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO, env.get("PYTHONPATH")]))
-        super().__init__(argv, port, env)
+        # In the checkout: "python -c" puts the working directory first on
+        # sys.path.
+        super().__init__(argv, port, env, cwd=REPO)
 
     @property
     def url_path(self) -> str:
@@ -472,7 +493,10 @@ class RPCRouter:
                 self.on_output(payload)
             else:
                 message = json.loads(payload)
-                if "method" in message:
+                method = message.get("method")
+                if method == "process.output":  # serialised some other way
+                    self.on_output(payload)
+                elif method is not None:
                     self.on_notification(message)
                 else:
                     self.on_reply(message)
@@ -495,8 +519,13 @@ class Client(RPCRouter):
 
     L{call} sends a request and reads until its reply has come, handing
     everything else to the handlers; L{run_until} reads until a condition
-    holds.  C{cpu_seconds} of this process measure the client's own cost.
+    holds.
+
+    @ivar nap: seconds to sleep after each read, so that each read takes
+        many small messages at once (a cheaper client, at some latency).
     """
+
+    nap = 0.0
 
     def __init__(self, port: int, path: str = "/ws/mcp", timeout: float = 120.0) -> None:
         super().__init__()
@@ -565,6 +594,8 @@ class Client(RPCRouter):
                     self.closed = True
                     raise ConnectionClosed("the server closed the connection")
                 messages = reader.feed(data)
+                if self.nap:
+                    time.sleep(self.nap)
             for opcode, payload in messages:
                 if opcode < OP_CLOSE:
                     route(opcode, payload)
@@ -688,10 +719,12 @@ class StreamCheck:
     @param decode: decode each notification's JSON (and so check offsets);
         with C{False} only the frame sizes are counted and the byte total
         comes from C{process.completed}.
+    @param checksum: keep the CRC-32 of the bytes received in C{crc}.
     """
 
-    def __init__(self, decode: bool = True) -> None:
+    def __init__(self, decode: bool = True, checksum: bool = False) -> None:
         self.decode = decode
+        self.checksum = checksum
         self.bytes = 0
         self.frames = 0
         self.frame_bytes = 0
@@ -708,7 +741,12 @@ class StreamCheck:
         if params["type"] != "stdout":
             return
         data = params["data"]
-        size = len(data) if data.isascii() else len(data.encode("utf-8"))
+        if self.checksum:
+            raw = data.encode("utf-8")
+            self.crc = zlib.crc32(raw, self.crc)
+            size = len(raw)
+        else:
+            size = len(data) if data.isascii() else len(data.encode("utf-8"))
         if params["offset"] != self.bytes and len(self.gaps) < 5:
             self.gaps.append(f"expected offset {self.bytes}, got {params['offset']}")
         self.bytes = params["offset"] + size

@@ -29,7 +29,7 @@ from _ccx import (
     StreamCheck,
     check_python,
     default_python,
-    exit_on_sigterm,
+    unwind_on_signals,
     machine,
     print_report,
     rounded,
@@ -43,7 +43,9 @@ WORKLOADS = {
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--mib", type=int, default=512, help="MiB the program writes (512)")
     parser.add_argument(
         "--workload",
@@ -199,7 +201,7 @@ def show(results: list, args: argparse.Namespace) -> None:
 
 def main() -> int:
     args = parse_args()
-    exit_on_sigterm()
+    unwind_on_signals()
     check_python(args.python)
     workloads = ("bulk", "lines") if args.workload == "both" else (args.workload,)
     results = [run_workload(args, workload) for workload in workloads]

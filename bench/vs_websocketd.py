@@ -28,7 +28,7 @@ from _ccx import (
     StreamCheck,
     check_python,
     default_python,
-    exit_on_sigterm,
+    unwind_on_signals,
     free_port,
     machine,
     print_report,
@@ -39,14 +39,20 @@ BULK = "head -c {size} /dev/zero | tr '\\000' a"
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--lines", type=int, default=5_000_000,
                         help="seq 1 LINES for the line workload (5000000)")
     parser.add_argument("--mib", type=int, default=256,
                         help="MiB written by the bulk workload (256)")
     parser.add_argument("--repeat", type=int, default=1,
                         help="runs of each server and workload; the median is reported (1)")
-    parser.add_argument("--workload", choices=("lines", "bulk", "both"), default="both")
+    parser.add_argument("--workload", choices=("lines", "bulk", "both"), default="both",
+                        help="which workloads to run (both)")
+    parser.add_argument("--client-nap", type=float, default=0.0, metavar="MS",
+                        help="sleep MS milliseconds after each read, for both servers: "
+                        "fewer, larger reads make the client cheaper (0)")
     parser.add_argument("--python", default=default_python(), help="python that runs ccx")
     return parser.parse_args()
 
@@ -95,7 +101,7 @@ class Measurement:
         return self
 
 
-def via_websocketd(port: int, binary: bool) -> Measurement:
+def via_websocketd(port: int, binary: bool, nap: float) -> Measurement:
     """
     Connect (which starts the program) and read until websocketd closes.
     In line mode each message is a line without its newline.
@@ -108,6 +114,7 @@ def via_websocketd(port: int, binary: bool) -> Measurement:
         m.messages += 1
 
     client = Client(port, path="/")
+    client.nap = nap
     with client:
         if binary:
             client.on_binary = count
@@ -120,10 +127,11 @@ def via_websocketd(port: int, binary: bool) -> Measurement:
     return m.finish()
 
 
-def via_ccx(port: int, command: str) -> Measurement:
+def via_ccx(port: int, command: str, nap: float) -> Measurement:
     m = Measurement()
     check = StreamCheck()
     with Client(port) as client:
+        client.nap = nap
         client.on_output = check.output
         client.on_notification = check.notification
         client.call("execute", {"command": command, "shell": True})
@@ -147,18 +155,18 @@ def compare(
     name: str,
     command: str,
     expected: int,
-    repeat: int,
-    python: str,
+    args: argparse.Namespace,
     websocketd: str,
     binary: bool,
 ) -> Dict:
     runs: Dict[str, List[Measurement]] = {"websocketd": [], "ccx": []}
+    nap = args.client_nap / 1000
     with websocketd_server(websocketd, binary, command) as wsd, Service(
-        allow=["sh"], python=python
+        allow=["sh"], python=args.python
     ) as ccx:
-        for _ in range(repeat):
-            runs["websocketd"].append(via_websocketd(wsd.port, binary))
-            runs["ccx"].append(via_ccx(ccx.port, command))
+        for _ in range(args.repeat):
+            runs["websocketd"].append(via_websocketd(wsd.port, binary, nap))
+            runs["ccx"].append(via_ccx(ccx.port, command, nap))
     result = {"workload": name, "command": command, "bytes": expected}
     for server, measurements in runs.items():
         result[server] = summarise(measurements, expected)
@@ -203,17 +211,17 @@ def rows_for(result: Dict) -> List:
 
 def main() -> int:
     args = parse_args()
-    exit_on_sigterm()
+    unwind_on_signals()
     check_python(args.python)
     websocketd = ensure_websocketd()
     workloads: Dict[str, Callable[[], Dict]] = {
         "lines": lambda: compare(
-            "lines", f"seq 1 {args.lines}", seq_bytes(args.lines), args.repeat,
-            args.python, websocketd, binary=False,
+            "lines", f"seq 1 {args.lines}", seq_bytes(args.lines), args,
+            websocketd, binary=False,
         ),
         "bulk": lambda: compare(
-            "bulk", BULK.format(size=args.mib * MIB), args.mib * MIB, args.repeat,
-            args.python, websocketd, binary=True,
+            "bulk", BULK.format(size=args.mib * MIB), args.mib * MIB, args,
+            websocketd, binary=True,
         ),
     }
     chosen = ("lines", "bulk") if args.workload == "both" else (args.workload,)
@@ -227,6 +235,7 @@ def main() -> int:
             "benchmark": "vs_websocketd",
             "machine": machine(),
             "websocketd": version.stdout.strip(),
+            "client_nap_ms": args.client_nap,
             "results": results,
         },
     )
