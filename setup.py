@@ -21,6 +21,7 @@ setup(
         "zope.interface",
         "treq",
         "prometheus_client",
+        "orjson",
         "tomli; python_version < '3.11'",
     ],
     extras_require={

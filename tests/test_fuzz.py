@@ -74,8 +74,8 @@ class FuzzTests(SynchronousTestCase):
     def test_every_frame_gets_a_well_formed_answer_or_none(self, frame):
         """Any frame: a JSON-RPC response, a batch of them, or nothing; the registry stays empty."""
         reply = self.successResultOf(self.dispatcher.dispatch(frame))
-        if reply.text is not None:
-            answer = json.loads(reply.text)
+        if reply.payload is not None:
+            answer = json.loads(reply.payload)
             if isinstance(answer, list):
                 self.assertTrue(answer)
                 for response in answer:

@@ -145,8 +145,17 @@ class EncodeTests(SynchronousTestCase):
     """
 
     def test_compact(self):
-        """Messages are serialised without extra whitespace or escapes."""
-        self.assertEqual(encode({"a": [1, "é"]}), '{"a":[1,"é"]}')
+        """Messages are serialised as UTF-8 without extra whitespace or escapes."""
+        self.assertEqual(encode({"a": [1, "é"]}), '{"a":[1,"é"]}'.encode("utf-8"))
+
+    def test_control_characters_escaped(self):
+        """NUL and other control characters in program output are escaped, as JSON requires."""
+        self.assertEqual(encode("a\x00\n\x1f"), b'"a\\u0000\\n\\u001f"')
+
+    def test_unencodable_raises_type_error(self):
+        """Values JSON cannot carry raise TypeError, which the dispatcher turns into -32603."""
+        self.assertRaises(TypeError, encode, {1, 2})
+        self.assertRaises(TypeError, encode, 2**70)
 
     def test_notification(self):
         """A notification has no id."""
@@ -185,8 +194,8 @@ class DispatcherTestsMixin:
 
     def response(self, payload, **kwargs):
         reply = self.reply(payload, **kwargs)
-        self.assertIsNotNone(reply.text)
-        return _strict_loads(reply.text)
+        self.assertIsNotNone(reply.payload)
+        return _strict_loads(reply.payload)
 
     def assertError(self, response, code, request_id=None):
         self.assertEqual(response["jsonrpc"], "2.0")
@@ -350,11 +359,17 @@ class CallTests(DispatcherTestsMixin, SynchronousTestCase):
     def test_huge_id_reply_is_strict_json(self):
         """The reply to a request whose id overflows a float is strict JSON."""
         payload = '{"jsonrpc": "2.0", "id": 1e400, "method": "echo"}'
-        text = self.reply(payload).text
+        text = self.reply(payload).payload
         try:
             _strict_loads(text)
         except ValueError:
             self.fail(f"the reply is not strict JSON: {text}")
+
+    def test_id_beyond_64_bits(self):
+        """An integer id too large to echo back is an invalid request, answered with id null."""
+        payload = '{"jsonrpc": "2.0", "id": %d, "method": "echo"}' % 2**70
+        response = _strict_loads(self.reply(payload).payload)
+        self.assertError(response, -32600, None)
 
     def test_method_not_found(self):
         """An unknown method gets -32601 naming the method."""
@@ -383,7 +398,7 @@ class CallTests(DispatcherTestsMixin, SynchronousTestCase):
         d.addBoth(outcome.append)
         [reply] = outcome
         self.assertIsInstance(reply, Reply, f"dispatch failed: {reply}")
-        self.assertError(_strict_loads(reply.text), -32603, 3)
+        self.assertError(_strict_loads(reply.payload), -32603, 3)
         self.flushLoggedErrors(TypeError)
 
     def test_deferred_result(self):
@@ -394,7 +409,7 @@ class CallTests(DispatcherTestsMixin, SynchronousTestCase):
         self.assertNoResult(d)
         later.callback({"done": True})
         reply = self.successResultOf(d)
-        self.assertEqual(_strict_loads(reply.text)["result"], {"done": True})
+        self.assertEqual(_strict_loads(reply.payload)["result"], {"done": True})
 
     def test_deferred_rpc_error(self):
         """A Deferred failing with RPCError is sent as that error."""
@@ -402,7 +417,7 @@ class CallTests(DispatcherTestsMixin, SynchronousTestCase):
         self.methods["slow"] = lambda params, call: later
         d = Dispatcher(self.methods).dispatch(_request("slow", {}, 1))
         later.errback(RPCError(errors.INVALID_STATE, "stdin is closed"))
-        error = self.assertError(_strict_loads(self.successResultOf(d).text), -32004, 1)
+        error = self.assertError(_strict_loads(self.successResultOf(d).payload), -32004, 1)
         self.assertEqual(error["message"], "stdin is closed")
 
     def test_deferred_other_failure(self):
@@ -411,7 +426,7 @@ class CallTests(DispatcherTestsMixin, SynchronousTestCase):
         self.methods["slow"] = lambda params, call: later
         d = Dispatcher(self.methods).dispatch(_request("slow", {}, 1))
         later.errback(KeyError("x"))
-        self.assertError(_strict_loads(self.successResultOf(d).text), -32603, 1)
+        self.assertError(_strict_loads(self.successResultOf(d).payload), -32603, 1)
         self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
 
 
@@ -423,7 +438,7 @@ class NotificationTests(DispatcherTestsMixin, SynchronousTestCase):
     def test_called(self):
         """A notification reaches its handler, marked as a notification."""
         reply = self.reply(_notification("echo", {"x": 1}))
-        self.assertIsNone(reply.text)
+        self.assertIsNone(reply.payload)
         [(params, call)] = self.calls
         self.assertEqual(params, {"x": 1})
         self.assertTrue(call.is_notification)
@@ -431,15 +446,15 @@ class NotificationTests(DispatcherTestsMixin, SynchronousTestCase):
 
     def test_method_not_found(self):
         """An unknown method in a notification gets no reply."""
-        self.assertIsNone(self.reply(_notification("pong")).text)
+        self.assertIsNone(self.reply(_notification("pong")).payload)
 
     def test_rpc_error(self):
         """A handler's RPCError in a notification gets no reply."""
-        self.assertIsNone(self.reply(_notification("fail")).text)
+        self.assertIsNone(self.reply(_notification("fail")).payload)
 
     def test_other_exception(self):
         """A crash in a notification gets no reply but is logged."""
-        self.assertIsNone(self.reply(_notification("crash")).text)
+        self.assertIsNone(self.reply(_notification("crash")).payload)
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
 
 
@@ -475,7 +490,7 @@ class BatchTests(DispatcherTestsMixin, SynchronousTestCase):
     def test_all_notifications(self):
         """A batch of notifications gets no reply at all."""
         reply = self.reply(self.batch(_notification("echo"), _notification("nosuch")))
-        self.assertIsNone(reply.text)
+        self.assertIsNone(reply.payload)
         self.assertEqual(len(self.calls), 1)
 
     def test_empty(self):
@@ -503,7 +518,7 @@ class BatchTests(DispatcherTestsMixin, SynchronousTestCase):
         pending["b"].callback("second")
         self.assertNoResult(d)
         pending["a"].callback("first")
-        responses = _strict_loads(self.successResultOf(d).text)
+        responses = _strict_loads(self.successResultOf(d).payload)
         self.assertEqual(
             [(r["id"], r["result"]) for r in responses], [(1, "first"), (2, "second")]
         )
@@ -558,13 +573,13 @@ class AfterReplyTests(DispatcherTestsMixin, SynchronousTestCase):
     def test_on_error(self):
         """Actions registered before an error are still returned."""
         reply = self.reply(_request("later", {"names": ["a"], "fail": True}))
-        self.assertEqual(_strict_loads(reply.text)["error"]["code"], -32004)
+        self.assertEqual(_strict_loads(reply.payload)["error"]["code"], -32004)
         self.assertEqual(self.run_after(reply), ["a"])
 
     def test_notification(self):
         """A notification's actions are returned although nothing is sent."""
         reply = self.reply(_notification("later", {"names": ["a", "b"]}))
-        self.assertIsNone(reply.text)
+        self.assertIsNone(reply.payload)
         self.assertEqual(self.run_after(reply), ["a", "b"])
 
     def test_batch(self):
@@ -575,5 +590,5 @@ class AfterReplyTests(DispatcherTestsMixin, SynchronousTestCase):
             _request("later", {"names": ["d"]}, 2),
         )
         reply = self.reply(payload)
-        self.assertEqual(len(_strict_loads(reply.text)), 2)
+        self.assertEqual(len(_strict_loads(reply.payload)), 2)
         self.assertEqual(self.run_after(reply), ["a", "b", "c", "d"])

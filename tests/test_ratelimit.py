@@ -37,7 +37,7 @@ class DispatcherLimitTests(SynchronousTestCase):
             limiter=TokenBucket(Clock(), rate=2),
         )
         batch = [{"jsonrpc": "2.0", "id": i, "method": "m"} for i in range(3)]
-        reply = json.loads(self.successResultOf(dispatcher.dispatch(json.dumps(batch))).text)
+        reply = json.loads(self.successResultOf(dispatcher.dispatch(json.dumps(batch))).payload)
         self.assertEqual([r.get("result") for r in reply[:2]], [{}, {}])
         self.assertEqual(reply[2]["id"], 2)
         self.assertEqual(reply[2]["error"]["code"], -32001)

@@ -78,14 +78,12 @@ def _error(
     request.setResponseCode(status)
     request.setHeader(b"content-type", b"application/json")
     error = RPCError(code, message)
-    return encode({"jsonrpc": "2.0", "id": request_id, "error": error.to_json()}).encode(
-        "utf-8"
-    )
+    return encode({"jsonrpc": "2.0", "id": request_id, "error": error.to_json()})
 
 
-def _sse_event(text: str) -> bytes:
-    # JSON text holds no raw line breaks, so one data line carries it.
-    return b"event: message\ndata: " + text.encode("utf-8") + b"\n\n"
+def _sse_event(payload: bytes) -> bytes:
+    # Serialised JSON holds no raw line breaks, so one data line carries it.
+    return b"event: message\ndata: " + payload + b"\n\n"
 
 
 def _start_sse(request: Request) -> None:
@@ -154,17 +152,17 @@ class ResponseStream:
         if self.done:
             return
         request = self._request
-        if reply.text is None:
+        if reply.payload is None:
             # A notification, or a request the client cancelled.
             if not self.streaming:
                 request.setResponseCode(202)
         elif self.streaming or not self._json_ok:
             self._stream()
-            request.write(_sse_event(reply.text))
+            request.write(_sse_event(reply.payload))
         else:
             request.setResponseCode(self._status)
             request.setHeader(b"content-type", b"application/json")
-            request.write(reply.text.encode("utf-8"))
+            request.write(reply.payload)
         self._finish()
         for action in reply.after:
             action()
@@ -218,9 +216,9 @@ class EventStream:
     def writable(self) -> bool:
         return not self.done and not self._paused
 
-    def send(self, text: str) -> None:
+    def send(self, payload: bytes) -> None:
         if not self.done:
-            self._request.write(_sse_event(text))
+            self._request.write(_sse_event(payload))
 
     def _ping(self) -> None:
         if not self.done:

@@ -128,8 +128,8 @@ class CCXServerProtocol(WebSocketServerProtocol):
     def _reply(self, reply: Reply) -> None:
         if not self._open or self.state != self.STATE_OPEN:
             return
-        if reply.text is not None:
-            self.sendMessage(reply.text.encode("utf-8"))
+        if reply.payload is not None:
+            self.sendMessage(reply.payload)
         for action in reply.after:
             action()
 
@@ -149,7 +149,7 @@ class CCXServerProtocol(WebSocketServerProtocol):
         # A closing connection stays subscribed until onClose; sending then
         # would raise Disconnected.
         if self._open and self.state == self.STATE_OPEN:
-            self.sendMessage(notification(method, params).encode("utf-8"))
+            self.sendMessage(notification(method, params))
 
     def pauseProducing(self) -> None:
         self._paused = True
