@@ -306,6 +306,7 @@ class ExecuteTests(ServiceTestCase):
         self.assertEqual(entry["command"], ["seq", "1", "5"])
         self.assertEqual(entry["exit_code"], 0)
         self.assertEqual(entry["stdout_bytes"], 10)
+        self.assertEqual(entry["encoding"], "utf-8")
         for key in ("pid", "pgid", "started_at", "stderr_bytes", "dropped_bytes", "subscribers"):
             self.assertIn(key, entry)
 

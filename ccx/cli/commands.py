@@ -550,7 +550,9 @@ def attach(context: Context, options: Any) -> Any:
     params: Dict[str, Any] = {"process_id": process_id, "offsets": offsets}
     # Ctrl-C leaves; the program runs on (this connection did not start it).
     context.on_interrupt(None)
-    relay = OutputRelay(context, client)
+    # The service says how this process's output is carried; a service
+    # that does not leaves ChunkDecoder to tell.
+    relay = OutputRelay(context, client, encoding=process.get("encoding"))
     relay.follow(process_id)
     try:
         yield client.call("attach", params)

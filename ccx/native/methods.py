@@ -227,6 +227,7 @@ class NativeMethods:
             "process_id": process.process_id,
             "state": process.describe()["state"],
             "offsets": dict(subscription.cursors),
+            "encoding": process.options.encoding,
         }
 
     def detach(self, params: Any, call: Call) -> dict:

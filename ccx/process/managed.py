@@ -458,4 +458,5 @@ class ManagedProcess(ProcessProtocol):
             "stderr_bytes": streams["stderr"].end,
             "dropped_bytes": self.output.dropped_bytes,
             "subscribers": len(self.output.subscriptions),
+            "encoding": self.options.encoding,
         }
