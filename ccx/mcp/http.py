@@ -93,8 +93,30 @@ def _start_sse(request: Request) -> None:
     request.setHeader(b"x-accel-buffering", b"no")
 
 
-@implementer(IOutputSink, IPushProducer)
-class ResponseStream:
+@implementer(IPushProducer)
+class _SessionStream:
+    """
+    An SSE response as its request's streaming producer: while the client's
+    socket is full it is paused, and resuming lets the session's
+    subscriptions deliver again.
+    """
+
+    _session: "HttpSession"
+    _paused = False
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        self._session.session.pump()
+
+    def stopProducing(self) -> None:
+        self._paused = True
+
+
+@implementer(IOutputSink)
+class ResponseStream(_SessionStream):
     """
     The answer to one POSTed message, and the channel of the calls it
     carries: plain JSON, unless something is sent before the response, which
@@ -181,19 +203,8 @@ class ResponseStream:
             self.done = True
             self._session.request_done()
 
-    def pauseProducing(self) -> None:
-        self._paused = True
 
-    def resumeProducing(self) -> None:
-        self._paused = False
-        self._session.session.pump()
-
-    def stopProducing(self) -> None:
-        self._paused = True
-
-
-@implementer(IPushProducer)
-class EventStream:
+class EventStream(_SessionStream):
     """
     A session's standalone SSE stream (C{GET /mcp}), kept alive with a
     comment line every ping interval so that a vanished client is noticed.
@@ -243,16 +254,6 @@ class EventStream:
         if self._keepalive.running:
             self._keepalive.stop()
         self._session.stream_closed(self)
-
-    def pauseProducing(self) -> None:
-        self._paused = True
-
-    def resumeProducing(self) -> None:
-        self._paused = False
-        self._session.session.pump()
-
-    def stopProducing(self) -> None:
-        self._paused = True
 
 
 @implementer(IOutputSink)

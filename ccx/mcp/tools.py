@@ -170,6 +170,11 @@ _PROCESS = _object(
             "description": "Output bytes no longer held before every reader had them.",
         },
         "subscribers": {"type": "integer", "description": "Readers of its output."},
+        "encoding": {
+            "type": "string",
+            "enum": ["utf-8", "base64"],
+            "description": "How its process.output data is carried.",
+        },
     },
     (
         "process_id",
@@ -183,6 +188,7 @@ _PROCESS = _object(
         "stderr_bytes",
         "dropped_bytes",
         "subscribers",
+        "encoding",
     ),
 )
 
