@@ -21,7 +21,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.task import Clock
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.logger import globalLogPublisher
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, HTTPConnectionPool
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
@@ -773,47 +773,6 @@ class SdkHttpTests(TestCase):
             ],
         )
         self.assertRegex(out.decode().splitlines()[4], r"^progress: \d+ increasing notifications")
-
-
-class SdkWebSocketTests(TestCase):
-    """
-    Run by tests/clients/mcp_ws_check.sh, which makes a virtualenv with the
-    last 1.x release of the SDK (the one with mcp.client.websocket) and
-    names its Python in CCX_MCP_WS_PYTHON.
-    """
-
-    timeout = 120
-
-    @inlineCallbacks
-    def test_sdk_1x_websocket_client(self):
-        """The SDK 1.x WebSocket client: initialize, tools, allowed and refused, progress, cancel."""
-        python = os.environ.get("CCX_MCP_WS_PYTHON")
-        if not python:
-            raise SkipTest("run tests/clients/mcp_ws_check.sh (it sets CCX_MCP_WS_PYTHON)")
-        token_file = os.path.abspath(self.mktemp())
-        with open(token_file, "w") as f:
-            f.write(TOKEN)
-        ccx = yield ServiceFixture(self, token_file=token_file).start()
-        out, err, code = yield getProcessOutputAndValue(
-            python,
-            [WS_CLIENT, ccx.url() + f"?token={TOKEN}"],
-            env=dict(os.environ, PYTHONWARNINGS="ignore"),
-            reactor=reactor,
-        )
-        self.assertEqual(code, 0, err.decode())
-        lines = out.decode().splitlines()
-        self.assertEqual(
-            lines,
-            [
-                "initialize: 2025-11-25 ccx",
-                "tools: " + " ".join(TOOLS),
-                "execute: completed, exit 0",
-                "refused: isError",
-                lines[4],
-                "cancel: the program and its children are gone",
-            ],
-        )
-        self.assertRegex(lines[4], r"^progress: \d+ notifications")
 
 
 # -- units -------------------------------------------------------------------

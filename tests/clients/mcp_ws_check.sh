@@ -38,4 +38,4 @@ echo "mcp_ws_check: mcp $("$venv/bin/python" -c 'from importlib.metadata import 
 
 cd "$root"
 CCX_MCP_WS_PYTHON="$venv/bin/python" PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" \
-    exec "$python" -m twisted.trial tests.test_mcp.SdkWebSocketTests
+    exec "$python" -m twisted.trial --temp-directory "$root/build/mcp-ws-check/trial" tests.clients.sdk1_websocket
