@@ -394,6 +394,7 @@ class StartTests(SynchronousTestCase):
                 "stderr_bytes": 0,
                 "dropped_bytes": 0,
                 "subscribers": 0,
+                "encoding": "utf-8",
             },
         )
 
