@@ -2,6 +2,7 @@
 Programs that misbehave: each is handled, reported and cleaned up.
 """
 
+import dataclasses
 import os
 
 from twisted.internet.defer import inlineCallbacks
@@ -153,3 +154,15 @@ class FaultTests(TestCase):
         response = yield self.client.request("execute", {"command": ["../../../../../../bin/sh", "-c", "true"]})
         self.assertEqual(response["error"]["code"], -32002)
         self.assertIn("..", response["error"]["message"])
+
+    @inlineCallbacks
+    def test_reply_larger_than_a_message_becomes_an_error(self):
+        """A reply too large for one WebSocket message is answered with an error, not lost."""
+        node = self.ccx.service.node
+        node.config = dataclasses.replace(node.config, max_message_size=2048)
+        small = yield self.ccx.connect()
+        for _ in range(20):
+            yield self.execute(command="true")
+        response = yield small.request("list")
+        self.assertEqual(response["error"]["code"], -32603)
+        self.assertIn("--max-message-size", response["error"]["message"])

@@ -243,8 +243,9 @@ EXECUTE_INPUT = _object(
             "type": "integer",
             "minimum": 0,
             "description": (
-                "Return at most this many bytes of each stream (its end). By default "
-                "everything the service holds (its --buffer-bytes/--buffer-lines)."
+                "Return at most this many bytes of each stream (its end). By default, "
+                "and at most, a sixteenth of the service's --max-message-size, so that "
+                "the reply fits in one message; read the rest with the output tool."
             ),
         },
     ),
@@ -631,7 +632,11 @@ class Tools:
             on_full="drop",
             on_disconnect="cancel",
         )
-        limit = r.offset("max_output_bytes", None)
+        # Each stream's text appears twice in the result (structured and as
+        # text content), and JSON escaping can grow it: keep the whole reply
+        # well inside the largest message a WebSocket may carry.
+        cap = self._node.config.max_message_size // 16
+        limit = min(r.offset("max_output_bytes", cap), cap)
         process, started = self._launch(spec)
         call.on_cancel(process.terminate)
         if process.pid is None:
@@ -782,7 +787,9 @@ class Tools:
         r = ParamReader(arguments, "output", ("process_id", "offsets", "max_bytes"))
         process_id = r.string("process_id")
         requested = r.object("offsets")
-        max_bytes = r.offset("max_bytes", DEFAULT_READ_BYTES)
+        max_bytes = min(
+            r.offset("max_bytes", DEFAULT_READ_BYTES), self._node.config.max_message_size // 16
+        )
         if max_bytes < 1:
             raise invalid_params("invalid params: output's 'max_bytes' must be 1 or more")
         unknown = sorted(set(requested) - set(STREAMS))

@@ -155,6 +155,8 @@ class Dispatcher:
         gets -32001 instead of running.
     @param observer: when given, called with the method, the seconds it took
         and the error code (or L{None}) of every call to a known method.
+    @param max_reply: when given, the largest reply the transport can carry:
+        a larger one becomes an error saying so, instead of never arriving.
     """
 
     log = Logger()
@@ -166,11 +168,13 @@ class Dispatcher:
         log_context: Optional[dict] = None,
         limiter: Optional[TokenBucket] = None,
         observer: Optional[Callable[[str, float, Optional[int]], None]] = None,
+        max_reply: Optional[int] = None,
     ) -> None:
         self._methods = methods
         self._max_batch = max_batch
         self._limiter = limiter
         self._observer = observer
+        self._max_reply = max_reply
         self._log_context = log_context or {}
 
     def dispatch(self, payload: Union[bytes, str]) -> "Deferred[Reply]":
@@ -273,12 +277,29 @@ class Dispatcher:
         carry becomes an internal error instead of no reply at all.
         """
         try:
-            return encode(response)
+            payload = encode(response)
         except TypeError:
             self.log.failure("a result could not be encoded", **self._log_context)
+            error = RPCError(
+                INTERNAL_ERROR, "internal error: the result could not be encoded"
+            )
+        else:
+            if self._max_reply is None or len(payload) <= self._max_reply:
+                return payload
+            self.log.warn(
+                "a reply of {size} bytes is larger than the largest message ({limit})",
+                size=len(payload),
+                limit=self._max_reply,
+                **self._log_context,
+            )
+            error = RPCError(
+                INTERNAL_ERROR,
+                f"internal error: the reply is {len(payload)} bytes, more than the "
+                f"largest message ({self._max_reply} bytes, --max-message-size); "
+                "ask for less at a time",
+            )
         if isinstance(response, list):
             return b"[" + b",".join(self._encode(r) for r in response) + b"]"
-        error = RPCError(INTERNAL_ERROR, "internal error: the result could not be encoded")
         return encode(_error_response(response.get("id"), error))
 
     def _validate(self, message: Any) -> Call:

@@ -94,6 +94,8 @@ class CCXServerProtocol(WebSocketServerProtocol):
             log_context={"session_id": self.session.session_id},
             limiter=TokenBucket(self.node.reactor, self.node.config.max_requests),
             observer=self.node.metrics.observe_request,
+            # Autobahn refuses to send messages over its (incoming) limit.
+            max_reply=self.node.config.max_message_size,
         )
         self._register_as_producer()
         self.node.connections.add(self)
