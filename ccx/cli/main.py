@@ -17,7 +17,7 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 
 from ccx import __version__
-from ccx.cli import commands
+from ccx.cli import commands, mcp_stdio
 from ccx.cli.client import DEFAULT_URL, ServiceError, check_url
 from ccx.cli.commands import EXIT_USAGE, Context
 from ccx.cli.console import Console, TerminalConsole
@@ -166,6 +166,15 @@ class SignalOptions(_Options):
         self.signal = name
 
 
+class McpStdioOptions(_Options):
+    synopsis = "ccx mcp-stdio [--url URL] [--token-file FILE]"
+    longdesc = (
+        "Be an MCP server on standard input and output (one JSON-RPC message per line) "
+        "for MCP clients that only launch local servers, bridged to the service's "
+        "WebSocket with the subprotocol mcp. Standard output carries only MCP messages."
+    )
+
+
 COMMANDS: Dict[str, Callable[[Context, Any], Deferred]] = {
     "run": commands.run,
     "ls": commands.ls,
@@ -174,6 +183,7 @@ COMMANDS: Dict[str, Callable[[Context, Any], Deferred]] = {
     "resume": commands.control("RESUME", "resumed"),
     "cancel": commands.control("CANCEL", "cancelled"),
     "signal": commands.send_signal,
+    "mcp-stdio": mcp_stdio.mcp_stdio,
 }
 
 
@@ -191,6 +201,7 @@ class Options(_Options):
         ["resume", None, ResumeOptions, "Resume a process."],
         ["cancel", None, CancelOptions, "Cancel a process."],
         ["signal", None, SignalOptions, "Send a signal to a process."],
+        ["mcp-stdio", None, McpStdioOptions, "Serve MCP on stdin/stdout, bridged to the service."],
     ]
 
     def postOptions(self) -> None:
@@ -328,8 +339,16 @@ def _install_signals(reactor: Any, context: Context) -> Callable[[], None]:
     def handler(handle: Callable[[], None]) -> Callable[[int, Any], None]:
         return lambda signum, frame: reactor.callFromThread(handle)
 
-    for signum, handle in ((signal.SIGINT, context.interrupt), (signal.SIGTERM, context.terminate)):
-        previous[signum] = signal.signal(signum, handler(handle))
+    def install() -> None:
+        for signum, handle in (
+            (signal.SIGINT, context.interrupt),
+            (signal.SIGTERM, context.terminate),
+        ):
+            previous[signum] = signal.signal(signum, handler(handle))
+
+    # The reactor installs its own SIGTERM handler as it starts running:
+    # ours must come after it.
+    reactor.callWhenRunning(install)
 
     def restore() -> None:
         for signum, old in previous.items():
