@@ -377,6 +377,15 @@ class StartTests(SynchronousTestCase):
         h.finish(None, signal.SIGTERM)
         self.assertEqual(h.process.status, "cancelled")
 
+    def test_output_before_exec_confirmed_never_blocks_the_status_pipe(self) -> None:
+        """A first read that fills the buffer does not pause reading until exec is confirmed."""
+        h = Harness(buffer_bytes=8)
+        h.process.childDataReceived(1, b"x" * 64)
+        self.assertEqual(h.transport.pauses, 0)
+        h.run()
+        self.successResultOf(h.started)
+        self.assertEqual(h.transport.pauses, 1)
+
     def test_describe(self) -> None:
         """list reports a starting process as running."""
         h = Harness()

@@ -133,7 +133,6 @@ class ManagedProcess(ProcessProtocol):
         self.pid = self.transport.pid
         self.group = ProcessGroup(self.pid)
         self.started_at = self._clock.seconds()
-        self.output.set_reader(self)
 
     def _exec_done(self) -> None:
         if self._status_message:
@@ -150,6 +149,12 @@ class ManagedProcess(ProcessProtocol):
             return
         if self.state == STARTING:
             self.state = RUNNING
+        # Only now may back-pressure stop reading: pausing the process
+        # transport stops every pipe, the status pipe too, whose end of file
+        # is what told us the program runs.  Until then at most a pipe read
+        # or two can arrive.
+        if not self.finished and self.state == RUNNING:
+            self.output.set_reader(self)
         self.log.info(
             "process {process_id} started: {argv} (pid {pid})",
             argv=self.command.argv,
