@@ -66,6 +66,7 @@ class Config:
     max_processes: int = 64
     max_connections: int = 1024
     keep_finished: float = 300.0
+    max_finished: int = 64
     log_format: str = "text"
     log_level: str = "info"
     log_format_given: bool = False
@@ -127,6 +128,7 @@ _NUMBERS: Dict[str, type] = {
     "max_processes": int,
     "max_connections": int,
     "keep_finished": float,
+    "max_finished": int,
     "max_message_size": int,
     "max_batch": int,
     "ping_interval": float,
@@ -246,6 +248,7 @@ class Options(usage.Options):
         ["max-processes", None, None, "Live processes at once [default: 64]."],
         ["max-connections", None, None, "Open connections at once [default: 1024]."],
         ["keep-finished", None, None, "Seconds finished processes are kept [default: 300]."],
+        ["max-finished", None, None, "Finished processes kept at most; oldest go first [default: 64]."],
         ["log-format", None, None, "text or json [default: text]."],
         ["log-level", None, None, "debug, info, warn or error [default: info]."],
         ["max-message-size", None, None, "Largest incoming message [default: 1048576]."],

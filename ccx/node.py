@@ -26,7 +26,7 @@ class Node:
         self.reactor = reactor
         self.allow_list = AllowList(config.allow)
         self.registry = ProcessRegistry(
-            reactor, config.max_processes, config.keep_finished
+            reactor, config.max_processes, config.keep_finished, config.max_finished
         )
         self.connections: Set[Any] = set()
         self.metrics = Metrics(self)

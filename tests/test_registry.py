@@ -180,3 +180,25 @@ class RegistryTests(SynchronousTestCase):
         self.successResultOf(self.registry.shutdown())
         self.assertIsNone(self.registry.find("p1"))
         self.assertTrue(subscription.done)
+
+
+class MaxFinishedTests(SynchronousTestCase):
+    """
+    However many programs finish, at most max_finished are kept.
+    """
+
+    def test_oldest_finished_forgotten_first(self) -> None:
+        """Past max_finished, the oldest finished process is forgotten and its output closed."""
+        clock = Clock()
+        registry = ProcessRegistry(clock, max_processes=10, keep_finished=300.0, max_finished=2)
+        harnesses = []
+        for name in ("p1", "p2", "p3"):
+            h = Harness(name, clock=clock, start=False)
+            h.start(registry)
+            h.run()
+            h.finish(0)
+            harnesses.append(h)
+        self.assertIsNone(registry.find("p1"))
+        self.assertEqual([p.process_id for p in registry.all()], ["p2", "p3"])
+        self.assertEqual(harnesses[0].process.output.streams["stdout"].max_bytes, 0)
+        self.assertEqual(len(clock.getDelayedCalls()), 2)

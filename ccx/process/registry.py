@@ -21,16 +21,24 @@ class ProcessRegistry:
     @param max_processes: how many may be live (not finished) at once.
     @param keep_finished: seconds a finished process stays listable and
         attachable before it is forgotten.
+    @param max_finished: how many finished processes are kept at most (with
+        their held output): past that the oldest is forgotten at once, so
+        that memory stays bounded however many programs finish.
     """
 
     log = Logger()
 
     def __init__(
-        self, clock: IReactorTime, max_processes: int, keep_finished: float
+        self,
+        clock: IReactorTime,
+        max_processes: int,
+        keep_finished: float,
+        max_finished: int = 64,
     ) -> None:
         self._clock = clock
         self.max_processes = max_processes
         self.keep_finished = keep_finished
+        self.max_finished = max_finished
         self._processes: Dict[str, ManagedProcess] = {}
         self._live: Dict[str, ManagedProcess] = {}
         self._forget_calls: Dict[str, object] = {}
@@ -94,6 +102,11 @@ class ProcessRegistry:
             self._forget_calls[process.process_id] = self._clock.callLater(
                 self.keep_finished, self._forget, process.process_id
             )
+            while len(self._forget_calls) > self.max_finished:
+                # Dicts keep insertion order: the first is the oldest finished.
+                oldest = next(iter(self._forget_calls))
+                self._forget_calls[oldest].cancel()
+                self._forget(oldest)
         return process
 
     def _forget(self, process_id: str) -> None:
