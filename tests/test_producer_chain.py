@@ -4,8 +4,10 @@ StringTransport, whose producer pause must stop a process's pipe reading,
 and whose resume must restart it.
 """
 
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
@@ -49,6 +51,9 @@ class ProducerChainTests(SynchronousTestCase):
         self.connection = make_factory(node).buildProtocol(None)
         self.transport = StringTransport()
         self.connection.makeConnection(self.transport)
+        # Autobahn's auto-ping runs on the global reactor (through txaio):
+        # losing the connection cancels it.
+        self.addCleanup(self.connection.connectionLost, Failure(ConnectionDone()))
         self.connection.dataReceived(HANDSHAKE)
         self.assertIn(b"101 Switching Protocols", self.transport.value())
         self.transport.clear()
