@@ -341,6 +341,9 @@ def connect(
     token: Optional[str] = None,
     cacert: Optional[str] = None,
     timeout: float = 10.0,
+    factory_class: Optional[type] = None,
+    protocols: Optional[List[str]] = None,
+    opened: Optional[Callable[[Any], Deferred]] = None,
 ) -> Deferred:
     """
     Open a WebSocket to the service.
@@ -350,6 +353,10 @@ def connect(
         C{ws://unix:/SOCKET/PATH[:/RESOURCE]} for a UNIX socket.
     @param token: sent as C{Authorization: Bearer TOKEN}.
     @param cacert: a PEM file of the certificate (authority) to trust for wss.
+    @param factory_class: the client factory, L{RPCClientFactory} by default.
+    @param protocols: WebSocket subprotocols to offer.
+    @param opened: given the connected protocol, returns the Deferred of its
+        opening (by default its C{opened}).
     @return: a Deferred firing with an open L{RPCClientProtocol}, or failing
         with a L{ServiceError}.
     """
@@ -361,7 +368,9 @@ def connect(
     headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
     unix = _unix_target(url)
     handshake_url = url if unix is None else f"ws://localhost{unix[1]}"
-    factory = RPCClientFactory(handshake_url, headers=headers, reactor=reactor)
+    factory = (factory_class or RPCClientFactory)(
+        handshake_url, protocols=protocols, headers=headers, reactor=reactor
+    )
     factory.display_url = url
     factory.has_token = token is not None
     factory.setProtocolOptions(
@@ -392,5 +401,5 @@ def connect(
 
     d = endpoint.connect(factory)
     d.addErrback(unreachable)
-    d.addCallback(lambda protocol: protocol.opened)
+    d.addCallback(opened or (lambda protocol: protocol.opened))
     return d

@@ -39,14 +39,11 @@ descriptors watched by the reactor, as C{twisted.internet.stdio.StandardIO}
 would be, shared with the other commands and replaceable in tests.
 """
 
-import errno
 import json
 import re
 from typing import Any, Dict, List, Optional, Tuple
 
-from twisted.internet.defer import Deferred, fail, inlineCallbacks
-from twisted.internet.error import ConnectError, ConnectionRefusedError, DNSLookupError
-from twisted.internet.error import TimeoutError
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.interfaces import IPushProducer
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -56,9 +53,7 @@ from ccx.cli.client import (
     RPCClientProtocol,
     ServiceError,
     Unreachable,
-    _endpoint,
-    _unix_target,
-    check_url,
+    connect,
 )
 from ccx.cli.commands import EXIT_BROKEN_PIPE, Context
 
@@ -146,40 +141,6 @@ def connect_mcp(
     @return: a Deferred firing with an open L{McpClientProtocol}, or failing
         with a L{ServiceError}.
     """
-    try:
-        check_url(url)
-        endpoint = _endpoint(reactor, url, cacert, timeout)
-    except ServiceError as e:
-        return fail(e)
-    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
-    unix = _unix_target(url)
-    handshake_url = url if unix is None else f"ws://localhost{unix[1]}"
-    factory = McpClientFactory(
-        handshake_url, protocols=[MCP_SUBPROTOCOL], headers=headers, reactor=reactor
-    )
-    factory.display_url = url
-    factory.has_token = token is not None
-    factory.setProtocolOptions(
-        openHandshakeTimeout=timeout,
-        closeHandshakeTimeout=2,
-        maxMessagePayloadSize=0,
-        maxFramePayloadSize=0,
-    )
-
-    def unreachable(failure: Failure) -> Failure:
-        where = f"cannot reach the service at {url}"
-        if failure.check(ConnectionRefusedError):
-            raise Unreachable(f"{where}: connection refused (is `twistd ccx` running?)")
-        if failure.check(ConnectError) and failure.value.osError == errno.ENOENT:
-            raise Unreachable(f"{where}: no such socket (is `twistd ccx` running?)")
-        if failure.check(DNSLookupError):
-            raise Unreachable(f"{where}: unknown host")
-        if failure.check(TimeoutError):
-            raise Unreachable(f"{where}: the connection timed out")
-        if failure.check(ConnectError):
-            raise Unreachable(f"{where}: {failure.value}")
-        return failure
-
     def opened(protocol: McpClientProtocol) -> Deferred:
         d = protocol.opened
 
@@ -192,10 +153,16 @@ def connect_mcp(
         d.addErrback(lambda f: refused(f) if f.check(SubprotocolRefused) else f)
         return d
 
-    d = endpoint.connect(factory)
-    d.addErrback(unreachable)
-    d.addCallback(opened)
-    return d
+    return connect(
+        reactor,
+        url,
+        token,
+        cacert,
+        timeout,
+        factory_class=McpClientFactory,
+        protocols=[MCP_SUBPROTOCOL],
+        opened=opened,
+    )
 
 
 # The bridge -----------------------------------------------------------------
