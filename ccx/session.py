@@ -47,12 +47,22 @@ class Session:
             process id.
         """
         key = process.process_id if key is None else key
+        self._prune()
         self.unsubscribe(key)
         subscription = process.output.subscribe(
             self.sink if sink is None else sink, blocking, offsets, first
         )
         self.subscriptions[key] = subscription
         return subscription
+
+    def _prune(self) -> None:
+        """
+        Forget delivered subscriptions and finished processes, so that a
+        long-lived connection holds only what is still going on.
+        """
+        for key in [k for k, s in self.subscriptions.items() if s.done]:
+            del self.subscriptions[key]
+        self.started = [p for p in self.started if not p.finished]
 
     def unsubscribe(self, process_id: str) -> bool:
         """

@@ -166,3 +166,31 @@ class FaultTests(TestCase):
         response = yield small.request("list")
         self.assertEqual(response["error"]["code"], -32603)
         self.assertIn("--max-message-size", response["error"]["message"])
+
+    @inlineCallbacks
+    def test_stdin_not_read_is_not_buffered_without_bound(self):
+        """Writing to a program that never reads its stdin is refused with -32001 once its pipe is full."""
+        result = yield self.execute(command="sleep 1000", stdin=True)
+        self.ccx.service.node.config = dataclasses.replace(
+            self.ccx.service.node.config, max_requests=10_000
+        )
+        chunk = "x" * 65536
+        codes = []
+        for _ in range(64):
+            response = yield self.client.request(
+                "write", {"process_id": result["process_id"], "data": chunk}
+            )
+            codes.append(response.get("error", {}).get("code"))
+            if codes[-1] is not None:
+                break
+        self.assertEqual(codes[-1], -32001)
+        self.assertLess(len(codes), 64)
+
+    @inlineCallbacks
+    def test_command_too_long_to_report_back(self):
+        """A command whose process.started would not fit in a message is refused with -32602."""
+        node = self.ccx.service.node
+        node.config = dataclasses.replace(node.config, max_message_size=4096)
+        response = yield self.client.request("execute", {"command": ["true"] + ["a" * 1000] * 3})
+        self.assertEqual(response["error"]["code"], -32602)
+        self.assertIn("too long", response["error"]["message"])

@@ -76,6 +76,9 @@ class FakeProcessTransport:
     def resumeProducing(self) -> None:
         self.resumes += 1
 
+    def registerProducer(self, producer, streaming: bool) -> None:
+        self.stdin_producer = producer
+
     def write(self, data: bytes) -> None:
         self.written.append(data)
 

@@ -202,3 +202,27 @@ class MaxFinishedTests(SynchronousTestCase):
         self.assertEqual([p.process_id for p in registry.all()], ["p2", "p3"])
         self.assertEqual(harnesses[0].process.output.streams["stdout"].max_bytes, 0)
         self.assertEqual(len(clock.getDelayedCalls()), 2)
+
+    def test_not_forgotten_while_a_subscriber_is_behind(self) -> None:
+        """A finished process whose subscriber has not had process.completed is kept, past both limits."""
+        clock = Clock()
+        registry = ProcessRegistry(clock, max_processes=10, keep_finished=30.0, max_finished=1)
+        slow = Harness("slow", clock=clock, start=False)
+        slow.start(registry)
+        slow.run()
+        sink = FakeSink(writable=False)
+        subscription = slow.process.output.subscribe(sink, blocking=False)
+        subscription.activate()
+        slow.process.childDataReceived(1, b"not yet delivered")
+        slow.finish(0)
+        fast = Harness("fast", clock=clock, start=False)
+        fast.start(registry)
+        fast.run()
+        fast.finish(0)
+        clock.advance(31)
+        self.assertIs(registry.find("slow"), slow.process)
+        sink.writable = True
+        slow.process.output.pump(subscription)
+        self.assertEqual(sink.methods()[-1], "process.completed")
+        clock.advance(31)
+        self.assertIsNone(registry.find("slow"))

@@ -14,6 +14,8 @@ from ccx.output.encoding import UTF8
 from ccx.process.command import Command, build_command
 from ccx.process.managed import ManagedProcess, RunOptions
 from ccx.process.spawner import spawn
+from ccx.rpc.errors import invalid_params
+from ccx.rpc.jsonrpc import encode
 
 if TYPE_CHECKING:  # pragma: no cover
     from ccx.node import Node
@@ -73,6 +75,12 @@ def launch(
         default_cwd=config.cwd,
         deny_env=config.deny_env,
     )
+    # process.started and list repeat the argv: it must fit in one message.
+    if len(encode(program.argv)) > config.max_message_size // 2:
+        raise invalid_params(
+            "invalid params: the command is too long to report back "
+            f"(over half of --max-message-size, {config.max_message_size} bytes)"
+        )
     options = RunOptions(
         on_full=spec.on_full,
         on_disconnect=spec.on_disconnect,

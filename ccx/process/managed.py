@@ -9,7 +9,7 @@ from typing import Callable, Dict, Optional
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessDone, ProcessTerminated
-from twisted.internet.interfaces import IProcessTransport, IReactorTime
+from twisted.internet.interfaces import IProcessTransport, IPushProducer, IReactorTime
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -22,7 +22,7 @@ from ccx.process.command import Command
 from ccx.process.group import ProcessGroup
 from ccx.process.timer import PausableTimer
 from ccx.process.trampoline import STATUS_FD
-from ccx.rpc.errors import invalid_state, process_not_found, spawn_failed
+from ccx.rpc.errors import invalid_state, limit_exceeded, process_not_found, spawn_failed
 
 STARTING = "starting"
 RUNNING = "running"
@@ -52,6 +52,25 @@ class RunOptions:
 
 
 Spawner = Callable[[ProcessProtocol, Command], IProcessTransport]
+
+
+@implementer(IPushProducer)
+class _StdinGate:
+    """
+    The producer of a program's standard input: C{full} while the pipe's
+    write buffer is over its limit.
+    """
+
+    full = False
+
+    def pauseProducing(self) -> None:
+        self.full = True
+
+    def resumeProducing(self) -> None:
+        self.full = False
+
+    def stopProducing(self) -> None:
+        self.full = True
 
 
 @implementer(IReadControl)
@@ -109,6 +128,7 @@ class ManagedProcess(ProcessProtocol):
         self._kill_call = None
         self._group_deadline = 0.0
         self._pipes_closed = False
+        self._stdin: Optional["_StdinGate"] = None
         self._log_context = {"process_id": process_id, "session_id": owner}
 
     # -- starting -------------------------------------------------------
@@ -133,6 +153,12 @@ class ManagedProcess(ProcessProtocol):
         self.pid = self.transport.pid
         self.group = ProcessGroup(self.pid)
         self.started_at = self._clock.seconds()
+        if self.command.stdin:
+            # The stdin pipe pauses this producer when more than its buffer
+            # waits to be written: write() then refuses more, so a program
+            # that does not read its input cannot make ccx hold unbounded data.
+            self._stdin = _StdinGate()
+            self.transport.registerProducer(self._stdin, True)
 
     def _exec_done(self) -> None:
         if self._status_message:
@@ -318,6 +344,11 @@ class ManagedProcess(ProcessProtocol):
                 "is already closed"
             )
         if data:
+            if self._stdin.full:
+                raise limit_exceeded(
+                    f"limit exceeded: process {self.process_id!r} is not reading its "
+                    "standard input as fast as it is written; retry later"
+                )
             self.transport.write(data)
         if eof:
             self.transport.closeStdin()

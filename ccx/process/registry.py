@@ -100,14 +100,44 @@ class ProcessRegistry:
             self._forget(process.process_id)
         else:
             self._forget_calls[process.process_id] = self._clock.callLater(
-                self.keep_finished, self._forget, process.process_id
+                self.keep_finished, self._expire, process.process_id
             )
-            while len(self._forget_calls) > self.max_finished:
-                # Dicts keep insertion order: the first is the oldest finished.
-                oldest = next(iter(self._forget_calls))
-                self._forget_calls[oldest].cancel()
-                self._forget(oldest)
+            self._trim_finished()
         return process
+
+    @staticmethod
+    def _delivering(process: ManagedProcess) -> bool:
+        """
+        Whether a subscriber has still to be given this process's output
+        or its C{process.completed}: it is not forgotten before then (each
+        such subscriber is an open connection, which --max-connections
+        bounds).
+        """
+        return any(s.active and not s.done for s in process.output.subscriptions)
+
+    def _trim_finished(self) -> None:
+        """
+        Forget the oldest finished processes nobody is still reading while
+        more than C{max_finished} are kept.
+        """
+        excess = len(self._forget_calls) - self.max_finished
+        # Dicts keep insertion order: the first is the oldest finished.
+        for process_id in list(self._forget_calls):
+            if excess <= 0:
+                break
+            if not self._delivering(self._processes[process_id]):
+                self._forget_calls[process_id].cancel()
+                self._forget(process_id)
+                excess -= 1
+
+    def _expire(self, process_id: str) -> None:
+        process = self._processes.get(process_id)
+        if process is not None and self._delivering(process):
+            self._forget_calls[process_id] = self._clock.callLater(
+                self.keep_finished, self._expire, process_id
+            )
+            return
+        self._forget(process_id)
 
     def _forget(self, process_id: str) -> None:
         self._forget_calls.pop(process_id, None)
