@@ -14,7 +14,7 @@ from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint
 
 from ccx.config import build_config
-from ccx.process.group import ProcessGroup
+from ccx.process.group import ProcessGroup, process_table
 from ccx.service import CCXService
 
 PROGRAMS = ("sh", "seq", "sleep", "cat", "head", "printf", "true", "yes")
@@ -194,14 +194,7 @@ def members_state(pgid: int) -> List[str]:
     """
     The /proc state letter of each live member of a process group.
     """
-    states = []
-    for pid in ProcessGroup(pgid).members():
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                states.append(f.read().rsplit(b")", 1)[1].split()[0].decode())
-        except OSError:
-            pass
-    return states
+    return [p.state for p in process_table() if p.pgid == pgid and p.state != "Z"]
 
 
 def fd_count() -> int:

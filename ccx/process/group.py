@@ -5,11 +5,21 @@ A process group: signalling it and knowing whether anything of it is left.
 import errno
 import os
 import signal
-from typing import List
+from typing import Iterator, List, NamedTuple
 
 
-def _members_from_proc(pgid: int) -> List[int]:
-    members = []
+class ProcEntry(NamedTuple):
+    pid: int
+    state: str
+    ppid: int
+    pgid: int
+
+
+def process_table() -> Iterator[ProcEntry]:
+    """
+    Every process /proc shows, with its state letter (C{"Z"} for a zombie),
+    parent and process group.
+    """
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -19,9 +29,11 @@ def _members_from_proc(pgid: int) -> List[int]:
         except (OSError, IndexError):
             continue
         # After the command name: state, ppid, pgrp, ...
-        if int(fields[2]) == pgid and fields[0] != b"Z":
-            members.append(int(entry))
-    return members
+        yield ProcEntry(int(entry), fields[0].decode(), int(fields[1]), int(fields[2]))
+
+
+def _members_from_proc(pgid: int) -> List[int]:
+    return [p.pid for p in process_table() if p.pgid == pgid and p.state != "Z"]
 
 
 class ProcessGroup:

@@ -20,7 +20,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 
 import ccx
-from ccx.process.group import ProcessGroup
+from ccx.process.group import ProcessGroup, process_table
 
 # The checkout (or installation) whose ccx is run: the directory that holds
 # the ccx package, and twisted/plugins with it.
@@ -286,19 +286,7 @@ def children_of(pid: int) -> List[int]:
     """
     The live processes whose parent is C{pid} (zombies do not count).
     """
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(b")") + 2 :].split()
-        if int(fields[1]) == pid and fields[0] != b"Z":
-            found.append(int(entry))
-    return found
+    return [p.pid for p in process_table() if p.ppid == pid and p.state != "Z"]
 
 
 def leftovers(pgids: Iterable[int]) -> Dict[int, List[int]]:
