@@ -134,8 +134,18 @@ class ServiceFixture:
     A running ccx service with the test programs allowed.
     """
 
-    def __init__(self, testcase: Any, **settings: Any) -> None:
+    def __init__(self, testcase: Any, token: Optional[str] = None, **settings: Any) -> None:
+        """
+        @param token: require this bearer token (written to C{token_file}).
+        @param settings: anything else L{build_config} takes.
+        """
         self.testcase = testcase
+        self.token_file: Optional[str] = None
+        if token is not None:
+            self.token_file = os.path.abspath(testcase.mktemp())
+            with open(self.token_file, "w") as f:
+                f.write(token + "\n")
+            settings["token_file"] = self.token_file
         values: Dict[str, Any] = {
             "port": "tcp:0:interface=127.0.0.1",
             "allow": [program(name) for name in PROGRAMS],

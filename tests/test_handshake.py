@@ -3,7 +3,6 @@ Who may open a WebSocket: tokens, origins, and the connection limit.
 """
 
 import io
-import os
 
 from autobahn.twisted.websocket import WebSocketClientFactory
 from twisted.internet import reactor
@@ -21,12 +20,8 @@ class HandshakeTests(TestCase):
     timeout = 30
 
     @inlineCallbacks
-    def start(self, **settings):
-        token_file = os.path.abspath(self.mktemp())
-        with open(token_file, "w") as f:
-            f.write(TOKEN + "\n")
-        settings.setdefault("token_file", token_file)
-        self.ccx = yield ServiceFixture(self, **settings).start()
+    def start(self, token=TOKEN, **settings):
+        self.ccx = yield ServiceFixture(self, token=token, **settings).start()
 
     @inlineCallbacks
     def refused(self, path="/ws/mcp", headers=None, origin=None):
@@ -79,7 +74,7 @@ class HandshakeTests(TestCase):
     @inlineCallbacks
     def test_foreign_origin_refused(self):
         """A handshake from a web page's origin gets HTTP 403 unless that origin is allowed."""
-        yield self.start(token_file=None, allow_origin=["https://ok.example"])
+        yield self.start(token=None, allow_origin=["https://ok.example"])
         reason = yield self.refused(origin="https://evil.example")
         self.assertIn("403", reason)
         client = yield self.ccx.connect(headers={"Origin": "https://ok.example"})
@@ -88,7 +83,7 @@ class HandshakeTests(TestCase):
     @inlineCallbacks
     def test_connection_limit(self):
         """Past --max-connections, a handshake is refused politely (HTTP 503)."""
-        yield self.start(token_file=None, max_connections=1)
+        yield self.start(token=None, max_connections=1)
         first = yield self.ccx.connect()
         reason = yield self.refused()
         self.assertIn("503", reason)

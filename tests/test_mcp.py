@@ -127,10 +127,7 @@ class HttpTestCase(TestCase):
 
     @inlineCallbacks
     def start(self, **settings: Any) -> Any:
-        token_file = os.path.abspath(self.mktemp())
-        with open(token_file, "w") as f:
-            f.write(TOKEN + "\n")
-        settings.setdefault("token_file", token_file)
+        settings.setdefault("token", TOKEN)
         settings.setdefault("allow_origin", [ORIGIN])
         self.ccx = yield ServiceFixture(self, **settings).start()
         pool = HTTPConnectionPool(reactor, persistent=False)
@@ -749,10 +746,7 @@ class SdkHttpTests(TestCase):
     @inlineCallbacks
     def test_official_client(self):
         """The official SDK's Streamable HTTP client: initialize, tools, allowed and refused, progress, logging, cancel."""
-        token_file = os.path.abspath(self.mktemp())
-        with open(token_file, "w") as f:
-            f.write(TOKEN)
-        ccx = yield ServiceFixture(self, token_file=token_file).start()
+        ccx = yield ServiceFixture(self, token=TOKEN).start()
         out, err, code = yield getProcessOutputAndValue(
             sys.executable,
             [HTTP_CLIENT, f"http://127.0.0.1:{ccx.port}/mcp", TOKEN],

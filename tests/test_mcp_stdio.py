@@ -433,17 +433,14 @@ class EndTests(BridgeTestCase):
 
 class TokenTests(BridgeTestCase):
     def settings(self) -> dict:
-        self.token_file = os.path.abspath(self.mktemp())
-        with open(self.token_file, "w") as f:
-            f.write(TOKEN + "\n")
-        return {"token_file": self.token_file}
+        return {"token": TOKEN}
 
     @inlineCallbacks
     def test_token(self):
         """--token-file, $CCX_TOKEN_FILE and $CCX_TOKEN open the connection; none: exit 2 and how to give one."""
         for argv, environ in (
-            (["--token-file", self.token_file], {}),
-            ([], {"CCX_TOKEN_FILE": self.token_file}),
+            (["--token-file", self.ccx.token_file], {}),
+            ([], {"CCX_TOKEN_FILE": self.ccx.token_file}),
             ([], {"CCX_TOKEN": TOKEN}),
         ):
             bridge = self.spawn(*argv, environ=environ)
@@ -550,10 +547,7 @@ class SdkStdioTests(TestCase):
     @inlineCallbacks
     def test_official_stdio_client(self):
         """The official SDK launches `ccx mcp-stdio` as a stdio server: initialize, list_tools, call_tool, shutdown."""
-        token_file = os.path.abspath(self.mktemp())
-        with open(token_file, "w") as f:
-            f.write(TOKEN)
-        ccx = yield ServiceFixture(self, token_file=token_file).start()
+        ccx = yield ServiceFixture(self, token=TOKEN).start()
         out, err, code = yield getProcessOutputAndValue(
             sys.executable,
             [STDIO_CLIENT, ccx.url(), TOKEN],

@@ -174,10 +174,7 @@ class ProcessOutput:
         Take bytes read from one of the program's pipes.
         """
         self.streams[stream].append(data, when)
-        for subscription in self.subscriptions:
-            if subscription.active:
-                subscription.deliver()
-        self._rebalance()
+        self.pump_all()
 
     def end_stream(self, stream: str) -> None:
         self.streams[stream].close()

@@ -127,7 +127,6 @@ class ManagedProcess(ProcessProtocol):
         self._drain: Optional[PausableTimer] = None
         self._kill_call = None
         self._group_deadline = 0.0
-        self._pipes_closed = False
         self._stdin: Optional["_StdinGate"] = None
         self._log_context = {"process_id": process_id, "session_id": owner}
 

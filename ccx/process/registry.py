@@ -45,7 +45,6 @@ class ProcessRegistry:
         self._stopping = False
         self.started_total = 0
         self.finished_total: Counter = Counter()
-        self.spawn_seconds: List[float] = []
         # Output of processes no longer kept, so that totals never go down.
         self.retired_bytes: Counter = Counter()
         self.on_spawned: Optional[Callable[[float], None]] = None

@@ -8,7 +8,6 @@ Usage: python mcp_http_client.py URL [TOKEN].  Prints one line per check;
 exits 0 when all hold.
 """
 
-import os
 import re
 import sys
 import time
@@ -18,19 +17,7 @@ import httpx2
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-
-def group_members(pgid):
-    members = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat", "rb") as f:
-                    fields = f.read().rsplit(b")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[2]) == pgid and fields[0] != b"Z":
-                members.append(int(entry))
-    return members
+from proctable import group_states  # beside this script
 
 
 async def wait_until(predicate, what, timeout=10.0):
@@ -116,7 +103,7 @@ async def main(url, token):
                 with anyio.fail_after(10):
                     await announced.wait()
                 await wait_until(
-                    lambda: anyio.to_thread.run_sync(lambda: len(group_members(pids[0])) == 3),
+                    lambda: anyio.to_thread.run_sync(lambda: len(group_states(pids[0])) == 3),
                     "the group's members",
                 )
                 tg.cancel_scope.cancel()
@@ -132,7 +119,7 @@ async def main(url, token):
                 return status.structured_content["status"] == "cancelled"
 
             await wait_until(cancelled, "the cancelled status")
-            assert group_members(pids[0]) == [], group_members(pids[0])
+            assert group_states(pids[0]) == [], group_states(pids[0])
             print("cancel: the program and its children are gone")
 
 

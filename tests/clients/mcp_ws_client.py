@@ -9,7 +9,6 @@ Prints one line per check; exits 0 when all hold.  Run by mcp_ws_check.sh
 in a virtualenv with an mcp 1.x release.
 """
 
-import os
 import re
 import sys
 import time
@@ -19,21 +18,9 @@ import anyio
 from mcp import ClientSession, types
 from mcp.client.websocket import websocket_client
 
+from proctable import group_states  # beside this script
+
 warnings.simplefilter("ignore", DeprecationWarning)
-
-
-def group_members(pgid):
-    members = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat", "rb") as f:
-                    fields = f.read().rsplit(b")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[2]) == pgid and fields[0] != b"Z":
-                members.append(int(entry))
-    return members
 
 
 async def wait_until(predicate, what, timeout=10.0):
@@ -110,7 +97,7 @@ async def main(url):
                 )
 
                 async def gone():
-                    return group_members(pids[0]) == []
+                    return group_states(pids[0]) == []
 
                 await wait_until(gone, "the cancelled group to end")
                 tg.cancel_scope.cancel()

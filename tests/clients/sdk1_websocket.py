@@ -28,10 +28,7 @@ class SdkWebSocketTests(TestCase):
     def test_sdk_1x_websocket_client(self):
         """The SDK 1.x WebSocket client: initialize, tools, allowed and refused, progress, cancel."""
         python = os.environ["CCX_MCP_WS_PYTHON"]
-        token_file = os.path.abspath(self.mktemp())
-        with open(token_file, "w") as f:
-            f.write(TOKEN)
-        ccx = yield ServiceFixture(self, token_file=token_file).start()
+        ccx = yield ServiceFixture(self, token=TOKEN).start()
         out, err, code = yield getProcessOutputAndValue(
             python,
             [WS_CLIENT, ccx.url() + f"?token={TOKEN}"],

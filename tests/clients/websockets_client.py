@@ -7,25 +7,12 @@ when all hold.
 """
 
 import json
-import os
 import sys
 import time
 
 from websockets.sync.client import connect
 
-
-def group_states(pgid):
-    states = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat", "rb") as f:
-                    fields = f.read().rsplit(b")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[2]) == pgid and fields[0] != b"Z":
-                states.append(fields[0].decode())
-    return states
+from proctable import group_states  # beside this script
 
 
 def wait_until(predicate, what, timeout=10.0):
