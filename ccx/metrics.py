@@ -69,7 +69,7 @@ class _NodeCollector(Collector):
         dropped.add_metric([], totals["dropped"])
         yield dropped
 
-        connections = GaugeMetricFamily("ccx_connections", "Open WebSocket connections.")
+        connections = GaugeMetricFamily("ccx_connections", "Open client connections (WebSockets and MCP HTTP sessions).")
         connections.add_metric([], len(self._node.connections))
         yield connections
 
