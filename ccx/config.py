@@ -51,7 +51,7 @@ class ConfigError(usage.UsageError):
 @dataclass(frozen=True)
 class Config:
     """
-    Everything that can be configured, with PROTOCOL.md's defaults.
+    Everything that can be configured, with docs/protocol.md's defaults.
     """
 
     port: str = DEFAULT_PORT
@@ -229,7 +229,7 @@ def _read_token(path: str) -> str:
 
 class Options(usage.Options):
     """
-    C{twistd ccx} options (PROTOCOL.md section 7).
+    C{twistd ccx} options (docs/protocol.md section 7).
     """
 
     synopsis = "[options]"

@@ -42,7 +42,7 @@ class ConfigTestsMixin:
 
 class DefaultsTests(ConfigTestsMixin, SynchronousTestCase):
     """
-    Without options, the defaults are those of PROTOCOL.md section 7.
+    Without options, the defaults are those of docs/protocol.md section 7.
     """
 
     def test_defaults(self):

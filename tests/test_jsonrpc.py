@@ -81,7 +81,7 @@ class ErrorsTests(SynchronousTestCase):
     """
 
     def test_codes(self):
-        """The codes are those of PROTOCOL.md section 4."""
+        """The codes are those of docs/protocol.md section 4."""
         self.assertEqual(
             (
                 errors.PARSE_ERROR,

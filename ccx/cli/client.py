@@ -27,7 +27,7 @@ from service_identity import VerificationError
 
 DEFAULT_URL = "ws://127.0.0.1:8003/ws/mcp"
 
-# JSON-RPC error codes of PROTOCOL.md that the client treats specially.
+# JSON-RPC error codes of docs/protocol.md that the client treats specially.
 LIMIT_EXCEEDED = -32001
 COMMAND_NOT_ALLOWED = -32002
 PROCESS_NOT_FOUND = -32003

@@ -160,7 +160,7 @@ class ChunkDecoder:
     Turns the C{data} of C{process.output} back into bytes.
 
     C{ccx run} asks for base64. A process someone else started may carry
-    UTF-8 text instead, and PROTOCOL.md does not say which to the attacher:
+    UTF-8 text instead, and docs/protocol.md does not say which to the attacher:
     without a known encoding, a chunk that is valid, canonical base64 is
     read as base64, anything else as text, and once a chunk is not base64
     every later chunk is read as text.

@@ -1,3 +1,3 @@
 """
-The native ccx dialect: the JSON-RPC methods of PROTOCOL.md.
+The native ccx dialect: the JSON-RPC methods of docs/protocol.md.
 """

@@ -1,5 +1,5 @@
 """
-The native JSON-RPC methods (PROTOCOL.md section 4), for one connection.
+The native JSON-RPC methods (docs/protocol.md section 4), for one connection.
 """
 
 import binascii

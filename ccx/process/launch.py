@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # pragma: no cover
 @dataclass(frozen=True)
 class LaunchSpec:
     """
-    A client's request to run a program; see C{execute} in PROTOCOL.md.
+    A client's request to run a program; see C{execute} in docs/protocol.md.
 
     @ivar command: argv as an array, or a string split like a shell would
         (or run with C{/bin/sh -c} when C{shell}).

@@ -39,7 +39,7 @@ _GROUP_POLL = 0.02
 @dataclass(frozen=True)
 class RunOptions:
     """
-    How a process is run and watched; see C{execute} in PROTOCOL.md.
+    How a process is run and watched; see C{execute} in docs/protocol.md.
     """
 
     on_full: str = "block"

@@ -1,6 +1,6 @@
 """
 Who may talk to the service: the origin and bearer-token rules of
-PROTOCOL.md section 2, shared by the WebSocket handshake and the MCP HTTP
+docs/protocol.md section 2, shared by the WebSocket handshake and the MCP HTTP
 endpoint so that both refuse the same requests with the same codes.
 """
 
