@@ -8,7 +8,7 @@ from autobahn.twisted.resource import WebSocketResource
 from twisted.web.resource import NoResource, Resource
 from twisted.web.server import Site
 
-from ccx.mcp.http import McpResource
+from ccx.web.mcp_http import McpResource
 from ccx.metrics import CONTENT_TYPE
 from ccx.node import Node
 from ccx.web.websocket import make_factory

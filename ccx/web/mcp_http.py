@@ -20,8 +20,7 @@ or an open stream, or when the service stops.
 
 from typing import Any, Dict, Optional, Tuple
 
-from twisted.internet.interfaces import IDelayedCall, IPushProducer
-from twisted.internet.task import LoopingCall
+from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
@@ -37,6 +36,7 @@ from ccx.rpc.jsonrpc import Dispatcher, Reply, encode, notification, parse
 from ccx.rpc.ratelimit import TokenBucket
 from ccx.session import Session
 from ccx.web.access import AccessDenied, check_access
+from ccx.web.sse import EventStream, ResponseStream
 
 SESSION_HEADER = b"mcp-session-id"
 VERSION_HEADER = b"mcp-protocol-version"
@@ -79,181 +79,6 @@ def _error(
     request.setHeader(b"content-type", b"application/json")
     error = RPCError(code, message)
     return encode({"jsonrpc": "2.0", "id": request_id, "error": error.to_json()})
-
-
-def _sse_event(payload: bytes) -> bytes:
-    # Serialised JSON holds no raw line breaks, so one data line carries it.
-    return b"event: message\ndata: " + payload + b"\n\n"
-
-
-def _start_sse(request: Request) -> None:
-    request.setResponseCode(200)
-    request.setHeader(b"content-type", b"text/event-stream")
-    request.setHeader(b"cache-control", b"no-cache, no-transform")
-    request.setHeader(b"x-accel-buffering", b"no")
-
-
-@implementer(IPushProducer)
-class _SessionStream:
-    """
-    An SSE response as its request's streaming producer: while the client's
-    socket is full it is paused, and resuming lets the session's
-    subscriptions deliver again.
-    """
-
-    _session: "HttpSession"
-    _paused = False
-
-    def pauseProducing(self) -> None:
-        self._paused = True
-
-    def resumeProducing(self) -> None:
-        self._paused = False
-        self._session.session.pump()
-
-    def stopProducing(self) -> None:
-        self._paused = True
-
-
-@implementer(IOutputSink)
-class ResponseStream(_SessionStream):
-    """
-    The answer to one POSTed message, and the channel of the calls it
-    carries: plain JSON, unless something is sent before the response, which
-    turns it into an SSE stream (when the client accepts one).
-
-    While it streams it is the request's push producer: when the socket
-    cannot take more, it stops being L{writable}, so progress reporting
-    pauses (and skips, never queues) until Twisted resumes it.
-
-    @param status: the HTTP status of a JSON answer (400 for the error
-        that is the only answer a notification can get).
-    @ivar done: whether the answer is complete or the client went away.
-    """
-
-    def __init__(
-        self,
-        request: Request,
-        session: "HttpSession",
-        json_ok: bool,
-        sse_ok: bool,
-        status: int = 200,
-    ) -> None:
-        self.done = False
-        self.streaming = False
-        self._request = request
-        self._session = session
-        self._json_ok = json_ok
-        self._sse_ok = sse_ok
-        self._status = status
-        self._paused = False
-        session.request_started()
-        request.notifyFinish().addErrback(self._lost)
-
-    @property
-    def writable(self) -> bool:
-        return self._sse_ok and not self.done and not self._paused
-
-    def send_notification(self, method: str, params: dict) -> None:
-        if self.done or not self._sse_ok:
-            return
-        self._stream()
-        self._request.write(_sse_event(notification(method, params)))
-
-    def _stream(self) -> None:
-        if self.streaming:
-            return
-        self.streaming = True
-        _start_sse(self._request)
-        self._request.registerProducer(self, True)
-
-    def reply(self, reply: Reply) -> None:
-        """
-        Send the dispatcher's answer and end the response.
-        """
-        if self.done:
-            return
-        request = self._request
-        if reply.payload is None:
-            # A notification, or a request the client cancelled.
-            if not self.streaming:
-                request.setResponseCode(202)
-        elif self.streaming or not self._json_ok:
-            self._stream()
-            request.write(_sse_event(reply.payload))
-        else:
-            request.setResponseCode(self._status)
-            request.setHeader(b"content-type", b"application/json")
-            request.write(reply.payload)
-        self._finish()
-        for action in reply.after:
-            action()
-
-    def _finish(self) -> None:
-        self.done = True
-        if self.streaming:
-            self._request.unregisterProducer()
-        self._request.finish()
-        self._session.request_done()
-
-    def _lost(self, reason: Any) -> None:
-        # The client went away; per the transport, that is not a
-        # cancellation: the call runs on and its answer is dropped.
-        if not self.done:
-            self.done = True
-            self._session.request_done()
-
-
-class EventStream(_SessionStream):
-    """
-    A session's standalone SSE stream (C{GET /mcp}), kept alive with a
-    comment line every ping interval so that a vanished client is noticed.
-    """
-
-    def __init__(self, request: Request, session: "HttpSession", interval: float) -> None:
-        self.done = False
-        self._request = request
-        self._session = session
-        self._paused = False
-        _start_sse(request)
-        request.registerProducer(self, True)
-        request.write(b": ccx event stream\n\n")
-        self._keepalive = LoopingCall(self._ping)
-        self._keepalive.clock = session.clock
-        self._keepalive.start(interval, now=False)
-        request.notifyFinish().addBoth(self._ended)
-
-    @property
-    def writable(self) -> bool:
-        return not self.done and not self._paused
-
-    def send(self, payload: bytes) -> None:
-        if not self.done:
-            self._request.write(_sse_event(payload))
-
-    def _ping(self) -> None:
-        if not self.done:
-            self._request.write(b": ping\n\n")
-
-    def finish(self) -> None:
-        """
-        End the stream from the server's side.
-        """
-        if self.done:
-            return
-        self._close()
-        self._request.unregisterProducer()
-        self._request.finish()
-
-    def _ended(self, reason: Any) -> None:
-        if not self.done:
-            self._close()
-
-    def _close(self) -> None:
-        self.done = True
-        if self._keepalive.running:
-            self._keepalive.stop()
-        self._session.stream_closed(self)
 
 
 @implementer(IOutputSink)
