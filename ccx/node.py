@@ -10,13 +10,14 @@ from ccx.config import Config
 from ccx.metrics import Metrics
 from ccx.process.allowlist import AllowList
 from ccx.process.registry import ProcessRegistry
+from ccx.web.interfaces import IConnection
 
 
 class Node:
     """
     One ccx service: its configuration, allow-list, processes and connections.
 
-    @ivar connections: the open client connections.
+    @ivar connections: the open client connections (L{IConnection}s).
     """
 
     version = __version__
@@ -28,7 +29,7 @@ class Node:
         self.registry = ProcessRegistry(
             reactor, config.max_processes, config.keep_finished, config.max_finished
         )
-        self.connections: Set[Any] = set()
+        self.connections: Set[IConnection] = set()
         self.metrics = Metrics(self)
         self.registry.on_spawned = self.metrics.observe_spawn
         self._started = time.monotonic()

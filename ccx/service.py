@@ -111,5 +111,5 @@ class CCXService(MultiService):
         # how their processes ended.
         yield self.node.registry.shutdown()
         for connection in list(self.node.connections):
-            connection.sendClose(code=1000, reason="ccx is stopping")
+            connection.close("ccx is stopping")
         self.log.info("stopped")

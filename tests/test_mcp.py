@@ -33,6 +33,7 @@ from ccx.output.buffer import StreamBuffer
 from ccx.output.fanout import ProcessOutput
 from ccx.output.interfaces import IOutputSink
 from ccx.process.group import ProcessGroup
+from ccx.web.interfaces import IConnection
 from tests.support import Client, ServiceFixture, members_state, until
 
 try:
@@ -626,6 +627,20 @@ class HttpTransportTests(HttpTestCase):
         response = yield self.post(request(3, "ping"), session_id)
         self.assertEqual(response.code, 404)
         yield response.content()
+
+    @inlineCallbacks
+    def test_session_is_a_connection(self):
+        """A session is an IConnection the node holds; stopping the service closes it."""
+        session_id, _ = yield self.initialize()
+        resource = self.ccx.service.site.resource.children[b"mcp"]
+        session = resource.sessions[session_id]
+        self.assertTrue(verifyObject(IConnection, session))
+        self.assertEqual(self.ccx.service.node.connections, {session})
+        yield self.ccx.service.stopService()
+        self.assertTrue(session.closed)
+        self.assertTrue(session.session.closed)
+        self.assertEqual(resource.sessions, {})
+        self.assertEqual(self.ccx.service.node.connections, set())
 
 
 class WebSocketMcpTests(TestCase):

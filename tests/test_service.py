@@ -7,8 +7,10 @@ import os
 
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
+from zope.interface.verify import verifyObject
 
 from ccx.process.group import ProcessGroup
+from ccx.web.interfaces import IConnection
 from tests.support import ServiceFixture, fd_count, members_state, until
 
 
@@ -42,6 +44,21 @@ class ConnectTests(ServiceTestCase):
         self.assertIsInstance(params["session_id"], str)
         self.assertIsInstance(params["version"], str)
         self.assertIn("execute", params["capabilities"])
+
+    def test_connection_interface(self):
+        """An open WebSocket is an IConnection the node holds, with its session."""
+        [connection] = self.ccx.service.node.connections
+        self.assertTrue(verifyObject(IConnection, connection))
+        self.assertIsNotNone(connection.session)
+
+    @inlineCallbacks
+    def test_stop_closes_with_1000_and_reason(self):
+        """When the service stops, a WebSocket gets a normal close frame saying why."""
+        yield self.ccx.service.stopService()
+        code = yield self.client.closed
+        self.assertEqual(code, 1000)
+        self.assertEqual(self.client.remoteCloseReason, "ccx is stopping")
+        self.assertEqual(self.ccx.service.node.connections, set())
 
     @inlineCallbacks
     def test_ws_path_is_the_same_endpoint(self):

@@ -36,6 +36,7 @@ from ccx.rpc.jsonrpc import Dispatcher, Reply, encode, notification, parse
 from ccx.rpc.ratelimit import TokenBucket
 from ccx.session import Session
 from ccx.web.access import AccessDenied, check_access
+from ccx.web.interfaces import IConnection
 from ccx.web.sse import EventStream, ResponseStream
 
 SESSION_HEADER = b"mcp-session-id"
@@ -81,7 +82,7 @@ def _error(
     return encode({"jsonrpc": "2.0", "id": request_id, "error": error.to_json()})
 
 
-@implementer(IOutputSink)
+@implementer(IConnection, IOutputSink)
 class HttpSession:
     """
     One MCP session over HTTP: a ccx L{Session} (its processes), its MCP
@@ -89,8 +90,8 @@ class HttpSession:
     notifications that belong to no request, which go on the C{GET} stream
     while one is open and are dropped otherwise.
 
-    It is one of the node's connections, and like a WebSocket it is closed
-    with C{sendClose} when the service stops.
+    It is one of the node's connections (L{IConnection}): it counts as one,
+    and is closed when the service stops.
     """
 
     log = Logger()
@@ -160,7 +161,7 @@ class HttpSession:
             return
         self.close(f"idle for {self._idle_timeout:g}s")
 
-    def close(self, why: str) -> None:
+    def close(self, reason: str) -> None:
         """
         End the session: cancel what it started, close its stream.
         """
@@ -175,15 +176,9 @@ class HttpSession:
         self._resource.forget(self)
         if self.mcp.protocol_version is not None:
             self.log.info(
-                "MCP session {session_id} closed: {why}", session_id=self.session_id, why=why
+                "MCP session {session_id} closed: {why}", session_id=self.session_id, why=reason
             )
         self.session.close()
-
-    def sendClose(self, code: Optional[int] = None, reason: Optional[str] = None) -> None:
-        """
-        Close as the service closes every connection when it stops.
-        """
-        self.close(reason or "the service is stopping")
 
 
 class McpResource(Resource):

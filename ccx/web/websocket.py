@@ -20,9 +20,10 @@ from ccx.rpc.jsonrpc import Dispatcher, Reply, notification
 from ccx.rpc.ratelimit import TokenBucket
 from ccx.session import Session
 from ccx.web.access import AccessDenied, check_access
+from ccx.web.interfaces import IConnection
 
 
-@implementer(IOutputSink, IPushProducer)
+@implementer(IConnection, IOutputSink, IPushProducer)
 class CCXServerProtocol(WebSocketServerProtocol):
     """
     One client connection speaking the native dialect, or MCP when the
@@ -146,6 +147,12 @@ class CCXServerProtocol(WebSocketServerProtocol):
             code=code,
         )
         self.session.close()
+
+    def close(self, reason: str) -> None:
+        """
+        Close with a normal close frame (code 1000) that carries C{reason}.
+        """
+        self.sendClose(code=1000, reason=reason)
 
     def send_notification(self, method: str, params: dict) -> None:
         # A closing connection stays subscribed until onClose; sending then

@@ -1,0 +1,23 @@
+"""
+The contract of a client connection, whatever carries it.
+"""
+
+from zope.interface import Attribute, Interface
+
+
+class IConnection(Interface):
+    """
+    One client's connection to the service: a WebSocket, or an MCP session
+    over HTTP.  The L{ccx.node.Node} holds the open ones: they count against
+    C{--max-connections}, show in C{/health}, and are closed when the
+    service stops.
+    """
+
+    session = Attribute("The connection's L{ccx.session.Session}.")
+
+    def close(reason: str) -> None:
+        """
+        Close the connection from the server's side, telling the client
+        C{reason} where the transport can carry one.  The connection's
+        session then closes as when the client leaves.
+        """
