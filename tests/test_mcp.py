@@ -33,6 +33,7 @@ from ccx.output.buffer import StreamBuffer
 from ccx.output.fanout import ProcessOutput
 from ccx.output.interfaces import IOutputSink
 from ccx.process.group import ProcessGroup
+from ccx.rpc.interfaces import INotificationChannel
 from ccx.web.interfaces import IConnection
 from tests.support import Client, ServiceFixture, members_state, until
 
@@ -802,7 +803,7 @@ class NegotiationTests(TestCase):
         self.assertFalse(at_least(None, "2024-11-05"))
 
 
-@implementer(IOutputSink)
+@implementer(INotificationChannel)
 class FakeChannel:
     def __init__(self) -> None:
         self.writable = True

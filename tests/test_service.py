@@ -10,6 +10,7 @@ from twisted.trial.unittest import TestCase
 from zope.interface.verify import verifyObject
 
 from ccx.process.group import ProcessGroup
+from ccx.rpc.interfaces import INotificationChannel
 from ccx.web.interfaces import IConnection
 from tests.support import ServiceFixture, fd_count, members_state, until
 
@@ -46,9 +47,10 @@ class ConnectTests(ServiceTestCase):
         self.assertIn("execute", params["capabilities"])
 
     def test_connection_interface(self):
-        """An open WebSocket is an IConnection the node holds, with its session."""
+        """An open WebSocket is an IConnection the node holds, with its session, and a channel."""
         [connection] = self.ccx.service.node.connections
         self.assertTrue(verifyObject(IConnection, connection))
+        self.assertTrue(verifyObject(INotificationChannel, connection))
         self.assertIsNotNone(connection.session)
 
     @inlineCallbacks

@@ -20,8 +20,8 @@ from ccx.mcp.session import LOG_LEVELS, McpSession, at_least, negotiate
 from ccx.mcp.tools import ToolCall, Tools, error_message
 from ccx.native.methods import NativeMethods
 from ccx.node import Node
-from ccx.output.interfaces import IOutputSink
 from ccx.rpc.errors import INVALID_REQUEST, RPCError, invalid_params
+from ccx.rpc.interfaces import INotificationChannel
 from ccx.rpc.jsonrpc import Call, Handler
 from ccx.session import Session
 
@@ -51,7 +51,7 @@ class McpMethods:
     log = Logger()
 
     def __init__(
-        self, node: Node, mcp: McpSession, tools: Tools, channel: IOutputSink
+        self, node: Node, mcp: McpSession, tools: Tools, channel: INotificationChannel
     ) -> None:
         self._node = node
         self._mcp = mcp
@@ -215,7 +215,9 @@ class McpMethods:
             )
 
 
-def websocket_methods(node: Node, session: Session, connection: IOutputSink) -> Dict[str, Handler]:
+def websocket_methods(
+    node: Node, session: Session, connection: INotificationChannel
+) -> Dict[str, Handler]:
     """
     The methods of a WebSocket that chose the C{mcp} subprotocol: MCP's,
     and the native ones beside them (a client that calls C{execute} or

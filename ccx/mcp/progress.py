@@ -9,6 +9,7 @@ from zope.interface import implementer
 
 from ccx.output.fanout import Subscription
 from ccx.output.interfaces import IOutputSink
+from ccx.rpc.interfaces import INotificationChannel
 
 # At most one notification per this many seconds; output arriving meanwhile
 # is carried by the next one.
@@ -38,7 +39,7 @@ class ProgressReporter:
 
     def __init__(
         self,
-        channel: IOutputSink,
+        channel: INotificationChannel,
         token: ProgressToken,
         clock: IReactorTime,
         interval: float = PROGRESS_INTERVAL,

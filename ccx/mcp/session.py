@@ -9,7 +9,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from twisted.logger import Logger
 
-from ccx.output.interfaces import IOutputSink
+from ccx.rpc.interfaces import INotificationChannel
 from ccx.session import Session
 
 # Newest first.  The initialize handshake answers the client's version when
@@ -58,7 +58,7 @@ class McpSession:
 
     log = Logger()
 
-    def __init__(self, session: Session, standalone: IOutputSink) -> None:
+    def __init__(self, session: Session, standalone: INotificationChannel) -> None:
         self.session = session
         self.standalone = standalone
         self.protocol_version: Optional[str] = None
@@ -106,7 +106,9 @@ class McpSession:
             self.log_level
         )
 
-    def send_log(self, level: str, data: Any, sink: Optional[IOutputSink] = None) -> None:
+    def send_log(
+        self, level: str, data: Any, sink: Optional[INotificationChannel] = None
+    ) -> None:
         """
         Send C{notifications/message} when the client asked for C{level},
         on the stream of the request it belongs to (C{sink}), or else on

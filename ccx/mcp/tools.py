@@ -25,8 +25,8 @@ from ccx.process.launch import LaunchSpec, launch
 from ccx.process.managed import EXITED, STARTING, ManagedProcess
 from ccx.mcp.progress import ProgressReporter, ProgressToken
 from ccx.mcp.session import McpSession, at_least
-from ccx.output.interfaces import IOutputSink
 from ccx.rpc.errors import RPCError, invalid_params
+from ccx.rpc.interfaces import INotificationChannel
 from ccx.rpc.jsonrpc import Call
 from ccx.rpc.params import ParamReader
 
@@ -48,7 +48,7 @@ class ToolCall:
         self,
         mcp: McpSession,
         call: Call,
-        channel: IOutputSink,
+        channel: INotificationChannel,
         progress_token: Optional[ProgressToken],
     ) -> None:
         self.mcp = mcp

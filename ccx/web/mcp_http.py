@@ -30,9 +30,9 @@ from ccx.mcp.methods import McpMethods
 from ccx.mcp.session import SUPPORTED_VERSIONS, McpSession
 from ccx.mcp.tools import Tools
 from ccx.node import Node
-from ccx.output.interfaces import IOutputSink
 from ccx.rpc.errors import INVALID_REQUEST, LIMIT_EXCEEDED, RPCError
-from ccx.rpc.jsonrpc import Dispatcher, Reply, encode, notification, parse
+from ccx.rpc.interfaces import INotificationChannel
+from ccx.rpc.jsonrpc import Dispatcher, Reply, encode, parse
 from ccx.rpc.ratelimit import TokenBucket
 from ccx.session import Session
 from ccx.web.access import AccessDenied, check_access
@@ -82,11 +82,11 @@ def _error(
     return encode({"jsonrpc": "2.0", "id": request_id, "error": error.to_json()})
 
 
-@implementer(IConnection, IOutputSink)
+@implementer(IConnection, INotificationChannel)
 class HttpSession:
     """
     One MCP session over HTTP: a ccx L{Session} (its processes), its MCP
-    state, and its standalone stream.  It is the L{IOutputSink} of the
+    state, and its standalone stream.  It is the L{INotificationChannel} of the
     notifications that belong to no request, which go on the C{GET} stream
     while one is open and are dropped otherwise.
 
@@ -120,9 +120,9 @@ class HttpSession:
 
     def send_notification(self, method: str, params: dict) -> None:
         if self.stream is not None:
-            self.stream.send(notification(method, params))
+            self.stream.send_notification(method, params)
 
-    def dispatcher(self, channel: IOutputSink) -> Dispatcher:
+    def dispatcher(self, channel: INotificationChannel) -> Dispatcher:
         """
         The dispatcher of one POST, whose calls answer on C{channel}.
         """

@@ -12,7 +12,7 @@ from twisted.internet.task import LoopingCall
 from twisted.web.server import Request
 from zope.interface import implementer
 
-from ccx.output.interfaces import IOutputSink
+from ccx.rpc.interfaces import INotificationChannel
 from ccx.rpc.jsonrpc import Reply, notification
 
 if TYPE_CHECKING:
@@ -59,7 +59,7 @@ class SessionStream:
         self._paused = True
 
 
-@implementer(IOutputSink)
+@implementer(INotificationChannel)
 class ResponseStream(SessionStream):
     """
     The answer to one POSTed message, and the channel of the calls it
@@ -148,6 +148,7 @@ class ResponseStream(SessionStream):
             self._session.request_done()
 
 
+@implementer(INotificationChannel)
 class EventStream(SessionStream):
     """
     A session's standalone SSE stream (C{GET /mcp}), kept alive with a
@@ -171,9 +172,9 @@ class EventStream(SessionStream):
     def writable(self) -> bool:
         return not self.done and not self._paused
 
-    def send(self, payload: bytes) -> None:
+    def send_notification(self, method: str, params: dict) -> None:
         if not self.done:
-            self._request.write(sse_event(payload))
+            self._request.write(sse_event(notification(method, params)))
 
     def _ping(self) -> None:
         if not self.done:

@@ -15,7 +15,7 @@ from ccx.config import Config
 from ccx.mcp.methods import MCP_SUBPROTOCOL, websocket_methods
 from ccx.native.methods import CAPABILITIES, NativeMethods
 from ccx.node import Node
-from ccx.output.interfaces import IOutputSink
+from ccx.rpc.interfaces import INotificationChannel
 from ccx.rpc.jsonrpc import Dispatcher, Reply, notification
 from ccx.rpc.ratelimit import TokenBucket
 from ccx.session import Session
@@ -23,7 +23,7 @@ from ccx.web.access import AccessDenied, check_access
 from ccx.web.interfaces import IConnection
 
 
-@implementer(IConnection, IOutputSink, IPushProducer)
+@implementer(IConnection, INotificationChannel, IPushProducer)
 class CCXServerProtocol(WebSocketServerProtocol):
     """
     One client connection speaking the native dialect, or MCP when the
