@@ -9,7 +9,8 @@ import sys
 from dataclasses import dataclass, field, fields
 from typing import Any, Dict, Optional, Tuple
 
-from twisted.internet.endpoints import _parse as _parse_endpoint
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.interfaces import IAddress
 from twisted.python import usage
 
 if sys.version_info >= (3, 11):
@@ -87,38 +88,35 @@ def endpoint_description(port: str) -> str:
     return port
 
 
-def _endpoint_interface(description: str) -> Optional[str]:
+def is_local(address: IAddress) -> bool:
     """
-    The interface a TCP-based endpoint string listens on, read with the
-    parser C{serverFromString} itself uses (so escapes, repeated and
-    positional arguments mean the same here as there).
+    Whether a listening address is reachable from this machine only: a
+    loopback IP address or a UNIX socket.  Any other address, including one
+    of a kind whose reach cannot be known, is not.
     """
-    args, kwargs = _parse_endpoint(description)
-    kind = args[0] if args else ""
-    if kind not in ("tcp", "ssl", "tcp6"):
-        return None
-    interface = kwargs.get("interface")
-    if interface is None and kind != "ssl" and len(args) > 2:
-        interface = args[2]
-    if not interface:
-        return "::" if kind == "tcp6" else "0.0.0.0"
-    return interface
+    if isinstance(address, UNIXAddress):
+        return True
+    if isinstance(address, (IPv4Address, IPv6Address)):
+        try:
+            return ipaddress.ip_address(address.host).is_loopback
+        except ValueError:
+            return False
+    return False
 
 
-def is_loopback_only(description: str) -> bool:
+def check_listening(config: Config, address: IAddress) -> None:
     """
-    Whether an endpoint listens on a loopback interface only (UNIX sockets
-    and inherited systemd sockets count as local).
+    Refuse to serve on C{address}, the one actually bound, when anyone who
+    can reach it could run the allowed programs.
+
+    @raise ConfigError: when C{address} is not local and no token is set.
     """
-    interface = _endpoint_interface(description)
-    if interface is None:
-        return True
-    if interface == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(interface).is_loopback
-    except ValueError:
-        return False
+    if config.token is None and not is_local(address):
+        raise ConfigError(
+            f"refusing to listen on {config.port!r} without a token: anyone who can "
+            "reach it could run the allowed programs. Give --token-file FILE, or "
+            "listen on a loopback interface (interface=127.0.0.1)."
+        )
 
 
 _NUMBERS: Dict[str, type] = {
@@ -206,14 +204,9 @@ def build_config(values: Dict[str, Any]) -> Config:
         raise ConfigError("--log-level must be one of " + ", ".join(LOG_LEVELS))
     settings["log_level"] = level
     settings["log_format_given"] = "log_format" in values or "log_level" in values
-    config = Config(**settings)
-    if config.token is None and not is_loopback_only(config.port):
-        raise ConfigError(
-            f"refusing to listen on {config.port!r} without a token: anyone who can "
-            "reach it could run the allowed programs. Give --token-file FILE, or "
-            "listen on a loopback interface (interface=127.0.0.1)."
-        )
-    return config
+    # Whether the port may listen without a token is judged from the address
+    # it binds, when the service starts (check_listening).
+    return Config(**settings)
 
 
 def _read_token(path: str) -> str:

@@ -7,15 +7,15 @@ import sys
 from typing import IO, Any, Optional
 
 import txaio
-from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import ILogObserver, Logger
 
-from ccx.config import Config
+from ccx.config import Config, check_listening
 from ccx.logs import make_observer
 from ccx.node import Node
+from ccx.web.port import PortService
 from ccx.web.site import build_site
 
 
@@ -25,7 +25,7 @@ class CCXService(MultiService):
     cancels every process group and waits for them.
 
     @ivar node: the service's L{Node}.
-    @ivar port_service: the L{StreamServerEndpointService} that listens.
+    @ivar port_service: the L{PortService} that listens.
     """
 
     log = Logger()
@@ -40,8 +40,9 @@ class CCXService(MultiService):
         self.node = Node(config, reactor)
         self.site = build_site(self.node)
         endpoint = serverFromString(reactor, config.port)
-        self.port_service = StreamServerEndpointService(endpoint, self.site)
-        self.port_service._raiseSynchronously = True
+        self.port_service = PortService(
+            endpoint, self.site, check=lambda port: check_listening(config, port.getHost())
+        )
         self.port_service.setServiceParent(self)
 
     def setServiceParent(self, parent: Any) -> None:
@@ -74,20 +75,14 @@ class CCXService(MultiService):
     def when_listening(self) -> Deferred:
         """
         Fire with the L{IListeningPort} once the service listens (useful
-        with port 0), without taking the result from the port service.
+        with port 0), or fail as listening failed.
         """
-        listening: Deferred = Deferred()
-
-        def fire(port: Any) -> Any:
-            listening.callback(port)
-            return port
-
-        self.port_service._waitingForPort.addCallback(fire)
-        return listening
+        return self.port_service.when_listening()
 
     def startService(self) -> None:
         super().startService()
-        self.when_listening().addCallback(self._listening)
+        # A failure to listen is the port service's to raise or log.
+        self.when_listening().addCallbacks(self._listening, lambda failure: None)
 
     def _listening(self, port: Any) -> None:
         address = port.getHost()

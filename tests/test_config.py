@@ -4,8 +4,11 @@ Tests for L{ccx.config}.
 
 import os
 
+from twisted.internet import reactor
+from twisted.internet.address import UNIXAddress
+from twisted.internet.defer import inlineCallbacks
 from twisted.python import usage
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from ccx.config import (
     DEFAULT_PORT,
@@ -13,8 +16,11 @@ from ccx.config import (
     ConfigError,
     Options,
     endpoint_description,
-    is_loopback_only,
+    is_local,
 )
+from ccx.service import CCXService
+from tests.fakes import BindingReactor
+from tests.test_tls import make_certificate
 
 
 class ConfigTestsMixin:
@@ -29,6 +35,27 @@ class ConfigTestsMixin:
         """
         error = self.assertRaises(ConfigError, self.parse, *argv)
         return str(error)
+
+    def assertRefusedAtStart(self, *argv):
+        """
+        C{argv} parses, but the service refuses, with a L{ConfigError}, the
+        address its port binds, and stops listening there; return its message.
+        """
+        binding = BindingReactor()
+        service = CCXService(self.parse(*argv), binding)
+        error = self.assertRaises(ConfigError, service.privilegedStartService)
+        self.assertFalse(binding.ports[-1].listening)
+        return str(error)
+
+    def assertServes(self, *argv):
+        """
+        The service started with C{argv} listens.
+        """
+        binding = BindingReactor()
+        service = CCXService(self.parse(*argv), binding)
+        service.privilegedStartService()
+        self.assertTrue(binding.ports[-1].listening)
+        self.assertIs(self.successResultOf(service.when_listening()), binding.ports[-1])
 
     def write(self, text):
         path = self.mktemp()
@@ -112,15 +139,20 @@ class PortTests(ConfigTestsMixin, SynchronousTestCase):
     def test_all_interfaces_refused(self):
         """Listening on every interface without a token is refused."""
         for port in ("tcp:8003", "tcp:8003:interface=0.0.0.0", "tcp6:8003"):
-            message = self.assertRefused("--port", port)
+            message = self.assertRefusedAtStart("--port", port)
             self.assertIn("without a token", message)
             self.assertIn("--token-file", message)
 
     def test_non_loopback_refused(self):
         """Listening on a non-loopback address without a token is refused."""
-        self.assertRefused("--port", "tcp:8003:interface=192.168.1.10")
-        self.assertRefused("--port", "ssl:8443:privateKey=k.pem:interface=10.0.0.1")
-        self.assertRefused("--port", "tcp:8003:interface=example.org")
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        key, cert = make_certificate(directory)
+        self.assertRefusedAtStart("--port", "tcp:8003:interface=192.168.1.10")
+        self.assertRefusedAtStart(
+            "--port", f"ssl:8443:privateKey={key}:certKey={cert}:interface=10.0.0.1"
+        )
+        self.assertRefusedAtStart("--port", "tcp:8003:interface=example.org")
 
     def test_non_loopback_with_token(self):
         """With a token, any interface is accepted."""
@@ -129,28 +161,55 @@ class PortTests(ConfigTestsMixin, SynchronousTestCase):
         )
         self.assertEqual(config.port, "tcp:8003:interface=0.0.0.0")
         self.assertEqual(config.token, "s3cret")
+        self.assertServes(
+            "--port", "tcp:8003:interface=0.0.0.0", "--token-file", self.token_file()
+        )
 
     def test_loopback_addresses(self):
-        """Any loopback address, and local sockets, count as loopback."""
-        self.assertTrue(is_loopback_only("tcp:1:interface=127.0.0.2"))
-        self.assertTrue(is_loopback_only("tcp:1:interface=localhost"))
-        self.assertTrue(is_loopback_only("unix:/run/ccx.sock"))
-        self.assertTrue(is_loopback_only("systemd:domain=INET:index=0"))
-        self.assertFalse(is_loopback_only("tcp:1:interface="))
+        """Any loopback address, and local sockets, count as loopback.
+
+        (A name such as localhost is judged by the address it binds:
+        L{BoundAddressTests}; a systemd socket likewise: test_twistd.)
+        """
+        self.assertServes("--port", "tcp:1:interface=127.0.0.2")
+        self.assertServes("--port", "unix:/run/ccx.sock")
+        self.assertTrue(is_local(UNIXAddress(None)))
+        self.assertRefusedAtStart("--port", "tcp:1:interface=")
 
     def test_duplicate_interface(self):
         """The interface Twisted would use (the last given) is the one judged."""
-        self.assertRefused(
+        self.assertRefusedAtStart(
             "--port", "tcp:8003:interface=127.0.0.1:interface=0.0.0.0"
         )
 
     def test_ipv6_loopback(self):
         """IPv6 loopback, escaped as endpoint strings need, is loopback."""
-        self.assertTrue(is_loopback_only(r"tcp6:8003:interface=\:\:1"))
+        self.assertServes("--port", r"tcp6:8003:interface=\:\:1")
 
     def test_positional_interface(self):
         """An interface given positionally (tcp:PORT:INTERFACE) is judged."""
-        self.assertTrue(is_loopback_only("tcp:8003:127.0.0.1"))
+        self.assertServes("--port", "tcp:8003:127.0.0.1")
+
+
+class BoundAddressTests(ConfigTestsMixin, TestCase):
+    """
+    Whether a token is needed is judged from the address the port really
+    binds.
+    """
+
+    @inlineCallbacks
+    def test_localhost(self):
+        """A name that resolves to loopback binds a loopback address."""
+        service = CCXService(self.parse("--port", "tcp:0:interface=localhost"), reactor)
+        service.startService()
+        self.addCleanup(service.stopService)
+        port = yield service.when_listening()
+        self.assertTrue(is_local(port.getHost()))
+
+    def test_refused_port_closed(self):
+        """A refused port is closed, and the service fails to listen."""
+        message = self.assertRefusedAtStart("--port", "tcp:0")
+        self.assertIn("'tcp:0' without a token", message)
 
 
 class ListTests(ConfigTestsMixin, SynchronousTestCase):
@@ -364,4 +423,4 @@ class FileTests(ConfigTestsMixin, SynchronousTestCase):
 
     def test_non_loopback_in_file(self):
         """The loopback rule applies to a port from the file too."""
-        self.assertRefused("--config", self.write('port = "tcp:8003"\n'))
+        self.assertRefusedAtStart("--config", self.write('port = "tcp:8003"\n'))

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import socket
 import sys
 
 from twisted.application.service import IServiceMaker
@@ -104,6 +105,30 @@ class TwistdTests(TestCase):
         if not quiet:
             self.assertIn("Server Shut Down.", "\n".join(twistd.lines))
 
+    def start_activated(self, interface, args=()):
+        """
+        twistd ccx on a listening socket handed over as systemd hands it
+        (descriptor 3, LISTEN_FDS, LISTEN_FDNAMES, LISTEN_PID).
+        """
+        listener = socket.socket()
+        self.addCleanup(listener.close)
+        listener.bind((interface, 0))
+        listener.listen()
+        twistd = Twistd()
+        environment = dict(os.environ, PYTHONPATH=ROOT, LISTEN_FDS="1", LISTEN_FDNAMES="ccx")
+        directory = self.mktemp()
+        os.makedirs(directory)
+        # exec keeps the shell's pid, the one LISTEN_PID must name.
+        argv = ["sh", "-c", 'export LISTEN_PID=$$; exec "$@"', "sh"] + TWISTD + [
+            "-n", "--pidfile=", "ccx", "--port", "systemd:domain=INET:index=0", *args
+        ]
+        reactor.spawnProcess(
+            twistd, program("sh"), argv, env=environment, path=directory,
+            childFDs={0: "w", 1: "r", 2: "r", 3: listener.fileno()},
+        )
+        self.addCleanup(self._stop, twistd)
+        return twistd, listener.getsockname()[1]
+
     def _stop(self, twistd):
         if not twistd.ended.called:
             twistd.transport.signalProcess("KILL")
@@ -182,6 +207,30 @@ class TwistdTests(TestCase):
         twistd.transport.signalProcess("TERM")
         yield twistd.ended
         self.assertCleanExit(twistd)
+
+    @inlineCallbacks
+    def test_socket_activation_on_loopback(self):
+        """A loopback socket handed over by systemd is served without a token."""
+        twistd, bound = self.start_activated("127.0.0.1", ["--allow", program("seq")])
+        port = yield twistd.listening
+        self.assertEqual(port, bound)
+        client = yield self.connect(port)
+        result = yield client.call("execute", {"command": "seq 1 3"})
+        yield client.notification("process.completed", result["process_id"])
+        self.assertEqual(client.output(result["process_id"]), b"1\n2\n3\n")
+        twistd.transport.signalProcess("TERM")
+        yield twistd.ended
+        self.assertCleanExit(twistd)
+
+    @inlineCallbacks
+    def test_socket_activation_on_every_interface_needs_a_token(self):
+        """A socket handed over by systemd is judged by its real address: 0.0.0.0 needs a token."""
+        twistd, _ = self.start_activated("0.0.0.0")
+        twistd.listening.addErrback(lambda failure: None)
+        yield twistd.ended
+        self.assertNotEqual(twistd.exit_code, 0)
+        self.assertIn("without a token", "\n".join(twistd.lines))
+        self.assertIn("--token-file", "\n".join(twistd.lines))
 
     @inlineCallbacks
     def test_refuses_public_interface_without_token(self):
