@@ -19,8 +19,9 @@ from twisted.python.failure import Failure
 from ccx import __version__
 from ccx.cli import commands, mcp_stdio
 from ccx.cli.client import DEFAULT_URL, ServiceError, check_url
-from ccx.cli.commands import EXIT_USAGE, Context
 from ccx.cli.console import Console, TerminalConsole
+from ccx.cli.context import Context
+from ccx.cli.status import EXIT_USAGE
 
 
 class HelpRequested(Exception):
@@ -179,9 +180,9 @@ COMMANDS: Dict[str, Callable[[Context, Any], Deferred]] = {
     "run": commands.run,
     "ls": commands.ls,
     "attach": commands.attach,
-    "pause": commands.control("PAUSE", "paused"),
-    "resume": commands.control("RESUME", "resumed"),
-    "cancel": commands.control("CANCEL", "cancelled"),
+    "pause": commands.control("PAUSE"),
+    "resume": commands.control("RESUME"),
+    "cancel": commands.control("CANCEL"),
     "signal": commands.send_signal,
     "mcp-stdio": mcp_stdio.mcp_stdio,
 }

@@ -55,17 +55,14 @@ from ccx.cli.client import (
     Unreachable,
     connect,
 )
-from ccx.cli.commands import EXIT_BROKEN_PIPE, Context
+from ccx.cli.context import Context
+from ccx.cli.status import EXIT_BROKEN_PIPE, EXIT_LOST
 
 # The WebSocket subprotocol that makes ccx speak MCP (ccx/mcp/methods.py).
 MCP_SUBPROTOCOL = "mcp"
 
 # JSON-RPC's "parse error".
 PARSE_ERROR = -32700
-
-# Unexpected ends (lost connection, refused subprotocol): as for the other
-# commands, "the connection was lost" is exit status 2 (docs/cli.md).
-EXIT_LOST = 2
 
 
 class SubprotocolRefused(Unreachable):
