@@ -22,6 +22,7 @@ from ccx.cli.client import DEFAULT_URL, ServiceError, check_url
 from ccx.cli.console import Console, TerminalConsole
 from ccx.cli.context import Context
 from ccx.cli.status import EXIT_USAGE
+from ccx.tokenfile import TokenFileError, read_token_file
 
 
 class HelpRequested(Exception):
@@ -236,13 +237,9 @@ def _setting(options: Options, name: str) -> Optional[str]:
 
 def _read_token(path: str) -> str:
     try:
-        with open(path, encoding="utf-8") as f:
-            token = f.read().strip()
-    except OSError as e:
-        raise ServiceError(f"--token-file {path}: {e.strerror}")
-    if not token:
-        raise ServiceError(f"--token-file {path}: the file is empty")
-    return token
+        return read_token_file(path)
+    except TokenFileError as e:
+        raise ServiceError(str(e))
 
 
 def make_context(
