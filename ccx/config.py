@@ -18,6 +18,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from ccx.tokenfile import TokenFileError, read_token_file
+
 DEFAULT_PORT = "tcp:8003:interface=127.0.0.1"
 LOG_FORMATS = ("text", "json")
 # Environment variables a client may not set, because they change what code
@@ -211,13 +213,9 @@ def build_config(values: Dict[str, Any]) -> Config:
 
 def _read_token(path: str) -> str:
     try:
-        with open(path, encoding="utf-8") as f:
-            token = f.read().strip()
-    except OSError as e:
-        raise ConfigError(f"--token-file {path}: {e.strerror}")
-    if not token:
-        raise ConfigError(f"--token-file {path}: the file is empty")
-    return token
+        return read_token_file(path)
+    except TokenFileError as e:
+        raise ConfigError(str(e))
 
 
 class Options(usage.Options):

@@ -18,14 +18,10 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from ccx.cli.client import ServiceError
-from ccx.cli.commands import (
-    ChunkDecoder,
-    Context,
-    OutputRelay,
-    exit_status,
-    format_table,
-    signal_name,
-)
+from ccx.cli.commands import format_table, signal_name
+from ccx.cli.context import Context
+from ccx.cli.relay import ChunkDecoder, OutputRelay
+from ccx.cli.status import exit_status
 from ccx.cli.console import MemoryConsole
 from ccx.cli.main import run_cli
 from ccx.process.group import ProcessGroup
@@ -717,6 +713,27 @@ class RelayTests(SynchronousTestCase):
         self.assertEqual(self.console.out.getvalue(), b"early\n")
         self.assertEqual(self.console.err.getvalue(), b"\xff")
         self.assertEqual(self.client.listeners, [])
+
+    def test_output_received(self):
+        """
+        Bytes handed to output_received go to their stream as they are,
+        whatever carried them; an unknown stream is left out.
+        """
+        self.relay.follow("p1")
+        self.relay.output_received("stdout", 0, b"out\xff")
+        self.relay.output_received("stderr", 0, b"err")
+        self.relay.output_received("pty", 0, b"nowhere")
+        self.relay.output_received("stdout", 4, b"\n")
+        self.assertEqual(self.console.out.getvalue(), b"out\xff\n")
+        self.assertEqual(self.console.err.getvalue(), b"err")
+
+    def test_output_received_after_the_end(self):
+        """Once the process completed, late output is not written."""
+        self.relay.follow("p1")
+        completed = {"process_id": "p1", "status": "completed", "exit_code": 0, "error": None}
+        self.client.notify("process.completed", completed)
+        self.relay.output_received("stdout", 0, b"late")
+        self.assertEqual(self.console.out.getvalue(), b"")
 
     def test_dropped_is_told(self):
         """process.dropped becomes a note on standard error."""

@@ -18,9 +18,12 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.task import Clock
 from twisted.internet.utils import getProcessOutputAndValue
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from ccx.cli.console import MemoryReader
+from ccx.cli.mcp_stdio import InputLines
 from ccx.process.group import ProcessGroup
 from ccx.web.websocket import CCXServerProtocol
 from tests.support import ServiceFixture, until
@@ -133,6 +136,46 @@ class Bridge(ProcessProtocol):
             d.errback(AssertionError(f"the bridge ended first: {self.err!r}"))
         self._waiting = []
         self.ended.callback(self)
+
+
+class InputLinesTests(SynchronousTestCase):
+    """
+    L{InputLines}: standard input cut into messages, fed by the console's
+    in-memory reader a few bytes at a time.
+    """
+
+    def lines(self, data: bytes, chunk: int = 3) -> List[Any]:
+        clock = Clock()
+        received: List[Any] = []
+        lines = InputLines(received.append, lambda: received.append("ended"))
+        reader = MemoryReader(clock, data, lines, chunk=chunk)
+        lines.makeConnection(reader)
+        reader.start()
+        while clock.getDelayedCalls():
+            clock.advance(0)
+        return received
+
+    def test_lines(self):
+        """Each line without its newline, however the input is cut; then the end."""
+        data = b'{"id": 1}\n{"id": 2}\n\n[3]\n'
+        for chunk in (1, 3, len(data)):
+            self.assertEqual(
+                self.lines(data, chunk), [b'{"id": 1}', b'{"id": 2}', b"[3]", "ended"], chunk
+            )
+
+    def test_crlf_and_blank(self):
+        """CRLF line ends are accepted; blank lines are skipped."""
+        self.assertEqual(self.lines(b"a\r\n  \n\r\nb\n"), [b"a", b"b", "ended"])
+
+    def test_last_line_without_newline(self):
+        """What follows the last newline is a line too."""
+        self.assertEqual(self.lines(b"a\nlast"), [b"a", b"last", "ended"])
+        self.assertEqual(self.lines(b""), ["ended"])
+
+    def test_long_line(self):
+        """A line far longer than LineOnlyReceiver's default limit passes whole."""
+        line = b"a" * (1024 * 1024)
+        self.assertEqual(self.lines(line + b"\n", chunk=64 * 1024), [line, "ended"])
 
 
 class BridgeTestCase(TestCase):

@@ -5,7 +5,6 @@ the service becomes a L{ServiceError} with a sentence a person can act on.
 """
 
 import errno
-import json
 import re
 from typing import Any, Callable, Dict, List, Optional, Tuple
 from urllib.parse import urlparse
@@ -25,14 +24,9 @@ from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.python.failure import Failure
 from service_identity import VerificationError
 
-DEFAULT_URL = "ws://127.0.0.1:8003/ws/mcp"
+from ccx.protocol import JSONError, dumps, loads
 
-# JSON-RPC error codes of docs/protocol.md that the client treats specially.
-LIMIT_EXCEEDED = -32001
-COMMAND_NOT_ALLOWED = -32002
-PROCESS_NOT_FOUND = -32003
-INVALID_STATE = -32004
-SPAWN_FAILED = -32005
+DEFAULT_URL = "ws://127.0.0.1:8003/ws/mcp"
 
 Listener = Callable[[str, dict], None]
 
@@ -158,7 +152,7 @@ class RPCClientProtocol(WebSocketClientProtocol):
             message["params"] = params
         d: Deferred = Deferred()
         self._calls[request_id] = d
-        self.sendMessage(json.dumps(message).encode("utf-8"))
+        self.sendMessage(dumps(message))
         return d
 
     def close(self) -> Deferred:
@@ -185,8 +179,8 @@ class RPCClientProtocol(WebSocketClientProtocol):
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         try:
-            message = json.loads(payload)
-        except ValueError:
+            message = loads(payload)
+        except JSONError:
             return
         for item in message if isinstance(message, list) else [message]:
             if isinstance(item, dict):

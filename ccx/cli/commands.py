@@ -3,400 +3,31 @@ The subcommands of C{ccx}: each takes a L{Context} and its parsed options
 and returns a Deferred that fires with the command's exit status.
 """
 
-import base64
-import binascii
 import shlex
 import signal
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List
 
-from twisted.internet.defer import Deferred, inlineCallbacks, succeed
-from twisted.internet.interfaces import IPushProducer
-from twisted.internet.task import deferLater
-from zope.interface import implementer
+from twisted.internet.defer import Deferred, inlineCallbacks
 
-from ccx.cli.client import (
+from ccx.cli.client import CallError, RPCClientProtocol, ServiceError
+from ccx.cli.context import Context
+from ccx.cli.relay import OutputRelay
+from ccx.cli.status import (
+    EXIT_BROKEN_PIPE,
+    EXIT_INTERRUPTED,
+    EXIT_NOT_ALLOWED,
+    EXIT_SPAWN_FAILED,
+    exit_status,
+)
+from ccx.cli.stdin import StdinForwarder
+from ccx.protocol import (
+    BASE64,
     COMMAND_NOT_ALLOWED,
-    INVALID_STATE,
-    LIMIT_EXCEEDED,
+    CONTROLS,
     PROCESS_NOT_FOUND,
     SPAWN_FAILED,
-    CallError,
-    RPCClientProtocol,
-    ServiceError,
-    connect,
+    STREAMS,
 )
-from ccx.cli.console import Console
-
-STREAMS = ("stdout", "stderr")
-
-# Exit statuses of ccx itself (see docs/cli.md).
-EXIT_USAGE = 2
-EXIT_NOT_ALLOWED = 126
-EXIT_SPAWN_FAILED = 127
-EXIT_TIMEOUT = 124
-EXIT_INTERRUPTED = 128 + signal.SIGINT
-EXIT_TERMINATED = 128 + signal.SIGTERM
-EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
-
-
-class Context:
-    """
-    What every command needs: where the service is, the console, and the
-    way to end early (Ctrl-C).
-
-    @ivar client: the open connection, once L{connect} succeeded.
-    """
-
-    def __init__(
-        self,
-        reactor: Any,
-        console: Console,
-        url: str,
-        token: Optional[str] = None,
-        cacert: Optional[str] = None,
-    ) -> None:
-        self.reactor = reactor
-        self.console = console
-        self.url = url
-        self.token = token
-        self.cacert = cacert
-        self.client: Optional[RPCClientProtocol] = None
-        self.finished: Deferred = Deferred()
-        self._on_interrupt: Optional[Callable[[], None]] = None
-        self._abrupt = False
-
-    @inlineCallbacks
-    def connect(self) -> Any:
-        client = yield connect(self.reactor, self.url, self.token, self.cacert)
-        self.client = client
-        return client
-
-    def on_interrupt(self, handler: Optional[Callable[[], None]]) -> None:
-        """
-        Call C{handler} on Ctrl-C instead of leaving at once.
-        """
-        self._on_interrupt = handler
-
-    def interrupt(self) -> None:
-        """
-        Ctrl-C (SIGINT).
-        """
-        if self.finished.called:
-            return
-        if self._on_interrupt is not None:
-            self._on_interrupt()
-        else:
-            self.finish(EXIT_INTERRUPTED, abrupt=True)
-
-    def terminate(self) -> None:
-        """
-        SIGTERM: leave at once.
-        """
-        self.finish(EXIT_TERMINATED, abrupt=True)
-
-    def finish(self, status: int, abrupt: bool = False) -> None:
-        """
-        End the command with C{status} (the first call wins).
-
-        @param abrupt: drop the connection rather than close it cleanly.
-        """
-        if not self.finished.called:
-            self._abrupt = abrupt
-            self.finished.callback(status)
-
-    def close(self) -> Deferred:
-        """
-        Close the connection, if any.
-        """
-        client = self.client
-        if client is None:
-            return succeed(None)
-        if self._abrupt:
-            client.dropConnection(abort=True)
-            return succeed(None)
-        d = client.close()
-        d.addTimeout(3, self.reactor, onTimeoutCancel=lambda *_: None)
-        return d
-
-
-# Exit statuses ---------------------------------------------------------------
-
-
-def program_status(completed: dict) -> int:
-    """
-    The status a shell would report for the program: its exit code, or
-    128+N when signal N killed it.
-    """
-    code = completed.get("exit_code")
-    if not isinstance(code, int):
-        return 1
-    return code if code >= 0 else 128 - code
-
-
-def exit_status(completed: dict, interrupted: bool = False) -> int:
-    """
-    The exit status of C{ccx run} and C{ccx attach} for a
-    C{process.completed} notification (docs/cli.md):
-      - C{completed}, C{failed}: the program's status (L{program_status});
-      - C{timeout}: 124, like coreutils' C{timeout};
-      - C{cancelled}: 130 when this client's Ctrl-C cancelled it, else the
-        program's status, and 143 (SIGTERM) if that was 0.
-    """
-    status = completed.get("status")
-    if status == "timeout":
-        return EXIT_TIMEOUT
-    if status == "cancelled":
-        if interrupted:
-            return EXIT_INTERRUPTED
-        return program_status(completed) or EXIT_TERMINATED
-    return program_status(completed)
-
-
-# Streaming -------------------------------------------------------------------
-
-
-class ChunkDecoder:
-    """
-    Turns the C{data} of C{process.output} back into bytes.
-
-    C{ccx run} asks for base64. A process someone else started may carry
-    UTF-8 text instead, and docs/protocol.md does not say which to the attacher:
-    without a known encoding, a chunk that is valid, canonical base64 is
-    read as base64, anything else as text, and once a chunk is not base64
-    every later chunk is read as text.
-    """
-
-    def __init__(self, encoding: Optional[str] = None) -> None:
-        self.encoding = encoding
-
-    def __call__(self, text: str) -> bytes:
-        if self.encoding != "utf-8" and text:
-            try:
-                data = base64.b64decode(text, validate=True)
-            except (binascii.Error, ValueError):
-                self.encoding = "utf-8"
-            else:
-                if base64.b64encode(data).decode("ascii") == text:
-                    self.encoding = "base64"
-                    return data
-                self.encoding = "utf-8"
-        return text.encode("utf-8", "surrogatepass")
-
-
-@implementer(IPushProducer)
-class _TransportGate:
-    """
-    The connection seen by one output as its producer: the WebSocket's
-    transport is paused while any output is full, and resumed once none is.
-    """
-
-    def __init__(self, relay: "OutputRelay", name: str) -> None:
-        self._relay = relay
-        self._name = name
-
-    def pauseProducing(self) -> None:
-        self._relay._pause(self._name)
-
-    def resumeProducing(self) -> None:
-        self._relay._resume(self._name)
-
-    def stopProducing(self) -> None:
-        self._relay._output_lost(self._name)
-
-
-class OutputRelay:
-    """
-    Writes one process's output to the console as it arrives: stdout to
-    standard output, stderr to standard error, byte for byte.
-
-    @ivar finished: fires with the C{process.completed} params, or fails
-        with a L{ServiceError} if the connection closes first.
-    @ivar broken: standard output or error broke (EPIPE).
-    @ivar on_broken: called when an output breaks; by default the command
-        ends at once with status 141, as a program killed by SIGPIPE would.
-    """
-
-    broken = False
-    on_broken: Optional[Callable[[], None]] = None
-
-    def __init__(
-        self,
-        context: Context,
-        client: RPCClientProtocol,
-        encoding: Optional[str] = None,
-    ) -> None:
-        self._context = context
-        self._client = client
-        self._console = context.console
-        self._decode = ChunkDecoder(encoding)
-        self._process_id: Optional[str] = None
-        self._early: List[tuple] = []
-        self._paused: set = set()
-        self._done = False
-        self._outputs = {"stdout": self._console.stdout, "stderr": self._console.stderr}
-        self.finished: Deferred = Deferred()
-        client.add_listener(self._notification)
-        client.when_closed().addCallback(self._closed)
-        for name, output in self._outputs.items():
-            output.registerProducer(_TransportGate(self, name), True)
-
-    def follow(self, process_id: str) -> None:
-        """
-        Relay the notifications of C{process_id} (including those that came
-        before it was known).
-        """
-        self._process_id = process_id
-        early, self._early = self._early, []
-        for method, params in early:
-            self._notification(method, params)
-
-    def _notification(self, method: str, params: dict) -> None:
-        if self._done or not method.startswith("process."):
-            return
-        if self._process_id is None:
-            self._early.append((method, params))
-            return
-        if params.get("process_id") != self._process_id:
-            return
-        if method == "process.output":
-            output = self._outputs.get(params.get("type"))
-            if output is not None:
-                output.write(self._decode(params.get("data", "")))
-        elif method == "process.dropped":
-            self._console.say(
-                f"{params.get('bytes')} bytes of the program's {params.get('type')} (from "
-                f"byte {params.get('offset')}) were dropped: the service no longer held them"
-            )
-        elif method == "process.completed":
-            if params.get("error"):
-                self._console.say(str(params["error"]))
-            self._end(params)
-
-    def discard(self) -> None:
-        """
-        Stop relaying, without firing L{finished}.
-        """
-        self._done = True
-        self._client.remove_listener(self._notification)
-        for output in self._outputs.values():
-            output.unregisterProducer()
-        if self._paused:
-            self._paused.clear()
-            self._transport_call("resumeProducing")
-
-    def _end(self, result: Any) -> None:
-        if not self._done:
-            self.discard()
-            self.finished.callback(result)
-
-    def _closed(self, lost: ServiceError) -> None:
-        if not self._done:
-            self.discard()
-            self.finished.errback(
-                ServiceError(f"lost the connection to the service at {self._context.url}: {lost}")
-            )
-
-    def _transport_call(self, name: str) -> None:
-        transport = self._client.transport
-        if transport is not None and hasattr(transport, name):
-            getattr(transport, name)()
-
-    def _pause(self, name: str) -> None:
-        if not self._paused:
-            self._transport_call("pauseProducing")
-        self._paused.add(name)
-
-    def _resume(self, name: str) -> None:
-        if name in self._paused:
-            self._paused.discard(name)
-            if not self._paused:
-                self._transport_call("resumeProducing")
-
-    def _output_lost(self, name: str) -> None:
-        # Nobody reads that output any more (EPIPE): what still comes for it
-        # is thrown away, and the command is told.
-        self._resume(name)
-        if not self._done and self._outputs[name].broken:
-            self.broken = True
-            if self.on_broken is not None:
-                self.on_broken()
-            else:
-                self._context.finish(EXIT_BROKEN_PIPE, abrupt=True)
-
-
-class StdinForwarder:
-    """
-    Sends the console's standard input to the program with C{write}, one
-    chunk at a time (reading pauses while a write is in flight), and closes
-    the program's stdin at end of file.
-    """
-
-    # Seconds to wait before sending again a write refused by the service's
-    # request rate limit (-32001).
-    retry_delay = 0.1
-
-    def __init__(self, context: Context, client: RPCClientProtocol, process_id: str) -> None:
-        self._context = context
-        self._client = client
-        self._process_id = process_id
-        self._reader: Any = None
-        self._done = False
-
-    def start(self) -> None:
-        self._reader = self._context.console.read_stdin(self)
-
-    def stop(self) -> None:
-        self._done = True
-        if self._reader is not None:
-            self._reader.stop()
-
-    def data_received(self, data: bytes) -> None:
-        if self._done:
-            return
-        self._reader.pauseProducing()
-        d = self._write(base64.b64encode(data).decode("ascii"), eof=False)
-        d.addCallback(lambda sent: sent and not self._done and self._reader.resumeProducing())
-
-    def input_ended(self) -> None:
-        if not self._done:
-            self._done = True
-            self._write("", eof=True)
-
-    def _write(self, data: str, eof: bool) -> Deferred:
-        """
-        @return: a Deferred that fires with whether the data was written.
-        """
-        params: Dict[str, Any] = {
-            "process_id": self._process_id,
-            "data": data,
-            "encoding": "base64",
-        }
-        if eof:
-            params["eof"] = True
-        d = self._client.call("write", params)
-        d.addCallback(lambda _: True)
-        d.addErrback(self._failed, data, eof)
-        return d
-
-    def _failed(self, failure: Any, data: str, eof: bool) -> Any:
-        if failure.check(CallError) and failure.value.code == LIMIT_EXCEEDED:
-            if self._done and not eof:
-                return False
-            return deferLater(self._context.reactor, self.retry_delay, self._write, data, eof)
-        self.stop()
-        if failure.check(CallError):
-            if failure.value.code not in (PROCESS_NOT_FOUND, INVALID_STATE):
-                self._context.console.say(
-                    f"could not pass standard input on: {failure.value.message}"
-                )
-            # else the program finished, or closed its stdin: the rest is not wanted.
-            return False
-        if failure.check(ServiceError):
-            return False  # the connection is gone; the relay says so
-        return failure
-
-
-# Commands --------------------------------------------------------------------
 
 
 def _refusal(error: CallError) -> ServiceError:
@@ -414,7 +45,7 @@ def run(context: Context, options: Any) -> Any:
     """
     client = yield context.connect()
     console = context.console
-    params: Dict[str, Any] = {"command": list(options.argv), "encoding": "base64"}
+    params: Dict[str, Any] = {"command": list(options.argv), "encoding": BASE64}
     if options["keep"]:
         params["on_disconnect"] = "keep"
     if options["drop"]:
@@ -455,7 +86,7 @@ def run(context: Context, options: Any) -> Any:
         cancel()
 
     context.on_interrupt(interrupted)
-    relay = OutputRelay(context, client, encoding="base64")
+    relay = OutputRelay(context, client, encoding=BASE64)
     if not options["keep"]:
         # Like Ctrl-C: cancel the program and wait until nothing of it is left.
         relay.on_broken = cancel
@@ -541,12 +172,9 @@ def attach(context: Context, options: Any) -> Any:
     if options["from-start"]:
         # From byte 0: the service replays what it holds and reports with
         # process.dropped what it no longer holds.
-        offsets = {"stdout": 0, "stderr": 0}
+        offsets = {stream: 0 for stream in STREAMS}
     else:
-        offsets = {
-            "stdout": process.get("stdout_bytes", 0),
-            "stderr": process.get("stderr_bytes", 0),
-        }
+        offsets = {stream: process.get(f"{stream}_bytes", 0) for stream in STREAMS}
     params: Dict[str, Any] = {"process_id": process_id, "offsets": offsets}
     # Ctrl-C leaves; the program runs on (this connection did not start it).
     context.on_interrupt(None)
@@ -621,10 +249,11 @@ def ls(context: Context, options: Any) -> Any:
     return 0
 
 
-def control(kind: str, done: str) -> Callable[[Context, Any], Deferred]:
+def control(kind: str) -> Callable[[Context, Any], Deferred]:
     """
-    C{ccx pause|resume|cancel ID}.
+    C{ccx pause|resume|cancel ID}: C{kind} is one of L{CONTROLS}.
     """
+    done = CONTROLS[kind]
 
     @inlineCallbacks
     def command(context: Context, options: Any) -> Any:

@@ -138,6 +138,10 @@ class MemoryReader:
     An in-memory input, delivered in chunks from the reactor.
     """
 
+    # As a file descriptor's, for protocols that check their transport's
+    # (LineOnlyReceiver): it never stops delivering half way.
+    disconnecting = False
+
     def __init__(self, reactor: Any, data: bytes, receiver: Any, chunk: int = READ_SIZE) -> None:
         self._reactor = reactor
         self._data = data

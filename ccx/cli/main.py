@@ -19,8 +19,10 @@ from twisted.python.failure import Failure
 from ccx import __version__
 from ccx.cli import commands, mcp_stdio
 from ccx.cli.client import DEFAULT_URL, ServiceError, check_url
-from ccx.cli.commands import EXIT_USAGE, Context
 from ccx.cli.console import Console, TerminalConsole
+from ccx.cli.context import Context
+from ccx.cli.status import EXIT_USAGE
+from ccx.tokenfile import TokenFileError, read_token_file
 
 
 class HelpRequested(Exception):
@@ -179,9 +181,9 @@ COMMANDS: Dict[str, Callable[[Context, Any], Deferred]] = {
     "run": commands.run,
     "ls": commands.ls,
     "attach": commands.attach,
-    "pause": commands.control("PAUSE", "paused"),
-    "resume": commands.control("RESUME", "resumed"),
-    "cancel": commands.control("CANCEL", "cancelled"),
+    "pause": commands.control("PAUSE"),
+    "resume": commands.control("RESUME"),
+    "cancel": commands.control("CANCEL"),
     "signal": commands.send_signal,
     "mcp-stdio": mcp_stdio.mcp_stdio,
 }
@@ -235,13 +237,9 @@ def _setting(options: Options, name: str) -> Optional[str]:
 
 def _read_token(path: str) -> str:
     try:
-        with open(path, encoding="utf-8") as f:
-            token = f.read().strip()
-    except OSError as e:
-        raise ServiceError(f"--token-file {path}: {e.strerror}")
-    if not token:
-        raise ServiceError(f"--token-file {path}: the file is empty")
-    return token
+        return read_token_file(path)
+    except TokenFileError as e:
+        raise ServiceError(str(e))
 
 
 def make_context(

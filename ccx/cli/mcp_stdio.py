@@ -36,15 +36,18 @@ producer of standard output (the socket is not read while standard output
 is full, so that TCP holds ccx back). The standard streams are the
 command-line client's console (L{ccx.cli.console}): non-blocking
 descriptors watched by the reactor, as C{twisted.internet.stdio.StandardIO}
-would be, shared with the other commands and replaceable in tests.
+would be, shared with the other commands and replaceable in tests. Standard
+input is cut into lines by L{InputLines}, Twisted's C{LineOnlyReceiver}
+with the console's reader as its transport.
 """
 
-import json
 import re
-from typing import Any, Dict, List, Optional, Tuple
+import sys
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.interfaces import IPushProducer
+from twisted.protocols.basic import LineOnlyReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -55,17 +58,12 @@ from ccx.cli.client import (
     Unreachable,
     connect,
 )
-from ccx.cli.commands import EXIT_BROKEN_PIPE, Context
+from ccx.cli.context import Context
+from ccx.cli.status import EXIT_BROKEN_PIPE, EXIT_LOST
+from ccx.protocol import PARSE_ERROR, JSONError, dumps, error_response, id_key, loads, valid_id
 
 # The WebSocket subprotocol that makes ccx speak MCP (ccx/mcp/methods.py).
 MCP_SUBPROTOCOL = "mcp"
-
-# JSON-RPC's "parse error".
-PARSE_ERROR = -32700
-
-# Unexpected ends (lost connection, refused subprotocol): as for the other
-# commands, "the connection was lost" is exit status 2 (docs/cli.md).
-EXIT_LOST = 2
 
 
 class SubprotocolRefused(Unreachable):
@@ -168,39 +166,14 @@ def connect_mcp(
 # The bridge -----------------------------------------------------------------
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if value in (float("inf"), float("-inf")):
-        raise ValueError("a number too large")
-    return value
-
-
-def _loads(text: str) -> Any:
-    """
-    JSON as ccx reads it (no NaN, no infinite numbers), or ValueError.
-    """
-    try:
-        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
-    except RecursionError:
-        raise ValueError("nested too deeply")
-
-
 def _id_key(value: Any) -> Optional[str]:
     """
     A request id as ccx echoes it, as a dictionary key; None for ids that
     ccx does not echo (it answers those with C{"id": null}).
     """
-    if isinstance(value, bool) or value is None:
+    if value is None or not valid_id(value):
         return None
-    if isinstance(value, int):
-        return json.dumps(value) if -(2**63) <= value < 2**64 else None
-    if isinstance(value, (str, float)):
-        return json.dumps(value)
-    return None
+    return id_key(value)
 
 
 def _messages(parsed: Any) -> List[Any]:
@@ -211,10 +184,44 @@ def parse_error(message: str) -> bytes:
     """
     A JSON-RPC parse error response (one line, without its newline).
     """
-    return json.dumps(
-        {"jsonrpc": "2.0", "id": None, "error": {"code": PARSE_ERROR, "message": message}},
-        separators=(",", ":"),
-    ).encode("utf-8")
+    return dumps(error_response(None, PARSE_ERROR, message))
+
+
+class InputLines(LineOnlyReceiver):
+    """
+    Standard input as the MCP stdio transport frames messages: one a line.
+
+    It receives from the console's stdin reader (C{data_received},
+    C{input_ended}), which is its transport, and hands C{line_received}
+    every line that is not blank, without its C{\\n} or C{\\r\\n}; at the end
+    of input, a last line without a newline too, then calls C{ended}.
+    """
+
+    delimiter = b"\n"
+    # No limit of its own: the service is the judge of a message's size
+    # (--max-message-size) as it is of its JSON, and says so when it refuses.
+    # LineOnlyReceiver joins what it holds to each read, so a line of N bytes
+    # costs about N*N/128 KiB bytes copied: nothing at the default 1 MiB,
+    # seconds only for lines of tens of MiB.
+    MAX_LENGTH = sys.maxsize
+
+    def __init__(self, line_received: Callable[[bytes], None], ended: Callable[[], None]) -> None:
+        self._line_received = line_received
+        self._ended = ended
+
+    def data_received(self, data: bytes) -> None:
+        self.dataReceived(data)
+
+    def input_ended(self) -> None:
+        # What follows the last newline is a line too.
+        self.dataReceived(self.delimiter)
+        self._ended()
+
+    def lineReceived(self, line: bytes) -> None:
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if line.strip():
+            self._line_received(line)
 
 
 @implementer(IPushProducer)
@@ -272,13 +279,11 @@ class Bridge:
         self._context = context
         self._console = context.console
         self._client = client
-        self._buffer = bytearray()
-        self._scanned = 0
         # Requests passed on and not yet answered: id key -> how many.
         self._pending: Dict[str, int] = {}
         self._reader: Any = None
         self._stdin_registered = False
-        self._input_ended = False
+        self._input_closed = False
         self._closing = False
         self._finished = False
         self._shutdown_trigger: Any = None
@@ -295,37 +300,20 @@ class Bridge:
         client.when_closed().addCallback(self._closed)
         client.set_receiver(self._from_service)
         if not self._finished:
-            self._reader = self._console.read_stdin(self)
-            if client.transport is not None and not self._input_ended and not self._finished:
+            lines = InputLines(self._line, self._end_of_input)
+            self._reader = self._console.read_stdin(lines)
+            lines.makeConnection(self._reader)
+            if client.transport is not None and not self._input_closed and not self._finished:
                 client.transport.registerProducer(_StdinGate(self._reader), True)
                 self._stdin_registered = True
         return self.done
 
     # Standard input -> ccx ----------------------------------------------------
 
-    def data_received(self, data: bytes) -> None:
-        if self._input_ended or self._finished:
+    def _end_of_input(self) -> None:
+        if self._input_closed:
             return
-        buffer = self._buffer
-        buffer += data
-        start = 0
-        while True:
-            end = buffer.find(b"\n", self._scanned)
-            if end < 0:
-                break
-            self._line(bytes(buffer[start:end]))
-            start = self._scanned = end + 1
-        if start:
-            del buffer[:start]
-        self._scanned = len(buffer)
-
-    def input_ended(self) -> None:
-        if self._input_ended:
-            return
-        if self._buffer and not self._finished:
-            rest, self._buffer = bytes(self._buffer), bytearray()
-            self._line(rest)
-        self._input_ended = True
+        self._input_closed = True
         self._unregister_stdin()
         self._maybe_close()
 
@@ -336,9 +324,7 @@ class Bridge:
             transport.unregisterProducer()
 
     def _line(self, line: bytes) -> None:
-        if line.endswith(b"\r"):
-            line = line[:-1]
-        if not line.strip():
+        if self._input_closed or self._finished:
             return
         try:
             text = line.decode("utf-8")
@@ -347,8 +333,8 @@ class Bridge:
             self._write(parse_error("parse error: the message is not valid UTF-8"))
             return
         try:
-            parsed = _loads(text)
-        except ValueError:
+            parsed = loads(text)
+        except JSONError:
             parsed = None  # ccx answers with a parse error; nothing to wait for
         for message in _messages(parsed):
             self._track_request(message)
@@ -393,8 +379,8 @@ class Bridge:
         self._write(payload)
         if self._pending:
             try:
-                parsed = _loads(payload.decode("utf-8"))
-            except ValueError:
+                parsed = loads(payload)
+            except JSONError:
                 return
             for message in _messages(parsed):
                 if isinstance(message, dict) and "method" not in message and "id" in message:
@@ -407,7 +393,7 @@ class Bridge:
     # The end ------------------------------------------------------------------
 
     def _maybe_close(self) -> None:
-        if self._input_ended and not self._pending and not self._closing and not self._finished:
+        if self._input_closed and not self._pending and not self._closing and not self._finished:
             self._closing = True
             self._client.close()
 

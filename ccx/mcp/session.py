@@ -4,11 +4,11 @@ level it asked for, and its requests in flight (so that
 C{notifications/cancelled} can reach them).
 """
 
-import json
 from typing import Any, Callable, Dict, List, Optional
 
 from twisted.logger import Logger
 
+from ccx.protocol import id_key
 from ccx.rpc.interfaces import INotificationChannel
 from ccx.session import Session
 
@@ -35,11 +35,6 @@ def at_least(version: Optional[str], minimum: str) -> bool:
     if version not in SUPPORTED_VERSIONS:
         return False
     return SUPPORTED_VERSIONS.index(version) <= SUPPORTED_VERSIONS.index(minimum)
-
-
-def _request_key(request_id: Any) -> str:
-    # JSON keeps 1 and "1" apart, as JSON-RPC does.
-    return json.dumps(request_id)
 
 
 class McpSession:
@@ -77,7 +72,7 @@ class McpSession:
 
         @return: what to call once it is answered.
         """
-        key = _request_key(request_id)
+        key = id_key(request_id)
         self._in_flight.setdefault(key, []).append(cancel)
 
         def end() -> None:
@@ -96,7 +91,7 @@ class McpSession:
 
         @return: whether a request in flight was cancelled.
         """
-        actions = self._in_flight.pop(_request_key(request_id), [])
+        actions = self._in_flight.pop(id_key(request_id), [])
         for action in actions:
             action()
         return bool(actions)

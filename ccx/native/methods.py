@@ -9,27 +9,15 @@ from typing import Any, Dict, Optional
 from twisted.internet.defer import Deferred
 
 from ccx.node import Node
-from ccx.output.encoding import ENCODINGS, UTF8, decoder
-from ccx.output.fanout import STREAMS
+from ccx.output.encoding import decoder
 from ccx.process.launch import LaunchSpec, launch
 from ccx.process.managed import ManagedProcess
 from ccx.process.spawner import spawn
+from ccx.protocol import CONTROLS, ENCODINGS, SIGNALS, STREAMS, UTF8
 from ccx.rpc.errors import invalid_params, process_not_found
 from ccx.rpc.jsonrpc import Call, Handler
 from ccx.rpc.params import ParamReader
 from ccx.session import Session
-
-SIGNALS = (
-    "SIGINT",
-    "SIGHUP",
-    "SIGTERM",
-    "SIGKILL",
-    "SIGUSR1",
-    "SIGUSR2",
-    "SIGWINCH",
-    "SIGQUIT",
-)
-CONTROLS = {"PAUSE": "paused", "RESUME": "resumed", "CANCEL": "cancelled"}
 
 CAPABILITIES = (
     "execute",

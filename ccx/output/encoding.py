@@ -5,9 +5,9 @@ How output bytes are carried in JSON text.
 import base64
 from typing import Callable
 
-UTF8 = "utf-8"
-BASE64 = "base64"
-ENCODINGS = (UTF8, BASE64)
+from ccx.protocol import BASE64, ENCODINGS, UTF8
+
+__all__ = ["BASE64", "ENCODINGS", "UTF8", "complete_utf8_length", "decoder", "encoder"]
 
 
 def complete_utf8_length(data: bytes) -> int:

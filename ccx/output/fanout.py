@@ -13,8 +13,7 @@ from typing import Dict, List, Optional
 from ccx.output.buffer import StreamBuffer
 from ccx.output.encoding import UTF8, complete_utf8_length, encoder
 from ccx.output.interfaces import IOutputSink, IReadControl
-
-STREAMS = ("stdout", "stderr")
+from ccx.protocol import STREAMS
 
 # The most bytes one process.output carries.  JSON escaping can grow text up
 # to six-fold, so this keeps every message under 1 MiB, the default limit of

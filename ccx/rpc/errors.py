@@ -4,17 +4,39 @@ JSON-RPC error codes and the exception that carries one to the edge.
 
 from typing import Any, Optional
 
-PARSE_ERROR = -32700
-INVALID_REQUEST = -32600
-METHOD_NOT_FOUND = -32601
-INVALID_PARAMS = -32602
-INTERNAL_ERROR = -32603
+from ccx.protocol import (
+    COMMAND_NOT_ALLOWED,
+    INTERNAL_ERROR,
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    INVALID_STATE,
+    LIMIT_EXCEEDED,
+    METHOD_NOT_FOUND,
+    PARSE_ERROR,
+    PROCESS_NOT_FOUND,
+    SPAWN_FAILED,
+    error_response,
+)
 
-LIMIT_EXCEEDED = -32001
-COMMAND_NOT_ALLOWED = -32002
-PROCESS_NOT_FOUND = -32003
-INVALID_STATE = -32004
-SPAWN_FAILED = -32005
+__all__ = [
+    "COMMAND_NOT_ALLOWED",
+    "INTERNAL_ERROR",
+    "INVALID_PARAMS",
+    "INVALID_REQUEST",
+    "INVALID_STATE",
+    "LIMIT_EXCEEDED",
+    "METHOD_NOT_FOUND",
+    "PARSE_ERROR",
+    "PROCESS_NOT_FOUND",
+    "SPAWN_FAILED",
+    "RPCError",
+    "command_not_allowed",
+    "invalid_params",
+    "invalid_state",
+    "limit_exceeded",
+    "process_not_found",
+    "spawn_failed",
+]
 
 
 class RPCError(Exception):
@@ -33,10 +55,13 @@ class RPCError(Exception):
         self.data = data
 
     def to_json(self) -> dict:
-        error: dict = {"code": self.code, "message": self.message}
-        if self.data is not None:
-            error["data"] = self.data
-        return error
+        return error_response(None, self.code, self.message, self.data)["error"]
+
+    def response(self, request_id: Any) -> dict:
+        """
+        The JSON-RPC error response that answers C{request_id} with this error.
+        """
+        return error_response(request_id, self.code, self.message, self.data)
 
 
 def invalid_params(message: str) -> RPCError:

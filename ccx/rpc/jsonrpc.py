@@ -7,8 +7,6 @@ nothing of WebSockets or processes, so that a second dialect (MCP) or a second
 transport can reuse it.
 """
 
-import json
-import math
 import time
 
 import orjson
@@ -18,6 +16,7 @@ from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succe
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from ccx.protocol import JSONError, loads, valid_id
 from ccx.rpc.ratelimit import TokenBucket
 from ccx.rpc.errors import (
     INTERNAL_ERROR,
@@ -99,48 +98,16 @@ def notification(method: str, params: Any) -> bytes:
     return orjson.dumps({"jsonrpc": "2.0", "method": method, "params": params})
 
 
-def _error_response(request_id: Any, error: RPCError) -> dict:
-    return {"jsonrpc": "2.0", "id": request_id, "error": error.to_json()}
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if math.isinf(value):
-        raise ValueError(f"the number {text[:40]} is too large")
-    return value
-
-
 def parse(payload: Union[bytes, str]) -> Any:
     """
-    Parse one frame's payload as strict JSON (no NaN or Infinity).
+    Parse one frame's payload as strict JSON (L{ccx.protocol.loads}).
 
     @raise RPCError: with code -32700 when the payload is not UTF-8 JSON.
     """
     try:
-        if isinstance(payload, bytes):
-            payload = payload.decode("utf-8")
-        return json.loads(
-            payload, parse_constant=_reject_constant, parse_float=_finite_float
-        )
-    except UnicodeDecodeError:
-        raise RPCError(PARSE_ERROR, "parse error: the message is not valid UTF-8")
-    except RecursionError:
-        raise RPCError(PARSE_ERROR, "parse error: the message is nested too deeply")
-    except ValueError as e:
+        return loads(payload)
+    except JSONError as e:
         raise RPCError(PARSE_ERROR, f"parse error: {e}")
-
-
-def _valid_id(value: Any) -> bool:
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, int):
-        # Echoed back in the reply, which carries 64-bit integers at most.
-        return -(2**63) <= value < 2**64
-    return value is None or isinstance(value, (str, float))
 
 
 class Dispatcher:
@@ -186,7 +153,7 @@ class Dispatcher:
         try:
             message = parse(payload)
         except RPCError as e:
-            return succeed(Reply(encode(_error_response(None, e)), []))
+            return succeed(Reply(encode(e.response(None)), []))
 
         if isinstance(message, list):
             return self._dispatch_batch(message)
@@ -201,14 +168,14 @@ class Dispatcher:
     def _dispatch_batch(self, messages: list) -> "Deferred[Reply]":
         if not messages:
             error = RPCError(INVALID_REQUEST, "invalid request: an empty batch")
-            return succeed(Reply(encode(_error_response(None, error)), []))
+            return succeed(Reply(encode(error.response(None)), []))
         if len(messages) > self._max_batch:
             error = RPCError(
                 INVALID_REQUEST,
                 f"invalid request: a batch may hold at most {self._max_batch} "
                 f"calls; this one holds {len(messages)}",
             )
-            return succeed(Reply(encode(_error_response(None, error)), []))
+            return succeed(Reply(encode(error.response(None)), []))
 
         def combine(results: list) -> Reply:
             responses = [response for response, _ in results if response is not None]
@@ -227,9 +194,9 @@ class Dispatcher:
             call = self._validate(message)
         except RPCError as e:
             request_id = message.get("id") if isinstance(message, dict) else None
-            if not _valid_id(request_id):
+            if not valid_id(request_id):
                 request_id = None
-            return succeed((_error_response(request_id, e), []))
+            return succeed((e.response(request_id), []))
 
         if self._limiter is not None and not self._limiter.take():
             error = RPCError(
@@ -300,7 +267,7 @@ class Dispatcher:
             )
         if isinstance(response, list):
             return b"[" + b",".join(self._encode(r) for r in response) + b"]"
-        return encode(_error_response(response.get("id"), error))
+        return encode(error.response(response.get("id")))
 
     def _validate(self, message: Any) -> Call:
         if not isinstance(message, dict):
@@ -310,7 +277,7 @@ class Dispatcher:
         if message.get("jsonrpc") != "2.0":
             raise RPCError(INVALID_REQUEST, 'invalid request: "jsonrpc" must be "2.0"')
         request_id = message.get("id", _NO_ID)
-        if request_id is not _NO_ID and not _valid_id(request_id):
+        if request_id is not _NO_ID and not valid_id(request_id):
             raise RPCError(
                 INVALID_REQUEST,
                 'invalid request: "id" must be a string, a number or null',
@@ -344,6 +311,6 @@ class Dispatcher:
         if call.is_notification or call.reply_withheld:
             return (None, call._after_reply)
         if error is not None:
-            return (_error_response(call.request_id, error), call._after_reply)
+            return (error.response(call.request_id), call._after_reply)
         response = {"jsonrpc": "2.0", "id": call.request_id, "result": result}
         return (response, call._after_reply)

@@ -10,7 +10,8 @@ from typing import Any, Callable, Coroutine, Dict, Iterable, List, Optional
 from twisted.internet.defer import Deferred, DeferredSemaphore, FirstError, gatherResults
 from twisted.internet.task import LoopingCall
 
-from ccx.cli.client import LIMIT_EXCEEDED, CallError
+from ccx.cli.client import CallError
+from ccx.protocol import LIMIT_EXCEEDED
 from ccx.stress.service import process_state
 from ccx.stress.target import Connection, Target
 
