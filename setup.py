@@ -25,7 +25,11 @@ setup(
         "tomli; python_version < '3.11'",
     ],
     extras_require={
-        "test": ["websockets>=12", "hypothesis", "mcp>=2; python_version >= '3.10'"],
+        # psutil: the client-side toolkit (ccx.testing) the tests, the
+        # benchmarks and the stress tool share; the service never needs it.
+        "test": ["websockets>=12", "hypothesis", "mcp>=2; python_version >= '3.10'", "psutil"],
+        "stress": ["psutil"],
+        "bench": ["psutil"],
     },
     entry_points={
         "console_scripts": ["ccx = ccx.cli.main:main"],

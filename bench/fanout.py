@@ -24,20 +24,19 @@ import time
 import zlib
 from typing import List
 
-from _ccx import (
-    MIB,
-    AsyncClient,
+from _report import MIB, machine, percentile, print_report, rounded
+from _service import (
     Service,
-    StreamCheck,
     check_python,
+    cpu_seconds,
     default_python,
-    unwind_on_signals,
-    machine,
-    percentile,
-    print_report,
+    peak_rss_mib,
     raise_fd_limit,
-    rounded,
+    rss_mib,
+    unwind_on_signals,
 )
+from _streams import StreamCheck
+from _wsclient import AsyncClient
 
 LINE_BYTES = 64
 
@@ -156,8 +155,8 @@ async def stream(service: Service, groups: list, process_ids: list, timeout: flo
     Release every program at once and wait until every subscriber is done.
     """
     subscribers = [s for group in groups for s in group]
-    idle_rss = peak_rss = service.memory()["VmRSS"]
-    service_cpu = service.cpu_seconds()
+    idle_rss = peak_rss = rss_mib(service.pid)
+    service_cpu = cpu_seconds(service.pid)
     client_cpu = time.process_time()
     released = time.perf_counter()
     await asyncio.gather(*(
@@ -169,11 +168,11 @@ async def stream(service: Service, groups: list, process_ids: list, timeout: flo
             waiting = sum(not s.check.done for s in subscribers)
             raise RuntimeError(f"{waiting} subscribers still waiting after {timeout} s")
         await asyncio.sleep(0.05)
-        peak_rss = max(peak_rss, service.memory()["VmRSS"])
+        peak_rss = max(peak_rss, rss_mib(service.pid))
     elapsed = time.perf_counter() - released
     return {
         "stream_s": rounded(elapsed, 2),
-        "service_cpu_pct": rounded(100 * (service.cpu_seconds() - service_cpu) / elapsed, 1),
+        "service_cpu_pct": rounded(100 * (cpu_seconds(service.pid) - service_cpu) / elapsed, 1),
         "client_cpu_pct": rounded(100 * (time.process_time() - client_cpu) / elapsed, 1),
         "service_rss_before_mib": rounded(idle_rss, 1),
         "service_rss_peak_sampled_mib": rounded(peak_rss, 1),
@@ -209,7 +208,7 @@ def main() -> int:
         path, crc = write_data_file(directory, size)
         with Service(allow=["sh"], options=options, python=args.python) as service:
             result, checks = asyncio.run(run(args, service, path))
-            memory = service.memory()
+            memory = {"VmRSS": rss_mib(service.pid), "VmHWM": peak_rss_mib(service.pid)}
     problems = verify(checks, size, crc)
     show(args, result, memory, problems, fd_limit)
     return 0 if not problems else 1

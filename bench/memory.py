@@ -19,7 +19,10 @@ import threading
 import time
 from typing import Dict, List
 
-from _ccx import Client, Service, StreamCheck, print_report, rounded, unwind_on_signals
+from _report import print_report, rounded
+from _service import Service, rss_mib, unwind_on_signals
+from _streams import StreamCheck
+from _wsclient import Client
 
 
 class RSSSampler(threading.Thread):
@@ -36,7 +39,7 @@ class RSSSampler(threading.Thread):
 
     def run(self) -> None:
         while not self._done.is_set():
-            self.peak = max(self.peak, self.service.memory()["VmRSS"])
+            self.peak = max(self.peak, self.rss_mib(service.pid))
             time.sleep(self.interval)
 
     def stop(self) -> float:
@@ -58,14 +61,14 @@ def run_case(name: str, programs: int, mib: int, on_full: str, stall: float,
         for client, check in zip(clients, checks):
             client.on_output = check.output
             client.on_notification = check.notification
-        before = service.memory()["VmRSS"]
+        before = rss_mib(service.pid)
         sampler = RSSSampler(service)
         sampler.start()
         began = time.monotonic()
         for client in clients:
             client.call("execute", {"command": flood(mib), "on_full": on_full})
         time.sleep(stall)  # nobody reads: the sockets fill, then ccx holds back or drops
-        stalled_rss = service.memory()["VmRSS"]
+        stalled_rss = rss_mib(service.pid)
         for client, check in zip(clients, checks):
             client.run_until(lambda: check.done)
         elapsed = time.monotonic() - began

@@ -25,18 +25,9 @@ import sys
 import time
 from typing import Dict, List
 
-from _ccx import (
-    MIB,
-    AsyncClient,
-    Service,
-    check_python,
-    default_python,
-    unwind_on_signals,
-    machine,
-    percentile,
-    print_report,
-    rounded,
-)
+from _report import MIB, machine, percentile, print_report, rounded
+from _service import Service, check_python, cpu_seconds, default_python, unwind_on_signals
+from _wsclient import AsyncClient
 
 LINE = "y" * 99
 
@@ -119,13 +110,13 @@ async def measure_mode(
 ) -> Dict:
     client = readers[0].client if mode == "streaming" else observer
     before = await output_bytes(observer)
-    service_cpu = service.cpu_seconds()
+    service_cpu = cpu_seconds(service.pid)
     client_cpu = time.process_time()
     began = time.perf_counter()
     times = await round_trips(client, process_ids, args.round_trips, args.gap)
     elapsed = time.perf_counter() - began
     client_cpu = time.process_time() - client_cpu
-    service_cpu = service.cpu_seconds() - service_cpu
+    service_cpu = cpu_seconds(service.pid) - service_cpu
     after = await output_bytes(observer)
     rates = [(after[p] - before[p]) / MIB / elapsed for p in process_ids]
     result = {"mode": mode, "seconds": rounded(elapsed, 2)}

@@ -21,19 +21,17 @@ import subprocess
 import sys
 import time
 
-from _ccx import (
-    MIB,
-    GIB,
-    Client,
+from _report import GIB, MIB, machine, print_report, rounded
+from _service import (
     Service,
-    StreamCheck,
     check_python,
+    cpu_seconds,
     default_python,
+    peak_rss_mib,
     unwind_on_signals,
-    machine,
-    print_report,
-    rounded,
 )
+from _streams import StreamCheck
+from _wsclient import Client
 
 LINE = "x" * 99
 WORKLOADS = {
@@ -135,19 +133,19 @@ def run_workload(args: argparse.Namespace, workload: str) -> dict:
             with Client(service.port) as client:
                 client.on_output = check.output
                 client.on_notification = check.notification
-                service_cpu = service.cpu_seconds()
+                service_cpu = cpu_seconds(service.pid)
                 client_cpu = time.process_time()
                 began = time.perf_counter()
                 client.call("execute", {"command": command, "shell": True})
                 client.run_until(lambda: check.done)
                 elapsed = time.perf_counter() - began
                 client_cpu = time.process_time() - client_cpu
-                service_cpu = service.cpu_seconds() - service_cpu
+                service_cpu = cpu_seconds(service.pid) - service_cpu
                 wire_bytes = client.reader.wire_bytes
         finally:
             if profiler is not None:
                 profiler.stop()
-        memory = service.memory()
+        peak_rss = peak_rss_mib(service.pid)
     problems = check.problems(size)
     result = {
         "workload": workload,
@@ -158,7 +156,7 @@ def run_workload(args: argparse.Namespace, workload: str) -> dict:
         "service_cpu_s": rounded(service_cpu, 2),
         "service_cpu_s_per_gib": rounded(service_cpu / (size / GIB), 2),
         "service_cpu_pct": rounded(100 * service_cpu / elapsed, 1),
-        "service_peak_rss_mib": rounded(memory["VmHWM"], 1),
+        "service_peak_rss_mib": rounded(peak_rss, 1),
         "client_cpu_pct": rounded(100 * client_cpu / elapsed, 1),
         "frames": check.frames,
         "wire_mib": rounded(wire_bytes / MIB, 1),

@@ -19,21 +19,17 @@ import sys
 import time
 from typing import Callable, Dict, List
 
-from _ccx import (
-    MIB,
-    Child,
-    Client,
-    ConnectionClosed,
+from _report import MIB, machine, print_report, rounded
+from _service import (
+    ListeningChild,
     Service,
-    StreamCheck,
     check_python,
     default_python,
-    unwind_on_signals,
     free_port,
-    machine,
-    print_report,
-    rounded,
+    unwind_on_signals,
 )
+from _streams import StreamCheck
+from _wsclient import Client, ConnectionClosed
 
 BULK = "head -c {size} /dev/zero | tr '\\000' a"
 
@@ -143,12 +139,12 @@ def via_ccx(port: int, command: str, nap: float) -> Measurement:
     return m
 
 
-def websocketd_server(websocketd: str, binary: bool, command: str) -> Child:
+def websocketd_server(websocketd: str, binary: bool, command: str) -> ListeningChild:
     port = free_port()
     argv = [websocketd, "--port", str(port), "--address", "127.0.0.1", "--loglevel", "error"]
     if binary:
         argv.append("--binary")
-    return Child(argv + ["sh", "-c", command], port)
+    return ListeningChild(argv + ["sh", "-c", command], port)
 
 
 def compare(

@@ -1,15 +1,29 @@
 """
-Test doubles shared by the unit tests.
+Test doubles shared by the unit tests: an output sink, and a managed process
+driven without real processes (L{Harness}: a fake spawner connects a fake
+process transport, a fake process group records signals, a L{Clock} stands
+in for time).
 """
 
-from typing import Any, List, Optional, Tuple
+import signal
+from typing import Any, Iterable, List, Optional, Tuple
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.interfaces import IAddress, IListeningPort
+from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactor
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ccx.output.interfaces import IOutputSink
+from ccx.process.command import Command
+from ccx.process.managed import ManagedProcess, RunOptions
+from ccx.process.trampoline import STATUS_FD
+
+PID = 4242
+START_TIME = 1000.0
 
 
 @implementer(IOutputSink)
@@ -102,3 +116,194 @@ class BindingReactor(MemoryReactor):
         super().listenUNIX(address, factory, backlog, mode, wantPID)
         self.ports.append(FakePort(UNIXAddress(address)))
         return self.ports[-1]
+
+
+class FakePipe:
+    """
+    One of a process transport's pipes, as far as L{ManagedProcess} looks.
+    """
+
+    def __init__(self) -> None:
+        self.disconnecting = False
+
+
+class FakeProcessTransport:
+    """
+    A process transport that records what is done to it.
+    """
+
+    def __init__(self, pid: int, stdin: bool) -> None:
+        self.pid = pid
+        self.pauses = 0
+        self.resumes = 0
+        self.written: List[bytes] = []
+        self.stdin_closes = 0
+        self.lost = 0
+        self.pipes = {1: FakePipe(), 2: FakePipe(), STATUS_FD: FakePipe()}
+        if stdin:
+            self.pipes[0] = FakePipe()
+
+    def pauseProducing(self) -> None:
+        self.pauses += 1
+
+    def resumeProducing(self) -> None:
+        self.resumes += 1
+
+    def registerProducer(self, producer, streaming: bool) -> None:
+        self.stdin_producer = producer
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def closeStdin(self) -> None:
+        self.stdin_closes += 1
+        self.pipes[0].disconnecting = True
+
+    def loseConnection(self) -> None:
+        self.lost += 1
+
+
+class FakeGroup:
+    """
+    A process group whose members the test decides, recording signals.
+    """
+
+    def __init__(self, pgid: int) -> None:
+        self.pgid = pgid
+        self.pids: List[int] = [pgid]
+        self.signals: List[int] = []
+
+    def signal(self, signum: int) -> bool:
+        self.signals.append(signum)
+        return bool(self.pids)
+
+    def members(self) -> List[int]:
+        return list(self.pids)
+
+    def alive(self) -> bool:
+        return bool(self.pids)
+
+
+class FakeSpawner:
+    """
+    A spawner that connects the protocol to a L{FakeProcessTransport}, or
+    raises C{error}.
+    """
+
+    def __init__(self, pid: int = PID, error: Optional[Exception] = None) -> None:
+        self.pid = pid
+        self.error = error
+        self.transport: Optional[FakeProcessTransport] = None
+        self.commands: List[Command] = []
+
+    def __call__(
+        self, protocol: ProcessProtocol, command: Command
+    ) -> FakeProcessTransport:
+        self.commands.append(command)
+        if self.error is not None:
+            raise self.error
+        self.transport = FakeProcessTransport(self.pid, command.stdin)
+        protocol.makeConnection(self.transport)
+        return self.transport
+
+
+def make_command(stdin: bool = False) -> Command:
+    return Command("/usr/bin/prog", ["prog", "--flag"], "/tmp", {"A": "1"}, stdin)
+
+
+def exit_reason(code: Optional[int] = 0, signum: Optional[int] = None) -> Failure:
+    """
+    The reason Twisted gives for a child's exit.
+    """
+    if signum is None and code == 0:
+        return Failure(ProcessDone(0))
+    return Failure(ProcessTerminated(exitCode=code, signal=signum))
+
+
+class Harness:
+    """
+    A L{ManagedProcess} spawned with fakes, and the steps of its life.
+    """
+
+    def __init__(
+        self,
+        process_id: str = "p1",
+        stdin: bool = False,
+        pid: int = PID,
+        owner: Optional[str] = "s1",
+        clock: Optional[Clock] = None,
+        start: bool = True,
+        **options: object,
+    ) -> None:
+        if clock is None:
+            clock = Clock()
+            clock.advance(START_TIME)
+        self.clock = clock
+        self.process = ManagedProcess(
+            process_id, make_command(stdin), RunOptions(**options), clock, owner
+        )
+        self.spawner = FakeSpawner(pid)
+        self.group = FakeGroup(pid)
+        self.reason = exit_reason()
+        if start:
+            self.start()
+
+    def start(self, registry=None) -> "Harness":
+        """
+        Spawn the program with the fake spawner (through C{registry} when
+        given) and swap in the fake group.
+        """
+        if registry is not None:
+            self.started = registry.start(self.process, self.spawner)
+        else:
+            self.started = self.process.start(self.spawner)
+        self.transport = self.spawner.transport
+        self.process.group = self.group
+        return self
+
+    def run(self) -> "Harness":
+        """
+        The trampoline's exec succeeded: its status pipe closes empty.
+        """
+        self.process.childConnectionLost(STATUS_FD)
+        return self
+
+    def fail_exec(self, message: bytes = b"'/usr/bin/prog': No such file") -> None:
+        self.process.childDataReceived(STATUS_FD, message)
+        self.process.childConnectionLost(STATUS_FD)
+
+    def subscribe(self, writable: bool = True, blocking: bool = True) -> FakeSink:
+        sink = FakeSink(writable)
+        self.process.output.subscribe(sink, blocking).activate()
+        return sink
+
+    def exit(
+        self,
+        code: Optional[int] = 0,
+        signum: Optional[int] = None,
+        leftovers: Iterable[int] = (),
+    ) -> None:
+        """
+        The group leader exits, leaving C{leftovers} alive in its group.
+        """
+        self.group.pids = list(leftovers)
+        self.reason = exit_reason(code, signum)
+        self.process.processExited(self.reason)
+
+    def close_pipes(self) -> None:
+        self.process.childConnectionLost(1)
+        self.process.childConnectionLost(2)
+
+    def end(self) -> None:
+        self.process.processEnded(self.reason)
+
+    def finish(self, code: Optional[int] = 0, signum: Optional[int] = None) -> None:
+        """
+        Exit, close the pipes and end, with nothing left in the group.
+        """
+        self.exit(code, signum)
+        self.close_pipes()
+        self.end()
+
+    def signal_names(self) -> List[str]:
+        return [signal.Signals(s).name for s in self.group.signals]

@@ -14,8 +14,10 @@ from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint
 
 from ccx.config import build_config
-from ccx.process.group import ProcessGroup, process_table
 from ccx.service import CCXService
+from ccx.testing import polling
+from ccx.testing.proc import group_states as members_state
+from ccx.testing.proc import leftovers, open_fds
 
 PROGRAMS = ("sh", "seq", "sleep", "cat", "head", "printf", "true", "yes")
 
@@ -195,39 +197,16 @@ class ServiceFixture:
             yield client.close()
         if self.service.running:
             yield self.service.stopService()
-        left = {pgid: ProcessGroup(pgid).members() for pgid in self.groups}
-        left = {pgid: pids for pgid, pids in left.items() if pids}
-        self.testcase.assertEqual(left, {}, "processes left behind")
-
-
-def members_state(pgid: int) -> List[str]:
-    """
-    The /proc state letter of each live member of a process group.
-    """
-    return [p.state for p in process_table() if p.pgid == pgid and p.state != "Z"]
+        self.testcase.assertEqual(leftovers(self.groups), {}, "processes left behind")
 
 
 def fd_count() -> int:
-    return len(os.listdir("/proc/self/fd"))
+    return open_fds(os.getpid())
 
 
 def until(predicate: Callable[[], bool], timeout: float = 10.0) -> Deferred:
     """
-    Fire once C{predicate()} holds, looking again each reactor turn-ish
-    (for state only the kernel can tell, such as a stopped process).
+    Fire once C{predicate()} holds, looking again every 10 ms (for state
+    only the kernel can tell, such as a stopped process).
     """
-    from twisted.internet.task import LoopingCall
-
-    deadline = reactor.seconds() + timeout
-    done: Deferred = Deferred()
-
-    def check() -> None:
-        if predicate():
-            loop.stop()
-        elif reactor.seconds() > deadline:
-            loop.stop()
-            done.errback(AssertionError("condition not reached in time"))
-
-    loop = LoopingCall(check)
-    loop.start(0.01).addCallback(lambda _: done.called or done.callback(None))
-    return done
+    return Deferred.fromCoroutine(polling.until(reactor, predicate, timeout))

@@ -8,7 +8,6 @@ import base64
 import os
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 
@@ -25,21 +24,12 @@ from ccx.cli.status import exit_status
 from ccx.cli.console import MemoryConsole
 from ccx.cli.main import run_cli
 from ccx.process.group import ProcessGroup
+from ccx.testing import polling
+from ccx.testing.ports import free_port
 from tests.support import ServiceFixture, members_state, until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOKEN = "cli-test-token"
-
-
-def free_port() -> int:
-    """
-    A local port nothing listens on (bound, then released).
-    """
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 class CLIProcess(ProcessProtocol):
@@ -508,21 +498,16 @@ class ProcessCommandTests(CLITestCase):
         self.assertEqual(err, b"ccx: no process 'nosuchprocess' (see `ccx ls`)\n")
 
 
-@inlineCallbacks
 def until_listed(case, process_id, predicate, timeout=10.0):
     """
     Fire once the process's C{list} entry satisfies C{predicate}.
     """
-    deadline = reactor.seconds() + timeout
-    while True:
-        process = yield case.listed(process_id)
-        if process is not None and predicate(process):
-            return process
-        if reactor.seconds() > deadline:
-            raise AssertionError(f"not reached: {process}")
-        d: Deferred = Deferred()
-        reactor.callLater(0.02, d.callback, None)
-        yield d
+
+    async def listed():
+        process = await case.listed(process_id)
+        return process if process is not None and predicate(process) else None
+
+    return Deferred.fromCoroutine(polling.until(reactor, listed, timeout, 0.02))
 
 
 class ChildProcessTests(CLITestCase):

@@ -9,7 +9,6 @@ import importlib.util
 import json
 import os
 import signal
-import socket
 import sys
 from typing import Any, Callable, List, Optional
 
@@ -26,6 +25,7 @@ from ccx.cli.console import MemoryReader
 from ccx.cli.mcp_stdio import InputLines
 from ccx.process.group import ProcessGroup
 from ccx.web.websocket import CCXServerProtocol
+from ccx.testing.ports import free_port
 from tests.support import ServiceFixture, until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -33,13 +33,6 @@ STDIO_CLIENT = os.path.join(ROOT, "tests", "clients", "mcp_stdio_client.py")
 TOKEN = "stdio-test-token"
 TOOLS = ["cancel", "execute", "list", "output", "pause", "resume", "start", "status", "write"]
 
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def request(request_id: Any, method: str, params: Optional[dict] = None) -> dict:
@@ -471,7 +464,6 @@ class EndTests(BridgeTestCase):
         """SIGTERM: exit 143, as docs/cli.md says."""
         bridge, _process = yield self.sigterm()
         self.assertEqual(bridge.status, 128 + signal.SIGTERM)
-
 
 
 class TokenTests(BridgeTestCase):

@@ -11,7 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from ccx.process.registry import ProcessRegistry
 from ccx.rpc.errors import LIMIT_EXCEEDED, PROCESS_NOT_FOUND, RPCError
 from tests.fakes import FakeSink
-from tests.test_managed import FakeSpawner, Harness
+from tests.fakes import FakeSpawner, Harness
 
 
 class RegistryTests(SynchronousTestCase):

@@ -11,7 +11,7 @@ from ccx.output.fanout import ProcessOutput
 from ccx.process.managed import RunOptions
 from ccx.session import Session
 from tests.fakes import FakeSink
-from tests.test_managed import Harness
+from tests.fakes import Harness
 
 
 class FakeProcess:

@@ -11,6 +11,7 @@ error, 130 when interrupted.
 
 import json
 import random
+import shutil
 import signal
 import sys
 import traceback
@@ -25,13 +26,22 @@ from twisted.python import usage
 from ccx.stress.profiles import PROFILES, Profile
 from ccx.stress.report import Result, format_result, record
 from ccx.stress.scenarios import SCENARIOS
-from ccx.stress.service import ChildService, ServiceFailed, leftovers
 from ccx.stress.target import Target
+from ccx.testing.child import ChildFailed
+from ccx.testing.polling import Stuck
+from ccx.testing.proc import leftovers
+from ccx.testing.service import ServiceProcess
 
-# The service the tool starts: limits above what the scenarios need, a short
-# grace period (cancels of TERM-ignoring programs wait for it), and finished
-# processes kept briefly (each keeps its held output until forgotten).
+# The programs the scenarios run.
+PROGRAMS = ("sh", "seq", "head", "cat", "yes", "sleep")
+
+# The service the tool starts: JSON logs (the errors it logs count as
+# problems), limits above what the scenarios need, a short grace period
+# (cancels of TERM-ignoring programs wait for it), and finished processes
+# kept briefly (each keeps its held output until forgotten).
 SERVICE_SETTINGS = {
+    "log_format": "json",
+    "log_level": "info",
     "kill_grace": 1.0,
     "max_processes": 256,
     "max_connections": 2048,
@@ -99,7 +109,7 @@ class Run:
                 soak_seconds=options["soak-seconds"],
                 soak_warmup=options["soak-seconds"] / 5,
             )
-        self.service: Optional[ChildService] = None
+        self.service: Optional[ServiceProcess] = None
         self.target: Optional[Target] = None
         self.results: List[Result] = []
         self.finished = False
@@ -121,8 +131,10 @@ class Run:
                 kill_grace=options["kill-grace"] if options["kill-grace"] is not None else 5.0,
             )
             return
-        self.service = ChildService(self.reactor, SERVICE_SETTINGS)
-        await self.service.start()
+        self.service = ServiceProcess(
+            [shutil.which(name) or name for name in PROGRAMS], SERVICE_SETTINGS
+        )
+        await self.service.started(self.reactor)
         self.target = Target(
             self.reactor,
             self.service.url,
@@ -137,7 +149,7 @@ class Run:
         what the service logged as errors meanwhile as problems.
         """
         target = self.target
-        errors_before = len(self.service.errors) if self.service else 0
+        errors_before = len(self.service.errors()) if self.service else 0
         target.baseline = (await target.health())["processes"]
         began = self.reactor.seconds()
         scenario = SCENARIOS[name](target, self.profile, rng)
@@ -156,7 +168,7 @@ class Run:
         unsettled = await target.unsettled(health)
         result.check(unsettled is None, f"after the scenario: {unsettled}")
         if self.service is not None:
-            for error in self.service.errors[errors_before:]:
+            for error in self.service.errors()[errors_before:]:
                 result.problems.append(f"the service logged an error: {error.get('message')}")
         return result
 
@@ -170,7 +182,8 @@ class Run:
         pgids = set(target.pgids) if target else set()
         status = None
         if self.service is not None:
-            status = await self.service.stop(strays=pgids)
+            status = await self.service.stopped(self.reactor, timeout=20.0, strays=pgids)
+            self.service.remove_log()
             # twistd ends itself with the signal that stopped it: -15.
             result.check(status in (0, -15), f"the service exited with status {status}")
             pgids.add(self.service.pid)
@@ -188,10 +201,10 @@ class Run:
         try:
             await self.start_service()
             await self.target.health()
-        except (ServiceFailed, ValueError, OSError, ConnectError) as e:
+        except (ChildFailed, Stuck, ValueError, OSError, ConnectError) as e:
             sys.stderr.write(f"ccx.stress: {e}\n")
             if self.service is not None:
-                await self.service.stop()
+                await self.service.stopped(self.reactor)
             return 2
         target = self.target
         say(
@@ -229,7 +242,9 @@ class Run:
         if self.service is None:
             return None
         pgids = self.target.pgids if self.target else ()
-        return self.service.stop(strays=pgids)
+        return Deferred.fromCoroutine(
+            self.service.stopped(self.reactor, timeout=20.0, strays=pgids)
+        )
 
 
 async def _main(reactor: Any, run: Run) -> None:

@@ -12,8 +12,9 @@ from twisted.internet.task import LoopingCall
 
 from ccx.cli.client import CallError
 from ccx.protocol import LIMIT_EXCEEDED
-from ccx.stress.service import process_state
 from ccx.stress.target import Connection, Target
+from ccx.testing.polling import Stuck, until
+from ccx.testing.proc import stopped as is_stopped
 
 
 async def gather(coroutines: Iterable[Coroutine[Any, Any, Any]]) -> List[Any]:
@@ -63,14 +64,17 @@ async def until_state(target: Target, pid: int, stopped: bool, timeout: float = 
     Wait until process C{pid} is stopped (C{T} in C{/proc}), or is not;
     whether it got there in time.
     """
-    deadline = target.reactor.seconds() + timeout
-    while True:
-        state = process_state(pid)
-        if state is None or (state == "T") == stopped:
-            return state is not None
-        if target.reactor.seconds() > deadline:
-            return False
-        await target.sleep(0.001)
+
+    def reached() -> Optional[str]:
+        now = is_stopped(pid)
+        if now is None:
+            return "gone"
+        return "there" if now == stopped else None
+
+    try:
+        return await until(target.reactor, reached, timeout, 0.001) == "there"
+    except Stuck:
+        return False
 
 
 def spread(values: List[float], digits: int = 3) -> Dict[str, float]:

@@ -3,11 +3,10 @@ What a scenario found, and the report: one line per scenario, then one JSON
 line with every figure.
 """
 
-import os
-import platform
-import sys
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Sequence
+
+from ccx.testing.machine import machine
 
 MIB = 1024 * 1024
 
@@ -64,30 +63,6 @@ def format_result(result: Result, width: int = 9) -> str:
     if len(result.problems) > SHOWN_PROBLEMS:
         shown.append(f"      - ... and {len(result.problems) - SHOWN_PROBLEMS} more")
     return "\n".join([line, *shown])
-
-
-def machine() -> Dict[str, Any]:
-    """
-    The facts about this machine that the figures depend on.
-    """
-    import twisted
-
-    model = "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return {
-        "cpus": os.cpu_count(),
-        "cpu_model": model,
-        "kernel": platform.release(),
-        "python": sys.version.split()[0],
-        "twisted": twisted.__version__,
-    }
 
 
 def record(profile: str, seed: int, results: Sequence[Result], **extra: Any) -> Dict[str, Any]:

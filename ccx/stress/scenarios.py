@@ -26,10 +26,12 @@ from ccx.stress.harness import (
     until_state,
 )
 from ccx.stress.profiles import MIB, Profile
+from ccx.stress.reference import reference_digest
 from ccx.stress.report import Result, mib
-from ccx.stress.service import children_of, leftovers, reference_digest
 from ccx.stress.streams import Digest, Pattern, ProcessWatch
-from ccx.stress.target import EXECUTE_TIMEOUT, Connection, Stuck, Target, within
+from ccx.stress.target import EXECUTE_TIMEOUT, Connection, Target
+from ccx.testing.polling import Stuck, within
+from ccx.testing.proc import children_of, leftovers
 
 Scenario = Callable[[Target, Profile, random.Random], Coroutine[Any, Any, Result]]
 

@@ -9,36 +9,20 @@ import socket
 from typing import Any, List, Optional, Set
 from urllib.parse import urlparse
 
-from twisted.internet.defer import Deferred, TimeoutError
+from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 from twisted.web.client import Agent, readBody
 from twisted.web.http_headers import Headers
 
 from ccx.cli.client import RPCClientProtocol, connect
-from ccx.stress.service import open_fds, rss_mib
 from ccx.stress.streams import ProcessWatch, Tracker
+from ccx.testing.polling import Stuck, until, within
+from ccx.testing.proc import open_fds, rss_mib
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 # How long the service may take to answer execute (it answers once the
 # program runs: a few milliseconds).
 EXECUTE_TIMEOUT = 15.0
-
-
-class Stuck(Exception):
-    """
-    The service did not do in time what it always does quickly.
-    """
-
-
-async def within(d: Deferred, seconds: float, what: str, reactor: Any) -> Any:
-    """
-    The result of C{d}, or L{Stuck} (saying C{what} did not happen) after
-    C{seconds}.
-    """
-    try:
-        return await d.addTimeout(seconds, reactor)
-    except TimeoutError:
-        raise Stuck(f"{what} within {seconds:g} s")
 
 
 class Connection:
@@ -210,12 +194,17 @@ class Target:
 
         @return: the last C{/health}; it says how far it got on timeout.
         """
-        deadline = self.reactor.seconds() + timeout
-        while True:
-            health = await self.health()
-            if self.settled(health) or self.reactor.seconds() > deadline:
-                return health
-            await self.sleep(0.1)
+        last: List[dict] = []
+
+        async def settled() -> bool:
+            last[:] = [await self.health()]
+            return self.settled(last[0])
+
+        try:
+            await until(self.reactor, settled, timeout, 0.1)
+        except Stuck:
+            pass
+        return last[0]
 
     def settled(self, health: dict) -> bool:
         return health["processes"] <= self.baseline and health["connections"] == 0

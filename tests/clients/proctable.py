@@ -1,24 +1,20 @@
 """
-The /proc process table for the client scripts, which run in interpreters
-that may not have ccx (the MCP SDK 1.x virtualenv); the service and the
-trial tests use L{ccx.process.group.process_table}.  Standard library only.
+The process table for the client scripts, which run in interpreters that
+may not have ccx installed (the MCP SDK 1.x virtualenv): the service's own
+/proc walk, L{ccx.process.group.process_table}, imported from this checkout
+(it needs the standard library only).
 """
 
 import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+from ccx.process.group import process_table  # noqa: E402
 
 
 def group_states(pgid):
     """
     The state letter of each live (non-zombie) member of a process group.
     """
-    states = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat", "rb") as f:
-                    fields = f.read().rsplit(b")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[2]) == pgid and fields[0] != b"Z":
-                states.append(fields[0].decode())
-    return states
+    return [p.state for p in process_table() if p.pgid == pgid and p.state != "Z"]

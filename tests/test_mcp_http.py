@@ -1,0 +1,187 @@
+"""
+The HTTP rules of C{/mcp} (methods, media types, the session header, the
+token and origin checks, DELETE), checked with treq's C{StubTreq} against
+the service's own C{twisted.web} resource, built from a L{Node} as the
+service builds it: no socket.  The socket tests in L{tests.test_mcp} check
+the same service end to end.
+"""
+
+import json
+from typing import Any, Optional
+
+from treq.testing import StubTreq
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.testing import MemoryReactorClock
+from twisted.trial.unittest import TestCase
+
+from ccx.config import build_config
+from ccx.node import Node
+from ccx.web.site import build_site
+from tests.test_mcp import ORIGIN, TOKEN, initialize_params, request
+
+URL = "http://127.0.0.1/mcp"
+
+
+class McpHttpRulesTests(TestCase):
+    def setUp(self) -> None:
+        token_file = self.mktemp()
+        with open(token_file, "w") as f:
+            f.write(TOKEN + "\n")
+        config = build_config(
+            {
+                "port": "tcp:0:interface=127.0.0.1",
+                "allow_origin": [ORIGIN],
+                "allow": [],
+                "token_file": token_file,
+            }
+        )
+        self.node = Node(config, MemoryReactorClock())
+        self.http = StubTreq(build_site(self.node).resource)
+
+    def headers(
+        self,
+        session_id: Optional[str] = None,
+        token: Optional[str] = TOKEN,
+        accept: str = "application/json, text/event-stream",
+        content_type: str = "application/json",
+        **extra: str,
+    ) -> dict:
+        headers = {"Accept": [accept], "Content-Type": [content_type]}
+        if token is not None:
+            headers["Authorization"] = [f"Bearer {token}"]
+        if session_id is not None:
+            headers["Mcp-Session-Id"] = [session_id]
+        for name, value in extra.items():
+            headers[name.replace("_", "-")] = [value]
+        return headers
+
+    def post(self, message: Any, session_id: Optional[str] = None, **options: Any):
+        body = message if isinstance(message, bytes) else json.dumps(message).encode()
+        return self.http.post(URL, data=body, headers=self.headers(session_id, **options))
+
+    @inlineCallbacks
+    def initialize(self) -> Any:
+        response = yield self.post(request(1, "initialize", initialize_params()))
+        self.assertEqual(response.code, 200)
+        yield response.content()
+        [session_id] = response.headers.getRawHeaders("mcp-session-id")
+        response = yield self.post(
+            {"jsonrpc": "2.0", "method": "notifications/initialized"}, session_id
+        )
+        self.assertEqual(response.code, 202)
+        return session_id
+
+    @inlineCallbacks
+    def test_token(self):
+        """No token, a wrong one, a prefix of it and an empty one: 401 on POST and GET."""
+        for token in (None, "wrong", TOKEN[:-1], TOKEN + "x", ""):
+            response = yield self.post(request(1, "initialize", initialize_params()), token=token)
+            self.assertEqual(response.code, 401, token)
+            self.assertEqual(
+                response.headers.getRawHeaders("www-authenticate"), ['Bearer realm="ccx"']
+            )
+            yield response.content()
+        response = yield self.http.get(URL, headers=self.headers(token=None))
+        self.assertEqual(response.code, 401)
+        response = yield self.post(request(1, "initialize", initialize_params()))
+        self.assertEqual(response.code, 200)
+
+    @inlineCallbacks
+    def test_origin(self):
+        """An origin that merely starts like an allowed one is refused with 403, as a foreign one."""
+        message = request(1, "initialize", initialize_params())
+        for origin in ("http://evil.example", ORIGIN + ".evil.example", ORIGIN + ":8080"):
+            response = yield self.post(message, Origin=origin)
+            self.assertEqual(response.code, 403, origin)
+            self.assertIn("is not allowed", (yield response.json())["error"]["message"])
+        response = yield self.post(message, Origin=ORIGIN)
+        self.assertEqual(response.code, 200)
+        self.assertEqual(response.headers.getRawHeaders("access-control-allow-origin"), [ORIGIN])
+        yield response.content()
+
+    @inlineCallbacks
+    def test_preflight(self):
+        """OPTIONS from an allowed origin: 204 with the session header allowed; from another: 403."""
+        response = yield self.http.request("OPTIONS", URL, headers={"Origin": [ORIGIN]})
+        self.assertEqual(response.code, 204)
+        allowed = response.headers.getRawHeaders("access-control-allow-headers")[0]
+        self.assertIn("mcp-session-id", allowed.lower())
+        response = yield self.http.request(
+            "OPTIONS", URL, headers={"Origin": ["http://evil.example"]}
+        )
+        self.assertEqual(response.code, 403)
+
+    @inlineCallbacks
+    def test_media_types(self):
+        """A body that is not JSON by its Content-Type gets 415; invalid JSON a -32700 with 400."""
+        session_id = yield self.initialize()
+        response = yield self.post(b"{}", session_id, content_type="text/plain")
+        self.assertEqual(response.code, 415)
+        response = yield self.post(b"{not json", session_id)
+        self.assertEqual(response.code, 400)
+        self.assertEqual((yield response.json())["error"]["code"], -32700)
+        response = yield self.post([request(2, "ping")], session_id)
+        self.assertEqual(response.code, 400)
+
+    @inlineCallbacks
+    def test_event_stream_needs_accept(self):
+        """GET must accept text/event-stream (406 otherwise); a second stream of a session gets 409."""
+        session_id = yield self.initialize()
+        response = yield self.http.get(
+            URL, headers=self.headers(session_id, accept="application/json")
+        )
+        self.assertEqual(response.code, 406)
+        stream = yield self.http.get(
+            URL, headers=self.headers(session_id, accept="text/event-stream")
+        )
+        self.assertEqual(stream.code, 200)
+        self.assertEqual(stream.headers.getRawHeaders("content-type"), ["text/event-stream"])
+        second = yield self.http.get(
+            URL, headers=self.headers(session_id, accept="text/event-stream")
+        )
+        self.assertEqual(second.code, 409)
+
+    @inlineCallbacks
+    def test_session_header(self):
+        """Without a session 400; with an unknown one 404, for POST, GET and DELETE alike."""
+        response = yield self.post(request(5, "tools/list"))
+        self.assertEqual(response.code, 400)
+        self.assertEqual((yield response.json())["id"], 5)
+        response = yield self.post(request(5, "tools/list"), "no-such-session")
+        self.assertEqual(response.code, 404)
+        for method in ("GET", "DELETE"):
+            response = yield self.http.request(
+                method, URL, headers=self.headers("no-such-session", accept="text/event-stream")
+            )
+            self.assertEqual(response.code, 404, method)
+
+    @inlineCallbacks
+    def test_delete_ends_the_session(self):
+        """DELETE answers 204 and forgets the session: its id then gets 404."""
+        session_id = yield self.initialize()
+        response = yield self.post(request(2, "ping"), session_id)
+        self.assertEqual((yield response.json()), {"jsonrpc": "2.0", "id": 2, "result": {}})
+        response = yield self.http.delete(URL, headers=self.headers(session_id))
+        self.assertEqual(response.code, 204)
+        response = yield self.post(request(3, "ping"), session_id)
+        self.assertEqual(response.code, 404)
+
+    @inlineCallbacks
+    def test_protocol_version_header(self):
+        """An unsupported MCP-Protocol-Version header gets 400."""
+        session_id = yield self.initialize()
+        response = yield self.post(request(2, "ping"), session_id, MCP_Protocol_Version="1999-01-01")
+        self.assertEqual(response.code, 400)
+
+    @inlineCallbacks
+    def test_other_methods_and_paths(self):
+        """HEAD gets 405, a method HTTP servers here do not implement 501, both after the token check; below /mcp 404."""
+        response = yield self.http.head(URL, headers=self.headers())
+        self.assertEqual(response.code, 405)
+        response = yield self.http.put(URL, data=b"{}", headers=self.headers())
+        self.assertEqual(response.code, 501)
+        for method in ("HEAD", "PUT"):
+            response = yield self.http.request(method, URL, headers=self.headers(token=None))
+            self.assertEqual(response.code, 401, method)
+        response = yield self.http.post(URL + "/x", data=b"{}", headers=self.headers())
+        self.assertEqual(response.code, 404)

@@ -1,0 +1,57 @@
+"""
+The client-side toolkit (L{ccx.testing}): waiting with a L{Clock}, and a
+child server stopped even when it ignores SIGTERM.
+"""
+
+import os
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from ccx.process.group import ProcessGroup
+from ccx.testing.child import ChildProcess
+from ccx.testing.polling import Stuck, until
+from ccx.testing.proc import open_fds, rss_mib, stopped
+
+
+class UntilTests(SynchronousTestCase):
+    def test_returns_the_first_true_value(self):
+        """until looks again every interval and fires with the first true value."""
+        clock, values = Clock(), iter([0, None, "there"])
+        d = Deferred.fromCoroutine(until(clock, lambda: next(values), timeout=1, interval=0.1))
+        self.assertNoResult(d)
+        clock.advance(0.1)
+        self.assertNoResult(d)
+        clock.advance(0.1)
+        self.assertEqual(self.successResultOf(d), "there")
+
+    def test_stuck_after_timeout(self):
+        """Past the timeout it fails with Stuck, saying what was awaited."""
+        clock = Clock()
+        d = Deferred.fromCoroutine(until(clock, lambda: False, timeout=0.5, interval=0.1, what="x"))
+        clock.advance(0.6)
+        clock.advance(0.1)
+        self.assertIn("x within 0.5 s", str(self.failureResultOf(d, Stuck).value))
+
+
+class ProcTests(SynchronousTestCase):
+    def test_own_figures(self):
+        """The figures of this process; None for a pid that does not exist."""
+        self.assertGreater(rss_mib(os.getpid()), 1)
+        self.assertGreater(open_fds(os.getpid()), 2)
+        self.assertFalse(stopped(os.getpid()))
+        self.assertIsNone(rss_mib(2**22 + 1))
+
+
+class ChildProcessTests(SynchronousTestCase):
+    def test_term_ignoring_child_is_killed_with_its_group(self):
+        """stop: SIGTERM, then SIGKILL to the whole group once the timeout passes."""
+        child = ChildProcess(["sh", "-c", "trap '' TERM; sleep 1000 & wait"])
+        self.addCleanup(child.remove_log)
+        child.start()
+        pid = child.pid
+        status = child.stop(timeout=0.5)
+        self.assertEqual(status, -9)
+        self.assertEqual(ProcessGroup(pid).members(), [])
+        self.assertIn("killed", "\n".join(child.log_lines()))
