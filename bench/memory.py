@@ -39,7 +39,7 @@ class RSSSampler(threading.Thread):
 
     def run(self) -> None:
         while not self._done.is_set():
-            self.peak = max(self.peak, self.rss_mib(service.pid))
+            self.peak = max(self.peak, rss_mib(self.service.pid))
             time.sleep(self.interval)
 
     def stop(self) -> float:

@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from ccx.native.wire import list_state
 from ccx.rpc.errors import COMMAND_NOT_ALLOWED
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -36,7 +37,7 @@ class _NodeCollector(Collector):
         )
         counts = {"running": 0, "paused": 0, "exited": 0}
         for process in registry.all():
-            state = process.describe()["state"]
+            state = list_state(process)
             counts[state] = counts.get(state, 0) + 1
         for state, count in sorted(counts.items()):
             states.add_metric([state], count)

@@ -9,7 +9,9 @@ from ccx import __version__
 from ccx.config import Config
 from ccx.metrics import Metrics
 from ccx.process.allowlist import AllowList
+from ccx.process.launch import Launcher, LaunchSettings
 from ccx.process.registry import ProcessRegistry
+from ccx.session import Session
 from ccx.web.interfaces import IConnection
 
 
@@ -29,10 +31,28 @@ class Node:
         self.registry = ProcessRegistry(
             reactor, config.max_processes, config.keep_finished, config.max_finished
         )
+        self.launcher = Launcher(
+            self.allow_list,
+            self.registry,
+            reactor,
+            LaunchSettings(
+                kill_grace=config.kill_grace,
+                buffer_bytes=config.buffer_bytes,
+                buffer_lines=config.buffer_lines,
+                default_cwd=config.cwd,
+                deny_env=config.deny_env,
+            ),
+        )
         self.connections: Set[IConnection] = set()
         self.metrics = Metrics(self)
         self.registry.on_spawned = self.metrics.observe_spawn
         self._started = time.monotonic()
+
+    def new_session(self) -> Session:
+        """
+        The share of the service a new connection gets.
+        """
+        return Session(self.launcher, lambda: self.config.max_message_size)
 
     @property
     def uptime(self) -> float:

@@ -4,54 +4,102 @@ the processes it started.
 """
 
 import uuid
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
+
+from twisted.internet.defer import Deferred
 
 from ccx.output.fanout import Subscription
+from ccx.output.events import ProcessStarted
 from ccx.output.interfaces import IOutputSink
-from ccx.process.managed import ManagedProcess
+from ccx.process.errors import InvalidCommand
+from ccx.process.command import Command
+from ccx.process.launch import Launcher, LaunchSpec
+from ccx.process.managed import ManagedProcess, State
+from ccx.rpc.jsonrpc import encode
 
 
 class Session:
     """
     What one connection holds.
 
+    @param launcher: how this connection's programs are started.
+    @param max_message_size: returns the largest message the connection
+        carries (the service's setting as it is now): a program's argv,
+        which C{process.started} and C{list} repeat, must fit in half of it.
     @ivar session_id: the id announced in C{connected}, and logged with
         every event that concerns this connection.
     """
 
-    def __init__(self, sink: IOutputSink) -> None:
+    def __init__(
+        self,
+        launcher: Optional[Launcher] = None,
+        max_message_size: Callable[[], int] = lambda: 1024 * 1024,
+    ) -> None:
         self.session_id = uuid.uuid4().hex
-        self.sink = sink
         self.closed = False
         self.subscriptions: Dict[str, Subscription] = {}
         self.started: List[ManagedProcess] = []
+        self._launcher = launcher
+        self._max_message_size = max_message_size
         self._pumped = 0
+
+    def launch(self, spec: LaunchSpec) -> Tuple[ManagedProcess, Deferred]:
+        """
+        Start a program for this connection: every dialect's way in.  It is
+        cancelled when the connection closes (unless
+        C{spec.cancel_on_disconnect} is false), and forgotten by the
+        connection once finished.
+
+        @return: the process and its start L{Deferred}, as
+            L{Launcher.launch} returns them.
+        @raise ProcessError: as L{Launcher.launch}, and L{InvalidCommand}
+            when the command is too long to report back in one message.
+        """
+        process, started = self._launcher.launch(
+            spec, owner=self.session_id, check=self._check_argv
+        )
+        if process.pid is not None:
+            self.started.append(process)
+
+            def forget(result: object) -> object:
+                if process in self.started:
+                    self.started.remove(process)
+                return result
+
+            started.addErrback(forget)
+        return process, started
+
+    def _check_argv(self, command: Command) -> None:
+        limit = self._max_message_size()
+        if len(encode(command.argv)) > limit // 2:
+            raise InvalidCommand(
+                "the command is too long to report back (over half of the "
+                "largest message)",
+                setting="max_message_size",
+                value=limit,
+            )
 
     def subscribe(
         self,
         process: ManagedProcess,
+        sink: IOutputSink,
         blocking: bool,
         offsets: Optional[Dict[str, int]] = None,
-        first: Optional[tuple] = None,
-        sink: Optional[IOutputSink] = None,
+        first: Optional[ProcessStarted] = None,
         key: Optional[str] = None,
     ) -> Subscription:
         """
-        Subscribe to a process's output, replacing this connection's earlier
-        subscription to it.  The subscription delivers nothing until activated.
+        Subscribe C{sink} to a process's output, replacing this connection's
+        earlier subscription under the same key.  The subscription delivers
+        nothing until activated; it is pumped and closed with the connection.
 
-        @param sink: where the output goes, by default the connection itself;
-            another sink of this connection (an MCP progress reporter) is
-            pumped and closed with the connection's own subscriptions.
         @param key: what the subscription is kept under, by default the
             process id.
         """
         key = process.process_id if key is None else key
         self._prune()
         self.unsubscribe(key)
-        subscription = process.output.subscribe(
-            self.sink if sink is None else sink, blocking, offsets, first
-        )
+        subscription = process.output.subscribe(sink, blocking, offsets, first)
         self.subscriptions[key] = subscription
         return subscription
 
@@ -78,10 +126,10 @@ class Session:
 
     def newest_unfinished(self) -> Optional[ManagedProcess]:
         """
-        The newest process this connection started that has not exited.
+        The newest process this connection started whose leader has not exited.
         """
         for process in reversed(self.started):
-            if not process.finished and process.state != "exited":
+            if not process.finished and process.state != State.EXITED:
                 return process
         return None
 
@@ -99,7 +147,7 @@ class Session:
             if subscription.done:
                 del self.subscriptions[key]
             else:
-                subscription.output.pump(subscription)
+                subscription.pump()
 
     def close(self) -> None:
         """
@@ -110,6 +158,6 @@ class Session:
         for process_id in list(self.subscriptions):
             self.unsubscribe(process_id)
         for process in self.started:
-            if process.options.on_disconnect == "cancel":
+            if process.options.cancel_on_disconnect:
                 process.terminate()
         self.started = []

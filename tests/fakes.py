@@ -17,19 +17,42 @@ from twisted.internet.testing import MemoryReactor
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ccx.native.wire import NotificationSink
+from ccx.output.events import (
+    Completion,
+    OutputChunk,
+    OutputDropped,
+    ProcessStarted,
+    StateChanged,
+)
 from ccx.output.interfaces import IOutputSink
+from ccx.protocol import UTF8
+from ccx.rpc.interfaces import INotificationChannel
 from ccx.process.command import Command
 from ccx.process.managed import ManagedProcess, RunOptions
 from ccx.process.trampoline import STATUS_FD
 
 PID = 4242
+# How a program that exited 0 ended, for tests of what comes after.
+COMPLETION = Completion(
+    process_id="p1",
+    pid=42,
+    status="completed",
+    exit_code=0,
+    signal=None,
+    duration=0.5,
+    stdout_bytes=0,
+    stderr_bytes=0,
+    dropped_bytes=0,
+    error=None,
+)
 START_TIME = 1000.0
 
 
-@implementer(IOutputSink)
-class FakeSink:
+@implementer(INotificationChannel)
+class FakeChannel:
     """
-    A sink that records the notifications sent to it.
+    A channel that records the notifications sent to it.
     """
 
     def __init__(self, writable: bool = True) -> None:
@@ -57,6 +80,34 @@ class FakeSink:
             params["data"].encode("utf-8")
             for params in self.params("process.output", stream)
         )
+
+
+@implementer(IOutputSink)
+class FakeSink(FakeChannel):
+    """
+    A subscriber that records its output as the native notifications a
+    client would get (through L{NotificationSink}), so that tests read
+    what goes on the wire.
+    """
+
+    def __init__(self, writable: bool = True, encoding: str = UTF8) -> None:
+        super().__init__(writable)
+        self.wire = NotificationSink(self, encoding)
+
+    def started(self, event: ProcessStarted) -> None:
+        self.wire.started(event)
+
+    def output(self, chunk: OutputChunk) -> int:
+        return self.wire.output(chunk)
+
+    def dropped(self, event: OutputDropped) -> None:
+        self.wire.dropped(event)
+
+    def changed(self, event: StateChanged) -> None:
+        self.wire.changed(event)
+
+    def completed(self, completion: Completion) -> None:
+        self.wire.completed(completion)
 
 
 @implementer(IListeningPort)
@@ -220,6 +271,19 @@ def exit_reason(code: Optional[int] = 0, signum: Optional[int] = None) -> Failur
     return Failure(ProcessTerminated(exitCode=code, signal=signum))
 
 
+def run_options(
+    on_full: str = "block", on_disconnect: str = "cancel", **options: object
+) -> RunOptions:
+    """
+    L{RunOptions} from the words a client uses.
+    """
+    return RunOptions(
+        blocking=on_full == "block",
+        cancel_on_disconnect=on_disconnect == "cancel",
+        **options,
+    )
+
+
 class Harness:
     """
     A L{ManagedProcess} spawned with fakes, and the steps of its life.
@@ -240,7 +304,7 @@ class Harness:
             clock.advance(START_TIME)
         self.clock = clock
         self.process = ManagedProcess(
-            process_id, make_command(stdin), RunOptions(**options), clock, owner
+            process_id, make_command(stdin), run_options(**options), clock, owner
         )
         self.spawner = FakeSpawner(pid)
         self.group = FakeGroup(pid)

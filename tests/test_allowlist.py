@@ -8,7 +8,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from ccx.process.allowlist import SHELL, AllowList, AllowListError
 from ccx.process.command import Command, build_command
-from ccx.rpc.errors import COMMAND_NOT_ALLOWED, INVALID_PARAMS, RPCError
+from ccx.process.errors import ProcessError
+from ccx.rpc.errors import COMMAND_NOT_ALLOWED, INVALID_PARAMS, rpc_error
 
 
 class ProgramsMixin:
@@ -44,7 +45,7 @@ class ProgramsMixin:
         C{f(*args, **kwargs)} raises an L{RPCError} with C{code}; return its
         message.
         """
-        error = self.assertRaises(RPCError, f, *args, **kwargs)
+        error = rpc_error(self.assertRaises(ProcessError, f, *args, **kwargs))
         self.assertEqual(error.code, code)
         return error.message
 

@@ -204,7 +204,7 @@ class EndingWhileHeldBackTests(TestCase):
         client, process = yield self.held_back()
         client.transport.abortConnection()
         finished = yield process.ended
-        self.assertEqual(finished.status, "cancelled")
+        self.assertEqual(finished.outcome, "cancelled")
         self.assertEqual(self.registry.live_count, 0)
 
     @inlineCallbacks

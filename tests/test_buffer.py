@@ -1,17 +1,12 @@
 """
-Tests for L{ccx.output.buffer} and L{ccx.output.encoding}.
+Tests for L{ccx.output.buffer} and the encodings of L{ccx.native.wire}.
 """
 
 from twisted.trial.unittest import SynchronousTestCase
 
 from ccx.output.buffer import _COALESCE, _MAX_CHUNKS, _TIME_RESOLUTION, StreamBuffer
-from ccx.output.encoding import (
-    BASE64,
-    UTF8,
-    complete_utf8_length,
-    decoder,
-    encoder,
-)
+from ccx.native.wire import complete_utf8_length, decoder, encoder
+from ccx.protocol import BASE64, UTF8
 
 # Bigger than the coalescing size: each append of this many bytes makes a
 # chunk of its own.

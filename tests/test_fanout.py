@@ -10,12 +10,14 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from ccx.output.encoding import BASE64, UTF8
+from ccx.native.wire import changed_params, completed_params, started_params
+from ccx.output.events import ProcessStarted, StateChanged
+from ccx.protocol import BASE64, UTF8
 from ccx.output.fanout import MAX_CHUNK, ProcessOutput
 from ccx.output.interfaces import IOutputSink, IReadControl
-from tests.fakes import FakeSink
+from tests.fakes import COMPLETION, FakeSink
 
-COMPLETION = {"process_id": "p1", "status": "completed", "exit_code": 0}
+PAUSED = StateChanged("p1", 42, "paused")
 
 
 class PausingSink(FakeSink):
@@ -47,12 +49,12 @@ class FakeReader:
 
 
 def make_output(
-    blocking: bool, max_bytes: int = 10, max_lines: int = 1000, encoding: str = UTF8
+    blocking: bool, max_bytes: int = 10, max_lines: int = 1000
 ) -> Tuple[ProcessOutput, FakeReader]:
     """
     A process output with a fake read control connected.
     """
-    output = ProcessOutput("p1", max_bytes, max_lines, blocking, encoding)
+    output = ProcessOutput("p1", max_bytes, max_lines, blocking)
     reader = FakeReader()
     output.set_reader(reader)
     return output, reader
@@ -63,11 +65,12 @@ def subscribe(
     blocking: bool,
     writable: bool = True,
     offsets: Optional[Dict[str, int]] = None,
+    encoding: str = UTF8,
 ) -> FakeSink:
     """
     Add an active subscriber; return its sink.
     """
-    sink = FakeSink(writable)
+    sink = FakeSink(writable, encoding)
     output.subscribe(sink, blocking, offsets).activate()
     return sink
 
@@ -198,7 +201,7 @@ class DeliveryTests(SynchronousTestCase):
         sink = FakeSink()
         subscription = output.subscribe(sink, False)
         output.receive("stdout", b"early\n", 1.0)
-        output.broadcast("process.paused", {"process_id": "p1"})
+        output.broadcast(PAUSED)
         output.complete(COMPLETION)
         self.assertEqual(sink.sent, [])
         subscription.activate()
@@ -210,13 +213,13 @@ class DeliveryTests(SynchronousTestCase):
         output, _ = make_output(blocking=False, max_bytes=100)
         output.receive("stdout", b"held\n", 1.0)
         sink = FakeSink()
-        started = ("process.started", {"process_id": "p1", "pid": 42})
+        started = ProcessStarted("p1", 42, ("prog",))
         subscription = output.subscribe(sink, True, first=started)
         output.receive("stdout", b"more\n", 2.0)
         self.assertEqual(sink.sent, [])
         subscription.activate()
         subscription.activate()
-        self.assertEqual(sink.sent[0], started)
+        self.assertEqual(sink.sent[0], ("process.started", started_params(started)))
         self.assertEqual(sink.methods(), ["process.started", "process.output"])
         self.assertEqual(sink.data(), b"held\nmore\n")
 
@@ -249,8 +252,8 @@ class DeliveryTests(SynchronousTestCase):
         subscription = output.subscribe(gone, False)
         subscription.activate()
         output.unsubscribe(subscription)
-        output.broadcast("process.paused", {"process_id": "p1"})
-        self.assertEqual(active.sent, [("process.paused", {"process_id": "p1"})])
+        output.broadcast(PAUSED)
+        self.assertEqual(active.sent, [("process.paused", changed_params(PAUSED))])
         self.assertEqual((inactive.sent, gone.sent), ([], []))
 
     def test_unsubscribe_stops_delivery(self) -> None:
@@ -282,11 +285,11 @@ class CompletionTests(SynchronousTestCase):
         output.receive("stderr", b"err\n", 1.0)
         output.complete(COMPLETION)
         output.pump_all()
-        output.broadcast("process.paused", {"process_id": "p1"})
+        output.broadcast(PAUSED)
         self.assertEqual(
             sink.methods(), ["process.output", "process.output", "process.completed"]
         )
-        self.assertEqual(sink.sent[-1], ("process.completed", COMPLETION))
+        self.assertEqual(sink.sent[-1], ("process.completed", completed_params(COMPLETION)))
 
     def test_paused_at_completion(self) -> None:
         """A sink paused at completion gets the rest of the output first."""
@@ -640,8 +643,8 @@ class EncodingTests(SynchronousTestCase):
 
     def test_base64_round_trip(self) -> None:
         """In base64, chunks carry any bytes, split anywhere, exactly."""
-        output, _ = make_output(blocking=False, max_bytes=1000, encoding=BASE64)
-        sink = subscribe(output, blocking=False)
+        output, _ = make_output(blocking=False, max_bytes=1000)
+        sink = subscribe(output, blocking=False, encoding=BASE64)
         data = bytes(range(256)) + "é€😀".encode("utf-8")
         for index in range(0, len(data), 7):
             output.receive("stdout", data[index : index + 7], 1.0)

@@ -100,13 +100,14 @@ class FaultTests(TestCase):
         os.chmod(script, 0o755)
         allowed = self.ccx.service.node.allow_list._allowed
         allowed[script] = script
-        real_spawn = ccx.native.methods.spawn
+        launcher = self.ccx.service.node.launcher
+        real_spawn = launcher.spawn
 
         def spawn_after_removal(reactor, protocol, command):
             os.remove(script)
             return real_spawn(reactor, protocol, command)
 
-        self.patch(ccx.native.methods, "spawn", spawn_after_removal)
+        self.patch(launcher, "spawn", spawn_after_removal)
         response = yield self.client.request("execute", {"command": [script]})
         self.assertEqual(response["error"]["code"], -32005)
         self.assertIn("No such file", response["error"]["message"])

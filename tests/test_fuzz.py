@@ -14,7 +14,6 @@ from ccx.config import build_config
 from ccx.native.methods import NativeMethods
 from ccx.node import Node
 from ccx.rpc.jsonrpc import Dispatcher
-from ccx.session import Session
 
 METHODS = ["execute", "control", "signal", "write", "list", "attach", "detach", "ping", "pong", "nope"]
 CODES = {-32700, -32600, -32601, -32602, -32603, -32001, -32002, -32003, -32004, -32005}
@@ -67,7 +66,7 @@ class FuzzTests(SynchronousTestCase):
     def setUp(self):
         config = build_config({"port": "tcp:0:interface=127.0.0.1"})
         self.node = Node(config, Clock())
-        self.dispatcher = Dispatcher(NativeMethods(self.node, Session(Sink())).table())
+        self.dispatcher = Dispatcher(NativeMethods(self.node, self.node.new_session(), Sink()).table())
 
     @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(frames)

@@ -3,10 +3,19 @@ Tests for L{ccx.rpc.jsonrpc} and L{ccx.rpc.errors}.
 """
 
 import json
+import os
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.trial.unittest import SynchronousTestCase
 
+from ccx.process.errors import (
+    InvalidCommand,
+    InvalidState,
+    LimitReached,
+    NotAllowed,
+    ProcessNotFound,
+    SpawnFailed,
+)
 from ccx.rpc import errors
 from ccx.rpc.errors import RPCError
 from ccx.rpc.jsonrpc import Dispatcher, Reply, encode, notification, parse
@@ -117,26 +126,73 @@ class ErrorsTests(SynchronousTestCase):
         self.assertEqual(str(RPCError(-32603, "oops")), "oops")
 
     def test_helpers(self):
-        """Each helper makes an error with its code."""
+        """Each refusal of the process layer maps to its code."""
         self.assertEqual(errors.invalid_params("x").code, -32602)
         self.assertEqual(errors.limit_exceeded("x").code, -32001)
-        self.assertEqual(errors.command_not_allowed("x").code, -32002)
-        self.assertEqual(errors.invalid_state("x").code, -32004)
-        self.assertEqual(errors.spawn_failed("x").code, -32005)
-        self.assertEqual(errors.spawn_failed("no such file").message,
+        self.assertEqual(errors.rpc_error(InvalidCommand("x")).code, -32602)
+        self.assertEqual(errors.rpc_error(LimitReached("x")).code, -32001)
+        self.assertEqual(errors.rpc_error(NotAllowed("x")).code, -32002)
+        self.assertEqual(errors.rpc_error(InvalidState("x")).code, -32004)
+        self.assertEqual(errors.rpc_error(SpawnFailed("x")).code, -32005)
+        self.assertEqual(errors.rpc_error(SpawnFailed("no such file")).message,
                          "spawn failed: no such file")
 
     def test_process_not_found(self):
         """Process-not-found messages say which process and what to do."""
-        unknown = errors.process_not_found("p1")
-        finished = errors.process_not_found("p1", finished=True)
-        missing = errors.process_not_found(None)
+        unknown = errors.rpc_error(ProcessNotFound("p1"))
+        finished = errors.rpc_error(ProcessNotFound("p1", finished=True))
+        missing = errors.rpc_error(ProcessNotFound(None))
         for error in (unknown, finished, missing):
             self.assertEqual(error.code, -32003)
         self.assertIn("'p1'", unknown.message)
         self.assertIn("list", unknown.message)
         self.assertIn("already finished", finished.message)
         self.assertIn("process_id", missing.message)
+
+    def test_option_hints(self):
+        """The edge names the option a person could change; the core never does."""
+        limit = LimitReached("2 processes are running", "max_processes", 2)
+        self.assertNotIn("--", limit.message)
+        self.assertEqual(
+            errors.rpc_error(limit).message,
+            "limit exceeded: 2 processes are running (--max-processes 2)",
+        )
+        denied = NotAllowed("'env' may not set 'LD_X'", setting="deny_env")
+        self.assertEqual(
+            errors.rpc_error(denied).message,
+            "command not allowed: 'env' may not set 'LD_X' (see --deny-env)",
+        )
+        refused = NotAllowed("'x' is not on the allow-list", "allow", "x", nothing_allowed=True)
+        self.assertEqual(
+            errors.rpc_error(refused).message,
+            "command not allowed: 'x' is not on the allow-list; start ccx with "
+            "--allow x to allow it; nothing is allowed by default",
+        )
+
+    def test_as_rpc_error(self):
+        """Client errors map; anything else is not one (an internal error)."""
+        rpc = RPCError(-32602, "x")
+        self.assertIs(errors.as_rpc_error(rpc), rpc)
+        self.assertEqual(errors.as_rpc_error(InvalidState("x")).code, -32004)
+        self.assertIsNone(errors.as_rpc_error(KeyError("x")))
+
+    def test_process_layer_imports_no_rpc(self):
+        """The process and output layers know nothing of JSON-RPC."""
+        import ccx.output
+        import ccx.process
+
+        for package in (ccx.process, ccx.output):
+            folder = os.path.dirname(package.__file__)
+            for name in os.listdir(folder):
+                if name.endswith(".py"):
+                    with open(os.path.join(folder, name)) as f:
+                        imports = [
+                            line for line in f if line.startswith(("from ", "import "))
+                        ]
+                    for edge in ("ccx.rpc", "ccx.native", "ccx.mcp", "ccx.web"):
+                        self.assertFalse(
+                            [line for line in imports if edge in line], (name, edge)
+                        )
 
 
 class EncodeTests(SynchronousTestCase):

@@ -15,11 +15,14 @@ from zope.interface.verify import verifyObject
 from ccx.output.interfaces import IOutputSink, IReadControl
 from ccx.process.managed import _GROUP_POLL, ManagedProcess, RunOptions
 from ccx.process.trampoline import STATUS_FD
+from ccx.native.wire import process_entry
+from ccx.process.errors import ProcessError, SpawnFailed
 from ccx.rpc.errors import (
     INVALID_STATE,
     PROCESS_NOT_FOUND,
     SPAWN_FAILED,
     RPCError,
+    rpc_error,
 )
 from tests.fakes import PID, START_TIME, FakeSink, FakeSpawner, Harness, make_command
 
@@ -89,7 +92,7 @@ class StartTests(SynchronousTestCase):
         """A message on the status pipe fails start with -32005."""
         h = Harness()
         h.fail_exec(b"'/usr/bin/prog': Permission denied")
-        error = self.failureResultOf(h.started, RPCError).value
+        error = rpc_error(self.failureResultOf(h.started, SpawnFailed).value)
         self.assertEqual(error.code, SPAWN_FAILED)
         self.assertEqual(
             error.message, "spawn failed: '/usr/bin/prog': Permission denied"
@@ -102,7 +105,7 @@ class StartTests(SynchronousTestCase):
         h.process.childDataReceived(STATUS_FD, b"cannot enter ")
         h.process.childDataReceived(STATUS_FD, b"directory")
         h.process.childConnectionLost(STATUS_FD)
-        error = self.failureResultOf(h.started, RPCError).value
+        error = rpc_error(self.failureResultOf(h.started, SpawnFailed).value)
         self.assertEqual(error.message, "spawn failed: cannot enter directory")
 
     def test_exec_failure_ends_without_completion(self) -> None:
@@ -110,7 +113,7 @@ class StartTests(SynchronousTestCase):
         h = Harness()
         sink = h.subscribe()
         h.fail_exec()
-        self.failureResultOf(h.started, RPCError)
+        self.failureResultOf(h.started, SpawnFailed)
         h.exit(127)
         h.close_pipes()
         h.end()
@@ -124,7 +127,7 @@ class StartTests(SynchronousTestCase):
         """A failed start ends at once even if the fake group looks alive."""
         h = Harness()
         h.fail_exec()
-        self.failureResultOf(h.started, RPCError)
+        self.failureResultOf(h.started, SpawnFailed)
         h.exit(127, leftovers=[PID + 1])
         h.close_pipes()
         h.end()
@@ -136,7 +139,7 @@ class StartTests(SynchronousTestCase):
         clock = Clock()
         process = ManagedProcess("p1", make_command(), RunOptions(), clock)
         started = process.start(FakeSpawner(error=OSError("out of processes")))
-        self.failureResultOf(started, RPCError)
+        self.failureResultOf(started, SpawnFailed)
         self.assertIs(self.successResultOf(process.ended), process)
         self.assertTrue(process.finished)
         self.assertIsNone(process.pid)
@@ -150,7 +153,7 @@ class StartTests(SynchronousTestCase):
         started = process.start(FakeSpawner(error=OSError("out of processes")))
         self.flushLoggedErrors(OSError)
         self.assertIsInstance(started, Deferred)
-        error = self.failureResultOf(started, RPCError).value
+        error = rpc_error(self.failureResultOf(started, SpawnFailed).value)
         self.assertEqual(error.code, SPAWN_FAILED)
         self.assertEqual(error.message, "spawn failed: out of processes")
 
@@ -163,14 +166,14 @@ class StartTests(SynchronousTestCase):
         self.assertIs(self.successResultOf(h.started), h.process)
         self.assertEqual(h.signal_names(), ["SIGTERM", "SIGCONT"])
         h.finish(None, signal.SIGTERM)
-        self.assertEqual(h.process.output.completion["status"], "cancelled")
+        self.assertEqual(h.process.output.completion.status, "cancelled")
 
     def test_terminate_while_starting_then_exec_fails(self) -> None:
         """terminate() of a program that then fails to start sends nothing."""
         h = Harness()
         h.process.terminate()
         h.fail_exec()
-        self.failureResultOf(h.started, RPCError)
+        self.failureResultOf(h.started, SpawnFailed)
         self.assertEqual(h.group.signals, [])
 
     def test_terminate_while_starting_with_timeout(self) -> None:
@@ -180,7 +183,7 @@ class StartTests(SynchronousTestCase):
         h.run()
         h.clock.advance(2)
         h.finish(None, signal.SIGTERM)
-        self.assertEqual(h.process.status, "cancelled")
+        self.assertEqual(h.process.outcome, "cancelled")
 
     def test_output_before_exec_confirmed_never_blocks_the_status_pipe(self) -> None:
         """A first read that fills the buffer does not pause reading until exec is confirmed."""
@@ -195,7 +198,7 @@ class StartTests(SynchronousTestCase):
         """list reports a starting process as running."""
         h = Harness()
         self.assertEqual(
-            h.process.describe(),
+            process_entry(h.process),
             {
                 "process_id": "p1",
                 "pid": PID,
@@ -219,7 +222,7 @@ class ControlTests(SynchronousTestCase):
     """
 
     def assertCode(self, code: int, f, *args: object) -> RPCError:
-        error = self.assertRaises(RPCError, f, *args)
+        error = rpc_error(self.assertRaises(ProcessError, f, *args))
         self.assertEqual(error.code, code)
         return error
 
@@ -229,7 +232,7 @@ class ControlTests(SynchronousTestCase):
         h.process.pause()
         self.assertEqual(h.signal_names(), ["SIGSTOP"])
         self.assertEqual(h.process.state, "paused")
-        self.assertEqual(h.process.describe()["state"], "paused")
+        self.assertEqual(process_entry(h.process)["state"], "paused")
 
     def test_pause_idempotent(self) -> None:
         """Pausing a paused process sends nothing more."""
@@ -346,7 +349,7 @@ class CancelTests(SynchronousTestCase):
         h = Harness().run()
         h.process.cancel()
         self.assertEqual(h.signal_names(), ["SIGTERM", "SIGCONT"])
-        self.assertEqual(h.process.status, "cancelled")
+        self.assertEqual(h.process.outcome, "cancelled")
 
     def test_kill_after_grace(self) -> None:
         """SIGKILL follows kill_grace seconds later if the group is alive."""
@@ -386,9 +389,9 @@ class CancelTests(SynchronousTestCase):
         self.assertEqual(h.process.state, "running")
         h.finish(None, signal.SIGTERM)
         completion = h.process.output.completion
-        self.assertEqual(completion["status"], "cancelled")
-        self.assertEqual(completion["exit_code"], -signal.SIGTERM)
-        self.assertEqual(completion["signal"], "SIGTERM")
+        self.assertEqual(completion.status, "cancelled")
+        self.assertEqual(completion.exit_code, -signal.SIGTERM)
+        self.assertEqual(completion.signal, "SIGTERM")
 
     def test_cancel_twice(self) -> None:
         """A second CANCEL sends nothing more and schedules no second kill."""
@@ -406,7 +409,7 @@ class CancelTests(SynchronousTestCase):
         h.process.terminate()
         self.assertEqual(h.signal_names(), ["SIGTERM", "SIGCONT"])
         h.finish(None, signal.SIGTERM)
-        self.assertEqual(h.process.output.completion["status"], "cancelled")
+        self.assertEqual(h.process.output.completion.status, "cancelled")
 
     def test_terminate_finished(self) -> None:
         """terminate() of an exited or finished process does nothing."""
@@ -417,7 +420,7 @@ class CancelTests(SynchronousTestCase):
         h.end()
         h.process.terminate()
         self.assertEqual(h.group.signals, [])
-        self.assertEqual(h.process.output.completion["status"], "completed")
+        self.assertEqual(h.process.output.completion.status, "completed")
 
     def test_cancelled_but_exits_zero(self) -> None:
         """A cancelled program that exits 0 on SIGTERM is still cancelled."""
@@ -425,9 +428,9 @@ class CancelTests(SynchronousTestCase):
         h.process.cancel()
         h.finish(0)
         completion = h.process.output.completion
-        self.assertEqual(completion["status"], "cancelled")
-        self.assertEqual(completion["exit_code"], 0)
-        self.assertIsNone(completion["signal"])
+        self.assertEqual(completion.status, "cancelled")
+        self.assertEqual(completion.exit_code, 0)
+        self.assertIsNone(completion.signal)
 
 
 class TimeoutTests(SynchronousTestCase):
@@ -446,9 +449,9 @@ class TimeoutTests(SynchronousTestCase):
         self.assertEqual(sink.methods(), ["process.cancelled"])
         h.finish(None, signal.SIGTERM)
         completion = h.process.output.completion
-        self.assertEqual(completion["status"], "timeout")
-        self.assertEqual(completion["exit_code"], -15)
-        self.assertEqual(completion["signal"], "SIGTERM")
+        self.assertEqual(completion.status, "timeout")
+        self.assertEqual(completion.exit_code, -15)
+        self.assertEqual(completion.signal, "SIGTERM")
 
     def test_timeout_kills_after_grace(self) -> None:
         """A program ignoring SIGTERM at its timeout gets SIGKILL."""
@@ -458,9 +461,9 @@ class TimeoutTests(SynchronousTestCase):
         self.assertEqual(h.signal_names(), ["SIGTERM", "SIGCONT", "SIGKILL"])
         h.finish(None, signal.SIGKILL)
         completion = h.process.output.completion
-        self.assertEqual(completion["status"], "timeout")
-        self.assertEqual(completion["exit_code"], -9)
-        self.assertEqual(completion["signal"], "SIGKILL")
+        self.assertEqual(completion.status, "timeout")
+        self.assertEqual(completion.exit_code, -9)
+        self.assertEqual(completion.signal, "SIGKILL")
 
     def test_paused_time_does_not_count(self) -> None:
         """Time spent paused does not count toward the timeout."""
@@ -476,7 +479,7 @@ class TimeoutTests(SynchronousTestCase):
         self.assertEqual(
             h.signal_names(), ["SIGSTOP", "SIGCONT", "SIGTERM", "SIGCONT"]
         )
-        self.assertEqual(h.process.status, "timeout")
+        self.assertEqual(h.process.outcome, "timeout")
 
     def test_starting_time_does_not_count(self) -> None:
         """The timeout counts from the moment the program runs."""
@@ -496,7 +499,7 @@ class TimeoutTests(SynchronousTestCase):
         h.finish(0)
         h.clock.advance(100)
         self.assertEqual(h.group.signals, [])
-        self.assertEqual(h.process.output.completion["status"], "completed")
+        self.assertEqual(h.process.output.completion.status, "completed")
 
     def test_cancel_before_timeout(self) -> None:
         """A program cancelled before its timeout reports cancelled."""
@@ -506,7 +509,7 @@ class TimeoutTests(SynchronousTestCase):
         h.clock.advance(20)
         self.assertEqual(h.signal_names(), ["SIGTERM", "SIGCONT"])
         h.finish(None, signal.SIGTERM)
-        self.assertEqual(h.process.output.completion["status"], "cancelled")
+        self.assertEqual(h.process.output.completion.status, "cancelled")
 
 
 class CompletionTests(SynchronousTestCase):
@@ -577,7 +580,7 @@ class CompletionTests(SynchronousTestCase):
         h = Harness().run()
         h.process.childDataReceived(1, b"12345")
         h.exit(3)
-        description = h.process.describe()
+        description = process_entry(h.process)
         self.assertEqual(description["state"], "exited")
         self.assertEqual(description["exit_code"], 3)
         self.assertEqual(description["stdout_bytes"], 5)
@@ -587,18 +590,18 @@ class CompletionTests(SynchronousTestCase):
         h = Harness().run()
         h.finish(3)
         completion = h.process.output.completion
-        self.assertEqual(completion["status"], "failed")
-        self.assertEqual(completion["exit_code"], 3)
-        self.assertIsNone(completion["signal"])
+        self.assertEqual(completion.status, "failed")
+        self.assertEqual(completion.exit_code, 3)
+        self.assertIsNone(completion.signal)
 
     def test_failed_by_signal(self) -> None:
         """Death by a signal nobody sent through CANCEL is failed, -N."""
         h = Harness().run()
         h.finish(None, signal.SIGKILL)
         completion = h.process.output.completion
-        self.assertEqual(completion["status"], "failed")
-        self.assertEqual(completion["exit_code"], -9)
-        self.assertEqual(completion["signal"], "SIGKILL")
+        self.assertEqual(completion.status, "failed")
+        self.assertEqual(completion.exit_code, -9)
+        self.assertEqual(completion.signal, "SIGKILL")
 
     def test_failed_by_sent_signal(self) -> None:
         """Death by a signal sent with signal is failed."""
@@ -606,9 +609,9 @@ class CompletionTests(SynchronousTestCase):
         h.process.send_signal(signal.SIGINT)
         h.finish(None, signal.SIGINT)
         completion = h.process.output.completion
-        self.assertEqual(completion["status"], "failed")
-        self.assertEqual(completion["exit_code"], -2)
-        self.assertEqual(completion["signal"], "SIGINT")
+        self.assertEqual(completion.status, "failed")
+        self.assertEqual(completion.exit_code, -2)
+        self.assertEqual(completion.signal, "SIGINT")
 
     def test_exit_before_status_pipe(self) -> None:
         """A program that exits before its status pipe closes still starts."""
@@ -621,7 +624,7 @@ class CompletionTests(SynchronousTestCase):
         h.end()
         h.clock.advance(100)
         self.assertEqual(h.group.signals, [])
-        self.assertEqual(h.process.output.completion["status"], "completed")
+        self.assertEqual(h.process.output.completion.status, "completed")
 
 
 class GroupTests(SynchronousTestCase):
@@ -657,8 +660,8 @@ class GroupTests(SynchronousTestCase):
         h.clock.advance(_GROUP_POLL)
         self.assertTrue(h.process.finished)
         self.assertEqual(sink.methods(), ["process.completed"])
-        self.assertEqual(h.process.output.completion["status"], "completed")
-        self.assertIsNone(h.process.output.completion["error"])
+        self.assertEqual(h.process.output.completion.status, "completed")
+        self.assertIsNone(h.process.output.completion.error)
         self.assertEqual(h.clock.getDelayedCalls(), [])
         self.assertEqual(h.signal_names(), ["SIGTERM", "SIGCONT"])
 
@@ -676,7 +679,7 @@ class GroupTests(SynchronousTestCase):
         h.group.pids = []
         h.clock.advance(_GROUP_POLL)
         self.assertTrue(h.process.finished)
-        self.assertIsNone(h.process.output.completion["error"])
+        self.assertIsNone(h.process.output.completion.error)
 
     def test_leftovers_never_leave(self) -> None:
         """A group that outlives SIGKILL is reported in error after a deadline."""
@@ -689,7 +692,7 @@ class GroupTests(SynchronousTestCase):
         h.clock.pump([_GROUP_POLL] * 10)
         self.assertTrue(h.process.finished)
         self.assertEqual(
-            h.process.output.completion["error"],
+            h.process.output.completion.error,
             f"process group {PID} still has members after SIGKILL: {PID + 1}",
         )
         self.assertEqual(h.clock.getDelayedCalls(), [])
@@ -798,7 +801,7 @@ class WriteTests(SynchronousTestCase):
     def test_without_stdin(self) -> None:
         """Writing to a program started without stdin is -32004."""
         h = Harness().run()
-        error = self.assertRaises(RPCError, h.process.write, b"data")
+        error = rpc_error(self.assertRaises(ProcessError, h.process.write, b"data"))
         self.assertEqual(error.code, INVALID_STATE)
         self.assertIn("stdin: true", error.message)
         self.assertEqual(h.transport.written, [])
@@ -817,7 +820,7 @@ class WriteTests(SynchronousTestCase):
         h.process.write(b"abc", eof=True)
         self.assertEqual(h.transport.written, [b"abc"])
         self.assertEqual(h.transport.stdin_closes, 1)
-        error = self.assertRaises(RPCError, h.process.write, b"more")
+        error = rpc_error(self.assertRaises(ProcessError, h.process.write, b"more"))
         self.assertEqual(error.code, INVALID_STATE)
         self.assertIn("already closed", error.message)
         self.assertEqual(h.transport.written, [b"abc"])
@@ -833,12 +836,12 @@ class WriteTests(SynchronousTestCase):
         """Once the stdin pipe is gone, writing is -32004."""
         h = Harness(stdin=True).run()
         del h.transport.pipes[0]
-        error = self.assertRaises(RPCError, h.process.write, b"x")
+        error = rpc_error(self.assertRaises(ProcessError, h.process.write, b"x"))
         self.assertEqual(error.code, INVALID_STATE)
 
     def test_while_starting(self) -> None:
         """Writing before the program runs is -32004."""
         h = Harness(stdin=True)
-        error = self.assertRaises(RPCError, h.process.write, b"x")
+        error = rpc_error(self.assertRaises(ProcessError, h.process.write, b"x"))
         self.assertEqual(error.code, INVALID_STATE)
         self.assertEqual(h.transport.written, [])

@@ -608,7 +608,7 @@ class HttpTransportTests(HttpTestCase):
         self.assertTrue(reader.raw.startswith(b": ccx event stream\n\n"))
         process = registry.get(again["process_id"])
         yield until(lambda: process.finished)
-        self.assertEqual(process.status, "cancelled")
+        self.assertEqual(process.outcome, "cancelled")
         self.assertFalse(registry.get(kept["process_id"]).finished)
         response = yield self.post(request(3, "ping"), session_id)
         self.assertEqual(response.code, 404)
@@ -624,7 +624,7 @@ class HttpTransportTests(HttpTestCase):
         self.ccx.groups.append(started["pgid"])
         process = self.ccx.service.node.registry.get(started["process_id"])
         yield until(lambda: process.finished)
-        self.assertEqual(process.status, "cancelled")
+        self.assertEqual(process.outcome, "cancelled")
         response = yield self.post(request(3, "ping"), session_id)
         self.assertEqual(response.code, 404)
         yield response.content()
@@ -727,7 +727,7 @@ class WebSocketMcpTests(TestCase):
             {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": "long"}}
         )
         yield until(lambda: process.finished)
-        self.assertEqual(process.status, "cancelled")
+        self.assertEqual(process.outcome, "cancelled")
         yield client.call("ping")
         self.assertEqual([m for m in client.messages if m.get("id") == "long"], [])
 
@@ -752,7 +752,7 @@ class WebSocketMcpTests(TestCase):
         process = self.ccx.service.node.registry.get(structured["process_id"])
         yield client.close()
         yield until(lambda: process.finished)
-        self.assertEqual(process.status, "cancelled")
+        self.assertEqual(process.outcome, "cancelled")
 
 
 class SdkHttpTests(TestCase):

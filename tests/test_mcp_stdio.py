@@ -282,7 +282,7 @@ class SessionTests(BridgeTestCase):
         self.assertEqual((slept["status"], slept["exit_code"]), ("completed", 0))
         registry = self.ccx.service.node.registry
         yield until(lambda: all(p.finished for p in registry.all()))
-        statuses = sorted(p.status for p in registry.all())
+        statuses = sorted(p.outcome for p in registry.all())
         self.assertEqual(statuses, ["cancelled", "completed"])
         for process in registry.all():
             self.assertEqual(ProcessGroup(process.pid).members(), [])
@@ -457,7 +457,7 @@ class EndTests(BridgeTestCase):
         self.assertIsNone(bridge.signal)
         self.assertEqual(bridge.err, b"")
         self.assertEqual([m["id"] for m in bridge.messages], [1])
-        self.assertEqual(process.status, "cancelled")
+        self.assertEqual(process.outcome, "cancelled")
 
     @inlineCallbacks
     def test_sigterm_status(self):

@@ -14,6 +14,7 @@ from zope.interface.verify import verifyObject
 
 from ccx.config import build_config
 from ccx.node import Node
+from ccx.native.wire import NotificationSink
 from ccx.output.fanout import ProcessOutput
 from ccx.output.interfaces import IReadControl
 from ccx.web.websocket import make_factory
@@ -61,7 +62,7 @@ class ProducerChainTests(SynchronousTestCase):
         self.reading = PipeReading()
         self.output.set_reader(self.reading)
         subscription = self.connection.session.subscribe(
-            _Process(self.output), blocking=True
+            _Process(self.output), NotificationSink(self.connection), blocking=True
         )
         subscription.activate()
 

@@ -45,13 +45,14 @@ class SharedNamesTests(SynchronousTestCase):
     def test_one_definition(self):
         """The service's error codes, streams and names are the protocol's own objects."""
         from ccx.native import methods
-        from ccx.output import encoding, fanout
+        from ccx.native import wire
+        from ccx.output import fanout
         from ccx.rpc import errors
 
         for name in ("PARSE_ERROR", "INVALID_PARAMS", "LIMIT_EXCEEDED", "SPAWN_FAILED"):
             self.assertIs(getattr(errors, name), getattr(protocol, name))
         self.assertIs(fanout.STREAMS, protocol.STREAMS)
-        self.assertIs(encoding.ENCODINGS, protocol.ENCODINGS)
+        self.assertIs(wire.UTF8, protocol.UTF8)
         self.assertIs(methods.SIGNALS, protocol.SIGNALS)
         self.assertIs(methods.CONTROLS, protocol.CONTROLS)
 

@@ -9,7 +9,8 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from ccx.process.registry import ProcessRegistry
-from ccx.rpc.errors import LIMIT_EXCEEDED, PROCESS_NOT_FOUND, RPCError
+from ccx.process.errors import ProcessError, SpawnFailed
+from ccx.rpc.errors import LIMIT_EXCEEDED, PROCESS_NOT_FOUND, rpc_error
 from tests.fakes import FakeSink
 from tests.fakes import FakeSpawner, Harness
 
@@ -53,10 +54,10 @@ class RegistryTests(SynchronousTestCase):
 
     def test_get_unknown(self) -> None:
         """Getting an unknown process is -32003."""
-        error = self.assertRaises(RPCError, self.registry.get, "nope")
+        error = rpc_error(self.assertRaises(ProcessError, self.registry.get, "nope"))
         self.assertEqual(error.code, PROCESS_NOT_FOUND)
         self.assertIn("'nope'", error.message)
-        error = self.assertRaises(RPCError, self.registry.get, "nope", live=True)
+        error = rpc_error(self.assertRaises(ProcessError, self.registry.get, "nope", live=True))
         self.assertEqual(error.code, PROCESS_NOT_FOUND)
 
     def test_find_unknown(self) -> None:
@@ -67,11 +68,11 @@ class RegistryTests(SynchronousTestCase):
         """A process beyond max_processes is refused with -32001."""
         self.spawn("p1")
         self.spawn("p2", run=False)
-        error = self.assertRaises(RPCError, self.registry.check_capacity)
+        error = rpc_error(self.assertRaises(ProcessError, self.registry.check_capacity))
         self.assertEqual(error.code, LIMIT_EXCEEDED)
         self.assertIn("--max-processes 2", error.message)
         third = Harness("p3", clock=self.clock, start=False)
-        error = self.assertRaises(RPCError, self.registry.start, third.process, third.spawner)
+        error = rpc_error(self.assertRaises(ProcessError, self.registry.start, third.process, third.spawner))
         self.assertEqual(error.code, LIMIT_EXCEEDED)
         self.assertIsNone(self.registry.find("p3"))
         self.assertEqual(self.registry.live_count, 2)
@@ -90,7 +91,7 @@ class RegistryTests(SynchronousTestCase):
         """get(live=True) of a finished process is -32003."""
         h = self.spawn("p1")
         h.finish(0)
-        error = self.assertRaises(RPCError, self.registry.get, "p1", live=True)
+        error = rpc_error(self.assertRaises(ProcessError, self.registry.get, "p1", live=True))
         self.assertEqual(error.code, PROCESS_NOT_FOUND)
         self.assertIn("already finished", error.message)
         self.assertIs(self.registry.get("p1"), h.process)
@@ -115,7 +116,7 @@ class RegistryTests(SynchronousTestCase):
         """A process whose program never ran is removed as soon as it ends."""
         h = self.spawn("p1", run=False)
         h.fail_exec()
-        self.failureResultOf(h.started, RPCError)
+        self.failureResultOf(h.started, SpawnFailed)
         h.finish(127)
         self.assertIsNone(self.registry.find("p1"))
         self.assertEqual(self.registry.live_count, 0)
@@ -126,7 +127,7 @@ class RegistryTests(SynchronousTestCase):
         h = Harness("p1", clock=self.clock, start=False)
         h.spawner = FakeSpawner(error=OSError("no more processes"))
         started = self.registry.start(h.process, h.spawner)
-        self.failureResultOf(started, RPCError)
+        self.failureResultOf(started, SpawnFailed)
         self.flushLoggedErrors(OSError)
         self.assertIsNone(self.registry.find("p1"))
         self.assertEqual(self.registry.live_count, 0)
@@ -149,8 +150,8 @@ class RegistryTests(SynchronousTestCase):
         self.assertNoResult(d)
         starting.finish(None, signal.SIGTERM)
         self.assertIsNone(self.successResultOf(d))
-        self.assertEqual(running.process.output.completion["status"], "cancelled")
-        self.assertEqual(starting.process.output.completion["status"], "cancelled")
+        self.assertEqual(running.process.output.completion.status, "cancelled")
+        self.assertEqual(starting.process.output.completion.status, "cancelled")
         self.assertEqual(self.registry.all(), [])
 
     def test_shutdown_kills_after_grace(self) -> None:

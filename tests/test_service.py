@@ -463,7 +463,7 @@ class LifecycleTests(ServiceTestCase):
         yield self.client.close()
         process = self.ccx.service.node.registry.get(result["process_id"])
         finished = yield process.ended
-        self.assertEqual(finished.status, "cancelled")
+        self.assertEqual(finished.outcome, "cancelled")
         self.assertEqual(ProcessGroup(result["pgid"]).members(), [])
 
     @inlineCallbacks

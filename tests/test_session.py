@@ -7,11 +7,11 @@ import signal
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from ccx.output.events import ProcessStarted
 from ccx.output.fanout import ProcessOutput
-from ccx.process.managed import RunOptions
 from ccx.session import Session
-from tests.fakes import FakeSink
-from tests.fakes import Harness
+from tests.fakes import COMPLETION, FakeSink, Harness, run_options
+
 
 
 class FakeProcess:
@@ -27,7 +27,7 @@ class FakeProcess:
         finished: bool = False,
     ) -> None:
         self.process_id = process_id
-        self.options = RunOptions(on_disconnect=on_disconnect)
+        self.options = run_options(on_disconnect=on_disconnect)
         self.output = ProcessOutput(process_id, 1024, 100, blocking=True)
         self.state = state
         self.finished = finished
@@ -44,11 +44,11 @@ class SessionTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.sink = FakeSink()
-        self.session = Session(self.sink)
+        self.session = Session()
 
     def test_ids(self) -> None:
         """Each session has its own hex id and starts empty and open."""
-        other = Session(FakeSink())
+        other = Session()
         self.assertNotEqual(self.session.session_id, other.session_id)
         self.assertEqual(len(self.session.session_id), 32)
         self.assertFalse(self.session.closed)
@@ -58,7 +58,7 @@ class SessionTests(SynchronousTestCase):
     def test_subscribe(self) -> None:
         """A subscription to a process is made inactive, with the session's sink."""
         process = FakeProcess("p1")
-        subscription = self.session.subscribe(process, blocking=True)
+        subscription = self.session.subscribe(process, self.sink, blocking=True)
         self.assertIs(self.session.subscriptions["p1"], subscription)
         self.assertEqual(process.output.subscriptions, [subscription])
         self.assertIs(subscription.sink, self.sink)
@@ -69,9 +69,9 @@ class SessionTests(SynchronousTestCase):
         """Offsets and the first notification are passed to the subscription."""
         process = FakeProcess("p1")
         process.output.receive("stdout", b"abcdef", 1.0)
-        first = ("process.started", {"process_id": "p1"})
+        first = ProcessStarted("p1", 42, ("prog",))
         subscription = self.session.subscribe(
-            process, blocking=False, offsets={"stdout": 4}, first=first
+            process, self.sink, blocking=False, offsets={"stdout": 4}, first=first
         )
         subscription.activate()
         self.assertEqual(
@@ -82,8 +82,8 @@ class SessionTests(SynchronousTestCase):
     def test_subscribe_replaces(self) -> None:
         """Subscribing again to a process replaces the earlier subscription."""
         process = FakeProcess("p1")
-        old = self.session.subscribe(process, blocking=True)
-        new = self.session.subscribe(process, blocking=False)
+        old = self.session.subscribe(process, self.sink, blocking=True)
+        new = self.session.subscribe(process, self.sink, blocking=False)
         self.assertIsNot(old, new)
         self.assertTrue(old.done)
         self.assertEqual(process.output.subscriptions, [new])
@@ -91,15 +91,15 @@ class SessionTests(SynchronousTestCase):
 
     def test_subscriptions_per_process(self) -> None:
         """Subscriptions to different processes are kept side by side."""
-        first = self.session.subscribe(FakeProcess("p1"), blocking=True)
-        second = self.session.subscribe(FakeProcess("p2"), blocking=True)
+        first = self.session.subscribe(FakeProcess("p1"), self.sink, blocking=True)
+        second = self.session.subscribe(FakeProcess("p2"), self.sink, blocking=True)
         self.assertEqual(self.session.subscriptions, {"p1": first, "p2": second})
         self.assertFalse(first.done)
 
     def test_unsubscribe(self) -> None:
         """Unsubscribing drops the subscription from the session and the output."""
         process = FakeProcess("p1")
-        subscription = self.session.subscribe(process, blocking=True)
+        subscription = self.session.subscribe(process, self.sink, blocking=True)
         self.assertTrue(self.session.unsubscribe("p1"))
         self.assertTrue(subscription.done)
         self.assertEqual(process.output.subscriptions, [])
@@ -127,7 +127,7 @@ class SessionTests(SynchronousTestCase):
     def test_pump_delivers(self) -> None:
         """pump lets an active subscription deliver what it held back."""
         process = FakeProcess("p1")
-        subscription = self.session.subscribe(process, blocking=True)
+        subscription = self.session.subscribe(process, self.sink, blocking=True)
         subscription.activate()
         self.sink.writable = False
         process.output.receive("stdout", b"hello", 1.0)
@@ -140,7 +140,7 @@ class SessionTests(SynchronousTestCase):
         """When the connection fills after one chunk, each pump starts with another subscription."""
         processes = [FakeProcess(f"p{i}") for i in range(3)]
         for process in processes:
-            self.session.subscribe(process, blocking=True).activate()
+            self.session.subscribe(process, self.sink, blocking=True).activate()
         self.sink.writable = False
         for process in processes:
             process.output.receive("stdout", process.process_id.encode(), 1.0)
@@ -161,7 +161,7 @@ class SessionTests(SynchronousTestCase):
     def test_pump_inactive(self) -> None:
         """pump delivers nothing to a subscription not yet activated."""
         process = FakeProcess("p1")
-        self.session.subscribe(process, blocking=True)
+        self.session.subscribe(process, self.sink, blocking=True)
         process.output.receive("stdout", b"hello", 1.0)
         self.session.pump()
         self.assertEqual(self.sink.sent, [])
@@ -169,11 +169,11 @@ class SessionTests(SynchronousTestCase):
     def test_pump_drops_done(self) -> None:
         """pump forgets subscriptions that are done."""
         process = FakeProcess("p1")
-        subscription = self.session.subscribe(process, blocking=True)
+        subscription = self.session.subscribe(process, self.sink, blocking=True)
         subscription.activate()
-        process.output.complete({"process_id": "p1", "status": "completed"})
+        process.output.complete(COMPLETION)
         self.assertTrue(subscription.done)
-        other = self.session.subscribe(FakeProcess("p2"), blocking=True)
+        other = self.session.subscribe(FakeProcess("p2"), self.sink, blocking=True)
         self.session.pump()
         self.assertEqual(self.session.subscriptions, {"p2": other})
         self.assertEqual(self.sink.methods(), ["process.completed"])
@@ -185,9 +185,9 @@ class SessionTests(SynchronousTestCase):
         watched = FakeProcess("p3")
         self.session.started = [cancel, keep]
         subscriptions = [
-            self.session.subscribe(cancel, blocking=True),
-            self.session.subscribe(keep, blocking=True),
-            self.session.subscribe(watched, blocking=False),
+            self.session.subscribe(cancel, self.sink, blocking=True),
+            self.session.subscribe(keep, self.sink, blocking=True),
+            self.session.subscribe(watched, self.sink, blocking=False),
         ]
         self.session.close()
         self.assertTrue(self.session.closed)
@@ -205,13 +205,13 @@ class SessionTests(SynchronousTestCase):
         cancel = Harness("p1", on_disconnect="cancel").run()
         keep = Harness("p2", on_disconnect="keep").run()
         self.session.started = [cancel.process, keep.process]
-        self.session.subscribe(cancel.process, blocking=True).activate()
+        self.session.subscribe(cancel.process, self.sink, blocking=True).activate()
         self.session.close()
         self.assertEqual(cancel.signal_names(), ["SIGTERM", "SIGCONT"])
         self.assertEqual(keep.group.signals, [])
         self.assertEqual(self.sink.sent, [])
         cancel.finish(None, signal.SIGTERM)
-        self.assertEqual(cancel.process.output.completion["status"], "cancelled")
+        self.assertEqual(cancel.process.output.completion.status, "cancelled")
 
     def test_close_twice(self) -> None:
         """A second close terminates nothing more."""

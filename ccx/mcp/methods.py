@@ -225,6 +225,6 @@ def websocket_methods(
     send none).
     """
     mcp = McpSession(session, standalone=connection)
-    table = NativeMethods(node, session).table()
+    table = NativeMethods(node, session, connection).table()
     table.update(McpMethods(node, mcp, Tools(node, mcp), connection).table())
     return table

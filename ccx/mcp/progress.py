@@ -7,6 +7,14 @@ from typing import Any, Dict, List, Optional, Union
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from zope.interface import implementer
 
+from ccx.native.wire import complete_utf8_length
+from ccx.output.events import (
+    Completion,
+    OutputChunk,
+    OutputDropped,
+    ProcessStarted,
+    StateChanged,
+)
 from ccx.output.fanout import Subscription
 from ccx.output.interfaces import IOutputSink
 from ccx.rpc.interfaces import INotificationChannel
@@ -30,9 +38,11 @@ class ProgressReporter:
     text since the previous one.
 
     It is a dropping subscriber of the process's output, so it never slows
-    the program; it is writable only while its channel is and once per
-    L{PROGRESS_INTERVAL}, so the output path's own back-pressure is what
-    paces it and what it skips is reported as skipped, never queued.
+    the program.  It takes output while its channel is writable, sends it
+    in a notification at the next turn of the reactor, and then takes
+    nothing for L{PROGRESS_INTERVAL}: the output path's own back-pressure
+    paces it, and what it skips meanwhile is reported as skipped, never
+    queued.
 
     @ivar subscription: its subscription, set by whoever subscribes it.
     """
@@ -51,14 +61,13 @@ class ProgressReporter:
         self._interval = interval
         self._pending: List[str] = []
         self._progress = 0
-        self._ready = True
-        self._pumping = False
+        self._resting = False
         self._closed = False
         self._timer: Optional[IDelayedCall] = None
 
     @property
     def writable(self) -> bool:
-        return self._ready and not self._closed and self._channel.writable
+        return not self._resting and not self._closed and self._channel.writable
 
     def announce(self, message: str) -> None:
         """
@@ -66,49 +75,44 @@ class ProgressReporter:
         """
         self._send(0, message)
 
-    def send_notification(self, method: str, params: dict) -> None:
-        if method == "process.output":
-            self._pending.append(params["data"])
-        elif method == "process.dropped":
-            self._pending.append(
-                f"\n[{params['bytes']} bytes of {params['type']} skipped]\n"
-            )
-        else:
-            return
-        if not self._pumping and self._timer is None:
-            # Output read from the pipe just now: take what else is there
-            # in a moment, once the subscription has moved its cursors.
-            self._ready = False
-            self._timer = self._clock.callLater(0, self._tick)
+    # -- IOutputSink --------------------------------------------------------
 
-    def finish(self) -> None:
-        """
-        The program has finished: send what output is left (whatever the
-        rate), then nothing more.
-        """
-        subscription = self.subscription
-        if not self._closed and subscription is not None:
-            if self._timer is not None and self._timer.active():
-                self._timer.cancel()
-            self._timer = None
-            self._ready = True
-            self._pumping = True
-            try:
-                subscription.output.pump(subscription)
-            finally:
-                self._pumping = False
-            self._flush()
-        self.close()
+    def started(self, event: ProcessStarted) -> None:
+        pass
 
-    def close(self) -> None:
+    def output(self, chunk: OutputChunk) -> int:
+        data = chunk.data
+        if not chunk.final:
+            data = data[: complete_utf8_length(data)]
+            if not data:
+                return 0
+        self._pending.append(data.decode("utf-8", "replace"))
+        self._schedule()
+        return len(data)
+
+    def dropped(self, event: OutputDropped) -> None:
+        self._pending.append(f"\n[{event.size} bytes of {event.stream} skipped]\n")
+        self._schedule()
+
+    def changed(self, event: StateChanged) -> None:
+        pass
+
+    def completed(self, completion: Completion) -> None:
+        pass
+
+    # -- pacing -------------------------------------------------------------
+
+    def _schedule(self) -> None:
         """
-        The request is answered (or cancelled): send nothing more.
+        Send what was taken at the next turn of the reactor, once the
+        subscription has given everything it has now.
         """
-        self._closed = True
-        self._pending = []
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
+        if self._timer is None:
+            self._timer = self._clock.callLater(0, self._flush_later)
+
+    def _flush_later(self) -> None:
         self._timer = None
+        self._flush()
 
     def _flush(self) -> None:
         if self._closed or not self._pending or self.subscription is None:
@@ -130,18 +134,46 @@ class ProgressReporter:
             "message": message,
         }
         self._channel.send_notification("notifications/progress", params)
-        self._ready = False
-        self._timer = self._clock.callLater(self._interval, self._tick)
+        self._rest()
 
-    def _tick(self) -> None:
+    def _rest(self) -> None:
+        """
+        Take nothing for one interval, then take what has come meanwhile.
+        """
+        self._resting = True
+        self._cancel_timer()
+        self._timer = self._clock.callLater(self._interval, self._wake)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
         self._timer = None
-        self._ready = True
+
+    def _wake(self) -> None:
+        self._timer = None
+        self._resting = False
+        if not self._closed and self.subscription is not None:
+            self.subscription.pump()
+
+    # -- ending -------------------------------------------------------------
+
+    def finish(self) -> None:
+        """
+        The program has finished: send what output is left (whatever the
+        rate), then nothing more.
+        """
         subscription = self.subscription
-        if self._closed or subscription is None:
-            return
-        self._pumping = True
-        try:
-            subscription.output.pump(subscription)
-        finally:
-            self._pumping = False
-        self._flush()
+        if not self._closed and subscription is not None:
+            self._cancel_timer()
+            self._resting = False
+            subscription.pump()
+            self._flush()
+        self.close()
+
+    def close(self) -> None:
+        """
+        The request is answered (or cancelled): send nothing more.
+        """
+        self._closed = True
+        self._pending = []
+        self._cancel_timer()

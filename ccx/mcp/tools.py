@@ -1,14 +1,15 @@
 """
-The MCP tools: their definitions (a JSON Schema for the input and one for
-the structured output of each) and their handlers, built on the process
-layer the native methods use (L{ccx.process.launch}, the registry, each
+The MCP tools: their definitions (with the JSON Schemas of
+L{ccx.mcp.schemas}) and their handlers, built on the same process layer as
+the native methods (L{ccx.session.Session.launch}, the registry, each
 process's held output).
 
 A handler takes the tool's arguments and a L{ToolCall}, and returns the
-structured result (or a L{Deferred} of it).  It raises L{RPCError} for
-anything the caller can fix or must know (a program not on the allow-list,
-an unknown process, bad arguments): C{tools/call} turns that into a result
-with C{isError: true}, as MCP asks of tool execution errors.
+structured result (or a L{Deferred} of it).  It raises L{RPCError} or a
+L{ProcessError} for anything the caller can fix or must know (a program not
+on the allow-list, an unknown process, bad arguments): C{tools/call} turns
+that into a result with C{isError: true}, as MCP asks of tool execution
+errors.
 """
 
 from dataclasses import dataclass
@@ -17,21 +18,35 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
+from ccx.mcp.progress import ProgressReporter, ProgressToken
+from ccx.mcp.schemas import (
+    DEFAULT_READ_BYTES,
+    EXECUTE_INPUT,
+    EXECUTE_OUTPUT,
+    LIST_INPUT,
+    LIST_OUTPUT,
+    ONLY_PROCESS_ID,
+    OUTPUT_INPUT,
+    OUTPUT_OUTPUT,
+    START_INPUT,
+    START_OUTPUT,
+    STATUS_OUTPUT,
+    WRITE_INPUT,
+    WRITE_OUTPUT,
+    control_output,
+)
+from ccx.mcp.session import McpSession, at_least
+from ccx.native.wire import complete_utf8_length, process_entry
 from ccx.node import Node
 from ccx.output.buffer import StreamBuffer
-from ccx.output.encoding import complete_utf8_length
-from ccx.output.fanout import STREAMS
-from ccx.process.launch import LaunchSpec, launch
-from ccx.process.managed import EXITED, STARTING, ManagedProcess
-from ccx.mcp.progress import ProgressReporter, ProgressToken
-from ccx.mcp.session import McpSession, at_least
-from ccx.rpc.errors import RPCError, invalid_params
+from ccx.output.events import STREAMS
+from ccx.process.errors import ProcessError
+from ccx.process.launch import LaunchSpec
+from ccx.process.managed import ManagedProcess, State
+from ccx.rpc.errors import as_rpc_error, invalid_params
 from ccx.rpc.interfaces import INotificationChannel
 from ccx.rpc.jsonrpc import Call
-from ccx.rpc.params import ParamReader
-
-# What one call of the output tool returns per stream unless told otherwise.
-DEFAULT_READ_BYTES = 64 * 1024
+from ccx.rpc.params import ParamReader, check_offsets
 
 
 class ToolCall:
@@ -115,317 +130,6 @@ class Tool:
         return entry
 
 
-# -- schemas -------------------------------------------------------------
-
-def _object(properties: Dict[str, Any], required: Tuple[str, ...] = ()) -> Dict[str, Any]:
-    schema: Dict[str, Any] = {
-        "type": "object",
-        "properties": properties,
-        "additionalProperties": False,
-    }
-    if required:
-        schema["required"] = list(required)
-    return schema
-
-
-def _nullable(kind: str, description: str) -> Dict[str, Any]:
-    return {"type": [kind, "null"], "description": description}
-
-
-_PROCESS_ID = {
-    "type": "string",
-    "description": "The process id that execute or start returned (see also list).",
-}
-_COMMAND_OUT = {
-    "type": "array",
-    "items": {"type": "string"},
-    "description": "The program's arguments (argv).",
-}
-_STATUS = {
-    "type": "string",
-    "enum": ["running", "paused", "exiting", "completed", "failed", "cancelled", "timeout"],
-    "description": (
-        "running or paused while it runs; exiting while what it left behind is "
-        "ended; then completed (exit status 0), failed (any other exit status or "
-        "a signal), cancelled, or timeout."
-    ),
-}
-_ONLY_PROCESS_ID = _object({"process_id": _PROCESS_ID}, ("process_id",))
-
-_PROCESS = _object(
-    {
-        "process_id": _PROCESS_ID,
-        "pid": _nullable("integer", "Its process id on the host."),
-        "pgid": _nullable("integer", "Its process group (the same as pid)."),
-        "command": _COMMAND_OUT,
-        "state": {"type": "string", "enum": ["running", "paused", "exited"]},
-        "started_at": _nullable("number", "When it started, in seconds since the epoch."),
-        "exit_code": _nullable(
-            "integer", "Its exit status once exited; -N when ended by signal N."
-        ),
-        "stdout_bytes": {"type": "integer", "description": "Bytes written to stdout so far."},
-        "stderr_bytes": {"type": "integer", "description": "Bytes written to stderr so far."},
-        "dropped_bytes": {
-            "type": "integer",
-            "description": "Output bytes no longer held before every reader had them.",
-        },
-        "subscribers": {"type": "integer", "description": "Readers of its output."},
-        "encoding": {
-            "type": "string",
-            "enum": ["utf-8", "base64"],
-            "description": "How its process.output data is carried.",
-        },
-    },
-    (
-        "process_id",
-        "pid",
-        "pgid",
-        "command",
-        "state",
-        "started_at",
-        "exit_code",
-        "stdout_bytes",
-        "stderr_bytes",
-        "dropped_bytes",
-        "subscribers",
-        "encoding",
-    ),
-)
-
-_RUN_PROPERTIES: Dict[str, Any] = {
-    "command": {
-        "description": (
-            "The program and its arguments: an array of strings (argv), or one "
-            "string split into words as a POSIX shell would (no shell runs; "
-            "quotes group words). The program must be on the service's allow-list."
-        ),
-        "anyOf": [
-            {"type": "string", "minLength": 1},
-            {"type": "array", "items": {"type": "string"}, "minItems": 1},
-        ],
-    },
-    "shell": {
-        "type": "boolean",
-        "default": False,
-        "description": (
-            "Run command (one string) with /bin/sh -c, for pipes and redirections; "
-            "allowed only when sh is on the allow-list."
-        ),
-    },
-    "cwd": {
-        "type": "string",
-        "description": "Working directory (relative to the service's default directory).",
-    },
-    "env": {
-        "type": "object",
-        "additionalProperties": {"type": "string"},
-        "description": "Environment variables added to the service's environment.",
-    },
-    "timeout": {
-        "type": "number",
-        "exclusiveMinimum": 0,
-        "maximum": 1e9,
-        "description": (
-            "Cancel the program after this many seconds of running (time spent "
-            "paused does not count)."
-        ),
-    },
-}
-
-EXECUTE_INPUT = _object(
-    dict(
-        _RUN_PROPERTIES,
-        input={
-            "type": "string",
-            "description": "Text written to the program's standard input, which is then closed.",
-        },
-        max_output_bytes={
-            "type": "integer",
-            "minimum": 0,
-            "description": (
-                "Return at most this many bytes of each stream (its end). By default, "
-                "and at most, a sixteenth of the service's --max-message-size, so that "
-                "the reply fits in one message; read the rest with the output tool."
-            ),
-        },
-    ),
-    ("command",),
-)
-
-EXECUTE_OUTPUT = _object(
-    {
-        "process_id": _PROCESS_ID,
-        "command": _COMMAND_OUT,
-        "status": {
-            "type": "string",
-            "enum": ["completed", "failed", "cancelled", "timeout"],
-            "description": (
-                "completed (exit status 0), failed (another exit status, or killed by "
-                "a signal), cancelled, or timeout."
-            ),
-        },
-        "exit_code": _nullable("integer", "The exit status; -N when killed by signal N."),
-        "signal": _nullable("string", "The signal that ended it (SIGTERM, ...), if any."),
-        "duration": {"type": "number", "description": "Seconds it ran."},
-        "stdout": {"type": "string", "description": "Its standard output (UTF-8)."},
-        "stderr": {"type": "string", "description": "Its standard error (UTF-8)."},
-        "stdout_bytes": {"type": "integer", "description": "Bytes it wrote to stdout."},
-        "stderr_bytes": {"type": "integer", "description": "Bytes it wrote to stderr."},
-        "stdout_truncated": {
-            "type": "boolean",
-            "description": "stdout holds only the end of what was written.",
-        },
-        "stderr_truncated": {
-            "type": "boolean",
-            "description": "stderr holds only the end of what was written.",
-        },
-        "dropped_bytes": {
-            "type": "integer",
-            "description": "Output bytes the service no longer held when the program ended.",
-        },
-        "error": _nullable("string", "What went wrong around the program, if anything."),
-    },
-    (
-        "process_id",
-        "command",
-        "status",
-        "exit_code",
-        "signal",
-        "duration",
-        "stdout",
-        "stderr",
-        "stdout_bytes",
-        "stderr_bytes",
-        "stdout_truncated",
-        "stderr_truncated",
-        "dropped_bytes",
-        "error",
-    ),
-)
-
-START_INPUT = _object(
-    dict(
-        _RUN_PROPERTIES,
-        stdin={
-            "type": "boolean",
-            "default": False,
-            "description": "Keep standard input open for the write tool.",
-        },
-        on_disconnect={
-            "type": "string",
-            "enum": ["cancel", "keep"],
-            "default": "cancel",
-            "description": (
-                "cancel: end the program when this MCP session ends; keep: let it run on."
-            ),
-        },
-    ),
-    ("command",),
-)
-
-START_OUTPUT = _object(
-    {
-        "process_id": _PROCESS_ID,
-        "pid": {"type": "integer"},
-        "pgid": {"type": "integer"},
-        "command": _COMMAND_OUT,
-        "status": {"type": "string", "enum": ["started"]},
-    },
-    ("process_id", "pid", "pgid", "command", "status"),
-)
-
-STATUS_OUTPUT = _object(
-    dict(
-        _PROCESS["properties"],
-        status=_STATUS,
-        signal=_nullable("string", "The signal that ended it, if any."),
-        duration=_nullable("number", "Seconds it ran, once finished."),
-        error=_nullable("string", "What went wrong around the program, if anything."),
-    ),
-    tuple(_PROCESS["required"]) + ("status", "signal", "duration", "error"),
-)
-
-_OFFSET = {"type": "integer", "minimum": 0}
-
-OUTPUT_INPUT = _object(
-    {
-        "process_id": _PROCESS_ID,
-        "offsets": _object(
-            {"stdout": _OFFSET, "stderr": _OFFSET},
-        ),
-        "max_bytes": {
-            "type": "integer",
-            "minimum": 1,
-            "default": DEFAULT_READ_BYTES,
-            "description": "The most bytes to return of each stream.",
-        },
-    },
-    ("process_id",),
-)
-OUTPUT_INPUT["properties"]["offsets"]["description"] = (
-    "Where to read each stream from, in bytes (default 0); pass the next_offset "
-    "values of the previous call to read on."
-)
-
-_CHUNK = _object(
-    {
-        "text": {"type": "string", "description": "The output read (UTF-8)."},
-        "offset": {"type": "integer", "description": "The offset of its first byte."},
-        "next_offset": {"type": "integer", "description": "Where to read on from."},
-        "skipped_bytes": {
-            "type": "integer",
-            "description": "Bytes before offset that are no longer held.",
-        },
-        "end": {"type": "integer", "description": "The stream's length so far."},
-    },
-    ("text", "offset", "next_offset", "skipped_bytes", "end"),
-)
-
-OUTPUT_OUTPUT = _object(
-    {
-        "process_id": _PROCESS_ID,
-        "status": _STATUS,
-        "stdout": _CHUNK,
-        "stderr": _CHUNK,
-        "finished": {
-            "type": "boolean",
-            "description": "The program has finished and everything it wrote was read.",
-        },
-    },
-    ("process_id", "status", "stdout", "stderr", "finished"),
-)
-
-WRITE_INPUT = _object(
-    {
-        "process_id": _PROCESS_ID,
-        "data": {"type": "string", "default": "", "description": "Text to write (UTF-8)."},
-        "eof": {
-            "type": "boolean",
-            "default": False,
-            "description": "Close the program's standard input after the data.",
-        },
-    },
-    ("process_id",),
-)
-
-WRITE_OUTPUT = _object(
-    {"process_id": _PROCESS_ID, "bytes": {"type": "integer"}},
-    ("process_id", "bytes"),
-)
-
-
-def _control_output(status: str) -> Dict[str, Any]:
-    return _object(
-        {"process_id": _PROCESS_ID, "status": {"type": "string", "enum": [status]}},
-        ("process_id", "status"),
-    )
-
-
-LIST_INPUT: Dict[str, Any] = {"type": "object", "additionalProperties": False}
-LIST_OUTPUT = _object(
-    {"processes": {"type": "array", "items": _PROCESS}}, ("processes",)
-)
-
 
 # -- reading held output -------------------------------------------------
 
@@ -468,12 +172,16 @@ def _tail(buffer: StreamBuffer, limit: Optional[int]) -> Tuple[str, int]:
 
 
 def _status(process: ManagedProcess) -> str:
-    completion = process.output.completion
-    if completion is not None:
-        return completion["status"]
-    if process.state == EXITED:
+    """
+    A process's state as the tools say it: running or paused, exiting while
+    what its leader left behind is ended, then how it ended.
+    """
+    state = process.state
+    if state == State.STARTING:
+        return State.RUNNING.value
+    if state == State.EXITED:
         return "exiting"
-    return "running" if process.state == STARTING else process.state
+    return state.value
 
 
 class Tools:
@@ -521,7 +229,7 @@ class Tools:
                 "Status of a process",
                 "The state of a process started by execute or start: running, paused, "
                 "or how it ended, with its exit status and output sizes.",
-                _ONLY_PROCESS_ID,
+                ONLY_PROCESS_ID,
                 STATUS_OUTPUT,
                 reading,
                 self.status,
@@ -551,8 +259,8 @@ class Tools:
                 "pause",
                 "Pause a process",
                 "Stop a running process and everything it started (SIGSTOP to its group).",
-                _ONLY_PROCESS_ID,
-                _control_output("paused"),
+                ONLY_PROCESS_ID,
+                control_output("paused"),
                 control,
                 self.pause,
             ),
@@ -560,8 +268,8 @@ class Tools:
                 "resume",
                 "Resume a process",
                 "Continue a paused process (SIGCONT to its group).",
-                _ONLY_PROCESS_ID,
-                _control_output("resumed"),
+                ONLY_PROCESS_ID,
+                control_output("resumed"),
                 control,
                 self.resume,
             ),
@@ -570,8 +278,8 @@ class Tools:
                 "Cancel a process",
                 "End a process and everything it started: SIGTERM to its group, SIGKILL "
                 "after the grace period if anything is left.",
-                _ONLY_PROCESS_ID,
-                _control_output("cancelled"),
+                ONLY_PROCESS_ID,
+                control_output("cancelled"),
                 dict(control, destructiveHint=True),
                 self.cancel,
             ),
@@ -588,23 +296,9 @@ class Tools:
 
     # -- starting ---------------------------------------------------------
 
-    def _launch(self, spec: LaunchSpec) -> Tuple[ManagedProcess, Deferred]:
-        """
-        Start a program for this session: it is cancelled with the session
-        (unless it was started with C{on_disconnect: "keep"}), and forgotten
-        by it once finished.
-        """
-        session = self._mcp.session
-        process, started = launch(self._node, spec, owner=session.session_id)
-        if process.pid is not None:
-            session.started.append(process)
-
-            def forget(result: Any) -> Any:
-                if process in session.started:
-                    session.started.remove(process)
-                return result
-
-            process.ended.addBoth(forget)
+    def _launch(self, spec: LaunchSpec, call: ToolCall) -> Tuple[ManagedProcess, Deferred]:
+        process, started = self._mcp.session.launch(spec)
+        call.on_cancel(process.terminate)
         return process, started
 
     def _started_event(self, process: ManagedProcess) -> Dict[str, Any]:
@@ -615,107 +309,108 @@ class Tools:
             "command": process.command.argv,
         }
 
+    def _finished_event(self, process: ManagedProcess) -> Dict[str, Any]:
+        completion = process.completion()
+        return {
+            "event": "finished",
+            "process_id": process.process_id,
+            "status": completion.status,
+            "exit_code": completion.exit_code,
+        }
+
     def execute(self, arguments: Dict[str, Any], call: ToolCall) -> Deferred:
         r = ParamReader(
             arguments,
             "execute",
             ("command", "shell", "cwd", "env", "timeout", "input", "max_output_bytes"),
         )
-        spec_input = r.string("input", None)
+        stdin_text = r.string("input", None)
         spec = LaunchSpec(
             r.any("command"),
             shell=r.boolean("shell", False),
             cwd=r.string("cwd", None),
             env=r.string_map("env"),
             timeout=r.number("timeout"),
-            stdin=spec_input is not None,
-            on_full="drop",
-            on_disconnect="cancel",
+            stdin=stdin_text is not None,
+            blocking=False,
         )
         # Each stream's text appears twice in the result (structured and as
         # text content), and JSON escaping can grow it: keep the whole reply
         # well inside the largest message a WebSocket may carry.
         cap = self._node.config.max_message_size // 16
         limit = min(r.offset("max_output_bytes", cap), cap)
-        process, started = self._launch(spec)
-        call.on_cancel(process.terminate)
+        process, started = self._launch(spec, call)
         if process.pid is None:
             return started
+        return Deferred.fromCoroutine(
+            self._run_to_end(process, started, call, stdin_text, limit)
+        )
 
+    async def _run_to_end(
+        self,
+        process: ManagedProcess,
+        started: Deferred,
+        call: ToolCall,
+        stdin_text: Optional[str],
+        limit: int,
+    ) -> Dict[str, Any]:
+        """
+        The rest of C{execute}: wait for the program to run, report its
+        output as progress while it runs, and return how it ended.
+        """
         session = self._mcp.session
         key = f"mcp-progress:{process.process_id}"
         reporter: Optional[ProgressReporter] = None
         if call.progress_token is not None:
             reporter = ProgressReporter(call.channel, call.progress_token, self._node.reactor)
             reporter.subscription = session.subscribe(
-                process, blocking=False, sink=reporter, key=key
+                process, reporter, blocking=False, key=key
             )
-        ended: Deferred = Deferred()
-
-        def passthrough(result: Any) -> Any:
-            ended.callback(process)
-            return result
-
-        process.ended.addBoth(passthrough)
-
-        def running(_: object) -> Deferred:
+        # Waited for below, after the start: it may fire before then.
+        ended = Deferred()
+        process.ended.addBoth(lambda result: ended.callback(process) or result)
+        try:
+            await started
             call.send_log("info", self._started_event(process))
-            if reporter is not None and reporter.subscription is not None:
+            if reporter is not None:
                 reporter.announce(
                     f"started {' '.join(process.command.argv)} (pid {process.pid})"
                 )
                 reporter.subscription.activate()
-            if spec_input is not None:
+            if stdin_text is not None:
                 try:
-                    process.write(spec_input.encode("utf-8", "surrogatepass"), eof=True)
-                except RPCError:
+                    process.write(stdin_text.encode("utf-8", "surrogatepass"), eof=True)
+                except ProcessError:
                     pass  # it has already exited: its result says how
-            return ended
-
-        def finished(_: object) -> Dict[str, Any]:
-            result = self._execute_result(process, limit)
-            call.send_log(
-                "info",
-                {
-                    "event": "finished",
-                    "process_id": process.process_id,
-                    "status": result["status"],
-                    "exit_code": result["exit_code"],
-                },
-            )
-            return result
-
-        def done(result: Any) -> Any:
+            await ended
+        finally:
             if reporter is not None:
                 if call.cancelled:
                     reporter.close()
                 else:
                     reporter.finish()
                 session.unsubscribe(key)
-            return result
+        call.send_log("info", self._finished_event(process))
+        return self._execute_result(process, limit)
 
-        return started.addCallback(running).addBoth(done).addCallback(finished)
-
-    def _execute_result(
-        self, process: ManagedProcess, limit: Optional[int]
-    ) -> Dict[str, Any]:
+    def _execute_result(self, process: ManagedProcess, limit: Optional[int]) -> Dict[str, Any]:
         completion = process.output.completion or process.completion()
         result: Dict[str, Any] = {
             "process_id": process.process_id,
             "command": process.command.argv,
-            "status": completion["status"],
-            "exit_code": completion["exit_code"],
-            "signal": completion["signal"],
-            "duration": completion["duration"],
+            "status": completion.status,
+            "exit_code": completion.exit_code,
+            "signal": completion.signal,
+            "duration": completion.duration,
         }
+        totals = {"stdout": completion.stdout_bytes, "stderr": completion.stderr_bytes}
         for name in STREAMS:
-            total = completion[f"{name}_bytes"]
             text, shown = _tail(process.output.streams[name], limit)
             result[name] = text
-            result[f"{name}_bytes"] = total
-            result[f"{name}_truncated"] = shown < total
-        result["dropped_bytes"] = completion["dropped_bytes"]
-        result["error"] = completion["error"]
+            result[f"{name}_bytes"] = totals[name]
+            result[f"{name}_truncated"] = shown < totals[name]
+        result["dropped_bytes"] = completion.dropped_bytes
+        result["error"] = completion.error
         return result
 
     def start(self, arguments: Dict[str, Any], call: ToolCall) -> Deferred:
@@ -731,11 +426,10 @@ class Tools:
             env=r.string_map("env"),
             timeout=r.number("timeout"),
             stdin=r.boolean("stdin", False),
-            on_full="drop",
-            on_disconnect=r.string("on_disconnect", "cancel", choices=("cancel", "keep")),
+            blocking=False,
+            cancel_on_disconnect=r.on_disconnect(),
         )
-        process, started = self._launch(spec)
-        call.on_cancel(process.terminate)
+        process, started = self._launch(spec, call)
 
         def running(_: object) -> Dict[str, Any]:
             call.send_log("info", self._started_event(process))
@@ -754,17 +448,8 @@ class Tools:
         """
         Tell the session (on its standalone stream) how a started process ended.
         """
-        completion = process.output.completion
-        if completion is not None and not self._mcp.session.closed:
-            self._mcp.send_log(
-                "info",
-                {
-                    "event": "finished",
-                    "process_id": process.process_id,
-                    "status": completion["status"],
-                    "exit_code": completion["exit_code"],
-                },
-            )
+        if process.output.completion is not None and not self._mcp.session.closed:
+            self._mcp.send_log("info", self._finished_event(process))
         return process
 
     # -- watching and steering ----------------------------------------------
@@ -776,44 +461,30 @@ class Tools:
     def status(self, arguments: Dict[str, Any], call: ToolCall) -> Dict[str, Any]:
         process = self._process(arguments, "status", live=False)
         completion = process.output.completion
-        result = process.describe()
+        result = process_entry(process)
         result["status"] = _status(process)
         result["signal"] = process.signal_name
-        result["duration"] = completion["duration"] if completion else None
-        result["error"] = completion["error"] if completion else None
+        result["duration"] = completion.duration if completion else None
+        result["error"] = completion.error if completion else None
         return result
 
     def output(self, arguments: Dict[str, Any], call: ToolCall) -> Dict[str, Any]:
         r = ParamReader(arguments, "output", ("process_id", "offsets", "max_bytes"))
         process_id = r.string("process_id")
-        requested = r.object("offsets")
+        requested = r.offsets()
         max_bytes = min(
             r.offset("max_bytes", DEFAULT_READ_BYTES), self._node.config.max_message_size // 16
         )
         if max_bytes < 1:
             raise invalid_params("invalid params: output's 'max_bytes' must be 1 or more")
-        unknown = sorted(set(requested) - set(STREAMS))
-        if unknown:
-            raise invalid_params(
-                f"invalid params: output's 'offsets' has no stream {unknown[0]!r} "
-                "(streams: stdout, stderr)"
-            )
         process = self._node.registry.get(process_id)
+        offsets = {name: requested.get(name, 0) for name in STREAMS}
+        check_offsets(offsets, process.output.totals())
         result: Dict[str, Any] = {"process_id": process.process_id, "status": _status(process)}
         done = process.output.completion is not None
         for name in STREAMS:
-            offset = requested.get(name, 0)
-            if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-                raise invalid_params(
-                    f"invalid params: output's offsets.{name} must be a whole number "
-                    "of bytes, 0 or more"
-                )
+            offset = offsets[name]
             buffer = process.output.streams[name]
-            if offset > buffer.end:
-                raise invalid_params(
-                    f"invalid params: offsets.{name} is {offset}, past the end of that "
-                    f"stream ({buffer.end} bytes so far)"
-                )
             first, text, next_offset = read_text(buffer, offset, max_bytes)
             result[name] = {
                 "text": text,
@@ -852,7 +523,7 @@ class Tools:
 
     def list(self, arguments: Dict[str, Any], call: ToolCall) -> Dict[str, Any]:
         ParamReader(arguments, "list", ())
-        return {"processes": [p.describe() for p in self._node.registry.all()]}
+        return {"processes": [process_entry(p) for p in self._node.registry.all()]}
 
 
 def error_message(failure: Failure) -> Optional[str]:
@@ -860,6 +531,5 @@ def error_message(failure: Failure) -> Optional[str]:
     The text of a tool execution error, or L{None} when C{failure} is not
     one (an internal error, answered as a JSON-RPC error).
     """
-    if failure.check(RPCError):
-        return failure.value.message
-    return None
+    error = as_rpc_error(failure.value)
+    return None if error is None else error.message

@@ -8,15 +8,22 @@ from typing import Any, Dict, Optional
 
 from twisted.internet.defer import Deferred
 
+from ccx.native.wire import (
+    NotificationSink,
+    decoder,
+    list_state,
+    process_entry,
+)
 from ccx.node import Node
-from ccx.output.encoding import decoder
-from ccx.process.launch import LaunchSpec, launch
+from ccx.output.events import ProcessStarted
+from ccx.process.errors import ProcessNotFound
+from ccx.process.launch import LaunchSpec
 from ccx.process.managed import ManagedProcess
-from ccx.process.spawner import spawn
-from ccx.protocol import CONTROLS, ENCODINGS, SIGNALS, STREAMS, UTF8
-from ccx.rpc.errors import invalid_params, process_not_found
+from ccx.protocol import CONTROLS, ENCODINGS, SIGNALS, UTF8
+from ccx.rpc.errors import invalid_params
+from ccx.rpc.interfaces import INotificationChannel
 from ccx.rpc.jsonrpc import Call, Handler
-from ccx.rpc.params import ParamReader
+from ccx.rpc.params import ParamReader, check_offsets
 from ccx.session import Session
 
 CAPABILITIES = (
@@ -36,11 +43,14 @@ CAPABILITIES = (
 class NativeMethods:
     """
     The methods one connection may call.
+
+    @param channel: where this connection's notifications go.
     """
 
-    def __init__(self, node: Node, session: Session) -> None:
+    def __init__(self, node: Node, session: Session, channel: INotificationChannel) -> None:
         self._node = node
         self._session = session
+        self._channel = channel
 
     def table(self) -> Dict[str, Handler]:
         return {
@@ -59,9 +69,12 @@ class NativeMethods:
         if process_id is None:
             process = self._session.newest_unfinished()
             if process is None:
-                raise process_not_found(None)
+                raise ProcessNotFound(None)
             return process
         return self._node.registry.get(process_id, live=True)
+
+    def _sink(self, encoding: str) -> NotificationSink:
+        return NotificationSink(self._channel, encoding)
 
     def execute(self, params: Any, call: Call) -> Deferred:
         r = ParamReader(
@@ -79,48 +92,26 @@ class NativeMethods:
                 "encoding",
             ),
         )
-        command = r.any("command")
-        shell = r.boolean("shell", False)
-        cwd = r.string("cwd", None)
-        env = r.string_map("env")
-        timeout = r.number("timeout")
-        stdin = r.boolean("stdin", False)
-        on_full = r.string("on_full", "block", choices=("block", "drop"))
-        on_disconnect = r.string("on_disconnect", "cancel", choices=("cancel", "keep"))
-        encoding = r.string("encoding", UTF8, choices=ENCODINGS)
-
-        process, started = launch(
-            self._node,
-            LaunchSpec(
-                command,
-                shell=shell,
-                cwd=cwd,
-                env=env,
-                timeout=timeout,
-                stdin=stdin,
-                on_full=on_full,
-                on_disconnect=on_disconnect,
-                encoding=encoding,
-            ),
-            owner=self._session.session_id,
-            spawn=spawn,
+        spec = LaunchSpec(
+            r.any("command"),
+            shell=r.boolean("shell", False),
+            cwd=r.string("cwd", None),
+            env=r.string_map("env"),
+            timeout=r.number("timeout"),
+            stdin=r.boolean("stdin", False),
+            blocking=r.on_full("block"),
+            cancel_on_disconnect=r.on_disconnect(),
+            encoding=r.string("encoding", UTF8, choices=ENCODINGS),
         )
         session = self._session
+        process, started = session.launch(spec)
         if process.pid is None:
             return started
-        session.started.append(process)
         subscription = session.subscribe(
             process,
-            blocking=on_full == "block",
-            first=(
-                "process.started",
-                {
-                    "process_id": process.process_id,
-                    "pid": process.pid,
-                    "pgid": process.pid,
-                    "command": process.command.argv,
-                },
-            ),
+            self._sink(spec.encoding),
+            blocking=spec.blocking,
+            first=ProcessStarted(process.process_id, process.pid, tuple(process.command.argv)),
         )
 
         def running(_: object) -> dict:
@@ -134,8 +125,6 @@ class NativeMethods:
 
         def failed(failure: Any) -> Any:
             session.unsubscribe(process.process_id)
-            if process in session.started:
-                session.started.remove(process)
             return failure
 
         return started.addCallbacks(running, failed)
@@ -176,44 +165,22 @@ class NativeMethods:
 
     def list(self, params: Any, call: Call) -> dict:
         ParamReader(params, "list", ())
-        return {"processes": [p.describe() for p in self._node.registry.all()]}
+        return {"processes": [process_entry(p) for p in self._node.registry.all()]}
 
     def attach(self, params: Any, call: Call) -> dict:
         r = ParamReader(params, "attach", ("process_id", "offsets", "on_full"))
         process_id = r.string("process_id")
-        requested = r.object("offsets")
-        on_full = r.string("on_full", "drop", choices=("block", "drop"))
-        unknown = sorted(set(requested) - set(STREAMS))
-        if unknown:
-            raise invalid_params(
-                f"invalid params: attach's 'offsets' has no stream {unknown[0]!r} "
-                "(streams: stdout, stderr)"
-            )
-        offsets = {}
-        for stream in STREAMS:
-            value = requested.get(stream)
-            if value is not None:
-                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                    raise invalid_params(
-                        f"invalid params: attach's offsets.{stream} must be a whole "
-                        "number of bytes, 0 or more"
-                    )
-                offsets[stream] = value
+        offsets = r.offsets()
+        blocking = r.on_full("drop")
         process = self._node.registry.get(process_id)
-        for stream, offset in offsets.items():
-            end = process.output.streams[stream].end
-            if offset > end:
-                raise invalid_params(
-                    f"invalid params: offsets.{stream} is {offset}, past the end of "
-                    f"that stream ({end} bytes so far)"
-                )
+        check_offsets(offsets, process.output.totals())
         subscription = self._session.subscribe(
-            process, blocking=on_full == "block", offsets=offsets
+            process, self._sink(process.options.encoding), blocking=blocking, offsets=offsets
         )
         call.after_reply(subscription.activate)
         return {
             "process_id": process.process_id,
-            "state": process.describe()["state"],
+            "state": list_state(process),
             "offsets": dict(subscription.cursors),
             "encoding": process.options.encoding,
         }

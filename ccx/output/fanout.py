@@ -11,13 +11,19 @@ program.
 from typing import Dict, List, Optional
 
 from ccx.output.buffer import StreamBuffer
-from ccx.output.encoding import UTF8, complete_utf8_length, encoder
+from ccx.output.events import (
+    STREAMS,
+    Completion,
+    OutputChunk,
+    OutputDropped,
+    ProcessStarted,
+    StateChanged,
+)
 from ccx.output.interfaces import IOutputSink, IReadControl
-from ccx.protocol import STREAMS
 
-# The most bytes one process.output carries.  JSON escaping can grow text up
-# to six-fold, so this keeps every message under 1 MiB, the default limit of
-# common WebSocket clients.
+# The most bytes one chunk carries: one chunk fits in one message of any
+# edge (JSON escaping can grow text six-fold, and 1 MiB is the default
+# message limit of common WebSocket clients).
 MAX_CHUNK = 128 * 1024
 
 
@@ -39,7 +45,7 @@ class Subscription:
         sink: IOutputSink,
         blocking: bool,
         cursors: Dict[str, int],
-        first: Optional[tuple] = None,
+        first: Optional[ProcessStarted] = None,
     ) -> None:
         self.output = output
         self.sink = sink
@@ -52,66 +58,50 @@ class Subscription:
     def activate(self) -> None:
         """
         Start delivering: first the announcement this subscription was made
-        with (C{process.started} for the program's starter), then output.
+        with (L{ProcessStarted} for the program's starter), then output.
         """
         if self.active or self.done:
             return
         self.active = True
         if self._first is not None:
-            self.sink.send_notification(*self._first)
+            self.sink.started(self._first)
             self._first = None
+        self.output.pump(self)
+
+    def pump(self) -> None:
+        """
+        Deliver what this subscriber can take now.
+        """
         self.output.pump(self)
 
     def deliver(self) -> None:
         """
-        Send what the sink can take now, reporting ranges no longer held,
-        and C{process.completed} once everything has been delivered.
+        Hand the sink what it can take now, reporting ranges no longer held,
+        and the completion once everything has been delivered.
         """
         output = self.output
         sink = self.sink
         process_id = output.process_id
         streams = output.streams
-        encode = output.encode
-        utf8 = output.encoding == UTF8
         while sink.writable and not self.done:
             moved = False
             for name in STREAMS:
                 buffer = streams[name]
                 cursor = self.cursors[name]
                 if cursor < buffer.start:
-                    sink.send_notification(
-                        "process.dropped",
-                        {
-                            "process_id": process_id,
-                            "type": name,
-                            "offset": cursor,
-                            "bytes": buffer.start - cursor,
-                        },
+                    sink.dropped(
+                        OutputDropped(process_id, name, cursor, buffer.start - cursor)
                     )
                     cursor = self.cursors[name] = buffer.start
                     moved = True
                 if cursor >= buffer.end:
                     continue
                 first, data, when = buffer.read(cursor, MAX_CHUNK)
-                if utf8 and not (buffer.closed and first + len(data) == buffer.end):
-                    size = complete_utf8_length(data)
-                    if size < len(data):
-                        data = data[:size]
-                    if not data:
-                        continue
-                sink.send_notification(
-                    "process.output",
-                    {
-                        "process_id": process_id,
-                        "type": name,
-                        "data": encode(data),
-                        "offset": first,
-                        "time": when,
-                        "truncated": False,
-                    },
-                )
-                self.cursors[name] = first + len(data)
-                moved = True
+                final = buffer.closed and first + len(data) == buffer.end
+                taken = sink.output(OutputChunk(process_id, name, first, data, when, final))
+                if taken:
+                    self.cursors[name] = first + taken
+                    moved = True
             if not moved:
                 break
         if (
@@ -120,7 +110,7 @@ class Subscription:
             and all(self.cursors[n] >= streams[n].end for n in STREAMS)
         ):
             self.done = True
-            sink.send_notification("process.completed", output.completion)
+            sink.completed(output.completion)
 
 
 class ProcessOutput:
@@ -128,11 +118,11 @@ class ProcessOutput:
     The output of one process: its buffers, its subscribers, and the
     decision to stop or restart reading its pipes.
 
-    @param blocking: the process's C{on_full} is C{"block"}: its pipes stop
-        being read rather than let a blocking subscriber lose output, and
-        while it has no blocking subscriber, rather than evict anything.
+    @param blocking: its pipes stop being read rather than let a blocking
+        subscriber lose output, and while it has no blocking subscriber,
+        rather than evict anything.
     @ivar dropped_bytes: bytes evicted before every subscriber had them.
-    @ivar completion: the params of C{process.completed}, once known.
+    @ivar completion: how the process ended, once known.
     """
 
     def __init__(
@@ -141,16 +131,13 @@ class ProcessOutput:
         max_bytes: int,
         max_lines: int,
         blocking: bool,
-        encoding: str = UTF8,
     ) -> None:
         self.process_id = process_id
         self.blocking = blocking
-        self.encoding = encoding
-        self.encode = encoder(encoding)
         self.streams = {name: StreamBuffer(max_bytes, max_lines) for name in STREAMS}
         self.subscriptions: List[Subscription] = []
         self.dropped_bytes = 0
-        self.completion: Optional[dict] = None
+        self.completion: Optional[Completion] = None
         self._reader: Optional[IReadControl] = None
         self._reading_paused = False
         self._released = False
@@ -179,10 +166,10 @@ class ProcessOutput:
         self.streams[stream].close()
         self.pump_all()
 
-    def complete(self, completion: dict) -> None:
+    def complete(self, completion: Completion) -> None:
         """
         The process is over and all its output is in: each subscriber gets
-        C{process.completed} once it has been given everything before it.
+        the completion once it has been given everything before it.
         """
         for buffer in self.streams.values():
             buffer.close()
@@ -194,15 +181,14 @@ class ProcessOutput:
         sink: IOutputSink,
         blocking: bool,
         offsets: Optional[Dict[str, int]] = None,
-        first: Optional[tuple] = None,
+        first: Optional[ProcessStarted] = None,
     ) -> Subscription:
         """
         Add a subscriber, inactive until L{Subscription.activate}.
 
         @param offsets: where to start in each stream; by default the oldest
             byte held.
-        @param first: C{(method, params)} of a notification to send before
-            any output.
+        @param first: the event to tell before any output.
         """
         cursors = {name: buffer.start for name, buffer in self.streams.items()}
         if offsets:
@@ -217,13 +203,14 @@ class ProcessOutput:
             self.subscriptions.remove(subscription)
             self._rebalance()
 
-    def broadcast(self, method: str, params: dict) -> None:
+    def broadcast(self, event: StateChanged) -> None:
         """
-        Send a notification about the process to every active subscriber.
+        Tell every active subscriber that the process was paused, resumed
+        or cancelled.
         """
-        for subscription in self.subscriptions:
+        for subscription in list(self.subscriptions):
             if subscription.active and not subscription.done:
-                subscription.sink.send_notification(method, params)
+                subscription.sink.changed(event)
 
     def pump(self, subscription: Subscription) -> None:
         """

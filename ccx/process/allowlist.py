@@ -6,7 +6,7 @@ import os
 import shutil
 from typing import Dict, Iterable, Optional
 
-from ccx.rpc.errors import RPCError, command_not_allowed, invalid_params
+from ccx.process.errors import InvalidCommand, NotAllowed
 
 SHELL = "/bin/sh"
 
@@ -67,16 +67,14 @@ class AllowList:
 
         @param program: a command's first word: a name looked up on C{PATH},
             or a path, resolved against C{cwd} when relative.
-        @raise RPCError: -32002 when it is not allowed, -32602 when it is
-            not a program name at all.
+        @raise NotAllowed: when it is not allowed.
+        @raise InvalidCommand: when it is not a program name at all.
         """
         if not program or "\0" in program:
-            raise invalid_params(
-                "invalid params: the program name is empty or holds a NUL byte"
-            )
+            raise InvalidCommand("the program name is empty or holds a NUL byte")
         if ".." in program.split("/"):
-            raise command_not_allowed(
-                f"command not allowed: {program!r} climbs out of a directory with "
+            raise NotAllowed(
+                f"{program!r} climbs out of a directory with "
                 "'..'; name the program, or give its absolute path"
             )
         found = self._find(program, cwd)
@@ -85,14 +83,11 @@ class AllowList:
             raise self._refusal(program, real)
         return real
 
-    def _refusal(self, program: str, real: Optional[str]) -> RPCError:
+    def _refusal(self, program: str, real: Optional[str]) -> NotAllowed:
         where = f" ({real})" if real and real != program else ""
-        if program == SHELL:
-            hint = "start ccx with --allow sh to allow shell commands"
-        else:
-            hint = f"start ccx with --allow {program} to allow it"
-        if not self._allowed:
-            hint += "; nothing is allowed by default"
-        return command_not_allowed(
-            f"command not allowed: {program!r}{where} is not on the allow-list; {hint}"
+        return NotAllowed(
+            f"{program!r}{where} is not on the allow-list",
+            setting="allow",
+            value="sh" if program == SHELL else program,
+            nothing_allowed=not self._allowed,
         )

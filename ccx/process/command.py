@@ -9,7 +9,7 @@ from fnmatch import fnmatchcase
 from typing import Dict, List, Mapping, Optional, Sequence, Union
 
 from ccx.process.allowlist import SHELL, AllowList
-from ccx.rpc.errors import command_not_allowed, invalid_params
+from ccx.process.errors import InvalidCommand, NotAllowed
 
 
 @dataclass(frozen=True)
@@ -33,28 +33,24 @@ class Command:
 
 def _argv(command: Union[str, list], shell: bool) -> List[str]:
     if isinstance(command, str) and "\0" in command:
-        raise invalid_params("invalid params: 'command' holds a NUL byte")
+        raise InvalidCommand("'command' holds a NUL byte")
     if shell:
         if not isinstance(command, str):
-            raise invalid_params(
-                "invalid params: with shell: true, 'command' must be one string"
-            )
+            raise InvalidCommand("with shell: true, 'command' must be one string")
         return ["sh", "-c", command]
     if isinstance(command, str):
         try:
             argv = shlex.split(command)
         except ValueError as e:
-            raise invalid_params(f"invalid params: cannot split 'command' into words: {e}")
+            raise InvalidCommand(f"cannot split 'command' into words: {e}")
     elif isinstance(command, list) and all(isinstance(word, str) for word in command):
         argv = list(command)
     else:
-        raise invalid_params(
-            "invalid params: 'command' must be a string or an array of strings"
-        )
+        raise InvalidCommand("'command' must be a string or an array of strings")
     if not argv:
-        raise invalid_params("invalid params: 'command' is empty")
+        raise InvalidCommand("'command' is empty")
     if any("\0" in word for word in argv):
-        raise invalid_params("invalid params: 'command' holds a NUL byte")
+        raise InvalidCommand("'command' holds a NUL byte")
     return argv
 
 
@@ -62,10 +58,10 @@ def _cwd(cwd: Optional[str], default: str) -> str:
     if cwd is None:
         return default
     if "\0" in cwd:
-        raise invalid_params("invalid params: 'cwd' holds a NUL byte")
+        raise InvalidCommand("'cwd' holds a NUL byte")
     path = os.path.normpath(os.path.join(default, cwd))
     if not os.path.isdir(path):
-        raise invalid_params(f"invalid params: 'cwd' {cwd!r} is not an existing directory")
+        raise InvalidCommand(f"'cwd' {cwd!r} is not an existing directory")
     return path
 
 
@@ -74,15 +70,16 @@ def _env(
 ) -> Dict[str, str]:
     for name, value in extra.items():
         if not name or "=" in name or "\0" in name or "\0" in value:
-            raise invalid_params(
-                f"invalid params: 'env' entry {name!r} is not a valid variable "
+            raise InvalidCommand(
+                f"'env' entry {name!r} is not a valid variable "
                 "(a name without '=' or NUL, a value without NUL)"
             )
         for pattern in deny:
             if fnmatchcase(name, pattern):
-                raise command_not_allowed(
-                    f"command not allowed: 'env' may not set {name!r}, which changes "
-                    f"what code a program runs (denied by {pattern!r}; see --deny-env)"
+                raise NotAllowed(
+                    f"'env' may not set {name!r}, which changes what code a "
+                    f"program runs (denied by {pattern!r})",
+                    setting="deny_env",
                 )
     env = dict(base)
     env.update(extra)
@@ -103,8 +100,8 @@ def build_command(
     """
     Check a client's command and turn it into a L{Command}.
 
-    @raise RPCError: -32602 for a malformed command, -32002 when the program
-        is not allowed.
+    @raise InvalidCommand: for a malformed command.
+    @raise NotAllowed: when the program is not allowed.
     """
     argv = _argv(command, shell)
     directory = _cwd(cwd, default_cwd or os.getcwd())

@@ -1,24 +1,22 @@
 """
-Starting a program for a client: what the native C{execute} and the MCP
-tools share, from the client's words to a spawned L{ManagedProcess}.
+Starting a program for a client, from the client's words to a spawned
+L{ManagedProcess}: what every dialect's "start a program" goes through.
 """
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IProcessTransport
 from twisted.internet.protocol import ProcessProtocol
 
-from ccx.output.encoding import UTF8
+from ccx.process.allowlist import AllowList
 from ccx.process.command import Command, build_command
 from ccx.process.managed import ManagedProcess, RunOptions
+from ccx.process.registry import ProcessRegistry
 from ccx.process.spawner import spawn
-from ccx.rpc.errors import invalid_params
-from ccx.rpc.jsonrpc import encode
 
-if TYPE_CHECKING:  # pragma: no cover
-    from ccx.node import Node
+SpawnFunction = Callable[[Any, ProcessProtocol, Command], IProcessTransport]
 
 
 @dataclass(frozen=True)
@@ -28,6 +26,10 @@ class LaunchSpec:
 
     @ivar command: argv as an array, or a string split like a shell would
         (or run with C{/bin/sh -c} when C{shell}).
+    @ivar blocking: hold the program back rather than lose output.
+    @ivar cancel_on_disconnect: end it when its starter goes away.
+    @ivar encoding: how its starter wants its output carried (kept for
+        the edges).
     """
 
     command: Any
@@ -36,63 +38,90 @@ class LaunchSpec:
     env: Dict[str, str] = field(default_factory=dict)
     timeout: Optional[float] = None
     stdin: bool = False
-    on_full: str = "block"
-    on_disconnect: str = "cancel"
-    encoding: str = UTF8
+    blocking: bool = True
+    cancel_on_disconnect: bool = True
+    encoding: str = "utf-8"
 
 
-SpawnFunction = Callable[[Any, ProcessProtocol, Command], IProcessTransport]
-
-
-def launch(
-    node: "Node",
-    spec: LaunchSpec,
-    owner: Optional[str],
-    spawn: SpawnFunction = spawn,
-) -> Tuple[ManagedProcess, Deferred]:
+@dataclass(frozen=True)
+class LaunchSettings:
     """
-    Check C{spec} against the allow-list and the limits, and spawn it with
-    the service's settings (grace period, buffers, default directory).
+    The service's settings every launched program gets.
 
-    @param owner: the session id of the client starting it.
-    @param spawn: how to spawn it (L{ccx.process.spawner.spawn}).
-    @return: the process, and a L{Deferred} that fires once the program
-        runs or fails with a -32005 L{RPCError}.  When the spawn failed at
-        once, the process has no C{pid}.
-    @raise RPCError: -32001 at the process limit, -32602 for a malformed
-        command, -32002 when the program is not allowed.
+    @ivar default_cwd: the working directory of programs that name none
+        (the service's own when L{None}).
+    @ivar deny_env: patterns of environment variables clients may not set.
     """
-    config = node.config
-    registry = node.registry
-    registry.check_capacity()
-    program = build_command(
-        node.allow_list,
-        spec.command,
-        shell=spec.shell,
-        cwd=spec.cwd,
-        env=spec.env,
-        stdin=spec.stdin,
-        default_cwd=config.cwd,
-        deny_env=config.deny_env,
-    )
-    # process.started and list repeat the argv: it must fit in one message.
-    if len(encode(program.argv)) > config.max_message_size // 2:
-        raise invalid_params(
-            "invalid params: the command is too long to report back "
-            f"(over half of --max-message-size, {config.max_message_size} bytes)"
+
+    kill_grace: float = 5.0
+    buffer_bytes: int = 1024 * 1024
+    buffer_lines: int = 10000
+    default_cwd: Optional[str] = None
+    deny_env: Sequence[str] = ()
+
+
+@dataclass
+class Launcher:
+    """
+    What starting a program needs, and nothing more: the allow-list, the
+    registry, the reactor and the settings.
+
+    @ivar spawn: how to spawn (L{ccx.process.spawner.spawn}).
+    """
+
+    allow_list: AllowList
+    registry: ProcessRegistry
+    reactor: Any
+    settings: LaunchSettings
+    spawn: SpawnFunction = spawn
+
+    def launch(
+        self,
+        spec: LaunchSpec,
+        owner: Optional[str] = None,
+        check: Optional[Callable[[Command], None]] = None,
+    ) -> Tuple[ManagedProcess, Deferred]:
+        """
+        Check C{spec} against the allow-list and the limits, and spawn it.
+
+        @param owner: the session id of the client starting it.
+        @param check: called with the checked command before it is spawned;
+            what it raises refuses the command.
+        @return: the process, and a L{Deferred} that fires once the program
+            runs or fails with L{SpawnFailed}.  When the spawn failed at
+            once, the process has no C{pid}.
+        @raise LimitReached: at the process limit.
+        @raise InvalidCommand: for a malformed command.
+        @raise NotAllowed: when the program is not allowed.
+        """
+        settings = self.settings
+        self.registry.check_capacity()
+        program = build_command(
+            self.allow_list,
+            spec.command,
+            shell=spec.shell,
+            cwd=spec.cwd,
+            env=spec.env,
+            stdin=spec.stdin,
+            default_cwd=settings.default_cwd,
+            deny_env=settings.deny_env,
         )
-    options = RunOptions(
-        on_full=spec.on_full,
-        on_disconnect=spec.on_disconnect,
-        encoding=spec.encoding,
-        timeout=spec.timeout,
-        kill_grace=config.kill_grace,
-        buffer_bytes=config.buffer_bytes,
-        buffer_lines=config.buffer_lines,
-    )
-    process = ManagedProcess(
-        registry.new_process_id(), program, options, node.reactor, owner=owner
-    )
-    reactor = node.reactor
-    started = registry.start(process, lambda protocol, c: spawn(reactor, protocol, c))
-    return process, started
+        if check is not None:
+            check(program)
+        options = RunOptions(
+            blocking=spec.blocking,
+            cancel_on_disconnect=spec.cancel_on_disconnect,
+            encoding=spec.encoding,
+            timeout=spec.timeout,
+            kill_grace=settings.kill_grace,
+            buffer_bytes=settings.buffer_bytes,
+            buffer_lines=settings.buffer_lines,
+        )
+        process = ManagedProcess(
+            self.registry.new_process_id(), program, options, self.reactor, owner=owner
+        )
+        reactor, spawn = self.reactor, self.spawn
+        started = self.registry.start(
+            process, lambda protocol, command: spawn(reactor, protocol, command)
+        )
+        return process, started

@@ -5,7 +5,8 @@ A program ccx runs: its state machine, its signals, and its end.
 import signal
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional
+from enum import Enum
+from typing import Callable, Optional
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessDone, ProcessTerminated
@@ -15,19 +16,41 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ccx.output.encoding import UTF8
+from ccx.output.events import Completion, StateChanged
 from ccx.output.fanout import ProcessOutput
 from ccx.output.interfaces import IReadControl
 from ccx.process.command import Command
+from ccx.process.errors import InvalidState, LimitReached, ProcessNotFound, SpawnFailed
 from ccx.process.group import ProcessGroup
 from ccx.process.timer import PausableTimer
 from ccx.process.trampoline import STATUS_FD
-from ccx.rpc.errors import invalid_state, limit_exceeded, process_not_found, spawn_failed
 
-STARTING = "starting"
-RUNNING = "running"
-PAUSED = "paused"
-EXITED = "exited"
+
+class State(str, Enum):
+    """
+    Where a process is in its life.  The last four are final: the process
+    is I{finished} (its group is empty, its pipes are closed, and its
+    completion has been handed to its output), and the state says how it
+    ended.
+    """
+
+    STARTING = "starting"
+    RUNNING = "running"
+    PAUSED = "paused"
+    # The group leader has exited; what it left behind is being ended and
+    # its pipes read to the end.
+    EXITED = "exited"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMEOUT = "timeout"
+
+    @property
+    def finished(self) -> bool:
+        return self in _FINAL
+
+
+_FINAL = frozenset((State.COMPLETED, State.FAILED, State.CANCELLED, State.TIMEOUT))
 
 _FD_STREAMS = {1: "stdout", 2: "stderr"}
 
@@ -40,11 +63,18 @@ _GROUP_POLL = 0.02
 class RunOptions:
     """
     How a process is run and watched; see C{execute} in docs/protocol.md.
+
+    @ivar blocking: its output holds the program back rather than lose
+        bytes (C{on_full: "block"}).
+    @ivar cancel_on_disconnect: the connection that started it cancels it
+        when it closes (C{on_disconnect: "cancel"}).
+    @ivar encoding: how its starter asked for its output to be carried; the
+        process layer keeps it for the edges, and never reads it.
     """
 
-    on_full: str = "block"
-    on_disconnect: str = "cancel"
-    encoding: str = UTF8
+    blocking: bool = True
+    cancel_on_disconnect: bool = True
+    encoding: str = "utf-8"
     timeout: Optional[float] = None
     kill_grace: float = 5.0
     buffer_bytes: int = 1024 * 1024
@@ -76,13 +106,9 @@ class _StdinGate:
 @implementer(IReadControl)
 class ManagedProcess(ProcessProtocol):
     """
-    One program, from spawn to C{process.completed}.
+    One program, from spawn to its L{Completion}.
 
-    States: C{starting} (spawned, not yet running the program), C{running},
-    C{paused} (SIGSTOP), C{exited} (the group leader has exited).  It is
-    I{finished} once it has exited, its pipes are closed, nothing of its
-    group is left, and C{process.completed} has been handed to its output.
-
+    @ivar state: its L{State}.
     @ivar output: its L{ProcessOutput}.
     @ivar ended: a L{Deferred} that fires with this process once it is finished.
     """
@@ -106,18 +132,17 @@ class ManagedProcess(ProcessProtocol):
             process_id,
             options.buffer_bytes,
             options.buffer_lines,
-            blocking=options.on_full == "block",
-            encoding=options.encoding,
+            blocking=options.blocking,
         )
-        self.state = STARTING
-        self.finished = False
+        self.state = State.STARTING
         self.pid: Optional[int] = None
         self.group: Optional[ProcessGroup] = None
         self.exit_code: Optional[int] = None
         self.signal_name: Optional[str] = None
         self.started_at: Optional[float] = None
         self.ended: Deferred = Deferred()
-        self._cancel_status: Optional[str] = None
+        # The final state a cancel or a timeout asked for.
+        self._ending: Optional[State] = None
         self._error: Optional[str] = None
         self._started: Optional[Deferred] = None
         self._status_message = b""
@@ -137,7 +162,7 @@ class ManagedProcess(ProcessProtocol):
         Spawn the program.
 
         @return: a L{Deferred} that fires once the program itself is running,
-            or fails with a -32005 L{RPCError} saying why it could not start.
+            or fails with L{SpawnFailed} saying why it could not start.
         """
         started = self._started = Deferred()
         self._began = time.monotonic()
@@ -170,15 +195,15 @@ class ManagedProcess(ProcessProtocol):
             )
             started, self._started = self._started, None
             if started is not None:
-                started.errback(spawn_failed(message))
+                started.errback(SpawnFailed(message))
             return
-        if self.state == STARTING:
-            self.state = RUNNING
+        if self.state == State.STARTING:
+            self.state = State.RUNNING
         # Only now may back-pressure stop reading: pausing the process
         # transport stops every pipe, the status pipe too, whose end of file
         # is what told us the program runs.  Until then at most a pipe read
         # or two can arrive.
-        if not self.finished and self.state == RUNNING:
+        if self.state == State.RUNNING:
             self.output.set_reader(self)
         self.log.info(
             "process {process_id} started: {argv} (pid {pid})",
@@ -186,11 +211,11 @@ class ManagedProcess(ProcessProtocol):
             pid=self.pid,
             **self._log_context,
         )
-        if self._cancel_status is not None and self.state == RUNNING:
+        if self._ending is not None and self.state == State.RUNNING:
             self._terminate_group()
-        if self.options.timeout is not None and self.state == RUNNING:
+        if self.options.timeout is not None and self.state == State.RUNNING:
             self._timeout = PausableTimer(
-                self._clock, self.options.timeout, lambda: self.cancel("timeout")
+                self._clock, self.options.timeout, lambda: self.cancel(State.TIMEOUT)
             )
             self._timeout.start()
         started, self._started = self._started, None
@@ -199,10 +224,10 @@ class ManagedProcess(ProcessProtocol):
 
     def _finish_failed_spawn(self, message: str) -> None:
         self._error = message
-        self.finished = True
+        self.state = State.FAILED
         started, self._started = self._started, None
         if started is not None:
-            started.errback(spawn_failed(message))
+            started.errback(SpawnFailed(message))
         self.ended.callback(self)
 
     # -- output ---------------------------------------------------------
@@ -236,85 +261,83 @@ class ManagedProcess(ProcessProtocol):
 
     # -- control ----------------------------------------------------------
 
-    def _event(self, status: str) -> dict:
-        return {
-            "process_id": self.process_id,
-            "status": status,
-            "pid": self.pid,
-            "pgid": self.pid,
-        }
+    @property
+    def finished(self) -> bool:
+        return self.state.finished
+
+    def _changed(self, change: str) -> None:
+        self.output.broadcast(StateChanged(self.process_id, self.pid, change))
 
     def _check_controllable(self) -> None:
-        if self.state == STARTING:
-            raise invalid_state(
-                f"invalid state: process {self.process_id!r} is still starting"
-            )
-        if self.state == EXITED or self.finished:
-            raise process_not_found(self.process_id, finished=True)
-        if self._cancel_status is not None:
-            raise invalid_state(
-                f"invalid state: process {self.process_id!r} is being cancelled"
-            )
+        if self.state == State.STARTING:
+            raise InvalidState(f"process {self.process_id!r} is still starting")
+        if self.state == State.EXITED or self.finished:
+            raise ProcessNotFound(self.process_id, finished=True)
+        if self._ending is not None:
+            raise InvalidState(f"process {self.process_id!r} is being cancelled")
 
     def pause(self) -> None:
         """
         Stop the whole group with SIGSTOP.  Pausing a paused process does nothing.
         """
         self._check_controllable()
-        if self.state == PAUSED:
+        if self.state == State.PAUSED:
             return
         self.group.signal(signal.SIGSTOP)
-        self.state = PAUSED
+        self.state = State.PAUSED
         if self._timeout is not None:
             self._timeout.pause()
         self.log.info("process {process_id} paused", **self._log_context)
-        self.output.broadcast("process.paused", self._event("paused"))
+        self._changed("paused")
 
     def resume(self) -> None:
         """
         Continue the whole group with SIGCONT.  Resuming a running process does nothing.
         """
         self._check_controllable()
-        if self.state == RUNNING:
+        if self.state == State.RUNNING:
             return
         self.group.signal(signal.SIGCONT)
-        self.state = RUNNING
+        self.state = State.RUNNING
         if self._timeout is not None:
             self._timeout.start()
         self.log.info("process {process_id} resumed", **self._log_context)
-        self.output.broadcast("process.resumed", self._event("resumed"))
+        self._changed("resumed")
 
-    def cancel(self, status: str = "cancelled") -> None:
+    def cancel(self, ending: State = State.CANCELLED) -> None:
         """
         End the whole group: SIGTERM (and SIGCONT, so that a paused program
         dies too), then SIGKILL after the grace period if any of it is left.
 
-        @param status: the final status to report, C{"cancelled"} or C{"timeout"}.
+        @param ending: the final state to report, L{State.CANCELLED} or
+            L{State.TIMEOUT}.
         """
-        if self._cancel_status is not None and self.state != EXITED:
+        if self._ending is not None and self.state != State.EXITED:
             return
         self._check_controllable()
-        self._cancel_status = status
+        self._ending = ending
         if self._timeout is not None:
             self._timeout.cancel()
-        self.state = RUNNING
+        self.state = State.RUNNING
         self.log.info(
-            "process {process_id} cancelled ({status})", status=status, **self._log_context
+            "process {process_id} cancelled ({status})",
+            status=ending.value,
+            **self._log_context,
         )
         self._terminate_group()
-        self.output.broadcast("process.cancelled", self._event("cancelled"))
+        self._changed("cancelled")
 
-    def terminate(self, status: str = "cancelled") -> None:
+    def terminate(self, ending: State = State.CANCELLED) -> None:
         """
         End the process whatever its state, for a closed connection or the
         service stopping: one still starting is cancelled as soon as it runs.
         """
-        if self.finished or self.state == EXITED or self._cancel_status is not None:
+        if self.finished or self.state == State.EXITED or self._ending is not None:
             return
-        if self.state == STARTING:
-            self._cancel_status = status
+        if self.state == State.STARTING:
+            self._ending = ending
             return
-        self.cancel(status)
+        self.cancel(ending)
 
     def send_signal(self, signum: int) -> None:
         self._check_controllable()
@@ -329,24 +352,25 @@ class ManagedProcess(ProcessProtocol):
         """
         Write to the program's standard input.
 
-        @raise RPCError: -32004 when its standard input is not open.
+        @raise InvalidState: when its standard input is not open.
+        @raise LimitReached: when it does not read its input as fast as it
+            is written.
         """
         self._check_controllable()
         if not self.command.stdin:
-            raise invalid_state(
-                f"invalid state: process {self.process_id!r} was started without "
-                "stdin: true, so its standard input is not open"
+            raise InvalidState(
+                f"process {self.process_id!r} was started without stdin: true, so "
+                "its standard input is not open"
             )
         if self._stdin_closed():
-            raise invalid_state(
-                f"invalid state: the standard input of process {self.process_id!r} "
-                "is already closed"
+            raise InvalidState(
+                f"the standard input of process {self.process_id!r} is already closed"
             )
         if data:
             if self._stdin.full:
-                raise limit_exceeded(
-                    f"limit exceeded: process {self.process_id!r} is not reading its "
-                    "standard input as fast as it is written; retry later"
+                raise LimitReached(
+                    f"process {self.process_id!r} is not reading its standard input "
+                    "as fast as it is written; retry later"
                 )
             self.transport.write(data)
         if eof:
@@ -383,7 +407,7 @@ class ManagedProcess(ProcessProtocol):
 
     def processExited(self, reason: Failure) -> None:
         self._duration = time.monotonic() - self._began
-        self.state = EXITED
+        self.state = State.EXITED
         value = reason.value
         if isinstance(value, ProcessTerminated) and value.signal is not None:
             self.exit_code = -value.signal
@@ -418,7 +442,7 @@ class ManagedProcess(ProcessProtocol):
             self._drain.cancel()
         self.output.set_reader(None)
         if self._error is not None:
-            self.finished = True
+            self.state = State.FAILED
             self.ended.callback(self)
             return
         self._group_deadline = self._clock.seconds() + 2 * self.options.kill_grace
@@ -440,11 +464,11 @@ class ManagedProcess(ProcessProtocol):
     def _finish(self) -> None:
         if self._kill_call is not None and self._kill_call.active():
             self._kill_call.cancel()
-        self.finished = True
+        self.state = self.outcome
         completion = self.completion()
         self.log.info(
             "process {process_id} finished: {status} (exit code {exit_code})",
-            status=completion["status"],
+            status=completion.status,
             exit_code=self.exit_code,
             **self._log_context,
         )
@@ -452,46 +476,30 @@ class ManagedProcess(ProcessProtocol):
         self.ended.callback(self)
 
     @property
-    def status(self) -> str:
-        if self._cancel_status is not None:
-            return self._cancel_status
-        return "completed" if self.exit_code == 0 else "failed"
-
-    def completion(self) -> dict:
+    def outcome(self) -> State:
         """
-        The params of C{process.completed}.
+        The final state this process has, or will have if it ends now.
+        """
+        if self.state.finished:
+            return self.state
+        if self._ending is not None:
+            return self._ending
+        return State.COMPLETED if self.exit_code == 0 else State.FAILED
+
+    def completion(self) -> Completion:
+        """
+        How this process ended (or would have, if it ended now).
         """
         streams = self.output.streams
-        return {
-            "process_id": self.process_id,
-            "status": self.status,
-            "pid": self.pid,
-            "pgid": self.pid,
-            "exit_code": self.exit_code,
-            "signal": self.signal_name,
-            "duration": round(self._duration, 6),
-            "stdout_bytes": streams["stdout"].end,
-            "stderr_bytes": streams["stderr"].end,
-            "dropped_bytes": self.output.dropped_bytes,
-            "error": self._error,
-        }
-
-    def describe(self) -> Dict:
-        """
-        This process as C{list} reports it.
-        """
-        streams = self.output.streams
-        return {
-            "process_id": self.process_id,
-            "pid": self.pid,
-            "pgid": self.pid,
-            "command": self.command.argv,
-            "state": self.state if self.state != STARTING else RUNNING,
-            "started_at": self.started_at,
-            "exit_code": self.exit_code,
-            "stdout_bytes": streams["stdout"].end,
-            "stderr_bytes": streams["stderr"].end,
-            "dropped_bytes": self.output.dropped_bytes,
-            "subscribers": len(self.output.subscriptions),
-            "encoding": self.options.encoding,
-        }
+        return Completion(
+            process_id=self.process_id,
+            pid=self.pid,
+            status=self.outcome.value,
+            exit_code=self.exit_code,
+            signal=self.signal_name,
+            duration=round(self._duration, 6),
+            stdout_bytes=streams["stdout"].end,
+            stderr_bytes=streams["stderr"].end,
+            dropped_bytes=self.output.dropped_bytes,
+            error=self._error,
+        )

@@ -11,7 +11,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from ccx.process.managed import ManagedProcess, Spawner
-from ccx.rpc.errors import limit_exceeded, process_not_found
+from ccx.process.errors import LimitReached, ProcessNotFound
 
 
 class ProcessRegistry:
@@ -59,13 +59,14 @@ class ProcessRegistry:
 
     def check_capacity(self) -> None:
         """
-        @raise RPCError: -32001 when no further process may start.
+        @raise LimitReached: when no further process may start.
         """
         if len(self._live) >= self.max_processes:
-            raise limit_exceeded(
-                f"limit exceeded: {len(self._live)} processes are running, the most "
-                f"allowed (--max-processes {self.max_processes}); wait for one to "
-                "finish or cancel one"
+            raise LimitReached(
+                f"{len(self._live)} processes are running, the most allowed; wait "
+                "for one to finish or cancel one",
+                setting="max_processes",
+                value=self.max_processes,
             )
 
     def start(self, process: ManagedProcess, spawner: Spawner) -> Deferred:
@@ -73,7 +74,7 @@ class ProcessRegistry:
         Track a process and spawn it.
 
         @return: L{ManagedProcess.start}'s L{Deferred}.
-        @raise RPCError: -32001 when no further process may start.
+        @raise LimitReached: when no further process may start.
         """
         self.check_capacity()
         self._processes[process.process_id] = process
@@ -92,7 +93,7 @@ class ProcessRegistry:
     def _ended(self, process: ManagedProcess) -> ManagedProcess:
         self._live.pop(process.process_id, None)
         ran = process.output.completion is not None
-        self.finished_total[process.status if ran else "spawn_failed"] += 1
+        self.finished_total[process.state.value if ran else "spawn_failed"] += 1
         if not ran or self._stopping:
             # It never ran, or the service is stopping: nobody will list or
             # attach to it.
@@ -157,13 +158,13 @@ class ProcessRegistry:
     def get(self, process_id: str, live: bool = False) -> ManagedProcess:
         """
         @param live: refuse a process that has finished.
-        @raise RPCError: -32003 when there is no such process.
+        @raise ProcessNotFound: when there is no such process.
         """
         process = self._processes.get(process_id)
         if process is None:
-            raise process_not_found(process_id)
+            raise ProcessNotFound(process_id)
         if live and process.finished:
-            raise process_not_found(process_id, finished=True)
+            raise ProcessNotFound(process_id, finished=True)
         return process
 
     def find(self, process_id: str) -> Optional[ManagedProcess]:

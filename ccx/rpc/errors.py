@@ -1,9 +1,19 @@
 """
-JSON-RPC error codes and the exception that carries one to the edge.
+JSON-RPC error codes, the exception that carries one to the edge, and the
+one mapping from the process layer's refusals to codes and wording.
 """
 
-from typing import Any, Optional
+from typing import Any, Optional, Tuple, Type
 
+from ccx.process.errors import (
+    InvalidCommand,
+    InvalidState,
+    LimitReached,
+    NotAllowed,
+    ProcessError,
+    ProcessNotFound,
+    SpawnFailed,
+)
 from ccx.protocol import (
     COMMAND_NOT_ALLOWED,
     INTERNAL_ERROR,
@@ -30,12 +40,10 @@ __all__ = [
     "PROCESS_NOT_FOUND",
     "SPAWN_FAILED",
     "RPCError",
-    "command_not_allowed",
+    "as_rpc_error",
     "invalid_params",
-    "invalid_state",
     "limit_exceeded",
-    "process_not_found",
-    "spawn_failed",
+    "rpc_error",
 ]
 
 
@@ -72,30 +80,53 @@ def limit_exceeded(message: str) -> RPCError:
     return RPCError(LIMIT_EXCEEDED, message)
 
 
-def command_not_allowed(message: str) -> RPCError:
-    return RPCError(COMMAND_NOT_ALLOWED, message)
+# How each refusal of the process layer is answered: its code, and the words
+# its message starts with.
+_PROCESS_ERRORS: Tuple[Tuple[Type[ProcessError], int, str], ...] = (
+    (InvalidCommand, INVALID_PARAMS, "invalid params"),
+    (NotAllowed, COMMAND_NOT_ALLOWED, "command not allowed"),
+    (LimitReached, LIMIT_EXCEEDED, "limit exceeded"),
+    (ProcessNotFound, PROCESS_NOT_FOUND, "process not found"),
+    (InvalidState, INVALID_STATE, "invalid state"),
+    (SpawnFailed, SPAWN_FAILED, "spawn failed"),
+)
 
 
-def process_not_found(process_id: Optional[str], finished: bool = False) -> RPCError:
-    if process_id is None:
-        return RPCError(
-            PROCESS_NOT_FOUND,
-            "process not found: this connection has no unfinished process; "
-            "pass process_id",
-        )
-    if finished:
-        return RPCError(
-            PROCESS_NOT_FOUND, f"process not found: {process_id!r} has already finished"
-        )
-    return RPCError(
-        PROCESS_NOT_FOUND,
-        f"process not found: no process {process_id!r} (see the 'list' method)",
-    )
+def _option_hint(error: ProcessError) -> str:
+    """
+    What a person could change, spelled as the C{twistd ccx} option.
+    """
+    if error.setting is None:
+        return ""
+    option = "--" + error.setting.replace("_", "-")
+    if isinstance(error, NotAllowed) and error.value is not None:
+        hint = f"; start ccx with {option} {error.value} to allow it"
+        if error.nothing_allowed:
+            hint += "; nothing is allowed by default"
+        return hint
+    if error.value is None:
+        return f" (see {option})"
+    return f" ({option} {error.value})"
 
 
-def invalid_state(message: str) -> RPCError:
-    return RPCError(INVALID_STATE, message)
+def rpc_error(error: ProcessError) -> RPCError:
+    """
+    The JSON-RPC error for a refusal of the process layer: the native
+    dialect and MCP both answer with this.
+    """
+    for kind, code, prefix in _PROCESS_ERRORS:
+        if isinstance(error, kind):
+            return RPCError(code, f"{prefix}: {error.message}{_option_hint(error)}")
+    return RPCError(INTERNAL_ERROR, f"internal error: {error.message}")
 
 
-def spawn_failed(message: str) -> RPCError:
-    return RPCError(SPAWN_FAILED, f"spawn failed: {message}")
+def as_rpc_error(error: Exception) -> Optional[RPCError]:
+    """
+    C{error} as a JSON-RPC error, or L{None} when it is not one a client
+    caused (an internal error).
+    """
+    if isinstance(error, RPCError):
+        return error
+    if isinstance(error, ProcessError):
+        return rpc_error(error)
+    return None

@@ -25,6 +25,7 @@ from ccx.rpc.errors import (
     METHOD_NOT_FOUND,
     PARSE_ERROR,
     RPCError,
+    as_rpc_error,
 )
 
 _NO_ID = object()
@@ -295,8 +296,9 @@ class Dispatcher:
         return Call(method, None if is_notification else request_id, is_notification)
 
     def _to_error(self, call: Call, failure: Failure) -> RPCError:
-        if failure.check(RPCError):
-            return failure.value
+        error = as_rpc_error(failure.value)
+        if error is not None:
+            return error
         self.log.failure(
             "method {method} failed", failure, method=call.method, **self._log_context
         )

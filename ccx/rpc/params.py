@@ -3,8 +3,9 @@ Strict reading of a method's named params, with errors a person can act on.
 """
 
 import math
-from typing import Any, Dict, Iterable, Optional, Sequence
+from typing import Any, Dict, Iterable, Mapping, Optional, Sequence
 
+from ccx.output.events import STREAMS
 from ccx.rpc.errors import invalid_params
 
 REQUIRED: Any = object()
@@ -105,5 +106,59 @@ class ParamReader:
             raise self._wrong(name, "an object")
         return value
 
+    def offsets(self, name: str = "offsets") -> Dict[str, int]:
+        """
+        Byte offsets by stream name: the streams given, each a whole number.
+        """
+        requested = self.object(name)
+        unknown = sorted(set(requested) - set(STREAMS))
+        if unknown:
+            raise invalid_params(
+                f"invalid params: {self._method}'s {name!r} has no stream "
+                f"{unknown[0]!r} (streams: {', '.join(STREAMS)})"
+            )
+        offsets = {}
+        for stream in STREAMS:
+            value = requested.get(stream)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise invalid_params(
+                    f"invalid params: {self._method}'s {name}.{stream} must be a "
+                    "whole number of bytes, 0 or more"
+                )
+            offsets[stream] = value
+        return offsets
+
+    def on_full(self, default: str) -> bool:
+        """
+        C{on_full} as the process layer takes it: whether to hold the
+        program back (C{"block"}) rather than lose output (C{"drop"}).
+        """
+        return self.string("on_full", default, choices=("block", "drop")) == "block"
+
+    def on_disconnect(self) -> bool:
+        """
+        C{on_disconnect} as the process layer takes it: whether the program
+        is cancelled (C{"cancel"}) or kept (C{"keep"}) when its starter goes.
+        """
+        choices = ("cancel", "keep")
+        return self.string("on_disconnect", "cancel", choices=choices) == "cancel"
+
     def any(self, name: str, default: Any = REQUIRED) -> Any:
         return self._get(name, default)
+
+
+def check_offsets(offsets: Mapping[str, int], ends: Mapping[str, int]) -> None:
+    """
+    Refuse offsets past what each stream has had so far.
+
+    @param ends: each stream's length so far.
+    """
+    for stream, offset in offsets.items():
+        if offset > ends[stream]:
+            raise invalid_params(
+                f"invalid params: offsets.{stream} is {offset}, past the end of "
+                f"that stream ({ends[stream]} bytes so far)"
+            )
+

@@ -34,7 +34,6 @@ from ccx.rpc.errors import INVALID_REQUEST, LIMIT_EXCEEDED, RPCError
 from ccx.rpc.interfaces import INotificationChannel
 from ccx.rpc.jsonrpc import Dispatcher, Reply, encode, parse
 from ccx.rpc.ratelimit import TokenBucket
-from ccx.session import Session
 from ccx.web.access import AccessDenied, check_access
 from ccx.web.interfaces import IConnection
 from ccx.web.sse import EventStream, ResponseStream
@@ -97,7 +96,7 @@ class HttpSession:
     log = Logger()
 
     def __init__(self, node: Node, resource: "McpResource", idle_timeout: float) -> None:
-        self.session = Session(self)
+        self.session = node.new_session()
         self.mcp = McpSession(self.session, standalone=self)
         self.clock = node.reactor
         self.closed = False

@@ -84,11 +84,11 @@ class CCXServerProtocol(WebSocketServerProtocol):
 
     def onOpen(self) -> None:
         self._open = True
-        self.session = Session(self)
+        self.session = self.node.new_session()
         if self.speaks_mcp:
             methods = websocket_methods(self.node, self.session, self)
         else:
-            methods = NativeMethods(self.node, self.session).table()
+            methods = NativeMethods(self.node, self.session, self).table()
         self.dispatcher = Dispatcher(
             methods,
             max_batch=self.node.config.max_batch,

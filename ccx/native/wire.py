@@ -1,0 +1,198 @@
+"""
+The native dialect's wire format for program output: the C{process.*}
+notifications of docs/protocol.md, their UTF-8 and base64 encodings, and
+the entries C{list} reports.  This is the one place where the process
+layer's typed events become JSON.
+"""
+
+import base64
+from typing import Any, Callable, Dict
+
+from zope.interface import implementer
+
+from ccx.output.events import (
+    STREAMS,
+    Completion,
+    OutputChunk,
+    OutputDropped,
+    ProcessStarted,
+    StateChanged,
+)
+from ccx.output.interfaces import IOutputSink
+from ccx.protocol import UTF8
+from ccx.rpc.interfaces import INotificationChannel
+
+
+def complete_utf8_length(data: bytes) -> int:
+    """
+    The length of the longest prefix of C{data} that does not end inside a
+    UTF-8 character, so that a chunk never splits one.
+    """
+    size = len(data)
+    for back in range(1, min(4, size) + 1):
+        byte = data[size - back]
+        if byte & 0xC0 != 0x80:
+            if byte >= 0xF0:
+                needed = 4
+            elif byte >= 0xE0:
+                needed = 3
+            elif byte >= 0xC0:
+                needed = 2
+            else:
+                needed = 1
+            return size if needed <= back else size - back
+    return size
+
+
+def _utf8(data: bytes) -> str:
+    return data.decode("utf-8", "replace")
+
+
+def _base64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def encoder(encoding: str) -> Callable[[bytes], str]:
+    """
+    The function that turns a chunk into the C{data} string of C{process.output}.
+    """
+    return _utf8 if encoding == UTF8 else _base64
+
+
+def decoder(encoding: str) -> Callable[[str], bytes]:
+    """
+    The function that turns C{write}'s C{data} into bytes.
+
+    @raise ValueError: when C{data} is not valid base64.
+    """
+    if encoding == UTF8:
+        return lambda text: text.encode("utf-8", "surrogatepass")
+    return lambda text: base64.b64decode(text, validate=True)
+
+
+def started_params(event: ProcessStarted) -> Dict[str, Any]:
+    return {
+        "process_id": event.process_id,
+        "pid": event.pid,
+        "pgid": event.pid,
+        "command": list(event.argv),
+    }
+
+
+def dropped_params(event: OutputDropped) -> Dict[str, Any]:
+    return {
+        "process_id": event.process_id,
+        "type": event.stream,
+        "offset": event.offset,
+        "bytes": event.size,
+    }
+
+
+def changed_params(event: StateChanged) -> Dict[str, Any]:
+    return {
+        "process_id": event.process_id,
+        "status": event.change,
+        "pid": event.pid,
+        "pgid": event.pid,
+    }
+
+
+def completed_params(completion: Completion) -> Dict[str, Any]:
+    return {
+        "process_id": completion.process_id,
+        "status": completion.status,
+        "pid": completion.pid,
+        "pgid": completion.pid,
+        "exit_code": completion.exit_code,
+        "signal": completion.signal,
+        "duration": completion.duration,
+        "stdout_bytes": completion.stdout_bytes,
+        "stderr_bytes": completion.stderr_bytes,
+        "dropped_bytes": completion.dropped_bytes,
+        "error": completion.error,
+    }
+
+
+@implementer(IOutputSink)
+class NotificationSink:
+    """
+    One subscription's output as the native C{process.*} notifications on
+    a client's channel, its data carried as UTF-8 text (never splitting a
+    character) or base64.
+    """
+
+    def __init__(self, channel: INotificationChannel, encoding: str = UTF8) -> None:
+        self.channel = channel
+        self.encoding = encoding
+        self._encode = encoder(encoding)
+        self._text = encoding == UTF8
+
+    @property
+    def writable(self) -> bool:
+        return self.channel.writable
+
+    def started(self, event: ProcessStarted) -> None:
+        self.channel.send_notification("process.started", started_params(event))
+
+    def output(self, chunk: OutputChunk) -> int:
+        data = chunk.data
+        if self._text and not chunk.final:
+            data = data[: complete_utf8_length(data)]
+            if not data:
+                return 0
+        self.channel.send_notification(
+            "process.output",
+            {
+                "process_id": chunk.process_id,
+                "type": chunk.stream,
+                "data": self._encode(data),
+                "offset": chunk.offset,
+                "time": chunk.time,
+                "truncated": False,
+            },
+        )
+        return len(data)
+
+    def dropped(self, event: OutputDropped) -> None:
+        self.channel.send_notification("process.dropped", dropped_params(event))
+
+    def changed(self, event: StateChanged) -> None:
+        self.channel.send_notification(f"process.{event.change}", changed_params(event))
+
+    def completed(self, completion: Completion) -> None:
+        self.channel.send_notification("process.completed", completed_params(completion))
+
+
+def list_state(process: Any) -> str:
+    """
+    A process's state as C{list} says it: C{running}, C{paused} or C{exited}.
+    """
+    state = process.state.value
+    if state == "starting":
+        return "running"
+    if state in ("running", "paused"):
+        return state
+    return "exited"
+
+
+def process_entry(process: Any) -> Dict[str, Any]:
+    """
+    A L{ccx.process.managed.ManagedProcess} as C{list} reports it.
+    """
+    output = process.output
+    streams = output.streams
+    entry: Dict[str, Any] = {
+        "process_id": process.process_id,
+        "pid": process.pid,
+        "pgid": process.pid,
+        "command": process.command.argv,
+        "state": list_state(process),
+        "started_at": process.started_at,
+        "exit_code": process.exit_code,
+    }
+    for name in STREAMS:
+        entry[f"{name}_bytes"] = streams[name].end
+    entry["dropped_bytes"] = output.dropped_bytes
+    entry["subscribers"] = len(output.subscriptions)
+    entry["encoding"] = process.options.encoding
+    return entry
