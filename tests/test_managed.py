@@ -45,30 +45,18 @@ COMPLETION_FIELDS = {
 }
 
 
-class FakePipe:
-    """
-    One of a process transport's pipes, as far as L{ManagedProcess} looks.
-    """
-
-    def __init__(self) -> None:
-        self.disconnecting = False
-
-
 class FakeProcessTransport:
     """
     A process transport that records what is done to it.
     """
 
-    def __init__(self, pid: int, stdin: bool) -> None:
+    def __init__(self, pid: int) -> None:
         self.pid = pid
         self.pauses = 0
         self.resumes = 0
         self.written: List[bytes] = []
         self.stdin_closes = 0
         self.lost = 0
-        self.pipes = {1: FakePipe(), 2: FakePipe(), STATUS_FD: FakePipe()}
-        if stdin:
-            self.pipes[0] = FakePipe()
 
     def pauseProducing(self) -> None:
         self.pauses += 1
@@ -84,7 +72,6 @@ class FakeProcessTransport:
 
     def closeStdin(self) -> None:
         self.stdin_closes += 1
-        self.pipes[0].disconnecting = True
 
     def loseConnection(self) -> None:
         self.lost += 1
@@ -129,7 +116,7 @@ class FakeSpawner:
         self.commands.append(command)
         if self.error is not None:
             raise self.error
-        self.transport = FakeProcessTransport(self.pid, command.stdin)
+        self.transport = FakeProcessTransport(self.pid)
         protocol.makeConnection(self.transport)
         return self.transport
 
@@ -1030,7 +1017,7 @@ class WriteTests(SynchronousTestCase):
     def test_stdin_pipe_gone(self) -> None:
         """Once the stdin pipe is gone, writing is -32004."""
         h = Harness(stdin=True).run()
-        del h.transport.pipes[0]
+        h.process.childConnectionLost(0)
         error = self.assertRaises(RPCError, h.process.write, b"x")
         self.assertEqual(error.code, INVALID_STATE)
 
