@@ -68,7 +68,7 @@ class PipeReader(FileDescriptor):
         self.proc.childDataReceived(self.child_fd, data)
         return None
 
-    def loseConnection(self, _reason: object = None) -> None:
+    def loseConnection(self) -> None:
         """
         Stop reading and close the pipe (in the next reactor turn, as
         Twisted's readers do), whatever is still in it.
