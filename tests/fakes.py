@@ -169,30 +169,18 @@ class BindingReactor(MemoryReactor):
         return self.ports[-1]
 
 
-class FakePipe:
-    """
-    One of a process transport's pipes, as far as L{ManagedProcess} looks.
-    """
-
-    def __init__(self) -> None:
-        self.disconnecting = False
-
-
 class FakeProcessTransport:
     """
     A process transport that records what is done to it.
     """
 
-    def __init__(self, pid: int, stdin: bool) -> None:
+    def __init__(self, pid: int) -> None:
         self.pid = pid
         self.pauses = 0
         self.resumes = 0
         self.written: List[bytes] = []
         self.stdin_closes = 0
         self.lost = 0
-        self.pipes = {1: FakePipe(), 2: FakePipe(), STATUS_FD: FakePipe()}
-        if stdin:
-            self.pipes[0] = FakePipe()
 
     def pauseProducing(self) -> None:
         self.pauses += 1
@@ -208,7 +196,6 @@ class FakeProcessTransport:
 
     def closeStdin(self) -> None:
         self.stdin_closes += 1
-        self.pipes[0].disconnecting = True
 
     def loseConnection(self) -> None:
         self.lost += 1
@@ -253,7 +240,7 @@ class FakeSpawner:
         self.commands.append(command)
         if self.error is not None:
             raise self.error
-        self.transport = FakeProcessTransport(self.pid, command.stdin)
+        self.transport = FakeProcessTransport(self.pid)
         protocol.makeConnection(self.transport)
         return self.transport
 

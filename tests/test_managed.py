@@ -835,7 +835,7 @@ class WriteTests(SynchronousTestCase):
     def test_stdin_pipe_gone(self) -> None:
         """Once the stdin pipe is gone, writing is -32004."""
         h = Harness(stdin=True).run()
-        del h.transport.pipes[0]
+        h.process.childConnectionLost(0)
         error = rpc_error(self.assertRaises(ProcessError, h.process.write, b"x"))
         self.assertEqual(error.code, INVALID_STATE)
 

@@ -88,10 +88,12 @@ Spawner = Callable[[ProcessProtocol, Command], IProcessTransport]
 class _StdinGate:
     """
     The producer of a program's standard input: C{full} while the pipe's
-    write buffer is over its limit.
+    write buffer is over its limit, C{closed} once the pipe is closed or
+    closing.
     """
 
     full = False
+    closed = False
 
     def pauseProducing(self) -> None:
         self.full = True
@@ -199,10 +201,9 @@ class ManagedProcess(ProcessProtocol):
             return
         if self.state == State.STARTING:
             self.state = State.RUNNING
-        # Only now may back-pressure stop reading: pausing the process
-        # transport stops every pipe, the status pipe too, whose end of file
-        # is what told us the program runs.  Until then at most a pipe read
-        # or two can arrive.
+        # Back-pressure starts once the program runs: until then at most a
+        # pipe read or two can arrive.  (Pausing never stops the status pipe,
+        # whose end of file is what told us the program runs.)
         if self.state == State.RUNNING:
             self.output.set_reader(self)
         self.log.info(
@@ -245,6 +246,8 @@ class ManagedProcess(ProcessProtocol):
             self.output.end_stream(stream)
         elif childFD == STATUS_FD:
             self._exec_done()
+        elif childFD == 0 and self._stdin is not None:
+            self._stdin.closed = True
 
     def pauseProducing(self) -> None:
         """
@@ -374,13 +377,11 @@ class ManagedProcess(ProcessProtocol):
                 )
             self.transport.write(data)
         if eof:
+            self._stdin.closed = True
             self.transport.closeStdin()
 
     def _stdin_closed(self) -> bool:
-        pipes = getattr(self.transport, "pipes", None)
-        if pipes is None:
-            return False
-        return 0 not in pipes or pipes[0].disconnecting
+        return self._stdin is None or self._stdin.closed
 
     # -- ending -----------------------------------------------------------
 

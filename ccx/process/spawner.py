@@ -4,18 +4,19 @@ Starting a program in a process group of its own with C{reactor.spawnProcess}.
 
 import os
 import sys
+from typing import Dict, List, Tuple, Union
 
 from twisted.internet.interfaces import IProcessTransport, IReactorProcess
 from twisted.internet.protocol import ProcessProtocol
 
 from ccx.process.command import Command
 from ccx.process.trampoline import STATUS_FD
+from ccx.process.transport import PipedProcess
 
 TRAMPOLINE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "trampoline.py")
 
-# How much one read of an output pipe may take; Twisted reads 8 KiB at a time,
-# which costs a reactor turn for every 8 KiB of a flood.
-PIPE_READ_SIZE = 64 * 1024
+# The child's descriptors that are pipes ccx reads.
+OUTPUT_FDS = (1, 2, STATUS_FD)
 
 
 def spawn(
@@ -27,52 +28,42 @@ def spawn(
     belong to the group too.  The protocol reads C{STATUS_FD}: end-of-file
     with no data means the program is running, anything else says why it
     could not be started.
+
+    Its output pipes are ccx's own (L{PipedProcess}); standard input, when
+    the command has it, is Twisted's.
+
+    @param reactor: a reactor that spawns processes and watches descriptors.
     """
     args = [sys.executable, "-I", "-S", TRAMPOLINE, command.cwd, command.executable]
     args += command.argv
-    devnull = None
-    if command.stdin:
-        stdin = "w"
-    else:
-        devnull = stdin = os.open(os.devnull, os.O_RDONLY)
+    # Each end is close-on-exec (os.pipe's default), so no other child
+    # inherits it; spawnProcess makes the child's ends its 1, 2 and 3.
+    pipes: Dict[int, Tuple[int, int]] = {}
+    to_close: List[int] = []
+    spawned = False
     try:
-        transport = reactor.spawnProcess(
+        if command.stdin:
+            stdin: Union[str, int] = "w"
+        else:
+            stdin = os.open(os.devnull, os.O_RDONLY)
+            to_close.append(stdin)
+        for child_fd in OUTPUT_FDS:
+            pipes[child_fd] = os.pipe()
+            to_close.append(pipes[child_fd][1])
+        transport = PipedProcess(
+            reactor,
             protocol,
-            sys.executable,
-            args,
-            env=command.env,
-            childFDs={0: stdin, 1: "r", 2: "r", STATUS_FD: "r"},
+            {child_fd: read_end for child_fd, (read_end, _) in pipes.items()},
+            always_read=(STATUS_FD,),
         )
+        child_fds = {child_fd: write_end for child_fd, (_, write_end) in pipes.items()}
+        reactor.spawnProcess(
+            transport, sys.executable, args, env=command.env, childFDs={0: stdin, **child_fds}
+        )
+        spawned = True
     finally:
-        if devnull is not None:
-            os.close(devnull)
-    _read_in_large_pieces(transport)
+        if not spawned:
+            to_close += [read_end for read_end, _ in pipes.values()]
+        for fd in to_close:
+            os.close(fd)
     return transport
-
-
-def _read_in_large_pieces(transport: IProcessTransport) -> None:
-    """
-    Let each read of an output pipe take up to L{PIPE_READ_SIZE} bytes.
-    """
-    from twisted.internet import fdesc
-    from twisted.internet.process import ProcessReader
-
-    for reader in getattr(transport, "pipes", {}).values():
-        if isinstance(reader, ProcessReader):
-            fd = reader.fd
-
-            def doRead(reader=reader, fd=fd):
-                try:
-                    data = os.read(fd, PIPE_READ_SIZE)
-                except BlockingIOError:
-                    return None
-                except InterruptedError:
-                    return None
-                except OSError:
-                    return fdesc.CONNECTION_LOST
-                if not data:
-                    return fdesc.CONNECTION_DONE
-                reader.dataReceived(data)
-                return None
-
-            reader.doRead = doRead
