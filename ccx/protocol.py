@@ -8,6 +8,8 @@ service can import it without Twisted, Autobahn or the service itself.
 
 import json
 import math
+import struct
+from dataclasses import dataclass
 from typing import Any, Optional, Union
 
 # JSON-RPC error codes (docs/protocol.md section 4).
@@ -30,6 +32,9 @@ STREAMS = ("stdout", "stderr")
 UTF8 = "utf-8"
 BASE64 = "base64"
 ENCODINGS = (UTF8, BASE64)
+# Output may also come as binary WebSocket frames (see below).
+BINARY = "binary"
+OUTPUT_ENCODINGS = (UTF8, BASE64, BINARY)
 
 # C{control}'s types, each with the status its result reports.
 CONTROLS = {"PAUSE": "paused", "RESUME": "resumed", "CANCEL": "cancelled"}
@@ -132,3 +137,61 @@ def error_response(
     if data is not None:
         error["data"] = data
     return {"jsonrpc": "2.0", "id": request_id, "error": error}
+
+
+# Binary output frames (docs/protocol.md, "Binary output frames"): a fixed
+# header in network byte order, then the raw bytes.
+FRAME_OUTPUT = 1
+# Stream codes; 3 is reserved for a pseudo-terminal's single stream.
+STREAM_CODES = {"stdout": 1, "stderr": 2, "pty": 3}
+_STREAM_NAMES = {code: name for name, code in STREAM_CODES.items()}
+# kind (1 byte), stream (1), reserved (6, zero), process id (16: its 32 hex
+# digits), offset (unsigned 64-bit), read time (IEEE 754 double, seconds
+# since the epoch).
+_FRAME_HEADER = struct.Struct(">BB6x16sQd")
+FRAME_HEADER_SIZE = _FRAME_HEADER.size
+
+
+@dataclass(frozen=True)
+class OutputFrame:
+    """
+    One binary output frame: C{data} is bytes C{offset} onwards of the
+    process's C{stream}, read at C{time}.
+    """
+
+    process_id: str
+    stream: str
+    offset: int
+    time: float
+    data: bytes
+
+
+def encode_output_frame(
+    process_id: str, stream: str, offset: int, time: float, data: bytes
+) -> bytes:
+    """
+    The payload of a binary frame carrying C{data}.
+
+    @raise ValueError: when C{process_id} is not 32 hex digits or
+        C{stream} has no code.
+    """
+    ident = bytes.fromhex(process_id)
+    if len(ident) != 16:
+        raise ValueError(f"a process id of binary frames is 32 hex digits: {process_id!r}")
+    header = _FRAME_HEADER.pack(FRAME_OUTPUT, STREAM_CODES[stream], ident, offset, time)
+    return header + data
+
+
+def decode_output_frame(payload: bytes) -> OutputFrame:
+    """
+    Read a binary frame.
+
+    @raise ValueError: when C{payload} is not an output frame.
+    """
+    if len(payload) < FRAME_HEADER_SIZE:
+        raise ValueError("a binary frame shorter than its header")
+    kind, code, ident, offset, time = _FRAME_HEADER.unpack_from(payload)
+    if kind != FRAME_OUTPUT or code not in _STREAM_NAMES:
+        raise ValueError(f"not an output frame (kind {kind}, stream {code})")
+    data = bytes(payload[FRAME_HEADER_SIZE:])
+    return OutputFrame(ident.hex(), _STREAM_NAMES[code], offset, time, data)

@@ -14,9 +14,9 @@ from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint
 
 from ccx.config import build_config
+from ccx.protocol import OutputFrame, decode_output_frame
 from ccx.service import CCXService
 from ccx.testing import polling
-from ccx.testing.proc import group_states as members_state
 from ccx.testing.proc import leftovers, open_fds
 
 PROGRAMS = ("sh", "seq", "sleep", "cat", "head", "printf", "true", "yes")
@@ -26,6 +26,33 @@ def program(name: str) -> str:
     path = shutil.which(name)
     assert path is not None, f"{name} is needed by the tests"
     return path
+
+
+def frame_message(frame: OutputFrame) -> dict:
+    """
+    A binary output frame as a test reads it: the C{process.output} it
+    stands for, its C{data} the raw bytes.
+    """
+    return {
+        "method": "process.output",
+        "binary": True,
+        "params": {
+            "process_id": frame.process_id,
+            "type": frame.stream,
+            "offset": frame.offset,
+            "time": frame.time,
+            "data": frame.data,
+        },
+    }
+
+
+def chunk_bytes(params: dict) -> bytes:
+    """
+    The bytes of a C{process.output}: raw from a binary frame, UTF-8 text
+    otherwise.
+    """
+    data = params["data"]
+    return data if isinstance(data, bytes) else data.encode("utf-8")
 
 
 class Client(WebSocketClientProtocol):
@@ -46,7 +73,10 @@ class Client(WebSocketClientProtocol):
         self.opened.callback(self)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        message = json.loads(payload)
+        if isBinary:
+            message = frame_message(decode_output_frame(payload))
+        else:
+            message = json.loads(payload)
         self.messages.append(message)
         for entry in list(self._waiting):
             matches, d = entry
@@ -121,7 +151,7 @@ class Client(WebSocketClientProtocol):
             p = m["params"]
             if p["process_id"] == process_id and p["type"] == stream:
                 assert p["offset"] == len(data), (p["offset"], len(data))
-                data += p["data"].encode("utf-8")
+                data += chunk_bytes(p)
         return data
 
     def close(self) -> Deferred:
@@ -172,8 +202,12 @@ class ServiceFixture:
         return f"ws://127.0.0.1:{self.port}{path}"
 
     @inlineCallbacks
-    def connect(self, path: str = "/ws/mcp", headers: Optional[dict] = None) -> Any:
-        factory = WebSocketClientFactory(self.url(path), headers=headers or {})
+    def connect(
+        self, path: str = "/ws/mcp", headers: Optional[dict] = None, protocols: Tuple[str, ...] = ()
+    ) -> Any:
+        factory = WebSocketClientFactory(
+            self.url(path), headers=headers or {}, protocols=list(protocols) or None
+        )
         factory.protocol = Client
         factory.setProtocolOptions(maxMessagePayloadSize=0, maxFramePayloadSize=0)
         endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", self.port)

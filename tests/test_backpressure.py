@@ -7,7 +7,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 
 from ccx.process.group import ProcessGroup
-from tests.support import ServiceFixture, until
+from tests.support import ServiceFixture, chunk_bytes, until
 
 BUFFER = 256 * 1024
 # Large enough to fill the pipe, the held buffer and both sockets' kernel
@@ -33,7 +33,7 @@ def covered(client, process_id, stream="stdout", start=0):
         p = m["params"]
         if m["method"] == "process.output" and p["type"] == stream:
             assert p["offset"] == position, (p["offset"], position)
-            chunks.append((p["offset"], p["data"].encode()))
+            chunks.append((p["offset"], chunk_bytes(p)))
             position += len(chunks[-1][1])
         elif m["method"] == "process.dropped" and p["type"] == stream:
             assert p["offset"] == position, (p["offset"], position)

@@ -24,9 +24,11 @@ from ccx.cli.status import exit_status
 from ccx.cli.console import MemoryConsole
 from ccx.cli.main import run_cli
 from ccx.process.group import ProcessGroup
+from ccx.protocol import OutputFrame
 from ccx.testing import polling
 from ccx.testing.ports import free_port
-from tests.support import ServiceFixture, members_state, until
+from ccx.testing.proc import group_states as members_state
+from tests.support import ServiceFixture, until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOKEN = "cli-test-token"
@@ -653,6 +655,7 @@ class FakeClient:
 
     def __init__(self):
         self.listeners = []
+        self.frame_listeners = []
         self.closing = Deferred()
 
     def add_listener(self, listener):
@@ -660,6 +663,16 @@ class FakeClient:
 
     def remove_listener(self, listener):
         self.listeners.remove(listener)
+
+    def add_frame_listener(self, listener):
+        self.frame_listeners.append(listener)
+
+    def remove_frame_listener(self, listener):
+        self.frame_listeners.remove(listener)
+
+    def frame(self, frame):
+        for listener in list(self.frame_listeners):
+            listener(frame)
 
     def when_closed(self):
         return self.closing
@@ -698,6 +711,25 @@ class RelayTests(SynchronousTestCase):
         self.assertEqual(self.console.out.getvalue(), b"early\n")
         self.assertEqual(self.console.err.getvalue(), b"\xff")
         self.assertEqual(self.client.listeners, [])
+
+    def test_binary_frames(self):
+        """
+        Binary frames of the followed process go to their stream as they
+        are, in order with the notifications around them, early ones too.
+        """
+        self.client.frame(OutputFrame("p1", "stdout", 0, 1.0, b"\x00early"))
+        self.output("stdout", b"-json-")
+        self.relay.follow("p1")
+        self.client.frame(OutputFrame("p1", "stderr", 0, 2.0, b"\xff\xfe"))
+        self.client.frame(OutputFrame("p2", "stdout", 0, 2.0, b"other"))
+        self.client.frame(OutputFrame("p1", "stdout", 12, 3.0, b"late"))
+        completed = {"process_id": "p1", "status": "completed", "exit_code": 0, "error": None}
+        self.client.notify("process.completed", completed)
+        self.client.frame(OutputFrame("p1", "stdout", 16, 4.0, b"after the end"))
+        self.assertEqual(self.successResultOf(self.relay.finished), completed)
+        self.assertEqual(self.console.out.getvalue(), b"\x00early-json-late")
+        self.assertEqual(self.console.err.getvalue(), b"\xff\xfe")
+        self.assertEqual((self.client.listeners, self.client.frame_listeners), ([], []))
 
     def test_output_received(self):
         """

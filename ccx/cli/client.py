@@ -24,11 +24,12 @@ from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.python.failure import Failure
 from service_identity import VerificationError
 
-from ccx.protocol import JSONError, dumps, loads
+from ccx.protocol import JSONError, OutputFrame, decode_output_frame, dumps, loads
 
 DEFAULT_URL = "ws://127.0.0.1:8003/ws/mcp"
 
 Listener = Callable[[str, dict], None]
+FrameListener = Callable[[OutputFrame], None]
 
 
 class ServiceError(Exception):
@@ -105,6 +106,7 @@ class RPCClientProtocol(WebSocketClientProtocol):
         self.session: Optional[dict] = None
         self._calls: Dict[int, Deferred] = {}
         self._notification_listeners: List[Listener] = []
+        self._frame_listeners: List[FrameListener] = []
         self._next_id = 0
         self._open = False
         self._lost: Optional[ConnectionLost] = None
@@ -133,6 +135,16 @@ class RPCClientProtocol(WebSocketClientProtocol):
     def remove_listener(self, listener: Listener) -> None:
         if listener in self._notification_listeners:
             self._notification_listeners.remove(listener)
+
+    def add_frame_listener(self, listener: FrameListener) -> None:
+        """
+        Call C{listener(frame)} with every binary output frame from now on.
+        """
+        self._frame_listeners.append(listener)
+
+    def remove_frame_listener(self, listener: FrameListener) -> None:
+        if listener in self._frame_listeners:
+            self._frame_listeners.remove(listener)
 
     # Calls ---------------------------------------------------------------
 
@@ -178,6 +190,14 @@ class RPCClientProtocol(WebSocketClientProtocol):
         self.opened.callback(self)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if isBinary:
+            try:
+                frame = decode_output_frame(payload)
+            except ValueError:
+                return
+            for frame_listener in list(self._frame_listeners):
+                frame_listener(frame)
+            return
         try:
             message = loads(payload)
         except JSONError:

@@ -21,7 +21,7 @@ from ccx.cli.status import (
 )
 from ccx.cli.stdin import StdinForwarder
 from ccx.protocol import (
-    BASE64,
+    BINARY,
     COMMAND_NOT_ALLOWED,
     CONTROLS,
     PROCESS_NOT_FOUND,
@@ -45,7 +45,8 @@ def run(context: Context, options: Any) -> Any:
     """
     client = yield context.connect()
     console = context.console
-    params: Dict[str, Any] = {"command": list(options.argv), "encoding": BASE64}
+    # Output comes as binary frames: raw bytes, no JSON, no base64.
+    params: Dict[str, Any] = {"command": list(options.argv), "encoding": BINARY}
     if options["keep"]:
         params["on_disconnect"] = "keep"
     if options["drop"]:
@@ -86,7 +87,7 @@ def run(context: Context, options: Any) -> Any:
         cancel()
 
     context.on_interrupt(interrupted)
-    relay = OutputRelay(context, client, encoding=BASE64)
+    relay = OutputRelay(context, client)
     if not options["keep"]:
         # Like Ctrl-C: cancel the program and wait until nothing of it is left.
         relay.on_broken = cancel
@@ -175,12 +176,14 @@ def attach(context: Context, options: Any) -> Any:
         offsets = {stream: 0 for stream in STREAMS}
     else:
         offsets = {stream: process.get(f"{stream}_bytes", 0) for stream in STREAMS}
-    params: Dict[str, Any] = {"process_id": process_id, "offsets": offsets}
+    params: Dict[str, Any] = {
+        "process_id": process_id,
+        "offsets": offsets,
+        "encoding": BINARY,
+    }
     # Ctrl-C leaves; the program runs on (this connection did not start it).
     context.on_interrupt(None)
-    # The service says how this process's output is carried; a service
-    # that does not leaves ChunkDecoder to tell.
-    relay = OutputRelay(context, client, encoding=process.get("encoding"))
+    relay = OutputRelay(context, client)
     relay.follow(process_id)
     try:
         yield client.call("attach", params)

@@ -15,7 +15,7 @@ from zope.interface import implementer
 from ccx.cli.client import RPCClientProtocol, ServiceError
 from ccx.cli.context import Context
 from ccx.cli.status import EXIT_BROKEN_PIPE
-from ccx.protocol import BASE64, UTF8
+from ccx.protocol import BASE64, UTF8, OutputFrame
 
 
 class ChunkDecoder:
@@ -97,12 +97,13 @@ class OutputRelay:
         self._console = context.console
         self._decode = ChunkDecoder(encoding)
         self._process_id: Optional[str] = None
-        self._early: List[tuple] = []
+        self._early: List[Any] = []
         self._paused: set = set()
         self._done = False
         self._outputs = {"stdout": self._console.stdout, "stderr": self._console.stderr}
         self.finished: Deferred = Deferred()
         client.add_listener(self._notification)
+        client.add_frame_listener(self._frame)
         client.when_closed().addCallback(self._closed)
         for name, output in self._outputs.items():
             output.registerProducer(_TransportGate(self, name), True)
@@ -114,8 +115,11 @@ class OutputRelay:
         """
         self._process_id = process_id
         early, self._early = self._early, []
-        for method, params in early:
-            self._notification(method, params)
+        for item in early:
+            if isinstance(item, OutputFrame):
+                self._frame(item)
+            else:
+                self._notification(*item)
 
     def output_received(self, stream: str, offset: int, data: bytes) -> None:
         """
@@ -130,6 +134,15 @@ class OutputRelay:
         output = self._outputs.get(stream)
         if output is not None:
             output.write(data)
+
+    def _frame(self, frame: OutputFrame) -> None:
+        if self._done:
+            return
+        if self._process_id is None:
+            self._early.append(frame)
+            return
+        if frame.process_id == self._process_id:
+            self.output_received(frame.stream, frame.offset, frame.data)
 
     def _notification(self, method: str, params: dict) -> None:
         if self._done or not method.startswith("process."):
@@ -161,6 +174,7 @@ class OutputRelay:
         """
         self._done = True
         self._client.remove_listener(self._notification)
+        self._client.remove_frame_listener(self._frame)
         for output in self._outputs.values():
             output.unregisterProducer()
         if self._paused:

@@ -64,7 +64,7 @@ _PROCESS = _object(
         "subscribers": {"type": "integer", "description": "Readers of its output."},
         "encoding": {
             "type": "string",
-            "enum": ["utf-8", "base64"],
+            "enum": ["utf-8", "base64", "binary"],
             "description": "How its process.output data is carried.",
         },
     },

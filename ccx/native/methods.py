@@ -9,6 +9,7 @@ from typing import Any, Dict, Optional
 from twisted.internet.defer import Deferred
 
 from ccx.native.wire import (
+    FrameSink,
     NotificationSink,
     decoder,
     list_state,
@@ -19,9 +20,9 @@ from ccx.output.events import ProcessStarted
 from ccx.process.errors import ProcessNotFound
 from ccx.process.launch import LaunchSpec
 from ccx.process.managed import ManagedProcess
-from ccx.protocol import CONTROLS, ENCODINGS, SIGNALS, UTF8
+from ccx.protocol import BASE64, BINARY, CONTROLS, ENCODINGS, OUTPUT_ENCODINGS, SIGNALS, UTF8
 from ccx.rpc.errors import invalid_params
-from ccx.rpc.interfaces import INotificationChannel
+from ccx.rpc.interfaces import IFrameChannel, INotificationChannel
 from ccx.rpc.jsonrpc import Call, Handler
 from ccx.rpc.params import ParamReader, check_offsets
 from ccx.session import Session
@@ -37,6 +38,7 @@ CAPABILITIES = (
     "batch",
     "base64",
     "back-pressure",
+    "binary-frames",
 )
 
 
@@ -45,12 +47,21 @@ class NativeMethods:
     The methods one connection may call.
 
     @param channel: where this connection's notifications go.
+    @param frames: where binary output frames go, on a connection that
+        may carry them (the native WebSocket); L{None} elsewhere.
     """
 
-    def __init__(self, node: Node, session: Session, channel: INotificationChannel) -> None:
+    def __init__(
+        self,
+        node: Node,
+        session: Session,
+        channel: INotificationChannel,
+        frames: Optional[IFrameChannel] = None,
+    ) -> None:
         self._node = node
         self._session = session
         self._channel = channel
+        self._frames = frames
 
     def table(self) -> Dict[str, Handler]:
         return {
@@ -74,7 +85,22 @@ class NativeMethods:
         return self._node.registry.get(process_id, live=True)
 
     def _sink(self, encoding: str) -> NotificationSink:
+        if encoding == BINARY:
+            return FrameSink(self._frames)
         return NotificationSink(self._channel, encoding)
+
+    def _encoding(self, r: ParamReader, default: Optional[str]) -> Optional[str]:
+        """
+        The output encoding a call asks for: binary frames only where this
+        connection can carry them.
+        """
+        encoding = r.string("encoding", default, choices=OUTPUT_ENCODINGS)
+        if encoding == BINARY and self._frames is None:
+            raise invalid_params(
+                "invalid params: encoding 'binary' (binary output frames) is for "
+                "the native WebSocket only; use 'base64' here"
+            )
+        return encoding
 
     def execute(self, params: Any, call: Call) -> Deferred:
         r = ParamReader(
@@ -101,7 +127,7 @@ class NativeMethods:
             stdin=r.boolean("stdin", False),
             blocking=r.on_full("block"),
             cancel_on_disconnect=r.on_disconnect(),
-            encoding=r.string("encoding", UTF8, choices=ENCODINGS),
+            encoding=self._encoding(r, UTF8),
         )
         session = self._session
         process, started = session.launch(spec)
@@ -168,21 +194,27 @@ class NativeMethods:
         return {"processes": [process_entry(p) for p in self._node.registry.all()]}
 
     def attach(self, params: Any, call: Call) -> dict:
-        r = ParamReader(params, "attach", ("process_id", "offsets", "on_full"))
+        r = ParamReader(params, "attach", ("process_id", "offsets", "on_full", "encoding"))
         process_id = r.string("process_id")
         offsets = r.offsets()
         blocking = r.on_full("drop")
+        encoding = self._encoding(r, None)
         process = self._node.registry.get(process_id)
+        if encoding is None:
+            encoding = process.options.encoding
+            if encoding == BINARY and self._frames is None:
+                # Started by a client that could take binary frames.
+                encoding = BASE64
         check_offsets(offsets, process.output.totals())
         subscription = self._session.subscribe(
-            process, self._sink(process.options.encoding), blocking=blocking, offsets=offsets
+            process, self._sink(encoding), blocking=blocking, offsets=offsets
         )
         call.after_reply(subscription.activate)
         return {
             "process_id": process.process_id,
             "state": list_state(process),
             "offsets": dict(subscription.cursors),
-            "encoding": process.options.encoding,
+            "encoding": encoding,
         }
 
     def detach(self, params: Any, call: Call) -> dict:

@@ -1,8 +1,8 @@
 """
 The native dialect's wire format for program output: the C{process.*}
-notifications of docs/protocol.md, their UTF-8 and base64 encodings, and
-the entries C{list} reports.  This is the one place where the process
-layer's typed events become JSON.
+notifications of docs/protocol.md, their UTF-8 and base64 encodings, binary
+output frames, and the entries C{list} reports.  This is the one place where
+the process layer's typed events become what a native client reads.
 """
 
 import base64
@@ -19,8 +19,8 @@ from ccx.output.events import (
     StateChanged,
 )
 from ccx.output.interfaces import IOutputSink
-from ccx.protocol import UTF8
-from ccx.rpc.interfaces import INotificationChannel
+from ccx.protocol import BINARY, UTF8, encode_output_frame
+from ccx.rpc.interfaces import IFrameChannel, INotificationChannel
 
 
 def complete_utf8_length(data: bytes) -> int:
@@ -161,6 +161,27 @@ class NotificationSink:
 
     def completed(self, completion: Completion) -> None:
         self.channel.send_notification("process.completed", completed_params(completion))
+
+
+@implementer(IOutputSink)
+class FrameSink(NotificationSink):
+    """
+    One subscription's output as binary frames (C{encoding: "binary"}):
+    each chunk is a small header and the raw bytes, with no JSON and no
+    base64 on the way; drops, state changes and the completion stay JSON
+    notifications on the same connection, in order.
+    """
+
+    def __init__(self, channel: IFrameChannel) -> None:
+        super().__init__(channel, BINARY)
+
+    def output(self, chunk: OutputChunk) -> int:
+        self.channel.send_frame(
+            encode_output_frame(
+                chunk.process_id, chunk.stream, chunk.offset, chunk.time, chunk.data
+            )
+        )
+        return len(chunk.data)
 
 
 def list_state(process: Any) -> str:

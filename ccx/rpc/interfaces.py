@@ -20,3 +20,14 @@ class INotificationChannel(Interface):
         """
         Send one notification.
         """
+
+
+class IFrameChannel(INotificationChannel):
+    """
+    A channel that can also carry binary frames: a native WebSocket.
+    """
+
+    def send_frame(payload: bytes) -> None:
+        """
+        Send one binary message.
+        """

@@ -15,7 +15,7 @@ from ccx.config import Config
 from ccx.mcp.methods import MCP_SUBPROTOCOL, websocket_methods
 from ccx.native.methods import CAPABILITIES, NativeMethods
 from ccx.node import Node
-from ccx.rpc.interfaces import INotificationChannel
+from ccx.rpc.interfaces import IFrameChannel
 from ccx.rpc.jsonrpc import Dispatcher, Reply, notification
 from ccx.rpc.ratelimit import TokenBucket
 from ccx.session import Session
@@ -23,7 +23,7 @@ from ccx.web.access import AccessDenied, check_access
 from ccx.web.interfaces import IConnection
 
 
-@implementer(IConnection, INotificationChannel, IPushProducer)
+@implementer(IConnection, IFrameChannel, IPushProducer)
 class CCXServerProtocol(WebSocketServerProtocol):
     """
     One client connection speaking the native dialect, or MCP when the
@@ -88,7 +88,7 @@ class CCXServerProtocol(WebSocketServerProtocol):
         if self.speaks_mcp:
             methods = websocket_methods(self.node, self.session, self)
         else:
-            methods = NativeMethods(self.node, self.session, self).table()
+            methods = NativeMethods(self.node, self.session, self, frames=self).table()
         self.dispatcher = Dispatcher(
             methods,
             max_batch=self.node.config.max_batch,
@@ -159,6 +159,10 @@ class CCXServerProtocol(WebSocketServerProtocol):
         # would raise Disconnected.
         if self._open and self.state == self.STATE_OPEN:
             self.sendMessage(notification(method, params))
+
+    def send_frame(self, payload: bytes) -> None:
+        if self._open and self.state == self.STATE_OPEN:
+            self.sendMessage(payload, isBinary=True)
 
     def pauseProducing(self) -> None:
         self._paused = True
