@@ -7,6 +7,9 @@ import json
 import zlib
 from typing import List, Optional
 
+import _checkout  # noqa: F401  (puts this checkout's ccx on sys.path)
+from ccx.protocol import FRAME_HEADER_SIZE, output_frame_header
+
 
 class StreamCheck:
     """
@@ -47,6 +50,23 @@ class StreamCheck:
         if params["offset"] != self.bytes and len(self.gaps) < 5:
             self.gaps.append(f"expected offset {self.bytes}, got {params['offset']}")
         self.bytes = params["offset"] + size
+
+    def frame(self, payload: bytes) -> None:
+        """
+        A binary output frame (C{encoding: "binary"}): its header says the
+        stream and offset; the rest is the bytes.
+        """
+        self.frames += 1
+        self.frame_bytes += len(payload)
+        _, stream, offset, _ = output_frame_header(payload)
+        if stream != "stdout":
+            return
+        if offset != self.bytes and len(self.gaps) < 5:
+            self.gaps.append(f"expected offset {self.bytes}, got {offset}")
+        size = len(payload) - FRAME_HEADER_SIZE
+        if self.checksum:
+            self.crc = zlib.crc32(memoryview(payload)[FRAME_HEADER_SIZE:], self.crc)
+        self.bytes = offset + size
 
     def notification(self, message: dict) -> None:
         method = message["method"]

@@ -5,7 +5,8 @@ client, in one run, and the ratio of their speeds.
   lines  seq 1 N: websocketd sends one text message per line (its default);
          ccx sends process.output JSON chunks.
   bulk   N MiB of 'a' (head -c N /dev/zero | tr '\\0' a): websocketd in
-         --binary mode; ccx as usual.
+         --binary mode; ccx with binary output frames (encoding "binary";
+         --ccx-encoding chooses another).
 
 Every run checks that all bytes arrived.  The time of each run covers
 everything from opening the connection to the end of the output.
@@ -49,6 +50,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--client-nap", type=float, default=0.0, metavar="MS",
                         help="sleep MS milliseconds after each read, for both servers: "
                         "fewer, larger reads make the client cheaper (0)")
+    parser.add_argument("--ccx-encoding", choices=("binary", "utf-8", "base64"),
+                        default="binary",
+                        help="how ccx carries the bulk workload's output (binary)")
     parser.add_argument("--python", default=default_python(), help="python that runs ccx")
     return parser.parse_args()
 
@@ -123,14 +127,15 @@ def via_websocketd(port: int, binary: bool, nap: float) -> Measurement:
     return m.finish()
 
 
-def via_ccx(port: int, command: str, nap: float) -> Measurement:
+def via_ccx(port: int, command: str, nap: float, encoding: str = "utf-8") -> Measurement:
     m = Measurement()
     check = StreamCheck()
-    with Client(port) as client:
+    with Client(port, path="/ws") as client:
         client.nap = nap
         client.on_output = check.output
+        client.on_binary = check.frame
         client.on_notification = check.notification
-        client.call("execute", {"command": command, "shell": True})
+        client.call("execute", {"command": command, "shell": True, "encoding": encoding})
         client.run_until(lambda: check.done)
     m.finish()
     m.bytes = check.bytes
@@ -154,6 +159,7 @@ def compare(
     args: argparse.Namespace,
     websocketd: str,
     binary: bool,
+    encoding: str = "utf-8",
 ) -> Dict:
     runs: Dict[str, List[Measurement]] = {"websocketd": [], "ccx": []}
     nap = args.client_nap / 1000
@@ -162,8 +168,8 @@ def compare(
     ) as ccx:
         for _ in range(args.repeat):
             runs["websocketd"].append(via_websocketd(wsd.port, binary, nap))
-            runs["ccx"].append(via_ccx(ccx.port, command, nap))
-    result = {"workload": name, "command": command, "bytes": expected}
+            runs["ccx"].append(via_ccx(ccx.port, command, nap, encoding))
+    result = {"workload": name, "command": command, "bytes": expected, "ccx_encoding": encoding}
     for server, measurements in runs.items():
         result[server] = summarise(measurements, expected)
     result["ratio_ccx_over_websocketd"] = rounded(
@@ -217,7 +223,7 @@ def main() -> int:
         ),
         "bulk": lambda: compare(
             "bulk", BULK.format(size=args.mib * MIB), args.mib * MIB, args,
-            websocketd, binary=True,
+            websocketd, binary=True, encoding=args.ccx_encoding,
         ),
     }
     chosen = ("lines", "bulk") if args.workload == "both" else (args.workload,)
