@@ -3,6 +3,7 @@ Checking, as a benchmark client receives it, that one process's output
 arrived whole: contiguous offsets, the byte total, optionally a CRC-32.
 """
 
+import binascii
 import json
 import zlib
 from typing import List, Optional
@@ -20,10 +21,12 @@ class StreamCheck:
         with C{False} only the frame sizes are counted and the byte total
         comes from C{process.completed}.
     @param checksum: keep the CRC-32 of the bytes received in C{crc}.
+    @param base64: the notifications carry base64 (C{encoding: "base64"}).
     """
 
-    def __init__(self, decode: bool = True, checksum: bool = False) -> None:
+    def __init__(self, decode: bool = True, checksum: bool = False, base64: bool = False) -> None:
         self.decode = decode
+        self.base64 = base64
         self.checksum = checksum
         self.bytes = 0
         self.frames = 0
@@ -41,7 +44,12 @@ class StreamCheck:
         if params["type"] != "stdout":
             return
         data = params["data"]
-        if self.checksum:
+        if self.base64:
+            raw = binascii.a2b_base64(data)
+            if self.checksum:
+                self.crc = zlib.crc32(raw, self.crc)
+            size = len(raw)
+        elif self.checksum:
             raw = data.encode("utf-8")
             self.crc = zlib.crc32(raw, self.crc)
             size = len(raw)

@@ -58,6 +58,12 @@ def parse_args() -> argparse.Namespace:
         help="json: decode and check every chunk; raw: count frames only (json)",
     )
     parser.add_argument(
+        "--encoding",
+        choices=("utf-8", "base64", "binary"),
+        default="utf-8",
+        help="how ccx carries the output: process.output JSON, or binary frames (utf-8)",
+    )
+    parser.add_argument(
         "--profile",
         metavar="PREFIX",
         help="record the service with py-spy into PREFIX-WORKLOAD.txt (collapsed "
@@ -124,19 +130,22 @@ def top_functions(path: str, count: int = 15) -> list:
 def run_workload(args: argparse.Namespace, workload: str) -> dict:
     size = args.mib * MIB
     command = WORKLOADS[workload].format(size=size)
-    check = StreamCheck(decode=args.client == "json")
+    check = StreamCheck(decode=args.client == "json", base64=args.encoding == "base64")
     with Service(allow=["sh"], python=args.python) as service:
         profiler = None
         if args.profile:
             profiler = Profiler(args.python, service.pid, f"{args.profile}-{workload}.txt")
         try:
-            with Client(service.port) as client:
+            with Client(service.port, path="/ws") as client:
                 client.on_output = check.output
+                client.on_binary = check.frame
                 client.on_notification = check.notification
                 service_cpu = cpu_seconds(service.pid)
                 client_cpu = time.process_time()
                 began = time.perf_counter()
-                client.call("execute", {"command": command, "shell": True})
+                client.call(
+                    "execute", {"command": command, "shell": True, "encoding": args.encoding}
+                )
                 client.run_until(lambda: check.done)
                 elapsed = time.perf_counter() - began
                 client_cpu = time.process_time() - client_cpu
@@ -150,6 +159,7 @@ def run_workload(args: argparse.Namespace, workload: str) -> dict:
     result = {
         "workload": workload,
         "client": args.client,
+        "encoding": args.encoding,
         "mib": args.mib,
         "seconds": rounded(elapsed, 3),
         "mib_per_s": rounded(size / MIB / elapsed, 1),

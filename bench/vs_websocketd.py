@@ -129,7 +129,7 @@ def via_websocketd(port: int, binary: bool, nap: float) -> Measurement:
 
 def via_ccx(port: int, command: str, nap: float, encoding: str = "utf-8") -> Measurement:
     m = Measurement()
-    check = StreamCheck()
+    check = StreamCheck(base64=encoding == "base64")
     with Client(port, path="/ws") as client:
         client.nap = nap
         client.on_output = check.output
