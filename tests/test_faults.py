@@ -8,9 +8,9 @@ import os
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 
-import ccx.native.methods
 from ccx.process.group import ProcessGroup
-from tests.support import ServiceFixture, members_state, until
+from ccx.testing.proc import group_states as members_state
+from tests.support import ServiceFixture, until
 
 
 class FaultTests(TestCase):

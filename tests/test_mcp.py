@@ -35,7 +35,8 @@ from ccx.output.interfaces import IOutputSink
 from ccx.process.group import ProcessGroup
 from ccx.rpc.interfaces import INotificationChannel
 from ccx.web.interfaces import IConnection
-from tests.support import Client, ServiceFixture, members_state, until
+from ccx.testing.proc import group_states as members_state
+from tests.support import Client, ServiceFixture, until
 
 try:
     import jsonschema

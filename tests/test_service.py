@@ -12,7 +12,8 @@ from zope.interface.verify import verifyObject
 from ccx.process.group import ProcessGroup
 from ccx.rpc.interfaces import INotificationChannel
 from ccx.web.interfaces import IConnection
-from tests.support import ServiceFixture, fd_count, members_state, until
+from ccx.testing.proc import group_states as members_state
+from tests.support import ServiceFixture, fd_count, until
 
 
 class ServiceTestCase(TestCase):

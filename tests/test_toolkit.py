@@ -47,7 +47,8 @@ class ProcTests(SynchronousTestCase):
 class ChildProcessTests(SynchronousTestCase):
     def test_term_ignoring_child_is_killed_with_its_group(self):
         """stop: SIGTERM, then SIGKILL to the whole group once the timeout passes."""
-        child = ChildProcess(["sh", "-c", "trap '' TERM; sleep 1000 & wait"])
+        # Ready once the trap is set: a SIGTERM before it would end sh at once.
+        child = _ReadyWhenSaid(["sh", "-c", "trap '' TERM; echo ready; sleep 1000 & wait"])
         self.addCleanup(child.remove_log)
         child.start()
         pid = child.pid
@@ -55,3 +56,13 @@ class ChildProcessTests(SynchronousTestCase):
         self.assertEqual(status, -9)
         self.assertEqual(ProcessGroup(pid).members(), [])
         self.assertIn("killed", "\n".join(child.log_lines()))
+
+
+class _ReadyWhenSaid(ChildProcess):
+    """
+    A child that is ready once it has written C{ready}.
+    """
+
+    def ready(self) -> bool:
+        return super().ready() and "ready" in self.log_lines()
+
