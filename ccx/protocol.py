@@ -10,7 +10,7 @@ import json
 import math
 import struct
 from dataclasses import dataclass
-from typing import Any, Optional, Union
+from typing import Any, Optional, Tuple, Union
 
 # JSON-RPC error codes (docs/protocol.md section 4).
 PARSE_ERROR = -32700
@@ -182,9 +182,10 @@ def encode_output_frame(
     return header + data
 
 
-def decode_output_frame(payload: bytes) -> OutputFrame:
+def output_frame_header(payload: bytes) -> Tuple[str, str, int, float]:
     """
-    Read a binary frame.
+    Read a binary frame's header only: its process id, stream, offset and
+    read time (the data is C{payload[FRAME_HEADER_SIZE:]}).
 
     @raise ValueError: when C{payload} is not an output frame.
     """
@@ -193,5 +194,14 @@ def decode_output_frame(payload: bytes) -> OutputFrame:
     kind, code, ident, offset, time = _FRAME_HEADER.unpack_from(payload)
     if kind != FRAME_OUTPUT or code not in _STREAM_NAMES:
         raise ValueError(f"not an output frame (kind {kind}, stream {code})")
-    data = bytes(payload[FRAME_HEADER_SIZE:])
-    return OutputFrame(ident.hex(), _STREAM_NAMES[code], offset, time, data)
+    return ident.hex(), _STREAM_NAMES[code], offset, time
+
+
+def decode_output_frame(payload: bytes) -> OutputFrame:
+    """
+    Read a binary frame.
+
+    @raise ValueError: when C{payload} is not an output frame.
+    """
+    process_id, stream, offset, time = output_frame_header(payload)
+    return OutputFrame(process_id, stream, offset, time, bytes(payload[FRAME_HEADER_SIZE:]))

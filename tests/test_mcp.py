@@ -81,6 +81,26 @@ def tool_call(request_id: Any, name: str, arguments: dict, token: Any = None) ->
     return request(request_id, "tools/call", params)
 
 
+
+def mcp_headers(
+    session_id: Optional[str] = None,
+    token: Optional[str] = TOKEN,
+    accept: str = "application/json, text/event-stream",
+    content_type: str = "application/json",
+    **extra: str,
+) -> dict:
+    """
+    The headers of a request to C{/mcp}; in C{extra} names, C{_} stands for C{-}.
+    """
+    headers = {"Accept": [accept], "Content-Type": [content_type]}
+    if token is not None:
+        headers["Authorization"] = [f"Bearer {token}"]
+    if session_id is not None:
+        headers["Mcp-Session-Id"] = [session_id]
+    for name, value in extra.items():
+        headers[name.replace("_", "-")] = [value]
+    return headers
+
 class EventReader:
     """
     Collects the JSON-RPC messages of an SSE body as it arrives, and lets a
@@ -138,21 +158,8 @@ class HttpTestCase(TestCase):
         self.http = HTTPClient(Agent(reactor, pool=pool))
         self.url = f"http://127.0.0.1:{self.ccx.port}/mcp"
 
-    def headers(
-        self,
-        session_id: Optional[str] = None,
-        token: Optional[str] = TOKEN,
-        accept: str = "application/json, text/event-stream",
-        **extra: str,
-    ) -> dict:
-        headers = {"Accept": [accept], "Content-Type": ["application/json"]}
-        if token is not None:
-            headers["Authorization"] = [f"Bearer {token}"]
-        if session_id is not None:
-            headers["Mcp-Session-Id"] = [session_id]
-        for name, value in extra.items():
-            headers[name.replace("_", "-")] = [value]
-        return headers
+    def headers(self, session_id: Optional[str] = None, **options: Any) -> dict:
+        return mcp_headers(session_id, **options)
 
     def post(self, message: Any, session_id: Optional[str] = None, **options: Any) -> Deferred:
         body = message if isinstance(message, bytes) else json.dumps(message).encode()

@@ -17,7 +17,7 @@ from twisted.trial.unittest import TestCase
 from ccx.config import build_config
 from ccx.node import Node
 from ccx.web.site import build_site
-from tests.test_mcp import ORIGIN, TOKEN, initialize_params, request
+from tests.test_mcp import ORIGIN, TOKEN, initialize_params, mcp_headers, request
 
 URL = "http://127.0.0.1/mcp"
 
@@ -38,22 +38,8 @@ class McpHttpRulesTests(TestCase):
         self.node = Node(config, MemoryReactorClock())
         self.http = StubTreq(build_site(self.node).resource)
 
-    def headers(
-        self,
-        session_id: Optional[str] = None,
-        token: Optional[str] = TOKEN,
-        accept: str = "application/json, text/event-stream",
-        content_type: str = "application/json",
-        **extra: str,
-    ) -> dict:
-        headers = {"Accept": [accept], "Content-Type": [content_type]}
-        if token is not None:
-            headers["Authorization"] = [f"Bearer {token}"]
-        if session_id is not None:
-            headers["Mcp-Session-Id"] = [session_id]
-        for name, value in extra.items():
-            headers[name.replace("_", "-")] = [value]
-        return headers
+    def headers(self, session_id: Optional[str] = None, **options: Any) -> dict:
+        return mcp_headers(session_id, **options)
 
     def post(self, message: Any, session_id: Optional[str] = None, **options: Any):
         body = message if isinstance(message, bytes) else json.dumps(message).encode()

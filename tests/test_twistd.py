@@ -92,6 +92,20 @@ class TwistdTests(TestCase):
         self.addCleanup(self._stop, twistd)
         return twistd
 
+    @inlineCallbacks
+    def assertServesThenStops(self, twistd, port):
+        """
+        The service on C{port} runs C{seq 1 3} for a client, then stops
+        cleanly on SIGTERM.
+        """
+        client = yield self.connect(port)
+        result = yield client.call("execute", {"command": "seq 1 3"})
+        yield client.notification("process.completed", result["process_id"])
+        self.assertEqual(client.output(result["process_id"]), b"1\n2\n3\n")
+        twistd.transport.signalProcess("TERM")
+        yield twistd.ended
+        self.assertCleanExit(twistd)
+
     def assertCleanExit(self, twistd, quiet=False):
         """
         twistd stopped by SIGTERM shuts down, then re-raises SIGTERM on
@@ -200,13 +214,7 @@ class TwistdTests(TestCase):
             env={"CCX_CONFIG": config},
         )
         port = yield twistd.listening
-        client = yield self.connect(port)
-        result = yield client.call("execute", {"command": "seq 1 3"})
-        yield client.notification("process.completed", result["process_id"])
-        self.assertEqual(client.output(result["process_id"]), b"1\n2\n3\n")
-        twistd.transport.signalProcess("TERM")
-        yield twistd.ended
-        self.assertCleanExit(twistd)
+        yield self.assertServesThenStops(twistd, port)
 
     @inlineCallbacks
     def test_socket_activation_on_loopback(self):
@@ -214,13 +222,7 @@ class TwistdTests(TestCase):
         twistd, bound = self.start_activated("127.0.0.1", ["--allow", program("seq")])
         port = yield twistd.listening
         self.assertEqual(port, bound)
-        client = yield self.connect(port)
-        result = yield client.call("execute", {"command": "seq 1 3"})
-        yield client.notification("process.completed", result["process_id"])
-        self.assertEqual(client.output(result["process_id"]), b"1\n2\n3\n")
-        twistd.transport.signalProcess("TERM")
-        yield twistd.ended
-        self.assertCleanExit(twistd)
+        yield self.assertServesThenStops(twistd, port)
 
     @inlineCallbacks
     def test_socket_activation_on_every_interface_needs_a_token(self):

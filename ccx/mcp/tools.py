@@ -325,15 +325,7 @@ class Tools:
             ("command", "shell", "cwd", "env", "timeout", "input", "max_output_bytes"),
         )
         stdin_text = r.string("input", None)
-        spec = LaunchSpec(
-            r.any("command"),
-            shell=r.boolean("shell", False),
-            cwd=r.string("cwd", None),
-            env=r.string_map("env"),
-            timeout=r.number("timeout"),
-            stdin=stdin_text is not None,
-            blocking=False,
-        )
+        spec = r.launch_spec(stdin=stdin_text is not None, blocking=False)
         # Each stream's text appears twice in the result (structured and as
         # text content), and JSON escaping can grow it: keep the whole reply
         # well inside the largest message a WebSocket may carry.
@@ -419,12 +411,7 @@ class Tools:
             "start",
             ("command", "shell", "cwd", "env", "timeout", "stdin", "on_disconnect"),
         )
-        spec = LaunchSpec(
-            r.any("command"),
-            shell=r.boolean("shell", False),
-            cwd=r.string("cwd", None),
-            env=r.string_map("env"),
-            timeout=r.number("timeout"),
+        spec = r.launch_spec(
             stdin=r.boolean("stdin", False),
             blocking=False,
             cancel_on_disconnect=r.on_disconnect(),

@@ -18,7 +18,6 @@ from ccx.native.wire import (
 from ccx.node import Node
 from ccx.output.events import ProcessStarted
 from ccx.process.errors import ProcessNotFound
-from ccx.process.launch import LaunchSpec
 from ccx.process.managed import ManagedProcess
 from ccx.protocol import BASE64, BINARY, CONTROLS, ENCODINGS, OUTPUT_ENCODINGS, SIGNALS, UTF8
 from ccx.rpc.errors import invalid_params
@@ -118,12 +117,7 @@ class NativeMethods:
                 "encoding",
             ),
         )
-        spec = LaunchSpec(
-            r.any("command"),
-            shell=r.boolean("shell", False),
-            cwd=r.string("cwd", None),
-            env=r.string_map("env"),
-            timeout=r.number("timeout"),
+        spec = r.launch_spec(
             stdin=r.boolean("stdin", False),
             blocking=r.on_full("block"),
             cancel_on_disconnect=r.on_disconnect(),

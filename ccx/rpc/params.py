@@ -6,6 +6,7 @@ import math
 from typing import Any, Dict, Iterable, Mapping, Optional, Sequence
 
 from ccx.output.events import STREAMS
+from ccx.process.launch import LaunchSpec
 from ccx.rpc.errors import invalid_params
 
 REQUIRED: Any = object()
@@ -144,6 +145,21 @@ class ParamReader:
         """
         choices = ("cancel", "keep")
         return self.string("on_disconnect", "cancel", choices=choices) == "cancel"
+
+    def launch_spec(self, **chosen: Any) -> LaunchSpec:
+        """
+        What every dialect's way of starting a program reads alike
+        (C{command}, C{shell}, C{cwd}, C{env}, C{timeout}), with the rest
+        of the L{LaunchSpec} as the caller chose it.
+        """
+        return LaunchSpec(
+            self.any("command"),
+            shell=self.boolean("shell", False),
+            cwd=self.string("cwd", None),
+            env=self.string_map("env"),
+            timeout=self.number("timeout"),
+            **chosen,
+        )
 
     def any(self, name: str, default: Any = REQUIRED) -> Any:
         return self._get(name, default)
