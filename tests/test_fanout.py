@@ -11,10 +11,16 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from ccx.native.wire import changed_params, completed_params, started_params
-from ccx.output.events import ProcessStarted, StateChanged
-from ccx.protocol import BASE64, UTF8
+from ccx.output.events import (
+    Completion,
+    OutputChunk,
+    OutputDropped,
+    ProcessStarted,
+    StateChanged,
+)
 from ccx.output.fanout import MAX_CHUNK, ProcessOutput
 from ccx.output.interfaces import IOutputSink, IReadControl
+from ccx.protocol import BASE64, UTF8
 from tests.fakes import COMPLETION, FakeSink
 
 PAUSED = StateChanged("p1", 42, "paused")
@@ -681,3 +687,98 @@ class ReleaseTests(SynchronousTestCase):
         output.receive("stdout", b"12345678", 1.0)
         output.release()
         self.assertTrue(output.reading_paused)
+
+
+@implementer(IOutputSink)
+class EventSink:
+    """
+    A sink that records the typed events it is told, taking at most
+    C{take} bytes of each chunk.
+    """
+
+    def __init__(self, take: Optional[int] = None) -> None:
+        self.writable = True
+        self.take = take
+        self.events: list = []
+
+    def started(self, event: ProcessStarted) -> None:
+        self.events.append(event)
+
+    def output(self, chunk: OutputChunk) -> int:
+        self.events.append(chunk)
+        return len(chunk.data) if self.take is None else min(self.take, len(chunk.data))
+
+    def dropped(self, event: OutputDropped) -> None:
+        self.events.append(event)
+
+    def changed(self, event: StateChanged) -> None:
+        self.events.append(event)
+
+    def completed(self, completion: Completion) -> None:
+        self.events.append(completion)
+
+
+class TypedEventTests(SynchronousTestCase):
+    """
+    What a sink is told: typed events, in order, and no wire format.
+    """
+
+    def test_events_in_order(self) -> None:
+        """started, chunks with offsets and times, state changes, drops, then the completion."""
+        output = ProcessOutput("p1", 4, 100, blocking=False)
+        sink = EventSink()
+        started = ProcessStarted("p1", 42, ("prog",))
+        output.subscribe(sink, False, first=started).activate()
+        output.receive("stdout", b"ab", 1.0)
+        output.broadcast(PAUSED)
+        sink.writable = False
+        output.receive("stdout", b"cdefgh", 2.0)
+        sink.writable = True
+        output.complete(COMPLETION)
+        self.assertEqual(
+            sink.events,
+            [
+                started,
+                OutputChunk("p1", "stdout", 0, b"ab", 1.0),
+                PAUSED,
+                OutputDropped("p1", "stdout", 2, 2),
+                OutputChunk("p1", "stdout", 4, b"efgh", 2.0, final=True),
+                COMPLETION,
+            ],
+        )
+        self.assertTrue(verifyObject(IOutputSink, sink))
+
+    def test_final_only_at_the_end_of_a_closed_stream(self) -> None:
+        """A chunk is final when the stream has ended with it, not before."""
+        output = ProcessOutput("p1", 100, 100, blocking=True)
+        sink = EventSink()
+        output.subscribe(sink, True).activate()
+        output.receive("stderr", b"x", 1.0)
+        output.end_stream("stderr")
+        output.receive("stdout", b"y", 1.0)
+        chunks = [e for e in sink.events if isinstance(e, OutputChunk)]
+        self.assertEqual([(c.stream, c.final) for c in chunks], [("stderr", False), ("stdout", False)])
+
+        late = EventSink()
+        output.subscribe(late, True, offsets={"stdout": 0, "stderr": 0}).activate()
+        chunks = [e for e in late.events if isinstance(e, OutputChunk)]
+        self.assertEqual([(c.stream, c.final) for c in chunks], [("stdout", False), ("stderr", True)])
+
+    def test_what_a_sink_leaves_is_offered_again(self) -> None:
+        """A sink that takes part of a chunk is offered the rest, from the next offset."""
+        output = ProcessOutput("p1", 100, 100, blocking=True)
+        sink = EventSink(take=2)
+        output.subscribe(sink, True).activate()
+        output.receive("stdout", b"abcde", 1.0)
+        offsets = [(e.offset, e.data) for e in sink.events if isinstance(e, OutputChunk)]
+        self.assertEqual(offsets, [(0, b"abcde"), (2, b"cde"), (4, b"e")])
+
+    def test_taking_nothing_waits(self) -> None:
+        """A sink that takes nothing is not offered the same chunk again until more comes."""
+        output = ProcessOutput("p1", 100, 100, blocking=True)
+        sink = EventSink(take=0)
+        subscription = output.subscribe(sink, True)
+        subscription.activate()
+        output.receive("stdout", b"\xe2\x82", 1.0)
+        self.assertEqual(len(sink.events), 1)
+        self.assertEqual(subscription.cursors["stdout"], 0)
