@@ -20,13 +20,12 @@ Two things keep these tests deterministic and off the global reactor:
     test waiting on it hangs; these tests read the client's own C{opened}.
 """
 
-from typing import Any, Callable, List, Set
+from typing import Any, Callable, List
 
 import txaio
 from autobahn.twisted.testing import create_memory_agent
 from twisted.internet import reactor as global_reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.test.iosim import IOPump
 from twisted.trial.unittest import TestCase
@@ -68,7 +67,7 @@ class MemoryWebSocketTestCase(TestCase):
     """
 
     def start(self, token: bool = True, **settings: Any) -> None:
-        before = set(global_reactor.getDelayedCalls())
+        self._global_calls = set(global_reactor.getDelayedCalls())
         self.clock = MemoryReactorClock()
         self.patch(txaio.config, "loop", self.clock)
         values = {"port": "tcp:0:interface=127.0.0.1", "allow": [], **settings}
@@ -83,7 +82,7 @@ class MemoryWebSocketTestCase(TestCase):
             self.clock, self.pumps, lambda: site.buildProtocol(None)
         )
         self.clients: List[Client] = []
-        self.addCleanup(self.assert_global_reactor_untouched, before)
+        self.addCleanup(self.assert_global_reactor_untouched)
         self.addCleanup(self.close_all)
 
     def connect(self, path: str = "/ws", **options: Any) -> Client:
@@ -99,6 +98,7 @@ class MemoryWebSocketTestCase(TestCase):
         self.pumps.flush()
         [client] = made
         self.clients.append(client)
+        self.assert_global_reactor_untouched()
         return client
 
     def opened(self, path: str = "/ws", **options: Any) -> Client:
@@ -134,8 +134,12 @@ class MemoryWebSocketTestCase(TestCase):
         self.pumps.flush()
         self.assertEqual(self.node.connections, set())
 
-    def assert_global_reactor_untouched(self, before: Set[IDelayedCall]) -> None:
-        self.assertEqual(set(global_reactor.getDelayedCalls()) - before, set())
+    def assert_global_reactor_untouched(self) -> None:
+        """
+        Nothing the connections did scheduled a call on the global reactor:
+        their timers are all on the test's clock.
+        """
+        self.assertEqual(set(global_reactor.getDelayedCalls()) - self._global_calls, set())
 
 
 def _recorder(made: List[Client]) -> Callable[[], Client]:
@@ -167,7 +171,7 @@ class TokenTests(MemoryWebSocketTestCase):
 
     def test_token_in_another_scheme(self) -> None:
         """The right token in a header that is not a bearer one is no token: 401."""
-        for header in (f"Basic {TOKEN}", TOKEN, f"Bearer{TOKEN}"):
+        for header in (f"Basic {TOKEN}", TOKEN, f"Bearer{TOKEN}", f"Bearer:{TOKEN}"):
             reason = self.refused("/ws", headers={"Authorization": header})
             self.assertIn("[401]", reason, header)
 
