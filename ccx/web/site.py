@@ -69,9 +69,12 @@ class _Quiet(Site):
 
 
 def build_site(node: Node) -> Site:
+    """
+    The port's C{Site}; its HTTP connection timeouts run on the node's reactor.
+    """
     root = Resource()
     root.putChild(b"ws", WebSocketEndpoint(make_factory(node)))
     root.putChild(b"health", HealthResource(node))
     root.putChild(b"mcp", McpResource(node))
     root.putChild(b"metrics", MetricsResource(node))
-    return _Quiet(root)
+    return _Quiet(root, reactor=node.reactor)
