@@ -138,6 +138,10 @@ _LISTS = ("allow", "allow_origin", "deny_env")
 _NAMES = {f.name for f in fields(Config)} - {"token", "log_format_given"} | {"token_file"}
 
 
+# The smallest --max-message-size: room for any notification's envelope.
+MIN_MESSAGE_SIZE = 512
+
+
 def _number(name: str, value: Any) -> Any:
     kind = _NUMBERS[name]
     try:
@@ -147,6 +151,9 @@ def _number(name: str, value: Any) -> Any:
     in_range = number >= 0 if name == "kill_grace" else number > 0
     if isinstance(value, bool) or not in_range:
         raise ConfigError(f"--{name.replace('_', '-')} must be a positive number")
+    if name == "max_message_size" and number < MIN_MESSAGE_SIZE:
+        # Every reply and notification must fit, output cut to size included.
+        raise ConfigError(f"--max-message-size must be at least {MIN_MESSAGE_SIZE} bytes")
     return number
 
 

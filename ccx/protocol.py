@@ -35,6 +35,8 @@ ENCODINGS = (UTF8, BASE64)
 # Output may also come as binary WebSocket frames (see below).
 BINARY = "binary"
 OUTPUT_ENCODINGS = (UTF8, BASE64, BINARY)
+# The capability (in C{connected}) of a service that sends binary frames.
+BINARY_FRAMES = "binary-frames"
 
 # C{control}'s types, each with the status its result reports.
 CONTROLS = {"PAUSE": "paused", "RESUME": "resumed", "CANCEL": "cancelled"}

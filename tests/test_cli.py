@@ -16,6 +16,7 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.protocol import ProcessProtocol
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+import ccx.web.websocket
 from ccx.cli.client import ServiceError
 from ccx.cli.commands import format_table, signal_name
 from ccx.cli.context import Context
@@ -160,6 +161,31 @@ class RunTests(CLITestCase):
         """Bytes that are not UTF-8 arrive unchanged (base64 on the wire)."""
         status, out, _ = yield self.cli("run", "printf", "\\000\\377\\300abc\\n")
         self.assertEqual((status, out), (0, b"\x00\xff\xc0abc\n"))
+
+    @inlineCallbacks
+    def test_binary_frames_where_offered(self):
+        """run and attach ask for binary frames from a service that announces them."""
+        status, out, _ = yield self.cli("run", "--keep", "printf", "\\000\\377")
+        self.assertEqual((status, out), (0, b"\x00\xff"))
+        [process] = self.ccx.service.node.registry.all()
+        self.assertEqual(process.options.encoding, "binary")
+        status, out, _ = yield self.cli("attach", "--from-start", process.process_id)
+        self.assertEqual((status, out), (0, b"\x00\xff"))
+
+    @inlineCallbacks
+    def test_base64_from_a_service_without_binary_frames(self):
+        """Against a service that does not announce binary frames, run and attach use base64, exactly."""
+        self.patch(
+            ccx.web.websocket,
+            "CAPABILITIES",
+            tuple(c for c in ccx.web.websocket.CAPABILITIES if c != "binary-frames"),
+        )
+        status, out, err = yield self.cli("run", "--keep", "printf", "\\000\\377\\300")
+        self.assertEqual((status, out), (0, b"\x00\xff\xc0"), err)
+        [process] = self.ccx.service.node.registry.all()
+        self.assertEqual(process.options.encoding, "base64")
+        status, out, err = yield self.cli("attach", "--from-start", process.process_id)
+        self.assertEqual((status, out), (0, b"\x00\xff\xc0"), err)
 
     @inlineCallbacks
     def test_killed_by_signal(self):

@@ -782,3 +782,41 @@ class TypedEventTests(SynchronousTestCase):
         output.receive("stdout", b"\xe2\x82", 1.0)
         self.assertEqual(len(sink.events), 1)
         self.assertEqual(subscription.cursors["stdout"], 0)
+
+
+class FailingSinkTests(SynchronousTestCase):
+    """
+    One sink that fails never keeps the others (or the end) from coming.
+    """
+
+    def test_failing_sink_is_dropped(self) -> None:
+        """A sink raising in output loses its subscription, logged; the others get everything."""
+        output = ProcessOutput("p1", 100, 100, blocking=True)
+        broken = EventSink()
+
+        def fail(chunk):
+            raise RuntimeError("cannot send")
+
+        broken.output = fail
+        good = FakeSink()
+        output.subscribe(broken, True).activate()
+        output.subscribe(good, True).activate()
+        output.receive("stdout", b"data", 1.0)
+        output.complete(COMPLETION)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertEqual(good.methods(), ["process.output", "process.completed"])
+        self.assertEqual([s.sink for s in output.subscriptions], [good])
+
+    def test_failing_started_and_changed(self) -> None:
+        """A sink raising when told the start or a state change is dropped the same way."""
+        output = ProcessOutput("p1", 100, 100, blocking=True)
+        broken = EventSink()
+        broken.started = broken.changed = lambda event: 1 / 0
+        output.subscribe(broken, True, first=ProcessStarted("p1", 42, ("prog",))).activate()
+        self.assertEqual(output.subscriptions, [])
+        other = EventSink()
+        other.changed = lambda event: 1 / 0
+        output.subscribe(other, True).activate()
+        output.broadcast(PAUSED)
+        self.assertEqual(output.subscriptions, [])
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 2)

@@ -14,7 +14,7 @@ from zope.interface.verify import verifyObject
 
 from ccx.config import build_config
 from ccx.native.methods import NativeMethods
-from ccx.native.wire import FrameSink
+from ccx.native.wire import FrameSink, NotificationSink, decoder
 from ccx.node import Node
 from ccx.output.fanout import ProcessOutput
 from ccx.output.interfaces import IOutputSink
@@ -26,7 +26,7 @@ from ccx.protocol import (
     loads,
 )
 from ccx.rpc.interfaces import IFrameChannel
-from ccx.rpc.jsonrpc import Dispatcher
+from ccx.rpc.jsonrpc import Dispatcher, notification
 from tests.fakes import COMPLETION, FakeChannel
 from tests.support import ServiceFixture, until
 
@@ -266,3 +266,80 @@ class BinaryClientTests(TestCase):
         self.assertEqual(response["error"]["code"], INVALID_PARAMS)
         self.assertEqual(self.ccx.service.node.registry.all(), [])
         yield client.close()
+
+
+class MessageLimitTests(SynchronousTestCase):
+    """
+    Output is cut so that every message fits the connection's limit.
+    """
+
+    def deliver(self, sink, data):
+        output = ProcessOutput(PROCESS_ID, len(data) + 1, 100, blocking=True)
+        output.subscribe(sink, True).activate()
+        output.receive("stdout", data, 1.0)
+        output.complete(COMPLETION)
+
+    def test_text_and_base64_fit(self):
+        """Worst-case text (control bytes, six-fold in JSON) and base64 stay within the limit, exactly."""
+        data = bytes(range(32)) * 4096
+        for encoding in ("utf-8", "base64"):
+            channel = FakeChannel()
+            self.deliver(NotificationSink(channel, encoding, max_message=1000), data)
+            outputs = channel.params("process.output")
+            self.assertGreater(len(outputs), 1)
+            for params in outputs:
+                self.assertLessEqual(len(notification("process.output", params)), 1000)
+            decode = decoder(encoding)
+            self.assertEqual(b"".join(decode(p["data"]) for p in outputs), data)
+            self.assertEqual(channel.methods()[-1], "process.completed")
+
+    def test_text_never_splits_a_character(self):
+        """Cut to fit, text still never splits a UTF-8 character."""
+        data = "é€😀".encode("utf-8") * 2000
+        channel = FakeChannel()
+        self.deliver(NotificationSink(channel, "utf-8", max_message=1000), data)
+        texts = [p["data"] for p in channel.params("process.output")]
+        self.assertNotIn("\ufffd", "".join(texts))
+        self.assertEqual("".join(texts).encode("utf-8"), data)
+
+    def test_frames_fit(self):
+        """A binary frame is at most the limit, header included."""
+        channel = FakeFrameChannel()
+        sizes = []
+        channel.send_frame = lambda payload: (
+            sizes.append(len(payload)),
+            FakeFrameChannel.send_frame(channel, payload),
+        )
+        data = b"x" * 5000
+        self.deliver(FrameSink(channel, max_message=1000), data)
+        self.assertTrue(sizes and max(sizes) <= 1000, sizes)
+        self.assertEqual(b"".join(f.data for f in channel.frames()), data)
+
+
+class SmallMessagesTests(TestCase):
+    """
+    A service whose messages are smaller than a chunk still delivers every byte.
+    """
+
+    timeout = 120
+
+    @inlineCallbacks
+    def test_every_encoding(self):
+        """With --max-message-size 65536, 300000 bytes arrive whole in each encoding."""
+        ccx = yield ServiceFixture(self, max_message_size=65536).start()
+        client = yield ccx.connect(path="/ws")
+        for encoding in ("binary", "utf-8", "base64"):
+            result = yield ccx.execute(
+                client,
+                {"command": ["sh", "-c", "head -c 300000 /dev/zero | tr '\\000' a"],
+                 "encoding": encoding},
+            )
+            done = yield client.notification("process.completed", result["process_id"])
+            self.assertEqual((done["status"], done["stdout_bytes"]), ("completed", 300000))
+            received = b""
+            for message in client.messages:
+                params = message.get("params", {}) if isinstance(message, dict) else {}
+                if message.get("method") == "process.output" and params.get("process_id") == result["process_id"]:
+                    data = params["data"]
+                    received += data if isinstance(data, bytes) else decoder(encoding)(data)
+            self.assertEqual(received, b"a" * 300000, encoding)

@@ -12,7 +12,7 @@ from urllib.parse import urlparse
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from autobahn.websocket.util import parse_url
 from OpenSSL.crypto import Error as OpenSSLError
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, fail, inlineCallbacks, succeed
 from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint, wrapClientTLS
 from twisted.internet.error import (
     ConnectError,
@@ -24,7 +24,16 @@ from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.python.failure import Failure
 from service_identity import VerificationError
 
-from ccx.protocol import JSONError, OutputFrame, decode_output_frame, dumps, loads
+from ccx.protocol import (
+    BASE64,
+    BINARY,
+    BINARY_FRAMES,
+    JSONError,
+    OutputFrame,
+    decode_output_frame,
+    dumps,
+    loads,
+)
 
 DEFAULT_URL = "ws://127.0.0.1:8003/ws/mcp"
 
@@ -98,12 +107,15 @@ class RPCClientProtocol(WebSocketClientProtocol):
     @ivar opened: fires with this protocol once the WebSocket is open, or
         fails with a L{ServiceError} saying why it could not be opened.
     @ivar session: the params of the service's C{connected} notification.
+    @ivar greeted: fires with those params once they arrive, or fails with
+        L{ConnectionLost} if the connection closes first.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.opened: Deferred = Deferred()
         self.session: Optional[dict] = None
+        self.greeted: Deferred = Deferred()
         self._calls: Dict[int, Deferred] = {}
         self._notification_listeners: List[Listener] = []
         self._frame_listeners: List[FrameListener] = []
@@ -112,6 +124,18 @@ class RPCClientProtocol(WebSocketClientProtocol):
         self._lost: Optional[ConnectionLost] = None
         self._lost_reason: Optional[Failure] = None
         self._close_waiters: List[Deferred] = []
+
+    @inlineCallbacks
+    def output_encoding(self) -> Any:
+        """
+        The best output encoding this service offers: binary frames where it
+        announces them, base64 (exact bytes too) otherwise.
+        """
+        session = yield self.greeted
+        capabilities = session.get("capabilities")
+        if isinstance(capabilities, list) and BINARY_FRAMES in capabilities:
+            return BINARY
+        return BASE64
 
     def when_closed(self) -> Deferred:
         """
@@ -210,8 +234,9 @@ class RPCClientProtocol(WebSocketClientProtocol):
         if "method" in message:
             params = message.get("params")
             params = params if isinstance(params, dict) else {}
-            if message["method"] == "connected":
+            if message["method"] == "connected" and self.session is None:
                 self.session = params
+                self.greeted.callback(params)
             for listener in list(self._notification_listeners):
                 listener(message["method"], params)
             return
@@ -233,6 +258,9 @@ class RPCClientProtocol(WebSocketClientProtocol):
         if not self.opened.called:
             self.opened.errback(self._handshake_failure(reason))
         lost = self._lost = ConnectionLost(_closed_reason(wasClean, code, reason))
+        if not self.greeted.called:
+            self.greeted.errback(lost)
+            self.greeted.addErrback(lambda failure: None)
         calls, self._calls = self._calls, {}
         for d in calls.values():
             d.errback(lost)

@@ -45,8 +45,9 @@ def run(context: Context, options: Any) -> Any:
     """
     client = yield context.connect()
     console = context.console
-    # Output comes as binary frames: raw bytes, no JSON, no base64.
-    params: Dict[str, Any] = {"command": list(options.argv), "encoding": BINARY}
+    # Binary frames where the service has them: raw bytes, no JSON, no base64.
+    encoding = yield client.output_encoding()
+    params: Dict[str, Any] = {"command": list(options.argv), "encoding": encoding}
     if options["keep"]:
         params["on_disconnect"] = "keep"
     if options["drop"]:
@@ -87,7 +88,7 @@ def run(context: Context, options: Any) -> Any:
         cancel()
 
     context.on_interrupt(interrupted)
-    relay = OutputRelay(context, client)
+    relay = OutputRelay(context, client, encoding=encoding)
     if not options["keep"]:
         # Like Ctrl-C: cancel the program and wait until nothing of it is left.
         relay.on_broken = cancel
@@ -176,14 +177,17 @@ def attach(context: Context, options: Any) -> Any:
         offsets = {stream: 0 for stream in STREAMS}
     else:
         offsets = {stream: process.get(f"{stream}_bytes", 0) for stream in STREAMS}
-    params: Dict[str, Any] = {
-        "process_id": process_id,
-        "offsets": offsets,
-        "encoding": BINARY,
-    }
+    params: Dict[str, Any] = {"process_id": process_id, "offsets": offsets}
+    encoding = yield client.output_encoding()
+    if encoding == BINARY:
+        params["encoding"] = BINARY
+    else:
+        # A service without binary frames takes no encoding on attach: the
+        # output comes as the process was started, which list says.
+        encoding = process.get("encoding")
     # Ctrl-C leaves; the program runs on (this connection did not start it).
     context.on_interrupt(None)
-    relay = OutputRelay(context, client)
+    relay = OutputRelay(context, client, encoding=encoding)
     relay.follow(process_id)
     try:
         yield client.call("attach", params)

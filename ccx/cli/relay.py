@@ -22,9 +22,9 @@ class ChunkDecoder:
     """
     Turns the C{data} of C{process.output} back into bytes.
 
-    C{ccx run} asks for base64. A process someone else started may carry
-    UTF-8 text instead, and docs/protocol.md does not say which to the attacher:
-    without a known encoding, a chunk that is valid, canonical base64 is
+    C{ccx run} and C{ccx attach} ask for binary frames, which need no
+    decoding, or for base64 from a service without them, and say so.
+    Without a known encoding, a chunk that is valid, canonical base64 is
     read as base64, anything else as text, and once a chunk is not base64
     every later chunk is read as text.
     """

@@ -19,7 +19,7 @@ from ccx.node import Node
 from ccx.output.events import ProcessStarted
 from ccx.process.errors import ProcessNotFound
 from ccx.process.managed import ManagedProcess
-from ccx.protocol import BASE64, BINARY, CONTROLS, ENCODINGS, OUTPUT_ENCODINGS, SIGNALS, UTF8
+from ccx.protocol import BASE64, BINARY, BINARY_FRAMES, CONTROLS, ENCODINGS, OUTPUT_ENCODINGS, SIGNALS, UTF8
 from ccx.rpc.errors import invalid_params
 from ccx.rpc.interfaces import IFrameChannel, INotificationChannel
 from ccx.rpc.jsonrpc import Call, Handler
@@ -37,7 +37,7 @@ CAPABILITIES = (
     "batch",
     "base64",
     "back-pressure",
-    "binary-frames",
+    BINARY_FRAMES,
 )
 
 
@@ -84,9 +84,10 @@ class NativeMethods:
         return self._node.registry.get(process_id, live=True)
 
     def _sink(self, encoding: str) -> NotificationSink:
+        limit = self._node.config.max_message_size
         if encoding == BINARY:
-            return FrameSink(self._frames)
-        return NotificationSink(self._channel, encoding)
+            return FrameSink(self._frames, limit)
+        return NotificationSink(self._channel, encoding, limit)
 
     def _encoding(self, r: ParamReader, default: Optional[str]) -> Optional[str]:
         """

@@ -6,7 +6,7 @@ the process layer's typed events become what a native client reads.
 """
 
 import base64
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, Optional
 
 from zope.interface import implementer
 
@@ -19,7 +19,7 @@ from ccx.output.events import (
     StateChanged,
 )
 from ccx.output.interfaces import IOutputSink
-from ccx.protocol import BINARY, UTF8, encode_output_frame
+from ccx.protocol import BINARY, FRAME_HEADER_SIZE, UTF8, encode_output_frame
 from ccx.rpc.interfaces import IFrameChannel, INotificationChannel
 
 
@@ -113,19 +113,47 @@ def completed_params(completion: Completion) -> Dict[str, Any]:
     }
 
 
+# What a process.output notification holds besides its data, generously.
+_ENVELOPE = 256
+
+
+def _data_limit(encoding: str, max_message: int) -> int:
+    """
+    The most output bytes one message may carry so that it stays within
+    C{max_message} bytes: JSON can write a byte of text as six (C{\\u0000}),
+    base64 writes three as four, a frame adds its header.
+    """
+    if encoding == BINARY:
+        room = max_message - FRAME_HEADER_SIZE
+    elif encoding == UTF8:
+        room = (max_message - _ENVELOPE) // 6
+    else:
+        room = (max_message - _ENVELOPE) * 3 // 4
+    return max(1, room)
+
+
 @implementer(IOutputSink)
 class NotificationSink:
     """
     One subscription's output as the native C{process.*} notifications on
     a client's channel, its data carried as UTF-8 text (never splitting a
     character) or base64.
+
+    @param max_message: the largest message the channel carries; each
+        chunk is cut so that its message fits (no limit when L{None}).
     """
 
-    def __init__(self, channel: INotificationChannel, encoding: str = UTF8) -> None:
+    def __init__(
+        self,
+        channel: INotificationChannel,
+        encoding: str = UTF8,
+        max_message: Optional[int] = None,
+    ) -> None:
         self.channel = channel
         self.encoding = encoding
         self._encode = encoder(encoding)
         self._text = encoding == UTF8
+        self._limit = None if max_message is None else _data_limit(encoding, max_message)
 
     @property
     def writable(self) -> bool:
@@ -136,7 +164,11 @@ class NotificationSink:
 
     def output(self, chunk: OutputChunk) -> int:
         data = chunk.data
-        if self._text and not chunk.final:
+        final = chunk.final
+        if self._limit is not None and len(data) > self._limit:
+            data = data[: self._limit]
+            final = False
+        if self._text and not final:
             data = data[: complete_utf8_length(data)]
             if not data:
                 return 0
@@ -172,16 +204,17 @@ class FrameSink(NotificationSink):
     notifications on the same connection, in order.
     """
 
-    def __init__(self, channel: IFrameChannel) -> None:
-        super().__init__(channel, BINARY)
+    def __init__(self, channel: IFrameChannel, max_message: Optional[int] = None) -> None:
+        super().__init__(channel, BINARY, max_message)
 
     def output(self, chunk: OutputChunk) -> int:
+        data = chunk.data
+        if self._limit is not None:
+            data = data[: self._limit]
         self.channel.send_frame(
-            encode_output_frame(
-                chunk.process_id, chunk.stream, chunk.offset, chunk.time, chunk.data
-            )
+            encode_output_frame(chunk.process_id, chunk.stream, chunk.offset, chunk.time, data)
         )
-        return len(chunk.data)
+        return len(data)
 
 
 def list_state(process: Any) -> str:

@@ -8,7 +8,9 @@ point where back-pressure from the slowest blocking subscriber reaches the
 program.
 """
 
-from typing import Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
+
+from twisted.logger import Logger
 
 from ccx.output.buffer import StreamBuffer
 from ccx.output.events import (
@@ -64,8 +66,8 @@ class Subscription:
             return
         self.active = True
         if self._first is not None:
-            self.sink.started(self._first)
-            self._first = None
+            first, self._first = self._first, None
+            self.output.call_sink(self, self.sink.started, first)
         self.output.pump(self)
 
     def pump(self) -> None:
@@ -124,6 +126,8 @@ class ProcessOutput:
     @ivar dropped_bytes: bytes evicted before every subscriber had them.
     @ivar completion: how the process ended, once known.
     """
+
+    log = Logger()
 
     def __init__(
         self,
@@ -210,7 +214,7 @@ class ProcessOutput:
         """
         for subscription in list(self.subscriptions):
             if subscription.active and not subscription.done:
-                subscription.sink.changed(event)
+                self.call_sink(subscription, subscription.sink.changed, event)
 
     def pump(self, subscription: Subscription) -> None:
         """
@@ -218,14 +222,28 @@ class ProcessOutput:
         the pipes follow.
         """
         if subscription.active:
-            subscription.deliver()
+            self.call_sink(subscription, subscription.deliver)
         self._rebalance()
 
     def pump_all(self) -> None:
         for subscription in list(self.subscriptions):
             if subscription.active:
-                subscription.deliver()
+                self.call_sink(subscription, subscription.deliver)
         self._rebalance()
+
+    def call_sink(self, subscription: Subscription, action: Callable, *args: Any) -> None:
+        """
+        Run C{action}: a sink that fails loses its subscription, and never
+        stops the program's output from reaching the others (or its end).
+        """
+        try:
+            action(*args)
+        except Exception:
+            self.log.failure(
+                "process {process_id}: a subscriber failed and was dropped",
+                process_id=self.process_id,
+            )
+            self.unsubscribe(subscription)
 
     def totals(self) -> Dict[str, int]:
         """

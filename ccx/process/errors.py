@@ -18,15 +18,22 @@ class ProcessError(Exception):
     @ivar setting: the name of the service setting behind the refusal
         (C{"max_processes"}, C{"allow"}, ...), or L{None}.
     @ivar value: that setting's value, or what a person would set it to.
+    @ivar parameter: the name of the request parameter that would have
+        avoided the refusal (C{"stdin"}), or L{None}.
     """
 
     def __init__(
-        self, message: str, setting: Optional[str] = None, value: Any = None
+        self,
+        message: str,
+        setting: Optional[str] = None,
+        value: Any = None,
+        parameter: Optional[str] = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.setting = setting
         self.value = value
+        self.parameter = parameter
 
 
 class InvalidCommand(ProcessError):
@@ -69,12 +76,12 @@ class ProcessNotFound(ProcessError):
 
     def __init__(self, process_id: Optional[str], finished: bool = False) -> None:
         if process_id is None:
-            message = "this connection has no unfinished process; pass process_id"
+            message = "this connection has no unfinished process"
         elif finished:
             message = f"{process_id!r} has already finished"
         else:
-            message = f"no process {process_id!r} (see the 'list' method)"
-        super().__init__(message)
+            message = f"no process {process_id!r}"
+        super().__init__(message, parameter="process_id")
         self.process_id = process_id
         self.finished = finished
 

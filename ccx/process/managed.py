@@ -362,8 +362,9 @@ class ManagedProcess(ProcessProtocol):
         self._check_controllable()
         if not self.command.stdin:
             raise InvalidState(
-                f"process {self.process_id!r} was started without stdin: true, so "
-                "its standard input is not open"
+                f"process {self.process_id!r} was started with its standard input "
+                "closed",
+                parameter="stdin",
             )
         if self._stdin_closed():
             raise InvalidState(

@@ -109,6 +109,19 @@ def _option_hint(error: ProcessError) -> str:
     return f" ({option} {error.value})"
 
 
+def _parameter_hint(error: ProcessError) -> str:
+    """
+    What the request could have said instead, in the dialects' words.
+    """
+    if isinstance(error, ProcessNotFound):
+        if error.process_id is None:
+            return "; pass process_id"
+        return "" if error.finished else " (see 'list')"
+    if error.parameter == "stdin":
+        return "; start it with stdin: true to write to it"
+    return ""
+
+
 def rpc_error(error: ProcessError) -> RPCError:
     """
     The JSON-RPC error for a refusal of the process layer: the native
@@ -116,7 +129,8 @@ def rpc_error(error: ProcessError) -> RPCError:
     """
     for kind, code, prefix in _PROCESS_ERRORS:
         if isinstance(error, kind):
-            return RPCError(code, f"{prefix}: {error.message}{_option_hint(error)}")
+            hints = _option_hint(error) + _parameter_hint(error)
+            return RPCError(code, f"{prefix}: {error.message}{hints}")
     return RPCError(INTERNAL_ERROR, f"internal error: {error.message}")
 
 
