@@ -323,7 +323,9 @@ class BuildCommandTests(ProgramsMixin, SynchronousTestCase):
 
     def test_env_merged(self):
         """env is added to the base environment, overriding it."""
-        command = self.build(["tool"], env={"HOME": "/tmp", "LANG": "C"})
+        command = self.build(
+            ["tool"], env={"HOME": "/tmp", "LANG": "C"}, allow_env=("HOME", "LANG")
+        )
         self.assertEqual(
             command.env, {"PATH": "/usr/bin", "HOME": "/tmp", "LANG": "C"}
         )
@@ -331,12 +333,23 @@ class BuildCommandTests(ProgramsMixin, SynchronousTestCase):
 
     def test_env_empty_value(self):
         """An empty value is a valid variable."""
-        self.assertEqual(self.build(["tool"], env={"EMPTY": ""}).env["EMPTY"], "")
+        command = self.build(["tool"], env={"EMPTY": ""}, allow_env=("EMPTY",))
+        self.assertEqual(command.env["EMPTY"], "")
 
     def test_env_base_default(self):
-        """Without a base environment, the service's own is used."""
-        command = build_command(self.allow_list, ["tool"], env={"CCX_TEST": "1"})
-        self.assertEqual(command.env, dict(os.environ, CCX_TEST="1"))
+        """
+        Without a base environment, programs start from the documented base
+        environment on the allow-list's search path, never from the
+        service's own environment.
+        """
+        self.patch(os, "environ", dict(os.environ, TERM="xterm", TMUX="/tmp/tmux-0/default"))
+        command = build_command(
+            self.allow_list, ["tool"], env={"CCX_TEST": "1"}, allow_env=("CCX_TEST",)
+        )
+        self.assertEqual(
+            command.env,
+            {"PATH": self.bin, "LANG": "C.UTF-8", "TERM": "dumb", "CCX_TEST": "1"},
+        )
 
     def test_env_invalid(self):
         """Names that are empty, hold '=' or NUL, and values with NUL are refused."""

@@ -139,6 +139,9 @@ class CLITestCase(TestCase):
 
 
 class RunTests(CLITestCase):
+    def settings(self):
+        return {"allow_env": ["GREETING"]}
+
     @inlineCallbacks
     def test_streams_apart_and_exit_status(self):
         """stdout goes to stdout and stderr to stderr, and ccx exits with the program's status."""
