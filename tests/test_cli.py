@@ -204,6 +204,16 @@ class RunTests(CLITestCase):
         self.assertEqual((status, out), (0, f"hi there\n{directory}\n".encode()), err)
 
     @inlineCallbacks
+    def test_env_not_allowed(self):
+        """--env with a variable the service does not allow: one line naming --allow-env, exit 126."""
+        status, out, err = yield self.cli("run", "--env", "GREETINGS=hi", "true")
+        self.assertEqual((status, out), (126, b""))
+        self.assertTrue(err.startswith(b"ccx: command not allowed: "), err)
+        self.assertIn(b"start ccx with --allow-env GREETINGS to allow it", err)
+        self.assertNotIn(b"Traceback", err)
+        self.assertEqual(err.count(b"\n"), 1, err)
+
+    @inlineCallbacks
     def test_timeout(self):
         """--timeout cancels the program; ccx exits 124, like timeout(1)."""
         status, _, err = yield self.cli("run", "--timeout", "0.2", "sleep", "10")
