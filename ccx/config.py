@@ -7,6 +7,7 @@ import ipaddress
 import os
 import sys
 from dataclasses import dataclass, field, fields
+from fnmatch import fnmatchcase
 from typing import Any, Dict, Optional, Tuple
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
@@ -22,25 +23,80 @@ from ccx.tokenfile import TokenFileError, read_token_file
 
 DEFAULT_PORT = "tcp:8003:interface=127.0.0.1"
 LOG_FORMATS = ("text", "json")
-# Environment variables a client may not set, because they change what code
-# an allowed program runs (shell-style patterns).
+# Environment variables a client may not set even when --allow-env allows
+# them, because they change what code an allowed program runs, or where it
+# reads settings that can (shell-style patterns).
 DEFAULT_DENY_ENV = (
+    # the dynamic loader and the C library
     "LD_*",
     "DYLD_*",
     "GCONV_PATH",
+    "GLIBC_TUNABLES",
+    # shells: startup files, functions exported into bash, traced prompts
     "BASH_ENV",
     "ENV",
+    "BASH_FUNC_*",
     "SHELLOPTS",
     "BASHOPTS",
+    "PS4",
+    "PROMPT_COMMAND",
+    "ZDOTDIR",
+    # where programs and configuration are found
+    "PATH",
+    "HOME",
+    "XDG_CONFIG_HOME",
+    "XDG_CONFIG_DIRS",
+    "OPENSSL_CONF",
+    "OPENSSL_ENGINES",
+    # commands other programs run
+    "SHELL",
+    "EDITOR",
+    "VISUAL",
+    "PAGER",
+    "MANPAGER",
+    "BROWSER",
+    "LESSOPEN",
+    "LESSCLOSE",
+    "SSH_ASKPASS",
+    # git: configuration (core.fsmonitor runs a command), helpers, hooks
+    "GIT_CONFIG*",
+    "GIT_DIR",
+    "GIT_EXEC_PATH",
+    "GIT_TEMPLATE_DIR",
+    "GIT_SSH",
+    "GIT_SSH_COMMAND",
+    "GIT_ASKPASS",
+    "GIT_EDITOR",
+    "GIT_SEQUENCE_EDITOR",
+    "GIT_PAGER",
+    "GIT_EXTERNAL_DIFF",
+    "GIT_PROXY_COMMAND",
+    # interpreters: module paths, start-up code, options
     "PYTHONPATH",
     "PYTHONHOME",
     "PYTHONSTARTUP",
+    "PYTHONBREAKPOINT",
+    "PYTHONUSERBASE",
     "PERL5LIB",
+    "PERLLIB",
     "PERL5OPT",
+    "PERL5DB",
     "RUBYLIB",
     "RUBYOPT",
+    "GEM_HOME",
+    "GEM_PATH",
     "NODE_OPTIONS",
+    "NODE_PATH",
     "JAVA_TOOL_OPTIONS",
+    "_JAVA_OPTIONS",
+    "JDK_JAVA_OPTIONS",
+    "CLASSPATH",
+    "PHPRC",
+    "PHP_INI_SCAN_DIR",
+    "LUA_PATH*",
+    "LUA_CPATH*",
+    "LUA_INIT*",
+    "TCLLIBPATH",
 )
 LOG_LEVELS = ("debug", "info", "warn", "error")
 
@@ -61,7 +117,9 @@ class Config:
     allow: Tuple[str, ...] = ()
     token: Optional[str] = field(default=None, repr=False)
     allow_origin: Tuple[str, ...] = ()
+    allow_env: Tuple[str, ...] = ()
     deny_env: Tuple[str, ...] = DEFAULT_DENY_ENV
+    pass_env: Tuple[str, ...] = ()
     max_requests: float = 200.0
     kill_grace: float = 5.0
     buffer_bytes: int = 1024 * 1024
@@ -134,7 +192,7 @@ _NUMBERS: Dict[str, type] = {
     "ping_interval": float,
     "max_requests": float,
 }
-_LISTS = ("allow", "allow_origin", "deny_env")
+_LISTS = ("allow", "allow_origin", "allow_env", "deny_env", "pass_env")
 _NAMES = {f.name for f in fields(Config)} - {"token", "log_format_given"} | {"token_file"}
 
 
@@ -204,6 +262,7 @@ def build_config(values: Dict[str, Any]) -> Config:
             settings[name] = str(value)
     if "port" in settings:
         settings["port"] = endpoint_description(settings["port"])
+    _check_env_settings(settings)
     if settings.get("log_format", "text") not in LOG_FORMATS:
         raise ConfigError("--log-format must be text or json")
     level = settings.get("log_level", "info").lower()
@@ -216,6 +275,29 @@ def build_config(values: Dict[str, Any]) -> Config:
     # Whether the port may listen without a token is judged from the address
     # it binds, when the service starts (check_listening).
     return Config(**settings)
+
+
+def _check_env_settings(settings: Dict[str, Any]) -> None:
+    """
+    Refuse environment settings that name no variable, or that allow a name
+    the deny list refuses anyway (it would never take effect).
+    """
+    for name in ("allow_env", "deny_env", "pass_env"):
+        for entry in settings.get(name, ()):
+            if not entry or "=" in entry or "\0" in entry:
+                option = "--" + name.replace("_", "-")
+                raise ConfigError(f"{option} {entry!r}: give a variable name (no '=')")
+    for entry in settings.get("pass_env", ()):
+        if any(c in entry for c in "*?["):
+            raise ConfigError(f"--pass-env {entry!r}: give a variable name, not a pattern")
+    deny = settings.get("deny_env", DEFAULT_DENY_ENV)
+    for entry in settings.get("allow_env", ()):
+        for pattern in deny:
+            if fnmatchcase(entry, pattern):
+                raise ConfigError(
+                    f"--allow-env {entry}: denied by --deny-env {pattern} (it changes "
+                    "what code a program runs); see docs/running.md"
+                )
 
 
 def _read_token(path: str) -> str:
@@ -260,7 +342,9 @@ class Options(usage.Options):
         super().__init__()
         self["allow"] = []
         self["allow_origin"] = []
+        self["allow_env"] = []
         self["deny_env"] = []
+        self["pass_env"] = []
 
     def opt_allow(self, program: str) -> None:
         """
@@ -268,10 +352,25 @@ class Options(usage.Options):
         """
         self["allow"].append(program)
 
+    def opt_allow_env(self, pattern: str) -> None:
+        """
+        Let clients set this environment variable in execute's env: a name or
+        a shell-style pattern (repeatable; none by default).
+        """
+        self["allow_env"].append(pattern)
+
+    def opt_pass_env(self, name: str) -> None:
+        """
+        Hand this variable of the service's own environment on to every
+        program (repeatable).
+        """
+        self["pass_env"].append(name)
+
     def opt_deny_env(self, pattern: str) -> None:
         """
         Refuse this environment variable (a shell-style pattern) in execute's
-        env (repeatable; replaces the default list, see docs/running.md).
+        env even when --allow-env allows it (repeatable; replaces the default
+        list, see docs/running.md).
         """
         self["deny_env"].append(pattern)
 

@@ -9,6 +9,7 @@ from ccx import __version__
 from ccx.config import Config
 from ccx.metrics import Metrics
 from ccx.process.allowlist import AllowList
+from ccx.process.command import base_environment
 from ccx.process.launch import Launcher, LaunchSettings
 from ccx.process.registry import ProcessRegistry
 from ccx.session import Session
@@ -40,6 +41,8 @@ class Node:
                 buffer_bytes=config.buffer_bytes,
                 buffer_lines=config.buffer_lines,
                 default_cwd=config.cwd,
+                base_env=base_environment(self.allow_list.search_path, config.pass_env),
+                allow_env=config.allow_env,
                 deny_env=config.deny_env,
             ),
         )

@@ -6,8 +6,9 @@ import os
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from ccx.config import DEFAULT_DENY_ENV
 from ccx.process.allowlist import SHELL, AllowList, AllowListError
-from ccx.process.command import Command, build_command
+from ccx.process.command import Command, base_environment, build_command
 from ccx.process.errors import ProcessError
 from ccx.rpc.errors import COMMAND_NOT_ALLOWED, INVALID_PARAMS, rpc_error
 
@@ -323,7 +324,9 @@ class BuildCommandTests(ProgramsMixin, SynchronousTestCase):
 
     def test_env_merged(self):
         """env is added to the base environment, overriding it."""
-        command = self.build(["tool"], env={"HOME": "/tmp", "LANG": "C"})
+        command = self.build(
+            ["tool"], env={"HOME": "/tmp", "LANG": "C"}, allow_env=("HOME", "LANG")
+        )
         self.assertEqual(
             command.env, {"PATH": "/usr/bin", "HOME": "/tmp", "LANG": "C"}
         )
@@ -331,12 +334,23 @@ class BuildCommandTests(ProgramsMixin, SynchronousTestCase):
 
     def test_env_empty_value(self):
         """An empty value is a valid variable."""
-        self.assertEqual(self.build(["tool"], env={"EMPTY": ""}).env["EMPTY"], "")
+        command = self.build(["tool"], env={"EMPTY": ""}, allow_env=("EMPTY",))
+        self.assertEqual(command.env["EMPTY"], "")
 
     def test_env_base_default(self):
-        """Without a base environment, the service's own is used."""
-        command = build_command(self.allow_list, ["tool"], env={"CCX_TEST": "1"})
-        self.assertEqual(command.env, dict(os.environ, CCX_TEST="1"))
+        """
+        Without a base environment, programs start from the documented base
+        environment on the allow-list's search path, never from the
+        service's own environment.
+        """
+        self.patch(os, "environ", dict(os.environ, TERM="xterm", TMUX="/tmp/tmux-0/default"))
+        command = build_command(
+            self.allow_list, ["tool"], env={"CCX_TEST": "1"}, allow_env=("CCX_TEST",)
+        )
+        self.assertEqual(
+            command.env,
+            {"PATH": self.bin, "LANG": "C.UTF-8", "TERM": "dumb", "CCX_TEST": "1"},
+        )
 
     def test_env_invalid(self):
         """Names that are empty, hold '=' or NUL, and values with NUL are refused."""
@@ -353,3 +367,202 @@ class BuildCommandTests(ProgramsMixin, SynchronousTestCase):
         """A malformed command is invalid params even if not allowed."""
         self.assertInvalid(["other", "a\0"])
         self.assertInvalid("other 'x")
+
+
+class ProgramNameTests(ProgramsMixin, SynchronousTestCase):
+    """
+    A program runs only under a name it was allowed under: multi-call
+    programs (busybox, pgrep/pkill, bash/rbash, vim/view, xz/xzcat) choose
+    what they do by the last component of their C{argv[0]}.
+    """
+
+    def setUp(self):
+        super().setUp()
+        self.pgrep = self.program("pgrep")
+        self.pkill = os.path.join(self.bin, "pkill")
+        os.symlink("pgrep", self.pkill)
+
+    def build(self, command, allowed=("pgrep",), **kwargs):
+        kwargs.setdefault("default_cwd", self.work)
+        kwargs.setdefault("base_env", {})
+        return build_command(self.allow(*allowed), command, **kwargs)
+
+    def test_allowed_name_runs(self):
+        """The name it was allowed under runs, argv[0] as the client wrote it."""
+        command = self.build(["pgrep", "x"])
+        self.assertEqual((command.executable, command.argv), (self.pgrep, ["pgrep", "x"]))
+
+    def test_link_under_another_name_refused(self):
+        """With pgrep allowed, pkill (a link to pgrep) is refused, saying how to allow it."""
+        message = self.assertRPCError(COMMAND_NOT_ALLOWED, self.build, ["pkill", "x"])
+        self.assertIn("'pkill' runs " + self.pgrep, message)
+        self.assertIn("allowed only under the name 'pgrep'", message)
+        self.assertIn("--allow pkill", message)
+        self.assertRPCError(COMMAND_NOT_ALLOWED, self.build, [self.pkill])
+
+    def test_link_elsewhere_under_another_name_refused(self):
+        """A link a client made, under another name, to an allowed program is refused."""
+        link = os.path.join(self.work, "pkill")
+        os.symlink(self.pgrep, link)
+        self.assertRPCError(COMMAND_NOT_ALLOWED, self.build, [link])
+        self.assertRPCError(COMMAND_NOT_ALLOWED, self.build, ["./pkill"])
+
+    def test_link_elsewhere_under_the_allowed_name(self):
+        """Only the last component counts: a link named like the allowed name runs."""
+        link = os.path.join(self.work, "pgrep")
+        os.symlink(self.pgrep, link)
+        self.assertEqual(self.build([link]).argv, [link])
+
+    def test_hard_link_under_another_name_refused(self):
+        """A hard link is another file: refused by its path, whatever its name."""
+        os.link(self.pgrep, os.path.join(self.bin, "pkill2"))
+        self.assertRPCError(COMMAND_NOT_ALLOWED, self.build, ["pkill2"])
+
+    def test_both_names_allowed(self):
+        """Allowing both names of one program allows both."""
+        for name in ("pgrep", "pkill"):
+            command = self.build([name], allowed=("pgrep", "pkill"))
+            self.assertEqual((command.executable, command.argv), (self.pgrep, [name]))
+
+    def test_allowed_by_path_means_its_name(self):
+        """Allowed by absolute path, the program runs under that path's last component."""
+        self.assertEqual(self.build(["pgrep"], allowed=(self.pgrep,)).executable, self.pgrep)
+        self.assertRPCError(COMMAND_NOT_ALLOWED, self.build, ["pkill"], allowed=(self.pgrep,))
+
+    def test_allowed_link_does_not_allow_its_target_name(self):
+        """With view (a link to vim) allowed, vim itself is refused: view is not vim."""
+        vim = self.program("vim")
+        os.symlink("vim", os.path.join(self.bin, "view"))
+        self.assertEqual(self.build(["view"], allowed=("view",)).executable, vim)
+        self.assertRPCError(COMMAND_NOT_ALLOWED, self.build, ["vim"], allowed=("view",))
+        self.assertRPCError(COMMAND_NOT_ALLOWED, self.build, [vim], allowed=("view",))
+
+    def test_restricted_shell_is_not_the_shell(self):
+        """With rbash (a link to bash) allowed, bash is refused."""
+        os.symlink("tool", os.path.join(self.bin, "rbash"))
+        self.assertRPCError(COMMAND_NOT_ALLOWED, self.build, ["tool"], allowed=("rbash",))
+        self.assertEqual(self.build(["rbash"], allowed=("rbash",)).executable, self.tool)
+
+    def test_login_name_refused(self):
+        """'-tool' (how a login shell is named) is a name of its own."""
+        os.symlink(self.tool, os.path.join(self.work, "-tool"))
+        self.assertRPCError(COMMAND_NOT_ALLOWED, self.build, ["./-tool"], allowed=("tool",))
+
+    def test_shell_needs_the_name_sh(self):
+        """shell: true runs /bin/sh as sh: allowing the shell under another name does not do."""
+        real = os.path.realpath(SHELL)
+        message = self.assertRPCError(
+            COMMAND_NOT_ALLOWED, self.build, "true", shell=True, allowed=(real,)
+        )
+        self.assertIn("--allow sh", message)
+        self.assertEqual(self.build("true", shell=True, allowed=(SHELL,)).executable, real)
+
+
+class SameNameElsewhereTests(ProgramsMixin, SynchronousTestCase):
+    """
+    A program is allowed by its real path: a different executable that
+    merely has an allowed program's name is refused.
+    """
+
+    def setUp(self):
+        super().setUp()
+        self.impostor = self.program("tool", directory=self.work)
+
+    def test_given_as_a_path(self):
+        """An executable named like an allowed one, in another directory, given as a path."""
+        allow_list = self.allow("tool")
+        for word, cwd in ((self.impostor, "/"), ("./tool", self.work)):
+            message = self.assertRPCError(COMMAND_NOT_ALLOWED, allow_list.resolve, word, cwd)
+            self.assertIn("not on the allow-list", message)
+        command = self.assertRaises(
+            ProcessError, build_command, allow_list, [self.impostor], default_cwd=self.work
+        )
+        self.assertEqual(rpc_error(command).code, COMMAND_NOT_ALLOWED)
+
+    def test_found_first_on_path(self):
+        """An executable named like an allowed one, found first on the search path."""
+        allow_list = AllowList([self.tool], search_path=self.work + os.pathsep + self.bin)
+        message = self.assertRPCError(COMMAND_NOT_ALLOWED, allow_list.resolve, "tool", "/")
+        self.assertIn(self.impostor, message)
+        self.assertEqual(allow_list.resolve(self.tool, "/"), self.tool)
+
+
+class EnvironmentTests(ProgramsMixin, SynchronousTestCase):
+    """
+    A client sets only the variables the service allows, never a denied
+    one; programs start from the base environment.
+    """
+
+    def setUp(self):
+        super().setUp()
+        self.allow_list = self.allow("tool")
+
+    def build(self, env, allow_env=(), deny_env=DEFAULT_DENY_ENV, base_env=None):
+        return build_command(
+            self.allow_list, ["tool"], env=env, default_cwd=self.work,
+            base_env={} if base_env is None else base_env,
+            allow_env=allow_env, deny_env=deny_env,
+        )
+
+    def test_nothing_allowed_by_default(self):
+        """With no --allow-env, any variable is refused with -32002 naming --allow-env NAME."""
+        message = self.assertRPCError(COMMAND_NOT_ALLOWED, self.build, {"GREETING": "hi"})
+        self.assertIn("'GREETING'", message)
+        self.assertIn("start ccx with --allow-env GREETING to allow it", message)
+        self.assertIn("nothing is allowed by default", message)
+
+    def test_allowed_name(self):
+        """An allowed name is set; another name, just beside it, is refused."""
+        self.assertEqual(self.build({"GREETING": "hi"}, ("GREETING",)).env, {"GREETING": "hi"})
+        for name in ("GREETINGS", "GREETIN", "greeting"):
+            message = self.assertRPCError(
+                COMMAND_NOT_ALLOWED, self.build, {name: "hi"}, ("GREETING",)
+            )
+            self.assertIn(f"--allow-env {name}", message)
+            self.assertNotIn("nothing is allowed by default", message)
+
+    def test_allowed_pattern(self):
+        """A pattern allows the names it matches, case and all."""
+        self.assertEqual(self.build({"APP_X": "1"}, ("APP_*",)).env, {"APP_X": "1"})
+        for name in ("APP", "app_x", "XAPP_X"):
+            self.assertRPCError(COMMAND_NOT_ALLOWED, self.build, {name: "1"}, ("APP_*",))
+
+    def test_denied_even_when_allowed(self):
+        """The deny list holds on top of the allow-list: '*' still refuses what changes the code run."""
+        for name in (
+            "BASH_FUNC_greet%%", "GIT_CONFIG_COUNT", "GIT_CONFIG_KEY_0", "GIT_CONFIG_VALUE_0",
+            "GIT_CONFIG_PARAMETERS", "PATH", "PERLLIB", "NODE_PATH", "_JAVA_OPTIONS",
+            "LD_PRELOAD", "BASH_ENV", "PYTHONPATH", "HOME",
+        ):
+            error = self.assertRaises(ProcessError, self.build, {name: "x"}, ("*",))
+            self.assertEqual(error.setting, "deny_env", name)
+            message = rpc_error(error).message
+            self.assertIn(repr(name), message)
+            self.assertIn("(see --deny-env)", message)
+        for name in ("GIT_AUTHOR_NAME", "BASH_FUNC", "PATHS", "LANG"):
+            self.assertEqual(self.build({name: "x"}, ("*",)).env, {name: "x"})
+
+    def test_client_overrides_the_base(self):
+        """An allowed variable overrides the base environment's."""
+        env = self.build({"LANG": "C"}, ("LANG",), base_env={"PATH": "/bin", "LANG": "C.UTF-8"}).env
+        self.assertEqual(env, {"PATH": "/bin", "LANG": "C"})
+
+    def test_base_environment(self):
+        """PATH is the search path, then LANG and TERM; nothing of the service's environment leaks."""
+        environ = {"TERM": "xterm-256color", "TMUX": "/tmp/tmux", "HOME": "/root", "SECRET": "s"}
+        self.assertEqual(
+            base_environment("/usr/bin:/bin", environ=environ),
+            {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "TERM": "dumb"},
+        )
+
+    def test_pass_env(self):
+        """--pass-env hands the service's variables on; one the service lacks is left out."""
+        environ = {"HOME": "/home/ccx", "API_KEY": "k", "TERM": "xterm"}
+        self.assertEqual(
+            base_environment("/bin", ["HOME", "API_KEY", "MISSING", "TERM"], environ),
+            {"PATH": "/bin", "LANG": "C.UTF-8", "TERM": "xterm", "HOME": "/home/ccx", "API_KEY": "k"},
+        )
+
+    def test_empty_search_path(self):
+        """With no search path, PATH is the system default."""
+        self.assertEqual(base_environment("", environ={})["PATH"], os.defpath)

@@ -140,6 +140,9 @@ class CLITestCase(TestCase):
 
 
 class RunTests(CLITestCase):
+    def settings(self):
+        return {"allow_env": ["GREETING"]}
+
     @inlineCallbacks
     def test_streams_apart_and_exit_status(self):
         """stdout goes to stdout and stderr to stderr, and ccx exits with the program's status."""
@@ -225,6 +228,16 @@ class RunTests(CLITestCase):
             "sh", "-c", 'echo "$GREETING"; pwd',
         )
         self.assertEqual((status, out), (0, f"hi there\n{directory}\n".encode()), err)
+
+    @inlineCallbacks
+    def test_env_not_allowed(self):
+        """--env with a variable the service does not allow: one line naming --allow-env, exit 126."""
+        status, out, err = yield self.cli("run", "--env", "GREETINGS=hi", "true")
+        self.assertEqual((status, out), (126, b""))
+        self.assertTrue(err.startswith(b"ccx: command not allowed: "), err)
+        self.assertIn(b"start ccx with --allow-env GREETINGS to allow it", err)
+        self.assertNotIn(b"Traceback", err)
+        self.assertEqual(err.count(b"\n"), 1, err)
 
     @inlineCallbacks
     def test_timeout(self):

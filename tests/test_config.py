@@ -3,6 +3,7 @@ Tests for L{ccx.config}.
 """
 
 import os
+from fnmatch import fnmatchcase
 
 from twisted.internet import reactor
 from twisted.internet.address import UNIXAddress
@@ -11,6 +12,7 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from ccx.config import (
+    DEFAULT_DENY_ENV,
     DEFAULT_PORT,
     Config,
     ConfigError,
@@ -424,3 +426,54 @@ class FileTests(ConfigTestsMixin, SynchronousTestCase):
     def test_non_loopback_in_file(self):
         """The loopback rule applies to a port from the file too."""
         self.assertRefusedAtStart("--config", self.write('port = "tcp:8003"\n'))
+
+
+class EnvironmentOptionsTests(ConfigTestsMixin, SynchronousTestCase):
+    """
+    Tests for C{--allow-env}, C{--pass-env} and the default C{--deny-env}.
+    """
+
+    def test_defaults(self):
+        """Clients may set nothing and the service hands nothing on, by default."""
+        config = self.parse()
+        self.assertEqual((config.allow_env, config.pass_env), ((), ()))
+
+    def test_repeatable(self):
+        """--allow-env and --pass-env may be repeated, in order, and come from a file too."""
+        path = self.write('allow-env = ["APP_*"]\npass_env = "HOME"\n')
+        config = self.parse(
+            "-c", path, "--allow-env", "GREETING", "--pass-env", "API_KEY"
+        )
+        self.assertEqual(config.allow_env, ("APP_*", "GREETING"))
+        self.assertEqual(config.pass_env, ("HOME", "API_KEY"))
+
+    def test_not_a_name(self):
+        """An empty entry, or one holding '=', is refused naming the option."""
+        for option in ("--allow-env", "--pass-env", "--deny-env"):
+            for entry in ("", "A=B"):
+                message = self.assertRefused(option, entry)
+                self.assertIn(f"{option} {entry!r}", message)
+
+    def test_pass_env_pattern(self):
+        """--pass-env takes names, not patterns."""
+        self.assertIn("not a pattern", self.assertRefused("--pass-env", "LC_*"))
+
+    def test_allowing_a_denied_name(self):
+        """Allowing a name the deny list refuses anyway is refused at start, naming both."""
+        message = self.assertRefused("--allow-env", "LD_PRELOAD")
+        self.assertIn("--allow-env LD_PRELOAD: denied by --deny-env LD_*", message)
+        self.assertRefused("--allow-env", "PATH")
+        self.assertRefused("--allow-env", "BASH_FUNC_*")
+        # The deny list replaced: allowed.
+        config = self.parse("--allow-env", "PATH", "--deny-env", "LD_*")
+        self.assertEqual((config.allow_env, config.deny_env), (("PATH",), ("LD_*",)))
+        # Beside a denied name: allowed.
+        self.assertEqual(self.parse("--allow-env", "PATHS").allow_env, ("PATHS",))
+
+    def test_deny_list_names_the_issue(self):
+        """The default deny list covers what reached code through a deny list with gaps."""
+        for name in (
+            "BASH_FUNC_x%%", "GIT_CONFIG_COUNT", "GIT_CONFIG_KEY_0", "GIT_CONFIG_VALUE_0",
+            "PATH", "PERLLIB", "NODE_PATH", "_JAVA_OPTIONS", "LD_PRELOAD",
+        ):
+            self.assertTrue(any(fnmatchcase(name, p) for p in DEFAULT_DENY_ENV), name)

@@ -99,7 +99,7 @@ class FaultTests(TestCase):
             f.write("#!/bin/sh\necho hi\n")
         os.chmod(script, 0o755)
         allowed = self.ccx.service.node.allow_list._allowed
-        allowed[script] = script
+        allowed[script] = {"tool"}
         launcher = self.ccx.service.node.launcher
         real_spawn = launcher.spawn
 

@@ -121,6 +121,9 @@ class ConnectTests(ServiceTestCase):
 
 
 class ExecuteTests(ServiceTestCase):
+    def settings(self):
+        return {"allow_env": ["CCX_TEST"]}
+
     @inlineCallbacks
     def test_seq_exact_and_ordered(self):
         """seq 1 400000: result first, then started, every byte in order, completed last."""
@@ -254,7 +257,7 @@ class ExecuteTests(ServiceTestCase):
         with open(script, "w") as f:
             f.write("#!/nonexistent/interpreter\n")
         os.chmod(script, 0o755)
-        self.ccx.service.node.allow_list._allowed[script] = script
+        self.ccx.service.node.allow_list._allowed[script] = {os.path.basename(script)}
         before = fd_count()
         response = yield self.client.request("execute", {"command": [script]})
         self.assertEqual(response["error"]["code"], -32005)

@@ -111,7 +111,10 @@ _RUN_PROPERTIES: Dict[str, Any] = {
     "env": {
         "type": "object",
         "additionalProperties": {"type": "string"},
-        "description": "Environment variables added to the service's environment.",
+        "description": (
+            "Environment variables added to the program's base environment; only "
+            "names the service allows (twistd ccx --allow-env), none by default."
+        ),
     },
     "timeout": {
         "type": "number",

@@ -4,7 +4,7 @@ Which programs may run.
 
 import os
 import shutil
-from typing import Dict, Iterable, Optional
+from typing import Dict, Iterable, Optional, Set
 
 from ccx.process.errors import InvalidCommand, NotAllowed
 
@@ -21,11 +21,21 @@ def _is_executable_file(path: str) -> bool:
     return os.path.isfile(path) and os.access(path, os.X_OK)
 
 
+def program_name(word: str) -> str:
+    """
+    The name a program runs under when C{word} is its C{argv[0]}: what a
+    multi-call program (busybox, C{pgrep}/C{pkill}, C{bash}/C{rbash},
+    C{vim}/C{view}, C{xz}/C{xzcat}) looks at to choose what it does.
+    """
+    return word.rsplit("/", 1)[-1]
+
+
 class AllowList:
     """
     The programs ccx may run, each identified by its real path (symlinks
     followed), so that neither another name nor a link can smuggle in a
-    different program.
+    different program; and the names each may run under, since a program
+    may choose what it does by the name in its C{argv[0]}.
 
     @param programs: names looked up on C{search_path}, or absolute paths.
     @param search_path: the C{PATH} used to find programs; the service's own
@@ -42,7 +52,8 @@ class AllowList:
         self.search_path = os.pathsep.join(
             entry for entry in path.split(os.pathsep) if os.path.isabs(entry)
         )
-        self._allowed: Dict[str, str] = {}
+        # real path -> the names (argv[0] basenames) it may run under
+        self._allowed: Dict[str, Set[str]] = {}
         for program in programs:
             found = self._find(program, os.getcwd())
             if found is None:
@@ -50,7 +61,8 @@ class AllowList:
                     f"--allow {program}: no executable program of that name "
                     f"(looked on PATH={self.search_path})"
                 )
-            self._allowed[os.path.realpath(found)] = program
+            names = self._allowed.setdefault(os.path.realpath(found), set())
+            names.add(program_name(program))
 
     def __len__(self) -> int:
         return len(self._allowed)
@@ -82,6 +94,30 @@ class AllowList:
         if real is None or real not in self._allowed:
             raise self._refusal(program, real)
         return real
+
+    def check_name(self, word: str, executable: str) -> None:
+        """
+        Refuse to run C{executable} (a real path from L{resolve}) with
+        C{word} as its C{argv[0]} unless the program was allowed under that
+        name: with C{--allow pgrep}, C{pkill} (a link to C{pgrep}) would
+        kill.  Only the last path component counts, as it is all a
+        multi-call program looks at; C{-bash} (a login shell) counts as its
+        own name.
+
+        @raise NotAllowed: when the name is not one the program was allowed under.
+        """
+        names = self._allowed.get(executable, set())
+        name = program_name(word)
+        if name in names:
+            return
+        allowed = " or ".join(repr(n) for n in sorted(names))
+        raise NotAllowed(
+            f"{word!r} runs {executable}, which is allowed only under the name "
+            f"{allowed}: a program may choose what it does by the name it runs "
+            f"under; run it as {allowed}",
+            setting="allow",
+            value=word,
+        )
 
     def _refusal(self, program: str, real: Optional[str]) -> NotAllowed:
         where = f" ({real})" if real and real != program else ""

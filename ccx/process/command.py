@@ -18,9 +18,11 @@ class Command:
     A program to run.
 
     @ivar executable: the real path of the program, as checked by the allow-list.
-    @ivar argv: its arguments, C{argv[0]} as the client wrote it.
+    @ivar argv: its arguments, C{argv[0]} as the client wrote it: its last
+        component is a name the program was allowed under.
     @ivar cwd: the working directory.
-    @ivar env: the whole environment.
+    @ivar env: the whole environment: the base environment and what the
+        client set.
     @ivar stdin: whether standard input stays open for C{write}.
     """
 
@@ -65,8 +67,36 @@ def _cwd(cwd: Optional[str], default: str) -> str:
     return path
 
 
+# What every program's environment starts from, besides PATH (docs/running.md):
+# output goes to pipes that ccx decodes as UTF-8, not to a terminal.
+BASE_ENVIRONMENT = {"LANG": "C.UTF-8", "TERM": "dumb"}
+
+
+def base_environment(
+    search_path: str,
+    pass_env: Sequence[str] = (),
+    environ: Optional[Mapping[str, str]] = None,
+) -> Dict[str, str]:
+    """
+    The environment every program starts from: C{PATH} set to the
+    service's search path, L{BASE_ENVIRONMENT}, and the service's own
+    variables named in C{pass_env} (those it has), never the rest of the
+    service's environment.
+
+    @param search_path: the C{PATH} programs are found on (the allow-list's).
+    @param environ: the service's environment (C{os.environ} by default).
+    """
+    environ = os.environ if environ is None else environ
+    env = {"PATH": search_path or os.defpath, **BASE_ENVIRONMENT}
+    env.update({name: environ[name] for name in pass_env if name in environ})
+    return env
+
+
 def _env(
-    base: Mapping[str, str], extra: Mapping[str, str], deny: Sequence[str]
+    base: Mapping[str, str],
+    extra: Mapping[str, str],
+    allow: Sequence[str],
+    deny: Sequence[str],
 ) -> Dict[str, str]:
     for name, value in extra.items():
         if not name or "=" in name or "\0" in name or "\0" in value:
@@ -74,6 +104,7 @@ def _env(
                 f"'env' entry {name!r} is not a valid variable "
                 "(a name without '=' or NUL, a value without NUL)"
             )
+        # The deny list is checked first: allowing a denied name would not help.
         for pattern in deny:
             if fnmatchcase(name, pattern):
                 raise NotAllowed(
@@ -81,6 +112,14 @@ def _env(
                     f"program runs (denied by {pattern!r})",
                     setting="deny_env",
                 )
+        if not any(fnmatchcase(name, pattern) for pattern in allow):
+            raise NotAllowed(
+                f"'env' may not set {name!r}: clients set only the variables "
+                "the service allows",
+                setting="allow_env",
+                value=name,
+                nothing_allowed=not allow,
+            )
     env = dict(base)
     env.update(extra)
     return env
@@ -95,10 +134,16 @@ def build_command(
     stdin: bool = False,
     default_cwd: Optional[str] = None,
     base_env: Optional[Mapping[str, str]] = None,
+    allow_env: Sequence[str] = (),
     deny_env: Sequence[str] = (),
 ) -> Command:
     """
     Check a client's command and turn it into a L{Command}.
+
+    @param base_env: the environment the program starts from; by default
+        L{base_environment} on the allow-list's search path.
+    @param allow_env: patterns of the variables C{env} may set (none by default).
+    @param deny_env: patterns of the variables C{env} may never set.
 
     @raise InvalidCommand: for a malformed command.
     @raise NotAllowed: when the program is not allowed.
@@ -107,5 +152,8 @@ def build_command(
     directory = _cwd(cwd, default_cwd or os.getcwd())
     program = SHELL if shell else argv[0]
     executable = allow_list.resolve(program, directory)
-    environment = _env(os.environ if base_env is None else base_env, env or {}, deny_env)
+    allow_list.check_name(argv[0], executable)
+    if base_env is None:
+        base_env = base_environment(allow_list.search_path)
+    environment = _env(base_env, env or {}, allow_env, deny_env)
     return Command(executable, argv, directory, environment, stdin)

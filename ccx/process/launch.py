@@ -4,7 +4,7 @@ L{ManagedProcess}: what every dialect's "start a program" goes through.
 """
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IProcessTransport
@@ -50,13 +50,19 @@ class LaunchSettings:
 
     @ivar default_cwd: the working directory of programs that name none
         (the service's own when L{None}).
-    @ivar deny_env: patterns of environment variables clients may not set.
+    @ivar base_env: the environment every program starts from
+        (L{ccx.process.command.base_environment} when L{None}).
+    @ivar allow_env: patterns of the environment variables clients may set.
+    @ivar deny_env: patterns of environment variables clients may never set,
+        even when allowed.
     """
 
     kill_grace: float = 5.0
     buffer_bytes: int = 1024 * 1024
     buffer_lines: int = 10000
     default_cwd: Optional[str] = None
+    base_env: Optional[Mapping[str, str]] = None
+    allow_env: Sequence[str] = ()
     deny_env: Sequence[str] = ()
 
 
@@ -104,6 +110,8 @@ class Launcher:
             env=spec.env,
             stdin=spec.stdin,
             default_cwd=settings.default_cwd,
+            base_env=settings.base_env,
+            allow_env=settings.allow_env,
             deny_env=settings.deny_env,
         )
         if check is not None:
