@@ -123,15 +123,19 @@ class BackPressureTests(TestCase):
     @inlineCallbacks
     def test_keep_without_subscriber_blocks_until_attach(self):
         """A keep program whose starter left blocks once its buffer is full, and resumes for a new reader."""
+        # The program writes only once its starter has gone, so that the
+        # starter is given none of its output.
+        command = ["sh", "-c", "read go; " + flood(8 * 1024 * 1024)[2]]
         result = yield self.ccx.execute(
-            self.client, {"command": flood(8 * 1024 * 1024), "on_disconnect": "keep"}
+            self.client, {"command": command, "stdin": True, "on_disconnect": "keep"}
         )
         yield self.client.close()
+        reader = yield self.ccx.connect()
+        yield reader.call("write", {"process_id": result["process_id"], "data": "go\n"})
         process = self.registry.get(result["process_id"])
         yield until(lambda: process.output.reading_paused)
         self.assertFalse(process.finished)
         self.assertEqual(process.output.streams["stdout"].start, 0, "nothing may be evicted")
-        reader = yield self.ccx.connect()
         yield reader.call(
             "attach", {"process_id": result["process_id"], "offsets": {"stdout": 0}, "on_full": "block"}
         )
