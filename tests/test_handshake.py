@@ -11,6 +11,8 @@ from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import TestCase
 
+from ccx.config import ConfigError, build_config
+from ccx.service import CCXService
 from tests.support import Client, ServiceFixture
 
 TOKEN = "s3cret-token-for-tests"
@@ -88,3 +90,57 @@ class HandshakeTests(TestCase):
         reason = yield self.refused()
         self.assertIn("503", reason)
         self.assertEqual((yield first.call("ping")), {})
+
+
+class ForgedProxyClient(Client):
+    """
+    A client that claims, in a PROXY protocol line of its own, to come from
+    the loopback interface: what any peer of a haproxy: endpoint can write.
+    """
+
+    def connectionMade(self) -> None:
+        self.transport.write(b"PROXY TCP4 127.0.0.1 127.0.0.1 40000 8003\r\n")
+        super().connectionMade()
+
+
+class ProxiedEndpointTests(TestCase):
+    """
+    Behind C{haproxy:}, a peer names its own address: only the token lets it in.
+    """
+
+    timeout = 30
+    PORT = "haproxy:tcp:0:interface=127.0.0.1"
+
+    @inlineCallbacks
+    def connect(self, headers):
+        factory = WebSocketClientFactory(self.ccx.url(), headers=headers)
+        factory.protocol = ForgedProxyClient
+        client = yield TCP4ClientEndpoint(reactor, "127.0.0.1", self.ccx.port).connect(factory)
+        self.ccx.clients.append(client)
+        try:
+            yield client.opened
+        except ConnectionError as e:
+            return str(e)
+        return client
+
+    def test_refused_without_token(self):
+        """Without a token, the service refuses to start on a proxied loopback port, in one line."""
+        service = CCXService(build_config({"port": self.PORT}), reactor)
+        self.addCleanup(service.stopService)
+        error = self.assertRaises(ConfigError, service.startService)
+        self.assertEqual(len(str(error).splitlines()), 1)
+        self.assertIn("through a proxy", str(error))
+        self.failureResultOf(service.when_listening(), ConfigError)
+
+    @inlineCallbacks
+    def test_forged_loopback_needs_the_token(self):
+        """A forged PROXY line from 127.0.0.1 without the token gets 401; with it, programs run."""
+        self.ccx = yield ServiceFixture(self, token=TOKEN, port=self.PORT).start()
+        for token in (None, "", TOKEN[:-1]):
+            headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+            reason = yield self.connect(headers)
+            self.assertIn("401", reason)
+        client = yield self.connect({"Authorization": f"Bearer {TOKEN}"})
+        result = yield self.ccx.execute(client, {"command": ["printf", "hi"]})
+        yield client.notification("process.completed", result["process_id"])
+        self.assertEqual(client.output(result["process_id"]), b"hi")
