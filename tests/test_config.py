@@ -3,10 +3,17 @@ Tests for L{ccx.config}.
 """
 
 import os
+import socket
 
 from twisted.internet import reactor
 from twisted.internet.address import UNIXAddress
 from twisted.internet.defer import inlineCallbacks
+from twisted.internet.endpoints import (
+    AdoptedStreamServerEndpoint,
+    TCP4ServerEndpoint,
+    serverFromString,
+)
+from twisted.internet.testing import MemoryReactor
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -15,6 +22,7 @@ from ccx.config import (
     Config,
     ConfigError,
     Options,
+    accepts_directly,
     endpoint_description,
     is_local,
 )
@@ -214,17 +222,6 @@ class PortTests(ConfigTestsMixin, SynchronousTestCase):
 
     def test_only_known_endpoints_are_direct(self):
         """Only Twisted's own direct endpoints, by exact type, count as direct."""
-        import socket
-
-        from twisted.internet.endpoints import (
-            AdoptedStreamServerEndpoint,
-            TCP4ServerEndpoint,
-            serverFromString,
-        )
-        from twisted.internet.testing import MemoryReactor
-
-        from ccx.config import accepts_directly
-
         class Wrapped(TCP4ServerEndpoint):
             pass
 

@@ -2,16 +2,21 @@
 Who may open a WebSocket: tokens, origins, and the connection limit.
 """
 
+import base64
 import io
+import re
+from urllib.parse import quote
 
 from autobahn.twisted.websocket import WebSocketClientFactory
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint
-from twisted.logger import globalLogPublisher
+import treq
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from ccx.config import ConfigError, build_config
+from ccx.logs import make_observer
 from ccx.service import CCXService
 from tests.support import Client, ServiceFixture
 
@@ -72,6 +77,55 @@ class HandshakeTests(TestCase):
         yield self.refused(headers={"Authorization": f"Bearer {TOKEN}x"})
         self.assertIn("[redacted]", out.getvalue())
         self.assertNotIn(TOKEN, out.getvalue())
+
+    @inlineCallbacks
+    def test_token_never_logged_in_any_spelling(self):
+        """
+        A token with +, / and = sent percent-encoded (either case), mistyped,
+        in a Basic header or on a HEAD request, never reaches the log: not in
+        ccx's observer (both formats, debug level), nor in twisted.web's own
+        lines, which twistd logs without ccx's observer.
+        """
+        token = "Zm9v+YmFy/YmF6=="
+        yield self.start(token=token, log_level="debug", log_format="json")
+        outs = {}
+        for log_format in ("json", "text"):
+            outs[log_format] = io.StringIO()
+            observer = make_observer(log_format, "debug", outs[log_format], secrets=[token])
+            globalLogPublisher.addObserver(observer)
+            self.addCleanup(globalLogPublisher.removeObserver, observer)
+        plain = []
+
+        def observer(event):
+            # Autobahn's lines come only at --log-level debug, which installs
+            # ccx's observer; twisted.web's come at info, with any observer.
+            if event.get("log_namespace", "").startswith("twisted."):
+                plain.append(formatEvent(event))
+
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+
+        upper = quote(token, safe="")
+        lower = re.sub("%[0-9A-F]{2}", lambda m: m.group().lower(), upper)
+        for encoded in (upper, lower):
+            client = yield self.ccx.connect(path=f"/ws/mcp?token={encoded}")
+            yield client.call("ping")
+        reason = yield self.refused(path=f"/ws/mcp?token={upper}x")
+        self.assertIn("401", reason)
+        basic = base64.b64encode(f"user:{token}".encode()).decode()
+        yield self.refused(headers={"Authorization": f"Basic {basic}"})
+        http = f"http://127.0.0.1:{self.ccx.port}"
+        for path in ("/health", "/metrics", "/nothing"):
+            response = yield treq.request("HEAD", f"{http}{path}?token={lower}", persistent=False)
+            yield response.content()
+
+        texts = {name: out.getvalue() for name, out in outs.items()}
+        for name, text in [*texts.items(), ("twisted.web", "\n".join(plain))]:
+            for form in (token, upper, lower, basic, "Zm9v+YmFy", "Zm9v%2BYmFy", "Zm9v%2bYmFy"):
+                self.assertNotIn(form, text, (name, form))
+        for name, text in texts.items():
+            self.assertIn("[redacted]", text, name)
+            self.assertIn("received HTTP request", text, name)
 
     @inlineCallbacks
     def test_foreign_origin_refused(self):
