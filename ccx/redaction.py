@@ -12,7 +12,7 @@ level), and inside a JSON string (C{--log-format json}), or both.
 import base64
 import json
 import re
-from typing import List, Optional, Pattern, Sequence, Set
+from typing import List, Optional, Pattern, Sequence, Set, Tuple
 
 REDACTED = "[redacted]"
 
@@ -90,14 +90,16 @@ def _base64_fragments(secret: str) -> List[str]:
 
 # A query parameter named token (its name spelled any way the query parser
 # decodes), up to the end of its value.
-_QUERY_TOKEN = re.compile(
-    "(?<=[?&;])(" + spelled("token") + "=)[^&#\\s'\"\\\\<>]+"
-)
+_QUERY_TOKEN = re.compile("([?&;]" + spelled("token") + "=)[^&#\\s'\"\\\\<>]+")
 # An Authorization (or Proxy-Authorization) header's value: in the raw request,
 # in a dict of headers, or in twisted.web's Headers.
 _AUTHORIZATION = re.compile(
     "(?i)(authorization['\"]?\\s*[:=,]\\s*\\[?\\s*(?:b?['\"])?)[^\\r\\n'\"\\\\\\]]+"
 )
+
+
+def _keep_name(match: "re.Match[str]") -> str:
+    return match.group(1) + REDACTED
 
 
 class Redactor:
@@ -106,25 +108,31 @@ class Redactor:
     parameter's and C{Authorization} header's value, whatever it is (a
     mistyped token is nearly the token), and the given secrets in any
     spelling, wherever they appear.
+
+    Every log line goes through it, so each pattern is tried only where it
+    can match: a substring test comes first where one exists.
     """
 
     def __init__(self, secrets: Sequence[str] = ()) -> None:
-        patterns = []
-        for secret in secrets:
-            if secret:
-                patterns.append(spelled(secret))
-                # With the characters at either end, which hold some of its bits.
-                patterns.extend(
-                    f"[A-Za-z0-9+/_-]?{re.escape(f)}[A-Za-z0-9+/_-]?"
-                    for f in _base64_fragments(secret)
-                )
-        self._secrets: Optional[Pattern[str]] = (
-            re.compile("|".join(patterns)) if patterns else None
+        secrets = [secret for secret in secrets if secret]
+        self._spelled: Optional[Pattern[str]] = (
+            re.compile("|".join(spelled(secret) for secret in secrets)) if secrets else None
         )
+        # Each fragment with the characters at either end, which hold some
+        # of the secret's bits too.
+        self._base64: List[Tuple[str, Pattern[str]]] = [
+            (fragment, re.compile(f"[A-Za-z0-9+/_-]?{re.escape(fragment)}[A-Za-z0-9+/_-]?"))
+            for secret in secrets
+            for fragment in _base64_fragments(secret)
+        ]
 
     def __call__(self, text: str) -> str:
-        text = _QUERY_TOKEN.sub(lambda m: m.group(1) + REDACTED, text)
-        text = _AUTHORIZATION.sub(lambda m: m.group(1) + REDACTED, text)
-        if self._secrets is not None:
-            text = self._secrets.sub(REDACTED, text)
+        text = _QUERY_TOKEN.sub(_keep_name, text)
+        if "uthorization" in text.lower():
+            text = _AUTHORIZATION.sub(_keep_name, text)
+        if self._spelled is not None:
+            text = self._spelled.sub(REDACTED, text)
+        for fragment, pattern in self._base64:
+            if fragment in text:
+                text = pattern.sub(REDACTED, text)
         return text
