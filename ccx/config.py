@@ -11,7 +11,14 @@ from fnmatch import fnmatchcase
 from typing import Any, Dict, Optional, Tuple
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
-from twisted.internet.interfaces import IAddress
+from twisted.internet.endpoints import (
+    AdoptedStreamServerEndpoint,
+    SSL4ServerEndpoint,
+    TCP4ServerEndpoint,
+    TCP6ServerEndpoint,
+    UNIXServerEndpoint,
+)
+from twisted.internet.interfaces import IAddress, IStreamServerEndpoint
 from twisted.python import usage
 
 if sys.version_info >= (3, 11):
@@ -164,14 +171,49 @@ def is_local(address: IAddress) -> bool:
     return False
 
 
-def check_listening(config: Config, address: IAddress) -> None:
+# Endpoints whose connections come straight from their peers (tcp, tcp6,
+# ssl, unix, systemd): the address their port binds says who can reach it.
+# Any other kind may wrap one of these (haproxy: takes the peer's address
+# from a PROXY line the peer itself may have written), so it is trusted with
+# no more than a token.
+_DIRECT_ENDPOINTS = (
+    TCP4ServerEndpoint,
+    TCP6ServerEndpoint,
+    SSL4ServerEndpoint,
+    UNIXServerEndpoint,
+    AdoptedStreamServerEndpoint,
+)
+
+
+def accepts_directly(endpoint: IStreamServerEndpoint) -> bool:
+    """
+    Whether connections to C{endpoint} come straight from their peers,
+    rather than through a proxy or a wrapper whose reach cannot be known.
+    """
+    # The exact type: a subclass may do anything with its connections.
+    return type(endpoint) in _DIRECT_ENDPOINTS
+
+
+def check_listening(config: Config, address: IAddress, direct: bool) -> None:
     """
     Refuse to serve on C{address}, the one actually bound, when anyone who
     can reach it could run the allowed programs.
 
-    @raise ConfigError: when C{address} is not local and no token is set.
+    @param direct: whether peers connect to C{address} themselves (see
+        L{accepts_directly}); when they come through a proxy, the proxy's
+        reach is unknown and a token is always needed.
+    @raise ConfigError: when no token is set and C{address} is not local or
+        connections are proxied.
     """
-    if config.token is None and not is_local(address):
+    if config.token is not None:
+        return
+    if not direct:
+        raise ConfigError(
+            f"refusing to listen on {config.port!r} without a token: connections "
+            "come through a proxy, so anyone who reaches the proxy could run the "
+            "allowed programs. Give --token-file FILE."
+        )
+    if not is_local(address):
         raise ConfigError(
             f"refusing to listen on {config.port!r} without a token: anyone who can "
             "reach it could run the allowed programs. Give --token-file FILE, or "

@@ -16,6 +16,8 @@ from twisted.logger import (
     formatEventAsClassicLogText,
 )
 
+from ccx.redaction import Redactor
+
 _LEVELS = {
     "debug": LogLevel.debug,
     "info": LogLevel.info,
@@ -64,14 +66,11 @@ def event_as_json_line(event: Dict[str, Any]) -> str:
 
 
 def _redacting(
-    format_event: Callable[[Dict[str, Any]], Optional[str]], secrets: Sequence[str]
+    format_event: Callable[[Dict[str, Any]], Optional[str]], redact: Redactor
 ) -> Callable[[Dict[str, Any]], Optional[str]]:
     def redacted(event: Dict[str, Any]) -> Optional[str]:
         text = format_event(event)
-        if text:
-            for secret in secrets:
-                text = text.replace(secret, "[redacted]")
-        return text
+        return redact(text) if text else text
 
     return redacted
 
@@ -83,13 +82,15 @@ def make_observer(
     The observer for C{--log-format} and C{--log-level}.
 
     @param secrets: strings (the token) replaced by C{[redacted]} wherever
-        they would be written.
+        they would be written, in any spelling (L{Redactor}); the values of
+        C{token} query parameters and C{Authorization} headers are always
+        replaced.
     """
     if log_format == "json":
         format_event = event_as_json_line
     else:
         format_event = lambda event: formatEventAsClassicLogText(event)  # noqa: E731
-    observer = FileLogObserver(out, _redacting(format_event, [s for s in secrets if s]))
+    observer = FileLogObserver(out, _redacting(format_event, Redactor(secrets)))
     predicate = LogLevelFilterPredicate(defaultLogLevel=_LEVELS[log_level])
     return FilteringLogObserver(observer, [predicate])
 

@@ -12,7 +12,7 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import ILogObserver, Logger
 
-from ccx.config import Config, check_listening
+from ccx.config import Config, accepts_directly, check_listening
 from ccx.logs import make_observer
 from ccx.node import Node
 from ccx.web.port import PortService
@@ -40,8 +40,11 @@ class CCXService(MultiService):
         self.node = Node(config, reactor)
         self.site = build_site(self.node)
         endpoint = serverFromString(reactor, config.port)
+        direct = accepts_directly(endpoint)
         self.port_service = PortService(
-            endpoint, self.site, check=lambda port: check_listening(config, port.getHost())
+            endpoint,
+            self.site,
+            check=lambda port: check_listening(config, port.getHost(), direct),
         )
         self.port_service.setServiceParent(self)
 

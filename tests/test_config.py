@@ -4,10 +4,17 @@ Tests for L{ccx.config}.
 
 import os
 from fnmatch import fnmatchcase
+import socket
 
 from twisted.internet import reactor
 from twisted.internet.address import UNIXAddress
 from twisted.internet.defer import inlineCallbacks
+from twisted.internet.endpoints import (
+    AdoptedStreamServerEndpoint,
+    TCP4ServerEndpoint,
+    serverFromString,
+)
+from twisted.internet.testing import MemoryReactor
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -17,6 +24,7 @@ from ccx.config import (
     Config,
     ConfigError,
     Options,
+    accepts_directly,
     endpoint_description,
     is_local,
 )
@@ -191,6 +199,41 @@ class PortTests(ConfigTestsMixin, SynchronousTestCase):
     def test_positional_interface(self):
         """An interface given positionally (tcp:PORT:INTERFACE) is judged."""
         self.assertServes("--port", "tcp:8003:127.0.0.1")
+
+    def test_proxied_needs_a_token(self):
+        """
+        Behind haproxy: a peer's address comes from a PROXY line, so even a
+        loopback or UNIX socket needs a token; the same address unproxied does not.
+        """
+        for port in (
+            "haproxy:tcp:8003:interface=127.0.0.1",
+            r"haproxy:tcp6:8003:interface=\:\:1",
+            "haproxy:unix:/run/ccx.sock",
+        ):
+            message = self.assertRefusedAtStart("--port", port)
+            self.assertIn("without a token", message)
+            self.assertIn("through a proxy", message)
+            self.assertIn("--token-file", message)
+            self.assertEqual(len(message.splitlines()), 1)
+            self.assertServes("--port", port.split(":", 1)[1])
+            self.assertServes("--port", port, "--token-file", self.token_file())
+
+    def test_proxied_on_every_interface(self):
+        """haproxy on every interface without a token is refused too."""
+        self.assertIn("without a token", self.assertRefusedAtStart("--port", "haproxy:tcp:8003"))
+
+    def test_only_known_endpoints_are_direct(self):
+        """Only Twisted's own direct endpoints, by exact type, count as direct."""
+        class Wrapped(TCP4ServerEndpoint):
+            pass
+
+        memory = MemoryReactor()
+        for port in ("tcp:1", "tcp6:1", "unix:/x"):
+            self.assertTrue(accepts_directly(serverFromString(memory, port)), port)
+        # What systemd:domain=INET:index=0 makes (test_twistd hands a real one over).
+        self.assertTrue(accepts_directly(AdoptedStreamServerEndpoint(memory, 3, socket.AF_INET)))
+        self.assertFalse(accepts_directly(serverFromString(memory, "haproxy:tcp:1")))
+        self.assertFalse(accepts_directly(Wrapped(memory, 1)))
 
 
 class BoundAddressTests(ConfigTestsMixin, TestCase):

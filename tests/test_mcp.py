@@ -293,7 +293,11 @@ class HttpAccessTests(HttpTestCase):
         self.assertEqual(response.code, 503)
         body = yield response.json()
         self.assertEqual(body["error"]["code"], -32001)
-        health = yield self.http.get(f"http://127.0.0.1:{self.ccx.port}/health")
+        # With a token configured, /health shows its figures to the token only.
+        health = yield self.http.get(
+            f"http://127.0.0.1:{self.ccx.port}/health",
+            headers={"Authorization": [f"Bearer {TOKEN}"]},
+        )
         self.assertEqual((yield health.json())["connections"], 1)
 
 

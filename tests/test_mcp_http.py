@@ -8,6 +8,7 @@ the same service end to end.
 
 import json
 from typing import Any, Optional
+from urllib.parse import urlencode
 
 from treq.testing import StubTreq
 from twisted.internet.defer import inlineCallbacks
@@ -56,6 +57,27 @@ class McpHttpRulesTests(TestCase):
         )
         self.assertEqual(response.code, 202)
         return session_id
+
+    @inlineCallbacks
+    def test_every_prefix_of_the_token(self):
+        """Every prefix of the token, the empty one included, as a bearer or ?token=: 401."""
+        body = json.dumps(request(1, "initialize", initialize_params())).encode()
+        for end in range(len(TOKEN)):
+            prefix = TOKEN[:end]
+            response = yield self.post(request(1, "initialize", initialize_params()), token=prefix)
+            self.assertEqual(response.code, 401, prefix)
+            yield response.content()
+            response = yield self.http.post(
+                f"{URL}?{urlencode({'token': prefix})}", data=body, headers=self.headers(token=None)
+            )
+            self.assertEqual(response.code, 401, prefix)
+            yield response.content()
+        self.assertEqual(self.node.connections, set())
+        response = yield self.http.post(
+            f"{URL}?{urlencode({'token': TOKEN})}", data=body, headers=self.headers(token=None)
+        )
+        self.assertEqual(response.code, 200)
+        yield response.content()
 
     @inlineCallbacks
     def test_token(self):

@@ -169,6 +169,15 @@ class TokenTests(MemoryWebSocketTestCase):
             self.assertIn("[401]", self.refused(f"/ws?token={token}"), token)
         self.assertEqual(self.node.connections, set())
 
+    def test_every_prefix_of_the_token(self) -> None:
+        """Every prefix of the token, the empty one included, in a header or the query: 401."""
+        for end in range(len(TOKEN)):
+            prefix = TOKEN[:end]
+            self.assertIn("[401]", self.refused("/ws", **bearer(prefix)), prefix)
+            self.assertIn("[401]", self.refused(f"/ws/mcp?token={prefix}"), prefix)
+        self.assertEqual(self.node.connections, set())
+        self.opened(f"/ws?token={TOKEN}")
+
     def test_token_in_another_scheme(self) -> None:
         """The right token in a header that is not a bearer one is no token: 401."""
         for header in (f"Basic {TOKEN}", TOKEN, f"Bearer{TOKEN}", f"Bearer:{TOKEN}"):

@@ -5,9 +5,10 @@ endpoint so that both refuse the same requests with the same codes.
 """
 
 import hmac
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 from twisted.logger import Logger
+from twisted.web.iweb import IRequest
 
 from ccx.config import Config
 
@@ -40,6 +41,35 @@ def bearer_token(authorization: Optional[str], query_tokens: Sequence[str]) -> O
     return query_tokens[0] if query_tokens else None
 
 
+def carries_token(
+    config: Config, authorization: Optional[str], query_tokens: Sequence[str] = ()
+) -> bool:
+    """
+    Whether a request carries the configured token (always, when none is
+    configured): exactly that token, compared in constant time, so that an
+    empty token or a prefix of it is no token.
+    """
+    if config.token is None:
+        return True
+    given = bearer_token(authorization, query_tokens)
+    return given is not None and hmac.compare_digest(
+        given.encode("utf-8"), config.token.encode("utf-8")
+    )
+
+
+def request_credentials(request: IRequest) -> Tuple[Optional[str], List[str]]:
+    """
+    What a C{twisted.web} request offers as a token: its C{Authorization}
+    header and its C{token} query parameters, for L{check_access} and
+    L{carries_token}.
+    """
+    authorization = request.getHeader(b"authorization")
+    return (
+        None if authorization is None else authorization.decode("latin-1"),
+        [t.decode("utf-8", "replace") for t in request.args.get(b"token", [])],
+    )
+
+
 def check_access(
     config: Config,
     origin: Optional[str],
@@ -60,10 +90,6 @@ def check_access(
         raise AccessDenied(
             403, f"origin {origin} is not allowed (start ccx with --allow-origin)"
         )
-    if config.token is not None:
-        given = bearer_token(authorization, query_tokens)
-        if given is None or not hmac.compare_digest(
-            given.encode("utf-8"), config.token.encode("utf-8")
-        ):
-            log.warn("refused a connection with a missing or wrong token")
-            raise AccessDenied(401, "a valid bearer token is required")
+    if not carries_token(config, authorization, query_tokens):
+        log.warn("refused a connection with a missing or wrong token")
+        raise AccessDenied(401, "a valid bearer token is required")

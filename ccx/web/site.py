@@ -6,17 +6,20 @@ import json
 
 from autobahn.twisted.resource import WebSocketResource
 from twisted.web.resource import NoResource, Resource
-from twisted.web.server import Site
+from twisted.web.server import Request, Site
 
 from ccx.web.mcp_http import McpResource
 from ccx.metrics import CONTENT_TYPE
 from ccx.node import Node
+from ccx.web.access import AccessDenied, carries_token, check_access, request_credentials
 from ccx.web.websocket import make_factory
 
 
 class HealthResource(Resource):
     """
-    C{GET /health}: the service's status as JSON.
+    C{GET /health}: the service's status as JSON.  When a token is
+    configured, a request without it learns only C{status} (a liveness probe
+    needs no more); with it, every key of docs/protocol.md section 1.
     """
 
     isLeaf = True
@@ -28,12 +31,16 @@ class HealthResource(Resource):
     def render_GET(self, request) -> bytes:
         request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"cache-control", b"no-store")
-        return json.dumps(self._node.health()).encode("utf-8")
+        health = self._node.health()
+        if not carries_token(self._node.config, *request_credentials(request)):
+            health = {"status": health["status"]}
+        return json.dumps(health).encode("utf-8")
 
 
 class MetricsResource(Resource):
     """
-    C{GET /metrics}: Prometheus text exposition.
+    C{GET /metrics}: Prometheus text exposition, behind the same origin and
+    token rules as the WebSocket (Prometheus sends C{Authorization: Bearer}).
     """
 
     isLeaf = True
@@ -43,6 +50,20 @@ class MetricsResource(Resource):
         self._node = node
 
     def render_GET(self, request) -> bytes:
+        request.setHeader(b"cache-control", b"no-store")
+        origin = request.getHeader(b"origin")
+        try:
+            check_access(
+                self._node.config,
+                None if origin is None else origin.decode("latin-1"),
+                *request_credentials(request),
+            )
+        except AccessDenied as e:
+            request.setResponseCode(e.code)
+            if e.code == 401:
+                request.setHeader(b"www-authenticate", b'Bearer realm="ccx"')
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            return e.reason.encode("utf-8") + b"\n"
         request.setHeader(b"content-type", CONTENT_TYPE.encode("ascii"))
         return self._node.metrics.render()
 
@@ -61,9 +82,30 @@ class WebSocketEndpoint(WebSocketResource):
         return super().render(request)
 
 
+class _QuietRequest(Request):
+    """
+    A request whose repr leaves out the query string, where a browser puts
+    its token: twisted.web logs the repr at info level (a C{HEAD} answered
+    with a body), with or without ccx's log observer.
+    """
+
+    def __repr__(self) -> str:
+        def text(value: bytes) -> str:
+            # A repr must not raise, whatever bytes a client sent.
+            return value.decode("ascii", "backslashreplace")
+
+        path = self.uri.split(b"?", 1)[0]
+        return (
+            f"<{type(self).__name__} at 0x{id(self):x} method={text(self.method)} "
+            f"path={text(path)} clientproto={text(self.clientproto)}>"
+        )
+
+
 class _Quiet(Site):
     # Access logging is the WebSocket's job (it logs sessions), and Site's own
     # line would print the query string, where a browser puts its token.
+    requestFactory = _QuietRequest
+
     def log(self, request) -> None:
         pass
 
