@@ -3,8 +3,8 @@ Tests for L{ccx.config}.
 """
 
 import os
-from fnmatch import fnmatchcase
 import socket
+from fnmatch import fnmatchcase
 
 from twisted.internet import reactor
 from twisted.internet.address import UNIXAddress
