@@ -21,10 +21,10 @@ class NeverReadingClientTests(TestCase):
     timeout = 120
 
     @inlineCallbacks
-    def test_attaching_to_many_finished_processes(self):
+    def test_attaching_to_every_program(self):
         """
-        A client that stops reading and attaches to every program as it
-        finishes keeps no more than --max-finished processes nor more than
+        A client that stops reading and attaches to every program while it
+        runs keeps no more than --max-finished processes nor more than
         --held-output-bytes of output; when it reads again it gets exact
         drops and every process.completed.
         """
@@ -47,15 +47,22 @@ class NeverReadingClientTests(TestCase):
 
         attached = []
         for index in range(PROGRAMS):
-            result = yield ccx.execute(reader, {"command": flood(SIZE)})
+            # Each program waits for a line, so that the idle client attaches
+            # while it runs, as a client watching it would.
+            result = yield ccx.execute(
+                reader,
+                {"command": ["sh", "-c", f"read go; {' '.join(flood(SIZE)[2:])}"],
+                 "stdin": True},
+            )
             process_id = result["process_id"]
-            yield reader.notification("process.completed", process_id)
             process = registry.find(process_id)
             idle.send_json(
                 {"jsonrpc": "2.0", "id": 2 + index, "method": "attach",
                  "params": {"process_id": process_id, "offsets": {"stdout": 0}}}
             )
             yield until(lambda: len(process.output.subscriptions) == 2)
+            yield reader.call("write", {"process_id": process_id, "data": "go\n", "eof": True})
+            yield reader.notification("process.completed", process_id)
             attached.append(process_id)
             self.assertLessEqual(len(registry.all()), MAX_FINISHED)
             held = sum(
