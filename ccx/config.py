@@ -135,6 +135,7 @@ class Config:
     max_connections: int = 1024
     keep_finished: float = 300.0
     max_finished: int = 64
+    held_output_bytes: int = 256 * 1024 * 1024
     log_format: str = "text"
     log_level: str = "info"
     log_format_given: bool = False
@@ -229,6 +230,7 @@ _NUMBERS: Dict[str, type] = {
     "max_connections": int,
     "keep_finished": float,
     "max_finished": int,
+    "held_output_bytes": int,
     "max_message_size": int,
     "max_batch": int,
     "ping_interval": float,
@@ -371,6 +373,13 @@ class Options(usage.Options):
         ["max-connections", None, None, "Open connections at once [default: 1024]."],
         ["keep-finished", None, None, "Seconds finished processes are kept [default: 300]."],
         ["max-finished", None, None, "Finished processes kept at most; oldest go first [default: 64]."],
+        [
+            "held-output-bytes",
+            None,
+            None,
+            "Output held for subscribers by all processes together; past it finished "
+            "processes' oldest output is released [default: 268435456].",
+        ],
         ["log-format", None, None, "text or json [default: text]."],
         ["log-level", None, None, "debug, info, warn or error [default: info]."],
         ["max-message-size", None, None, "Largest incoming message [default: 1048576]."],

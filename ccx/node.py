@@ -30,7 +30,11 @@ class Node:
         self.reactor = reactor
         self.allow_list = AllowList(config.allow)
         self.registry = ProcessRegistry(
-            reactor, config.max_processes, config.keep_finished, config.max_finished
+            reactor,
+            config.max_processes,
+            config.keep_finished,
+            config.max_finished,
+            config.held_output_bytes,
         )
         self.launcher = Launcher(
             self.allow_list,

@@ -14,7 +14,7 @@ from twisted.internet.endpoints import (
     TCP4ServerEndpoint,
     serverFromString,
 )
-from twisted.internet.testing import MemoryReactor
+from twisted.internet.testing import MemoryReactor, MemoryReactorClock
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -28,6 +28,7 @@ from ccx.config import (
     endpoint_description,
     is_local,
 )
+from ccx.node import Node
 from ccx.service import CCXService
 from tests.fakes import BindingReactor
 from tests.test_tls import make_certificate
@@ -332,6 +333,31 @@ class NumberTests(ConfigTestsMixin, SynchronousTestCase):
         """A kill grace of zero is accepted; a negative one is not."""
         self.assertEqual(self.parse("--kill-grace", "0").kill_grace, 0.0)
         self.assertRefused("--kill-grace", "-1")
+
+
+class HeldOutputTests(ConfigTestsMixin, SynchronousTestCase):
+    """
+    Tests for C{--held-output-bytes}, the service-wide budget of output held
+    for subscribers.
+    """
+
+    def test_default(self):
+        """256 MiB unless set."""
+        self.assertEqual(self.parse().held_output_bytes, 256 * 1024 * 1024)
+
+    def test_option_and_file(self):
+        """Set on the command line or in the TOML file; one byte is a budget, zero is not."""
+        self.assertEqual(self.parse("--held-output-bytes", "1").held_output_bytes, 1)
+        path = self.write("held-output-bytes = 1048576\n")
+        self.assertEqual(self.parse("--config", path).held_output_bytes, 1024 * 1024)
+        message = self.assertRefused("--held-output-bytes", "0")
+        self.assertIn("--held-output-bytes must be a positive number", message)
+        self.assertRefused("--held-output-bytes", "1.5")
+
+    def test_reaches_the_registry(self):
+        """The service's registry holds its processes' output within it."""
+        node = Node(self.parse("--held-output-bytes", "4096"), MemoryReactorClock())
+        self.assertEqual(node.registry.held_output.max_bytes, 4096)
 
 
 class LogOptionTests(ConfigTestsMixin, SynchronousTestCase):

@@ -647,6 +647,35 @@ class EncodingTests(SynchronousTestCase):
         self.assertEqual(sink.methods(), ["process.output", "process.completed"])
         self.assertEqual(sink.params("process.output")[0]["data"], "\ufffd")
 
+    def test_late_subscriber_never_splits_a_character(self) -> None:
+        """
+        A subscriber that arrives after the stream closed reads it in chunks
+        of at most MAX_CHUNK bytes that never split a character, whether
+        the limit cuts a 2, 3 or 4 byte character: only the last chunk is
+        final.
+        """
+        for character in ("é", "€", "😀"):
+            size = len(character.encode("utf-8"))
+            # One ASCII byte first, so that MAX_CHUNK falls inside a character.
+            text = "a" + character * (2 * MAX_CHUNK // size)
+            data = text.encode("utf-8")
+            self.assertNotEqual((MAX_CHUNK - 1) % size, 0)
+            output = ProcessOutput("p1", len(data), 10, blocking=False)
+            output.receive("stdout", data, 1.0)
+            output.complete(COMPLETION)
+            events = EventSink()
+            output.subscribe(events, False, offsets={"stdout": 0}).activate()
+            chunks = [e for e in events.events if isinstance(e, OutputChunk)]
+            self.assertGreater(len(chunks), 1)
+            self.assertEqual([c.final for c in chunks], [False] * (len(chunks) - 1) + [True])
+            sink = FakeSink()
+            output.subscribe(sink, False, offsets={"stdout": 0}).activate()
+            texts = [p["data"] for p in sink.params("process.output")]
+            self.assertNotIn("\ufffd", "".join(texts))
+            self.assertEqual("".join(texts), text)
+            self.assertEqual(sink.data(), data)
+            self.assertEqual(sink.methods()[-1], "process.completed")
+
     def test_base64_round_trip(self) -> None:
         """In base64, chunks carry any bytes, split anywhere, exactly."""
         output, _ = make_output(blocking=False, max_bytes=1000)

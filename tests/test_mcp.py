@@ -904,3 +904,12 @@ class ReadTextTests(TestCase):
         self.assertEqual(read_text(buffer, 5, 100), (5, "", 5))
         buffer.close()
         self.assertEqual(read_text(buffer, 5, 100), (5, "\ufffd", 6))
+
+    def test_closed_stream_read_in_pages(self):
+        """Once the stream has ended, a page that stops inside a character still stops before it."""
+        buffer = StreamBuffer(100, 100)
+        buffer.append("é€".encode("utf-8"), 0)
+        buffer.close()
+        self.assertEqual(read_text(buffer, 0, 4), (0, "é", 2))
+        self.assertEqual(read_text(buffer, 2, 2), (2, "", 2))
+        self.assertEqual(read_text(buffer, 2, 3), (2, "€", 5))

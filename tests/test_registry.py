@@ -204,10 +204,10 @@ class MaxFinishedTests(SynchronousTestCase):
         self.assertEqual(harnesses[0].process.output.streams["stdout"].max_bytes, 0)
         self.assertEqual(len(clock.getDelayedCalls()), 2)
 
-    def test_not_forgotten_while_a_subscriber_is_behind(self) -> None:
-        """A finished process whose subscriber has not had process.completed is kept, past both limits."""
+    def test_not_expired_while_a_subscriber_is_behind(self) -> None:
+        """Under max_finished, a finished process whose subscriber has not had process.completed outlives keep_finished."""
         clock = Clock()
-        registry = ProcessRegistry(clock, max_processes=10, keep_finished=30.0, max_finished=1)
+        registry = ProcessRegistry(clock, max_processes=10, keep_finished=30.0, max_finished=2)
         slow = Harness("slow", clock=clock, start=False)
         slow.start(registry)
         slow.run()
@@ -227,3 +227,61 @@ class MaxFinishedTests(SynchronousTestCase):
         self.assertEqual(sink.methods()[-1], "process.completed")
         clock.advance(31)
         self.assertIsNone(registry.find("slow"))
+
+    def test_max_finished_holds_while_a_subscriber_is_behind(self) -> None:
+        """
+        Past max_finished the oldest finished process is forgotten even with a
+        subscriber behind: it then gets process.dropped for exactly what it
+        missed, and process.completed.
+        """
+        clock = Clock()
+        registry = ProcessRegistry(clock, max_processes=10, keep_finished=30.0, max_finished=1)
+        slow = Harness("slow", clock=clock, start=False)
+        slow.start(registry)
+        slow.run()
+        sink = FakeSink(writable=False)
+        subscription = slow.process.output.subscribe(sink, blocking=False)
+        subscription.activate()
+        slow.process.childDataReceived(1, b"not yet delivered")
+        slow.process.childDataReceived(2, b"nor this")
+        slow.finish(0)
+        self.assertIs(registry.find("slow"), slow.process)
+        fast = Harness("fast", clock=clock, start=False)
+        fast.start(registry)
+        fast.run()
+        fast.finish(0)
+        self.assertIsNone(registry.find("slow"))
+        self.assertEqual([p.process_id for p in registry.all()], ["fast"])
+        self.assertEqual(registry.held_output.held_bytes, 0)
+        self.assertEqual(sink.sent, [])
+        sink.writable = True
+        subscription.pump()
+        self.assertEqual(
+            sink.methods(), ["process.dropped", "process.dropped", "process.completed"]
+        )
+        self.assertEqual(
+            [(p["type"], p["offset"], p["bytes"]) for p in sink.params("process.dropped")],
+            [("stdout", 0, 17), ("stderr", 0, 8)],
+        )
+        self.assertTrue(subscription.done)
+        self.assertEqual(registry.output_totals()["dropped"], 25)
+        self.assertEqual(len(clock.getDelayedCalls()), 1)
+
+    def test_max_finished_with_a_writable_subscriber_behind(self) -> None:
+        """A subscriber that can take them gets the drop and the completion as the process is forgotten."""
+        clock = Clock()
+        registry = ProcessRegistry(clock, max_processes=10, keep_finished=30.0, max_finished=1)
+        slow = Harness("slow", clock=clock, start=False)
+        slow.start(registry)
+        slow.run()
+        sink = FakeSink(writable=False)
+        slow.process.output.subscribe(sink, blocking=False).activate()
+        slow.process.childDataReceived(1, b"missed")
+        slow.finish(0)
+        sink.writable = True
+        fast = Harness("fast", clock=clock, start=False)
+        fast.start(registry)
+        fast.run()
+        fast.finish(0)
+        self.assertEqual(sink.methods(), ["process.dropped", "process.completed"])
+        self.assertEqual(slow.process.output.subscriptions, [])

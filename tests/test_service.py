@@ -9,6 +9,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 from zope.interface.verify import verifyObject
 
+from ccx.output.fanout import MAX_CHUNK
 from ccx.process.group import ProcessGroup
 from ccx.rpc.interfaces import INotificationChannel
 from ccx.web.interfaces import IConnection
@@ -184,6 +185,36 @@ class ExecuteTests(ServiceTestCase):
             m["params"]["data"] for m in self.client.messages if isinstance(m, dict) and m.get("method") == "process.output"
         )
         self.assertEqual(text, "é€\ufffd")
+
+    @inlineCallbacks
+    def test_utf8_attach_after_the_end(self):
+        """
+        A client attaching from 0 after the program ended, to non-ASCII output
+        over one chunk (128 KiB), gets every character whole, U+FFFD nowhere.
+        """
+        line = "\u00e9" * 50 + "\n"
+        expected = "ab" + line * 2000
+        # The 128 KiB chunk limit falls inside an é.
+        with self.assertRaises(UnicodeDecodeError):
+            expected.encode("utf-8")[:MAX_CHUNK].decode("utf-8")
+        result = yield self.execute(
+            command=["sh", "-c", f"printf ab; yes {line[:-1]} | head -n 2000"]
+        )
+        yield self.completed(result["process_id"])
+        late = yield self.ccx.connect()
+        yield late.call(
+            "attach",
+            {"process_id": result["process_id"], "offsets": {"stdout": 0}, "encoding": "utf-8"},
+        )
+        yield self.completed(result["process_id"], late)
+        chunks = [
+            m["params"]["data"]
+            for m in late.messages
+            if isinstance(m, dict) and m.get("method") == "process.output"
+        ]
+        self.assertGreater(len(chunks), 1)
+        self.assertNotIn("\ufffd", "".join(chunks))
+        self.assertEqual("".join(chunks), expected)
 
     @inlineCallbacks
     def test_base64(self):

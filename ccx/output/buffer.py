@@ -128,7 +128,15 @@ class StreamBuffer:
             # Just after the excess_lines-th newline, found in C.
             rest = chunk.split(b"\n", excess_lines)
             cut = max(cut, len(chunk) - len(rest[-1]) if len(rest) > excess_lines else len(chunk))
-        cut = min(cut, limit - chunk_start, len(chunk))
+        self._cut_head(min(cut, limit - chunk_start))
+
+    def _cut_head(self, cut: int) -> None:
+        """
+        Drop the first C{cut} bytes of the oldest chunk (all of it, at most).
+        """
+        chunk = self._chunks[self._head]
+        chunk_start = self._starts[self._head]
+        cut = min(cut, len(chunk))
         if cut <= 0:
             return
         if cut == len(chunk):
@@ -140,6 +148,29 @@ class StreamBuffer:
         self._lines[self._head] -= removed_lines
         self.held_lines -= removed_lines
         self.start += cut
+
+    @property
+    def oldest_time(self) -> float:
+        """
+        When the oldest byte held was read (infinity when nothing is held).
+        """
+        if self._head < len(self._chunks):
+            return self._times[self._head]
+        return float("inf")
+
+    def release_oldest(self, size: int) -> int:
+        """
+        Drop up to C{size} of the oldest bytes, within the oldest chunk,
+        whatever the limits: the service needs the memory back.
+
+        @return: how many bytes were dropped.
+        """
+        if self._head >= len(self._chunks):
+            return 0
+        before = self.start
+        self._cut_head(size)
+        self._compact()
+        return self.start - before
 
     def _compact(self) -> None:
         if self._head > 64 and self._head * 2 > len(self._chunks):

@@ -12,6 +12,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from twisted.logger import Logger
 
+from ccx.output.budget import OutputBudget
 from ccx.output.buffer import StreamBuffer
 from ccx.output.events import (
     STREAMS,
@@ -125,6 +126,8 @@ class ProcessOutput:
         rather than evict anything.
     @ivar dropped_bytes: bytes evicted before every subscriber had them.
     @ivar completion: how the process ended, once known.
+    @ivar budget: the service's L{OutputBudget}, told how much this output
+        holds, which may release it once the process is over.
     """
 
     log = Logger()
@@ -145,6 +148,8 @@ class ProcessOutput:
         self._reader: Optional[IReadControl] = None
         self._reading_paused = False
         self._released = False
+        self.budget: Optional[OutputBudget] = None
+        self._held = 0
 
     @property
     def reading_paused(self) -> bool:
@@ -179,6 +184,8 @@ class ProcessOutput:
             buffer.close()
         self.completion = completion
         self.pump_all()
+        if self.budget is not None:
+            self.budget.finished(self)
 
     def subscribe(
         self,
@@ -253,15 +260,78 @@ class ProcessOutput:
         totals["dropped"] = self.dropped_bytes
         return totals
 
+    @property
+    def held_bytes(self) -> int:
+        return sum(buffer.held_bytes for buffer in self.streams.values())
+
     def close(self) -> None:
         """
-        Forget everything held: the process is no longer kept.
+        Forget everything held, and every subscriber: the service is
+        stopping, or the program never ran.
         """
         for subscription in self.subscriptions:
             subscription.done = True
         self.subscriptions = []
         self._reader = None
         self.streams = {name: StreamBuffer(0, 0) for name in STREAMS}
+        self._forget_budget()
+
+    def retire(self) -> None:
+        """
+        The finished process is no longer kept: release everything held.
+        Each subscriber still gets L{OutputDropped} for what it had not
+        read, then the completion (at once when it can take them, else
+        when its consumer pumps it).  A subscription never activated has
+        been told nothing and is told nothing more.
+        """
+        for subscription in self.subscriptions:
+            if not subscription.active:
+                subscription.done = True
+        for name, buffer in self.streams.items():
+            buffer.max_bytes = buffer.max_lines = 0
+            evicted_from = buffer.start
+            if buffer.evict():
+                self._count_dropped(name, evicted_from, buffer.start, live=False)
+        self._reader = None
+        self._forget_budget()
+        self.pump_all()
+        # Those still behind keep this object (its offsets, no bytes) alive.
+        self.subscriptions = [s for s in self.subscriptions if not s.done]
+
+    def shed(self, size: int) -> int:
+        """
+        Drop up to C{size} of the oldest bytes held, whichever stream they
+        are in, whatever the limits: the service is over its budget.
+        Subscribers behind them get L{OutputDropped} for the exact range.
+
+        @return: how many bytes were dropped.
+        """
+        released = 0
+        while released < size:
+            name, buffer = min(self.streams.items(), key=lambda item: item[1].oldest_time)
+            evicted_from = buffer.start
+            taken = buffer.release_oldest(size - released)
+            if not taken:
+                break
+            self._count_dropped(name, evicted_from, buffer.start, live=False)
+            released += taken
+        self._account()
+        return released
+
+    def _forget_budget(self) -> None:
+        if self.budget is not None:
+            self.budget.forget(self)
+        self._account()
+
+    def _account(self) -> None:
+        """
+        Tell the budget how much more or less this output holds.
+        """
+        held = self.held_bytes
+        delta = held - self._held
+        self._held = held
+        if delta and self.budget is not None:
+            self.budget.change(delta)
 
     def release(self) -> None:
         """
@@ -296,6 +366,7 @@ class ProcessOutput:
                     self._count_dropped(name, evicted_from, buffer.start)
             if keep_from is not None and buffer.is_full(keep_from):
                 full = True
+        self._account()
         reader = self._reader
         if reader is None:
             return
@@ -306,11 +377,17 @@ class ProcessOutput:
             self._reading_paused = False
             reader.resumeProducing()
 
-    def _count_dropped(self, stream: str, start: int, end: int) -> None:
+    def _count_dropped(self, stream: str, start: int, end: int, live: bool = True) -> None:
         """
         Count the evicted bytes C{[start, end)} that some subscriber (or, with
-        none, anybody) had not been given.
+        none, while the program runs, anybody) had not been given.
+
+        @param live: whether the bytes are evicted while the program runs;
+            a finished process's output released with no subscriber counts
+            as nobody's loss.
         """
         cursors = [s.cursors[stream] for s in self.subscriptions]
+        if not cursors and not live:
+            return
         slowest = min(cursors) if cursors else start
         self.dropped_bytes += max(0, end - max(start, slowest))

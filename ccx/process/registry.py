@@ -10,6 +10,7 @@ from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from ccx.output.budget import OutputBudget
 from ccx.process.managed import ManagedProcess, Spawner
 from ccx.process.errors import LimitReached, ProcessNotFound
 
@@ -22,8 +23,13 @@ class ProcessRegistry:
     @param keep_finished: seconds a finished process stays listable and
         attachable before it is forgotten.
     @param max_finished: how many finished processes are kept at most (with
-        their held output): past that the oldest is forgotten at once, so
-        that memory stays bounded however many programs finish.
+        their held output): past that the oldest is forgotten at once, even
+        while a subscriber is still behind (it gets what it missed as
+        dropped, then the completion), so that memory stays bounded however
+        many programs finish and however slowly clients read.
+    @param held_output_bytes: the most output all processes together hold
+        for their subscribers (see L{OutputBudget}).
+    @ivar held_output: that L{OutputBudget}.
     """
 
     log = Logger()
@@ -34,11 +40,13 @@ class ProcessRegistry:
         max_processes: int,
         keep_finished: float,
         max_finished: int = 64,
+        held_output_bytes: int = 256 * 1024 * 1024,
     ) -> None:
         self._clock = clock
         self.max_processes = max_processes
         self.keep_finished = keep_finished
         self.max_finished = max_finished
+        self.held_output = OutputBudget(held_output_bytes)
         self._processes: Dict[str, ManagedProcess] = {}
         self._live: Dict[str, ManagedProcess] = {}
         self._forget_calls: Dict[str, object] = {}
@@ -77,6 +85,7 @@ class ProcessRegistry:
         @raise LimitReached: when no further process may start.
         """
         self.check_capacity()
+        process.output.budget = self.held_output
         self._processes[process.process_id] = process
         self._live[process.process_id] = process
         process.ended.addCallback(self._ended)
@@ -109,26 +118,21 @@ class ProcessRegistry:
     def _delivering(process: ManagedProcess) -> bool:
         """
         Whether a subscriber has still to be given this process's output
-        or its C{process.completed}: it is not forgotten before then (each
-        such subscriber is an open connection, which --max-connections
-        bounds).
+        or its completion: C{keep_finished} does not forget it before then
+        (C{max_finished} and the output budget still bound what it holds).
         """
         return any(s.active and not s.done for s in process.output.subscriptions)
 
     def _trim_finished(self) -> None:
         """
-        Forget the oldest finished processes nobody is still reading while
-        more than C{max_finished} are kept.
+        Forget the oldest finished processes while more than
+        C{max_finished} are kept, whoever is still reading them.
         """
         excess = len(self._forget_calls) - self.max_finished
         # Dicts keep insertion order: the first is the oldest finished.
-        for process_id in list(self._forget_calls):
-            if excess <= 0:
-                break
-            if not self._delivering(self._processes[process_id]):
-                self._forget_calls[process_id].cancel()
-                self._forget(process_id)
-                excess -= 1
+        for process_id in list(self._forget_calls)[: max(0, excess)]:
+            self._forget_calls[process_id].cancel()
+            self._forget(process_id)
 
     def _expire(self, process_id: str) -> None:
         process = self._processes.get(process_id)
@@ -142,9 +146,18 @@ class ProcessRegistry:
     def _forget(self, process_id: str) -> None:
         self._forget_calls.pop(process_id, None)
         process = self._processes.pop(process_id, None)
-        if process is not None:
-            self.retired_bytes.update(process.output.totals())
-            process.output.close()
+        if process is None:
+            return
+        output = process.output
+        if output.completion is None or self._stopping:
+            # Nobody is told anything more: the program never ran, or the
+            # service is stopping.
+            self.retired_bytes.update(output.totals())
+            output.close()
+        else:
+            # Retiring counts as dropped what subscribers had not read.
+            output.retire()
+            self.retired_bytes.update(output.totals())
 
     def output_totals(self) -> Counter:
         """
