@@ -8,6 +8,7 @@ from autobahn.twisted.resource import WebSocketResource
 from twisted.web.resource import NoResource, Resource
 from twisted.web.server import Site
 
+from ccx.web.channel import BoundedRequest, ClientChannel
 from ccx.web.mcp_http import McpResource
 from ccx.metrics import CONTENT_TYPE
 from ccx.node import Node
@@ -64,6 +65,15 @@ class WebSocketEndpoint(WebSocketResource):
 class _Quiet(Site):
     # Access logging is the WebSocket's job (it logs sessions), and Site's own
     # line would print the query string, where a browser puts its token.
+    # Its connections and requests are ccx's own (ccx.web.channel): bounded
+    # before authentication, and in time.
+    protocol = ClientChannel
+    requestFactory = BoundedRequest
+
+    def __init__(self, resource: Resource, node: Node) -> None:
+        super().__init__(resource, reactor=node.reactor)
+        self.node = node
+
     def log(self, request) -> None:
         pass
 
@@ -77,4 +87,4 @@ def build_site(node: Node) -> Site:
     root.putChild(b"health", HealthResource(node))
     root.putChild(b"mcp", McpResource(node))
     root.putChild(b"metrics", MetricsResource(node))
-    return _Quiet(root, reactor=node.reactor)
+    return _Quiet(root, node)
