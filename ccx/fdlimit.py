@@ -16,8 +16,8 @@ Limits = Tuple[int, int]
 
 
 def raise_open_file_limit(
-    getrlimit: Callable[[int], Limits] = resource.getrlimit,
-    setrlimit: Callable[[int, Limits], None] = resource.setrlimit,
+    getrlimit: Optional[Callable[[int], Limits]] = None,
+    setrlimit: Optional[Callable[[int, Limits], None]] = None,
 ) -> Optional[Limits]:
     """
     Raise the soft C{RLIMIT_NOFILE} to the hard one (what an unprivileged
@@ -26,30 +26,26 @@ def raise_open_file_limit(
     @return: the soft limit before and after, or L{None} when nothing
         changed (it already was the hard limit, or could not be raised).
     """
-    soft, hard = getrlimit(resource.RLIMIT_NOFILE)
+    soft, hard = (getrlimit or resource.getrlimit)(resource.RLIMIT_NOFILE)
     # An unlimited hard limit (macOS) cannot be the soft one: leave it.
     if soft == hard or hard == resource.RLIM_INFINITY:
         return None
     try:
-        setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        (setrlimit or resource.setrlimit)(resource.RLIMIT_NOFILE, (hard, hard))
     except (ValueError, OSError):
         return None
     return soft, hard
 
 
-def open_file_limit(
-    getrlimit: Callable[[int], Limits] = resource.getrlimit,
-) -> Optional[int]:
+def open_file_limit(getrlimit: Optional[Callable[[int], Limits]] = None) -> Optional[int]:
     """
     The soft C{RLIMIT_NOFILE}, or L{None} when unlimited.
     """
-    soft, hard = getrlimit(resource.RLIMIT_NOFILE)
+    soft, hard = (getrlimit or resource.getrlimit)(resource.RLIMIT_NOFILE)
     return None if soft == resource.RLIM_INFINITY else soft
 
 
-def descriptors_low(
-    fileno: int, getrlimit: Callable[[int], Limits] = resource.getrlimit
-) -> bool:
+def descriptors_low(fileno: int, getrlimit: Optional[Callable[[int], Limits]] = None) -> bool:
     """
     Whether a descriptor just opened leaves less than L{RESERVE} free: the
     kernel gives out the lowest free number, so one that high means nearly
