@@ -125,6 +125,7 @@ class Config:
     token: Optional[str] = field(default=None, repr=False)
     allow_origin: Tuple[str, ...] = ()
     allow_env: Tuple[str, ...] = ()
+    allow_host: Tuple[str, ...] = ()
     deny_env: Tuple[str, ...] = DEFAULT_DENY_ENV
     pass_env: Tuple[str, ...] = ()
     max_requests: float = 200.0
@@ -142,6 +143,9 @@ class Config:
     max_message_size: int = 1024 * 1024
     max_batch: int = 100
     ping_interval: float = 30.0
+    handshake_timeout: float = 10.0
+    max_http_sessions: int = 64
+    http_session_idle: float = 120.0
     cwd: str = field(default_factory=os.getcwd)
 
 
@@ -235,8 +239,11 @@ _NUMBERS: Dict[str, type] = {
     "max_batch": int,
     "ping_interval": float,
     "max_requests": float,
+    "handshake_timeout": float,
+    "max_http_sessions": int,
+    "http_session_idle": float,
 }
-_LISTS = ("allow", "allow_origin", "allow_env", "deny_env", "pass_env")
+_LISTS = ("allow", "allow_origin", "allow_host", "allow_env", "deny_env", "pass_env")
 _NAMES = {f.name for f in fields(Config)} - {"token", "log_format_given"} | {"token_file"}
 
 
@@ -307,6 +314,9 @@ def build_config(values: Dict[str, Any]) -> Config:
     if "port" in settings:
         settings["port"] = endpoint_description(settings["port"])
     _check_env_settings(settings)
+    _check_origins(settings.get("allow_origin", ()))
+    if "allow_host" in settings:
+        settings["allow_host"] = _host_names(settings["allow_host"])
     if settings.get("log_format", "text") not in LOG_FORMATS:
         raise ConfigError("--log-format must be text or json")
     level = settings.get("log_level", "info").lower()
@@ -342,6 +352,33 @@ def _check_env_settings(settings: Dict[str, Any]) -> None:
                     f"--allow-env {entry}: denied by --deny-env {pattern} (it changes "
                     "what code a program runs); see docs/running.md"
                 )
+
+
+def _check_origins(origins: Tuple[str, ...]) -> None:
+    # Sandboxed frames, file: pages and redirects all send "Origin: null":
+    # allowing it would allow any web page.
+    if any(origin.strip().lower() == "null" for origin in origins):
+        raise ConfigError(
+            "--allow-origin null would let any web page in (sandboxed frames and file: "
+            "pages send it); give the page's real origin"
+        )
+
+
+def _host_names(hosts: Tuple[str, ...]) -> Tuple[str, ...]:
+    """
+    The C{--allow-host} names, lowercased: C{NAME} or C{NAME:PORT} (an IPv6
+    address in brackets), as a C{Host} header would carry them.
+    """
+    names = []
+    for host in hosts:
+        name = host.strip().lower()
+        if not name or any(c in name for c in "/@?# \t") or name.endswith(":"):
+            raise ConfigError(
+                f"--allow-host {host!r} must be a host name, optionally with :PORT "
+                "(as a Host header carries it), not a URL"
+            )
+        names.append(name)
+    return tuple(names)
 
 
 def _read_token(path: str) -> str:
@@ -387,6 +424,9 @@ class Options(usage.Options):
         ["ping-interval", None, None, "Seconds between WebSocket pings [default: 30]."],
         ["cwd", None, None, "Default working directory of programs [default: current]."],
         ["max-requests", None, None, "Requests per second per connection [default: 200]."],
+        ["handshake-timeout", None, None, "Seconds a client has to send a whole HTTP request [default: 10]."],
+        ["max-http-sessions", None, None, "MCP sessions over HTTP at once [default: 64]."],
+        ["http-session-idle", None, None, "Seconds an MCP HTTP session without an open stream lives idle [default: 120]."],
     ]
 
     def __init__(self) -> None:
@@ -394,6 +434,7 @@ class Options(usage.Options):
         self["allow"] = []
         self["allow_origin"] = []
         self["allow_env"] = []
+        self["allow_host"] = []
         self["deny_env"] = []
         self["pass_env"] = []
 
@@ -430,6 +471,13 @@ class Options(usage.Options):
         Allow browser connections from this origin (repeatable).
         """
         self["allow_origin"].append(origin)
+
+    def opt_allow_host(self, host: str) -> None:
+        """
+        Answer /mcp requests whose Host header names this host, as well as
+        the listening address (repeatable; NAME or NAME:PORT).
+        """
+        self["allow_host"].append(host)
 
     def postOptions(self) -> None:
         values: Dict[str, Any] = {}

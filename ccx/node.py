@@ -21,6 +21,8 @@ class Node:
     One ccx service: its configuration, allow-list, processes and connections.
 
     @ivar connections: the open client connections (L{IConnection}s).
+    @ivar handshakes: the HTTP connections whose request has not all
+        arrived yet (L{ccx.web.channel.ClientChannel}).
     """
 
     version = __version__
@@ -51,6 +53,7 @@ class Node:
             ),
         )
         self.connections: Set[IConnection] = set()
+        self.handshakes = 0
         self.metrics = Metrics(self)
         self.registry.on_spawned = self.metrics.observe_spawn
         self._started = time.monotonic()
@@ -60,6 +63,14 @@ class Node:
         The share of the service a new connection gets.
         """
         return Session(self.launcher, lambda: self.config.max_message_size)
+
+    def open_connections(self) -> int:
+        """
+        What C{--max-connections} bounds: the sockets clients hold, that is
+        the WebSockets and the HTTP requests still arriving (a slow client
+        holds its socket as surely as an open WebSocket does).
+        """
+        return self.handshakes + sum(1 for c in self.connections if c.holds_socket)
 
     @property
     def uptime(self) -> float:

@@ -13,6 +13,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.logger import ILogObserver, Logger
 
 from ccx.config import Config, accepts_directly, check_listening
+from ccx.fdlimit import RESERVE, open_file_limit, raise_open_file_limit
 from ccx.logs import make_observer
 from ccx.node import Node
 from ccx.web.port import PortService
@@ -83,9 +84,33 @@ class CCXService(MultiService):
         return self.port_service.when_listening()
 
     def startService(self) -> None:
+        self._raise_open_file_limit()
         super().startService()
         # A failure to listen is the port service's to raise or log.
         self.when_listening().addCallbacks(self._listening, lambda failure: None)
+
+    def _raise_open_file_limit(self) -> None:
+        """
+        Take every file descriptor the system allows (the soft limit up to
+        the hard one), and say when C{--max-connections} cannot be reached.
+        """
+        raised = raise_open_file_limit()
+        if raised is not None:
+            self.log.info(
+                "raised the open file limit (RLIMIT_NOFILE) from {old} to {new}",
+                old=raised[0],
+                new=raised[1],
+            )
+        limit = open_file_limit()
+        if limit is not None and self.config.max_connections + RESERVE > limit:
+            self.log.warn(
+                "--max-connections {count} needs more file descriptors than the limit "
+                "({limit}, of which {reserve} are kept in reserve); raise LimitNOFILE= "
+                "or ulimit -Hn",
+                count=self.config.max_connections,
+                limit=limit,
+                reserve=RESERVE,
+            )
 
     def _listening(self, port: Any) -> None:
         address = port.getHost()

@@ -329,6 +329,33 @@ class NumberTests(ConfigTestsMixin, SynchronousTestCase):
         """NaN is refused."""
         self.assertRefused("--keep-finished", "nan")
 
+    def test_http_limits(self):
+        """--handshake-timeout, --max-http-sessions and --http-session-idle: defaults, values, and 0 refused."""
+        config = self.parse()
+        self.assertEqual(
+            (config.handshake_timeout, config.max_http_sessions, config.http_session_idle),
+            (10.0, 64, 120.0),
+        )
+        config = self.parse(
+            "--handshake-timeout", "2.5", "--max-http-sessions", "3", "--http-session-idle", "30"
+        )
+        self.assertEqual(
+            (config.handshake_timeout, config.max_http_sessions, config.http_session_idle),
+            (2.5, 3, 30.0),
+        )
+        for option in ("--handshake-timeout", "--max-http-sessions", "--http-session-idle"):
+            self.assertIn("must be a positive number", self.assertRefused(option, "0"))
+
+    def test_allow_host(self):
+        """--allow-host is repeatable, and a TOML list too."""
+        config = self.parse("--allow-host", "a.example", "--allow-host", "B.example:8443")
+        self.assertEqual(config.allow_host, ("a.example", "b.example:8443"))
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write('allow-host = ["c.example"]\n')
+        self.assertEqual(self.parse("--config", path).allow_host, ("c.example",))
+        self.assertIn("not a URL", self.assertRefused("--allow-host", "https://a.example"))
+
     def test_kill_grace_zero(self):
         """A kill grace of zero is accepted; a negative one is not."""
         self.assertEqual(self.parse("--kill-grace", "0").kill_grace, 0.0)

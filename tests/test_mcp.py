@@ -285,20 +285,33 @@ class HttpAccessTests(HttpTestCase):
         yield response.content()
 
     @inlineCallbacks
-    def test_connection_limit(self):
-        """Sessions count as connections: past --max-connections, initialize gets 503."""
-        yield self.start(max_connections=1)
+    def test_session_limit(self):
+        """Past --max-http-sessions, initialize gets 503 naming the option; sessions show in /health."""
+        yield self.start(max_http_sessions=1)
         yield self.initialize()
         response = yield self.post(request(1, "initialize", initialize_params()))
         self.assertEqual(response.code, 503)
         body = yield response.json()
         self.assertEqual(body["error"]["code"], -32001)
+        self.assertIn("--max-http-sessions 1", body["error"]["message"])
         # With a token configured, /health shows its figures to the token only.
         health = yield self.http.get(
             f"http://127.0.0.1:{self.ccx.port}/health",
             headers={"Authorization": [f"Bearer {TOKEN}"]},
         )
         self.assertEqual((yield health.json())["connections"], 1)
+
+    @inlineCallbacks
+    def test_sessions_leave_websockets_room(self):
+        """HTTP sessions hold no socket: as many as --max-connections leave WebSockets their places."""
+        yield self.start(max_connections=2)
+        for _ in range(3):
+            yield self.initialize()
+        first = yield self.ccx.connect(headers={"Authorization": f"Bearer {TOKEN}"})
+        second = yield self.ccx.connect(headers={"Authorization": f"Bearer {TOKEN}"})
+        self.assertEqual((yield first.call("ping")), {})
+        self.assertEqual((yield second.call("ping")), {})
+        self.assertEqual(len(self.ccx.service.node.connections), 5)
 
 
 class HttpTransportTests(HttpTestCase):

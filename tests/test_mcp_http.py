@@ -11,19 +11,26 @@ from typing import Any, Optional
 from urllib.parse import urlencode
 
 from treq.testing import StubTreq
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import TestCase
 
-from ccx.config import build_config
+from ccx.config import ConfigError, build_config
 from ccx.node import Node
+from ccx.web.access import AccessDenied, check_host
 from ccx.web.site import build_site
 from tests.test_mcp import ORIGIN, TOKEN, initialize_params, mcp_headers, request
 
 URL = "http://127.0.0.1/mcp"
 
 
-class McpHttpRulesTests(TestCase):
+class McpHttpTestCase(TestCase):
+    """
+    A L{Node} with a token and an allowed origin, its site's resources
+    behind C{StubTreq}.
+    """
+
     def setUp(self) -> None:
         token_file = self.mktemp()
         with open(token_file, "w") as f:
@@ -58,6 +65,8 @@ class McpHttpRulesTests(TestCase):
         self.assertEqual(response.code, 202)
         return session_id
 
+
+class McpHttpRulesTests(McpHttpTestCase):
     @inlineCallbacks
     def test_every_prefix_of_the_token(self):
         """Every prefix of the token, the empty one included, as a bearer or ?token=: 401."""
@@ -193,3 +202,165 @@ class McpHttpRulesTests(TestCase):
             self.assertEqual(response.code, 401, method)
         response = yield self.http.post(URL + "/x", data=b"{}", headers=self.headers())
         self.assertEqual(response.code, 404)
+
+
+class HostTests(McpHttpTestCase):
+    """
+    C{/mcp} answers only requests whose C{Host} names the service: the
+    address the client reached (here 127.0.0.1 port 80, as C{StubTreq}
+    connects) with its loopback names, or an C{--allow-host} name.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.node = Node(
+            build_config(
+                {
+                    "port": "tcp:0:interface=127.0.0.1",
+                    "allow": [],
+                    "allow_origin": [ORIGIN],
+                    "allow_host": ["ccx.example", "pinned.example:8443"],
+                }
+            ),
+            MemoryReactorClock(),
+        )
+        self.http = StubTreq(build_site(self.node).resource)
+
+    @inlineCallbacks
+    def status(self, method: str, host: str) -> Any:
+        headers = self.headers(token=None, accept="application/json, text/event-stream")
+        headers["Host"] = [host]
+        if method == "POST":
+            response = yield self.http.post(
+                URL, data=json.dumps(request(1, "initialize", initialize_params())).encode(),
+                headers=headers,
+            )
+        else:
+            response = yield self.http.request(method, URL, headers=headers)
+        body = yield response.content()
+        if response.code == 403:
+            self.assertIn("does not name this service", json.loads(body)["error"]["message"])
+        return response.code
+
+    @inlineCallbacks
+    def test_own_names(self):
+        """The address reached, with or without its port, and its loopback names are answered."""
+        for host in ("127.0.0.1", "127.0.0.1:80", "localhost", "LOCALHOST:80", "[::1]", "[::1]:80",
+                     "ccx.example", "ccx.example:9999", "pinned.example:8443"):
+            self.assertEqual((yield self.status("POST", host)), 200, host)
+
+    @inlineCallbacks
+    def test_near_misses(self):
+        """A name that starts or ends like an allowed one, another port, another loopback address: 403, on every method."""
+        for host in (
+            "127.0.0.1:81", "127.0.0.1:8", "127.0.0.1:80x", "127.0.0.1:", "127.0.0.2",
+            "127.0.0.1.evil.example", "localhost.evil.example", "localhost.", "evil.example",
+            "[::1]:81", "[::1", "ccx.example.evil", "xccx.example", "ccx.exampl",
+            "pinned.example", "pinned.example:8444", "",
+        ):
+            for method in ("POST", "GET", "DELETE", "OPTIONS"):
+                self.assertEqual((yield self.status(method, host)), 403, (method, host))
+
+
+class CheckHostTests(TestCase):
+    def config(self, *hosts: str) -> Any:
+        return build_config({"port": "tcp:0", "allow": [], "allow_host": list(hosts)})
+
+    def test_unix_socket(self):
+        """A UNIX socket, which no browser reaches, takes any Host."""
+        check_host(self.config(), "evil.example", UNIXAddress("/run/ccx.sock"), False)
+        check_host(self.config(), None, UNIXAddress("/run/ccx.sock"), False)
+
+    def test_missing(self):
+        """No Host header at all is refused."""
+        with self.assertRaises(AccessDenied) as caught:
+            check_host(self.config(), None, IPv4Address("TCP", "127.0.0.1", 8003), False)
+        self.assertEqual(caught.exception.code, 403)
+
+    def test_secure_default_port(self):
+        """Over TLS a Host without a port means 443, not 80."""
+        local = IPv4Address("TCP", "127.0.0.1", 443)
+        check_host(self.config(), "localhost", local, True)
+        with self.assertRaises(AccessDenied):
+            check_host(self.config(), "localhost", local, False)
+
+    def test_non_loopback(self):
+        """On a non-loopback address only that address (and --allow-host) is answered, not localhost."""
+        local = IPv4Address("TCP", "192.0.2.7", 8003)
+        check_host(self.config(), "192.0.2.7:8003", local, False)
+        for host in ("localhost:8003", "127.0.0.1:8003", "192.0.2.70:8003"):
+            with self.assertRaises(AccessDenied):
+                check_host(self.config(), host, local, False)
+        check_host(self.config("ccx.example"), "ccx.example", local, False)
+
+    def test_ipv6(self):
+        """An IPv6 listener is named in brackets."""
+        local = IPv6Address("TCP", "::1", 8003)
+        check_host(self.config(), "[::1]:8003", local, False)
+        check_host(self.config(), "localhost:8003", local, False)
+        with self.assertRaises(AccessDenied):
+            check_host(self.config(), "::1:8003", local, False)
+
+    def test_config(self):
+        """--allow-host takes NAME or NAME:PORT, lowercased; a URL is refused."""
+        self.assertEqual(self.config("CCX.example", "a:1").allow_host, ("ccx.example", "a:1"))
+        for bad in ("http://ccx.example", "ccx.example/", "", "a b", "ccx.example:"):
+            with self.assertRaises(ConfigError):
+                self.config(bad)
+
+
+class NullOriginTests(McpHttpTestCase):
+    @inlineCallbacks
+    def test_null_origin(self):
+        """Origin: null gets 403 on POST, GET and the preflight, as any refused origin."""
+        response = yield self.post(request(1, "initialize", initialize_params()), Origin="null")
+        self.assertEqual(response.code, 403)
+        self.assertIn("is not allowed", (yield response.json())["error"]["message"])
+        response = yield self.http.get(URL, headers=self.headers(Origin="null"))
+        self.assertEqual(response.code, 403)
+        response = yield self.http.request("OPTIONS", URL, headers={"Origin": ["null"]})
+        self.assertEqual(response.code, 403)
+
+    def test_null_cannot_be_allowed(self):
+        """--allow-origin null is refused at start: any page can send it."""
+        for value in ("null", "NULL", " null"):
+            with self.assertRaises(ConfigError) as caught:
+                build_config({"port": "tcp:0", "allow": [], "allow_origin": [value]})
+            self.assertIn("--allow-origin null", str(caught.exception))
+
+
+class SessionIdleTests(McpHttpTestCase):
+    """
+    A session without an open stream ends after C{--http-session-idle}
+    seconds without a request; with a stream open it lives on.
+    """
+
+    @inlineCallbacks
+    def test_expires_without_a_stream(self):
+        """Idle just under the limit: alive; at the limit: gone (404), its place free again."""
+        clock = self.node.reactor
+        idle = self.node.config.http_session_idle
+        self.assertEqual(idle, 120.0)
+        session_id = yield self.initialize()
+        clock.advance(idle - 0.1)
+        response = yield self.post(request(2, "ping"), session_id)
+        self.assertEqual(response.code, 200)
+        yield response.content()
+        clock.advance(idle - 0.1)
+        self.assertEqual(len(self.node.connections), 1)
+        clock.advance(0.1)
+        self.assertEqual(self.node.connections, set())
+        response = yield self.post(request(3, "ping"), session_id)
+        self.assertEqual(response.code, 404)
+
+    @inlineCallbacks
+    def test_stream_keeps_it(self):
+        """A session whose GET stream is open does not expire."""
+        clock = self.node.reactor
+        session_id = yield self.initialize()
+        stream = yield self.http.get(
+            URL, headers=self.headers(session_id, accept="text/event-stream")
+        )
+        self.assertEqual(stream.code, 200)
+        clock.advance(self.node.config.http_session_idle * 10)
+        self.assertEqual(len(self.node.connections), 1)

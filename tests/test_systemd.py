@@ -41,6 +41,11 @@ class UnitTests(SynchronousTestCase):
         for setting in ("PrivateTmp", "ProtectSystem", "ProtectKernelTunables", "RestrictSUIDSGID"):
             self.assertIn(setting, service)
 
+    def test_open_file_limit(self):
+        """The unit gives ccx room for --max-connections' sockets, programs' pipes and the reserve."""
+        service = unit("ccx.service")["Service"]
+        self.assertGreaterEqual(int(service["LimitNOFILE"]), 1024 + 64 * 3 + 128)
+
     def test_socket_activation_unit(self):
         """The optional socket unit listens on loopback, where ccx needs no token."""
         socket = unit("ccx.socket")["Socket"]

@@ -221,6 +221,13 @@ class OriginTests(MemoryWebSocketTestCase):
         ):
             self.assertIn("[403]", self.refused("/ws", origin=origin, **bearer(TOKEN)), origin)
 
+    def test_null_origin(self) -> None:
+        """Origin: null (sandboxed frames, file: pages) gets ccx's 403, not Autobahn's 400."""
+        reason = self.refused("/ws", origin="null", **bearer(TOKEN))
+        self.assertIn("[403]", reason)
+        self.assertIn("origin null is not allowed", reason)
+        self.assertEqual(self.node.connections, set())
+
     def test_origin_judged_before_token(self) -> None:
         """A foreign origin without a token gets 403; the allowed one without a token 401."""
         self.assertIn("[403]", self.refused("/ws", origin="https://evil.example"))

@@ -7,10 +7,12 @@ endpoint so that both refuse the same requests with the same codes.
 import hmac
 from typing import List, Optional, Sequence, Tuple
 
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.interfaces import IAddress
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
-from ccx.config import Config
+from ccx.config import Config, is_local
 
 log = Logger()
 
@@ -93,3 +95,77 @@ def check_access(
     if not carries_token(config, authorization, query_tokens):
         log.warn("refused a connection with a missing or wrong token")
         raise AccessDenied(401, "a valid bearer token is required")
+
+
+_LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
+
+
+def _split_host(value: str) -> Tuple[str, Optional[int]]:
+    """
+    A C{Host} header's name (lowercased, an IPv6 address kept in brackets)
+    and port, or L{None} for the port when it has none.
+
+    @raise ValueError: when the port is not a number.
+    """
+    value = value.strip().lower()
+    if value.startswith("["):
+        end = value.find("]")
+        if end == -1:
+            raise ValueError(value)
+        name, rest = value[: end + 1], value[end + 1 :]
+        if not rest:
+            return name, None
+        if rest[:1] != ":" or not rest[1:].isdigit():
+            raise ValueError(value)
+        return name, int(rest[1:])
+    name, colon, port = value.partition(":")
+    if not colon:
+        return name, None
+    if not port.isdigit():
+        raise ValueError(value)
+    return name, int(port)
+
+
+def check_host(
+    config: Config, host: Optional[str], local: IAddress, secure: bool
+) -> None:
+    """
+    Refuse (403) a request whose C{Host} header names neither the address
+    the client reached (C{local}: its host and port; C{localhost},
+    C{127.0.0.1} and C{[::1]} too when that is a loopback address) nor a
+    name given with C{--allow-host}.  This is what keeps a web page whose
+    own name its attacker pointed at 127.0.0.1 (DNS rebinding) out.  A UNIX
+    socket, which no browser reaches, takes any C{Host}.
+
+    @param local: the address of this end of the connection.
+    @param secure: whether the request came over TLS (the default port is
+        then 443, not 80).
+    @raise AccessDenied: when the request must be refused.
+    """
+    if isinstance(local, UNIXAddress):
+        return
+    refusal = AccessDenied(
+        403,
+        f"the Host header {host!r} does not name this service (start ccx with "
+        "--allow-host NAME to answer another name)",
+    )
+    if host is None:
+        raise refusal
+    try:
+        name, port = _split_host(host)
+    except ValueError:
+        raise refusal
+    for allowed in config.allow_host:
+        allowed_name, allowed_port = _split_host(allowed)
+        if name == allowed_name and allowed_port in (None, port):
+            return
+    if not isinstance(local, (IPv4Address, IPv6Address)):
+        raise refusal
+    names = {local.host if isinstance(local, IPv4Address) else f"[{local.host}]"}
+    if is_local(local):
+        names.update(_LOOPBACK_NAMES)
+    if port is None:
+        port = 443 if secure else 80
+    if name not in names or port != local.port:
+        log.warn("refused a request for host {host}", host=host)
+        raise refusal

@@ -8,12 +8,15 @@ from zope.interface import Attribute, Interface
 class IConnection(Interface):
     """
     One client's connection to the service: a WebSocket, or an MCP session
-    over HTTP.  The L{ccx.node.Node} holds the open ones: they count against
-    C{--max-connections}, show in C{/health}, and are closed when the
-    service stops.
+    over HTTP.  The L{ccx.node.Node} holds the open ones: they show in
+    C{/health} and are closed when the service stops.
     """
 
     session = Attribute("The connection's L{ccx.session.Session}.")
+    holds_socket = Attribute(
+        "Whether it holds a socket of its own (a WebSocket), and so counts "
+        "against --max-connections; an MCP session over HTTP does not."
+    )
 
     def close(reason: str) -> None:
         """

@@ -13,12 +13,15 @@ MCP's Streamable HTTP transport (revision 2025-11-25) at C{/mcp}.
   (unless started with C{on_disconnect: "keep"}), as when a WebSocket closes.
 
 Every method is subject to the same origin and token rules as the WebSocket
-(L{ccx.web.access}).  Sessions count as connections (C{--max-connections},
-C{/health}) and end after L{SESSION_IDLE_TIMEOUT} seconds without a request
-or an open stream, or when the service stops.
+(L{ccx.web.access}), and answered only when its C{Host} header names the
+service (L{check_host}: DNS rebinding).  Sessions have their own limit
+(C{--max-http-sessions}; they hold no socket, so C{--max-connections} does
+not count them), show in C{/health}'s connections, and end after
+C{--http-session-idle} seconds without a request or an open stream, or when
+the service stops.
 """
 
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
@@ -34,16 +37,13 @@ from ccx.rpc.errors import INVALID_REQUEST, LIMIT_EXCEEDED, RPCError
 from ccx.rpc.interfaces import INotificationChannel
 from ccx.rpc.jsonrpc import Dispatcher, Reply, encode, parse
 from ccx.rpc.ratelimit import TokenBucket
-from ccx.web.access import AccessDenied, check_access
+from ccx.config import Config
+from ccx.web.access import AccessDenied, check_access, check_host
 from ccx.web.interfaces import IConnection
 from ccx.web.sse import EventStream, ResponseStream
 
 SESSION_HEADER = b"mcp-session-id"
 VERSION_HEADER = b"mcp-protocol-version"
-# Seconds a session may go without a request or an open stream before it
-# ends (and the programs it started with on_disconnect "cancel" with it).
-SESSION_IDLE_TIMEOUT = 30 * 60.0
-
 _ALLOWED_HEADERS = b"authorization, content-type, mcp-session-id, mcp-protocol-version, last-event-id"
 
 
@@ -63,6 +63,24 @@ def _accepts(request: Request) -> Tuple[bool, bool]:
     json_ok = anything or "application/json" in kinds or "application/*" in kinds
     sse_ok = anything or "text/event-stream" in kinds or "text/*" in kinds
     return json_ok, sse_ok
+
+
+def check_request(config: Config, request: Request, query_tokens: Sequence[str]) -> None:
+    """
+    Judge a C{/mcp} request by its head alone: its C{Host}, its origin, its
+    token.  The channel asks this before it reads a body
+    (L{ccx.web.channel}), the resource again before it answers.
+
+    @param query_tokens: the values of the C{token} query parameter.
+    @raise AccessDenied: when the request must be refused.
+    """
+    check_host(config, _header(request, b"host"), request.getHost(), request.isSecure())
+    check_access(
+        config,
+        origin=_header(request, b"origin"),
+        authorization=_header(request, b"authorization"),
+        query_tokens=query_tokens,
+    )
 
 
 def _error(
@@ -89,11 +107,13 @@ class HttpSession:
     notifications that belong to no request, which go on the C{GET} stream
     while one is open and are dropped otherwise.
 
-    It is one of the node's connections (L{IConnection}): it counts as one,
-    and is closed when the service stops.
+    It is one of the node's connections (L{IConnection}), closed when the
+    service stops; it holds no socket, so C{--max-connections} does not
+    count it (C{--max-http-sessions} does).
     """
 
     log = Logger()
+    holds_socket = False
 
     def __init__(self, node: Node, resource: "McpResource", idle_timeout: float) -> None:
         self.session = node.new_session()
@@ -188,10 +208,10 @@ class McpResource(Resource):
     isLeaf = True
     log = Logger()
 
-    def __init__(self, node: Node, idle_timeout: float = SESSION_IDLE_TIMEOUT) -> None:
+    def __init__(self, node: Node) -> None:
         super().__init__()
         self._node = node
-        self._idle_timeout = idle_timeout
+        self._idle_timeout = node.config.http_session_idle
         self.sessions: Dict[str, HttpSession] = {}
 
     def forget(self, session: HttpSession) -> None:
@@ -205,16 +225,19 @@ class McpResource(Resource):
         if request.postpath not in ([], [b""]):
             return _error(request, 404, "not found: the MCP endpoint is /mcp")
         origin = _header(request, b"origin")
-        if request.method == b"OPTIONS":
-            return self._preflight(request, origin)
         try:
-            check_access(
+            if request.method == b"OPTIONS":
+                check_host(
+                    self._node.config,
+                    _header(request, b"host"),
+                    request.getHost(),
+                    request.isSecure(),
+                )
+                return self._preflight(request, origin)
+            check_request(
                 self._node.config,
-                origin=origin,
-                authorization=_header(request, b"authorization"),
-                query_tokens=[
-                    t.decode("utf-8", "replace") for t in request.args.get(b"token", [])
-                ],
+                request,
+                [t.decode("utf-8", "replace") for t in request.args.get(b"token", [])],
             )
         except AccessDenied as e:
             if e.code == 401:
@@ -346,16 +369,16 @@ class McpResource(Resource):
         self, request: Request, body: bytes, request_id: Any, json_ok: bool, sse_ok: bool
     ) -> Any:
         node = self._node
-        limit = node.config.max_connections
-        if len(node.connections) >= limit:
+        limit = node.config.max_http_sessions
+        if len(self.sessions) >= limit:
             self.log.warn(
-                "refused an MCP session: {count} connections are open",
-                count=len(node.connections),
+                "refused an MCP session: {count} HTTP sessions are open",
+                count=len(self.sessions),
             )
             return _error(
                 request,
                 503,
-                f"limit exceeded: too many connections (--max-connections {limit})",
+                f"limit exceeded: too many MCP sessions over HTTP (--max-http-sessions {limit})",
                 request_id,
                 code=LIMIT_EXCEEDED,
             )

@@ -6,8 +6,9 @@ import json
 
 from autobahn.twisted.resource import WebSocketResource
 from twisted.web.resource import NoResource, Resource
-from twisted.web.server import Request, Site
+from twisted.web.server import Site
 
+from ccx.web.channel import BoundedRequest, ClientChannel
 from ccx.web.mcp_http import McpResource
 from ccx.metrics import CONTENT_TYPE
 from ccx.node import Node
@@ -82,9 +83,9 @@ class WebSocketEndpoint(WebSocketResource):
         return super().render(request)
 
 
-class _QuietRequest(Request):
+class _QuietRequest(BoundedRequest):
     """
-    A request whose repr leaves out the query string, where a browser puts
+    A bounded request whose repr leaves out the query string, where a browser puts
     its token: twisted.web logs the repr at info level (a C{HEAD} answered
     with a body), with or without ccx's log observer.
     """
@@ -104,7 +105,14 @@ class _QuietRequest(Request):
 class _Quiet(Site):
     # Access logging is the WebSocket's job (it logs sessions), and Site's own
     # line would print the query string, where a browser puts its token.
+    # Its connections and requests are ccx's own (ccx.web.channel): bounded
+    # before authentication, and in time.
+    protocol = ClientChannel
     requestFactory = _QuietRequest
+
+    def __init__(self, resource: Resource, node: Node) -> None:
+        super().__init__(resource, reactor=node.reactor)
+        self.node = node
 
     def log(self, request) -> None:
         pass
@@ -119,4 +127,4 @@ def build_site(node: Node) -> Site:
     root.putChild(b"health", HealthResource(node))
     root.putChild(b"mcp", McpResource(node))
     root.putChild(b"metrics", MetricsResource(node))
-    return _Quiet(root, reactor=node.reactor)
+    return _Quiet(root, node)

@@ -38,6 +38,7 @@ class CCXServerProtocol(WebSocketServerProtocol):
     # Not "log": Autobahn's own level-filtered logger is self.log, and its
     # debug events carry raw handshakes.
     _log = Logger()
+    holds_socket = True
     session: Optional[Session] = None
     _open = False
     _paused = False
@@ -70,10 +71,10 @@ class CCXServerProtocol(WebSocketServerProtocol):
             )
         except AccessDenied as e:
             raise ConnectionDeny(e.code, e.reason)
-        if len(self.node.connections) >= config.max_connections:
+        if self.node.open_connections() >= config.max_connections:
             self._log.warn(
                 "refused a connection: {count} connections are open",
-                count=len(self.node.connections),
+                count=self.node.open_connections(),
             )
             raise ConnectionDeny(
                 503, f"too many connections (--max-connections {config.max_connections})"
@@ -188,6 +189,9 @@ def protocol_options(config: Config) -> dict:
         "autoPingTimeout": config.ping_interval,
         "openHandshakeTimeout": 30,
         "closeHandshakeTimeout": 5,
+        # Autobahn would refuse "Origin: null" itself, with a 400; ccx's own
+        # rule (ccx.web.access) refuses it with 403, as any other origin.
+        "allowNullOrigin": True,
         # Failing a connection (too big, bad frames) sends a close frame with
         # the reason's code (1009, 1002, ...) before the TCP connection ends,
         # so that clients learn why.
