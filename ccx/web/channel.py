@@ -120,6 +120,20 @@ class BoundedRequest(Request):
         channel sets as soon as it has it.
     """
 
+    # Its repr leaves out the query string, where a browser puts its
+    # token: twisted.web logs the repr at info level (a HEAD answered with a
+    # body), with or without ccx's log observer.
+    def __repr__(self) -> str:
+        def text(value: bytes) -> str:
+            # A repr must not raise, whatever bytes a client sent.
+            return value.decode("ascii", "backslashreplace")
+
+        path = self.uri.split(b"?", 1)[0]
+        return (
+            f"<{type(self).__name__} at 0x{id(self):x} method={text(self.method)} "
+            f"path={text(path)} clientproto={text(self.clientproto)}>"
+        )
+
     line: Tuple[bytes, bytes] = (b"", b"")
     _refused = False
     _limit = 0

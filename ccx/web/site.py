@@ -83,32 +83,13 @@ class WebSocketEndpoint(WebSocketResource):
         return super().render(request)
 
 
-class _QuietRequest(BoundedRequest):
-    """
-    A bounded request whose repr leaves out the query string, where a browser puts
-    its token: twisted.web logs the repr at info level (a C{HEAD} answered
-    with a body), with or without ccx's log observer.
-    """
-
-    def __repr__(self) -> str:
-        def text(value: bytes) -> str:
-            # A repr must not raise, whatever bytes a client sent.
-            return value.decode("ascii", "backslashreplace")
-
-        path = self.uri.split(b"?", 1)[0]
-        return (
-            f"<{type(self).__name__} at 0x{id(self):x} method={text(self.method)} "
-            f"path={text(path)} clientproto={text(self.clientproto)}>"
-        )
-
-
 class _Quiet(Site):
     # Access logging is the WebSocket's job (it logs sessions), and Site's own
     # line would print the query string, where a browser puts its token.
     # Its connections and requests are ccx's own (ccx.web.channel): bounded
     # before authentication, and in time.
     protocol = ClientChannel
-    requestFactory = _QuietRequest
+    requestFactory = BoundedRequest
 
     def __init__(self, resource: Resource, node: Node) -> None:
         super().__init__(resource, reactor=node.reactor)
