@@ -30,7 +30,6 @@ from ccx.protocol import UTF8
 from ccx.rpc.interfaces import INotificationChannel
 from ccx.process.command import Command
 from ccx.process.managed import ManagedProcess, RunOptions
-from ccx.process.trampoline import STATUS_FD
 
 PID = 4242
 # How a program that exited 0 ended, for tests of what comes after.
@@ -314,14 +313,16 @@ class Harness:
 
     def run(self) -> "Harness":
         """
-        The trampoline's exec succeeded: its status pipe closes empty.
+        The spawner reports that the program runs.
         """
-        self.process.childConnectionLost(STATUS_FD)
+        self.process.exec_succeeded()
         return self
 
-    def fail_exec(self, message: bytes = b"'/usr/bin/prog': No such file") -> None:
-        self.process.childDataReceived(STATUS_FD, message)
-        self.process.childConnectionLost(STATUS_FD)
+    def fail_exec(self, message: str = "'/usr/bin/prog': No such file") -> None:
+        """
+        The spawner reports that the program could not be started.
+        """
+        self.process.exec_failed(message)
 
     def subscribe(self, writable: bool = True, blocking: bool = True) -> FakeSink:
         sink = FakeSink(writable)

@@ -14,7 +14,7 @@ from zope.interface.verify import verifyObject
 
 from ccx.output.interfaces import IOutputSink, IReadControl
 from ccx.process.managed import _GROUP_POLL, ManagedProcess, RunOptions
-from ccx.process.trampoline import STATUS_FD
+from ccx.process.interfaces import IExecReport
 from ccx.native.wire import process_entry
 from ccx.process.errors import ProcessError, SpawnFailed
 from ccx.rpc.errors import (
@@ -54,6 +54,10 @@ class InterfaceTests(SynchronousTestCase):
         """It provides L{IProcessProtocol}."""
         self.assertTrue(verifyObject(IProcessProtocol, Harness().process))
 
+    def test_exec_report(self) -> None:
+        """It provides L{IExecReport}, which spawners report the exec to."""
+        self.assertTrue(verifyObject(IExecReport, Harness().process))
+
     def test_fake_sink(self) -> None:
         """The fake sink provides L{IOutputSink}."""
         self.assertTrue(verifyObject(IOutputSink, FakeSink()))
@@ -82,16 +86,16 @@ class StartTests(SynchronousTestCase):
         self.assertEqual(process.group.pgid, 777)
 
     def test_exec_succeeds(self) -> None:
-        """An empty status pipe closing means running: start fires."""
+        """exec_succeeded means running: start fires."""
         h = Harness().run()
         self.assertIs(self.successResultOf(h.started), h.process)
         self.assertEqual(h.process.state, "running")
         self.assertEqual(h.group.signals, [])
 
     def test_exec_fails(self) -> None:
-        """A message on the status pipe fails start with -32005."""
+        """exec_failed fails start with -32005 and the reason."""
         h = Harness()
-        h.fail_exec(b"'/usr/bin/prog': Permission denied")
+        h.fail_exec("'/usr/bin/prog': Permission denied")
         error = rpc_error(self.failureResultOf(h.started, SpawnFailed).value)
         self.assertEqual(error.code, SPAWN_FAILED)
         self.assertEqual(
@@ -99,14 +103,27 @@ class StartTests(SynchronousTestCase):
         )
         self.assertEqual(h.process.state, "starting")
 
-    def test_exec_failure_message_in_pieces(self) -> None:
-        """A status message read in several pieces is reported whole."""
-        h = Harness()
-        h.process.childDataReceived(STATUS_FD, b"cannot enter ")
-        h.process.childDataReceived(STATUS_FD, b"directory")
-        h.process.childConnectionLost(STATUS_FD)
-        error = rpc_error(self.failureResultOf(h.started, SpawnFailed).value)
-        self.assertEqual(error.message, "spawn failed: cannot enter directory")
+    def test_spawner_reports_exec_failure(self) -> None:
+        """A spawner raising SpawnFailed fails start with its reason whole, and logs no traceback."""
+        clock = Clock()
+        process = ManagedProcess("p1", make_command(), RunOptions(), clock)
+        reason = "cannot enter directory '/tmp': No such file or directory"
+        started = process.start(FakeSpawner(error=SpawnFailed(reason)))
+        error = rpc_error(self.failureResultOf(started, SpawnFailed).value)
+        self.assertEqual(error.code, SPAWN_FAILED)
+        self.assertEqual(error.message, "spawn failed: " + reason)
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_spawner_exec_failure_ends_without_completion(self) -> None:
+        """A program whose exec failed in the spawner ends at once, with no pid and no completion."""
+        clock = Clock()
+        process = ManagedProcess("p1", make_command(), RunOptions(), clock)
+        started = process.start(FakeSpawner(error=SpawnFailed("'/usr/bin/prog': No such file")))
+        self.failureResultOf(started, SpawnFailed)
+        self.assertIs(self.successResultOf(process.ended), process)
+        self.assertEqual(process.state, "failed")
+        self.assertIsNone(process.pid)
+        self.assertIsNone(process.output.completion)
 
     def test_exec_failure_ends_without_completion(self) -> None:
         """A program that never ran ends with no process.completed and no signal."""

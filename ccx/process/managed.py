@@ -22,8 +22,8 @@ from ccx.output.interfaces import IReadControl
 from ccx.process.command import Command
 from ccx.process.errors import InvalidState, LimitReached, ProcessNotFound, SpawnFailed
 from ccx.process.group import ProcessGroup
+from ccx.process.interfaces import IExecReport
 from ccx.process.timer import PausableTimer
-from ccx.process.trampoline import STATUS_FD
 
 
 class State(str, Enum):
@@ -105,7 +105,7 @@ class _StdinGate:
         self.full = True
 
 
-@implementer(IReadControl)
+@implementer(IReadControl, IExecReport)
 class ManagedProcess(ProcessProtocol):
     """
     One program, from spawn to its L{Completion}.
@@ -147,7 +147,6 @@ class ManagedProcess(ProcessProtocol):
         self._ending: Optional[State] = None
         self._error: Optional[str] = None
         self._started: Optional[Deferred] = None
-        self._status_message = b""
         self._began = 0.0
         self._duration = 0.0
         self._timeout: Optional[PausableTimer] = None
@@ -170,6 +169,11 @@ class ManagedProcess(ProcessProtocol):
         self._began = time.monotonic()
         try:
             spawner(self, self.command)
+        except SpawnFailed as e:
+            # The program's own fault (a missing file, a directory that
+            # cannot be entered): the client is told why, with no traceback.
+            self._log_not_started(e.message)
+            self._finish_failed_spawn(e.message)
         except Exception as e:
             self.log.failure("process {process_id}: spawning failed", **self._log_context)
             self._finish_failed_spawn(str(e) or e.__class__.__name__)
@@ -186,24 +190,31 @@ class ManagedProcess(ProcessProtocol):
             self._stdin = _StdinGate()
             self.transport.registerProducer(self._stdin, True)
 
-    def _exec_done(self) -> None:
-        if self._status_message:
-            message = self._status_message.decode("utf-8", "replace")
-            self._error = message
-            self.log.warn(
-                "process {process_id} could not start: {error}",
-                error=message,
-                **self._log_context,
-            )
-            started, self._started = self._started, None
-            if started is not None:
-                started.errback(SpawnFailed(message))
-            return
+    def _log_not_started(self, reason: str) -> None:
+        self.log.warn(
+            "process {process_id} could not start: {error}", error=reason, **self._log_context
+        )
+
+    def exec_failed(self, reason: str) -> None:
+        """
+        The program could not be started: start fails with L{SpawnFailed};
+        the process is failed once the child has ended.
+        """
+        self._error = reason
+        self._log_not_started(reason)
+        started, self._started = self._started, None
+        if started is not None:
+            started.errback(SpawnFailed(reason))
+
+    def exec_succeeded(self) -> None:
+        """
+        The program runs: back-pressure, the timeout and a cancel asked for
+        while starting take effect, and start fires.
+        """
         if self.state == State.STARTING:
             self.state = State.RUNNING
-        # Back-pressure starts once the program runs: until then at most a
-        # pipe read or two can arrive.  (Pausing never stops the status pipe,
-        # whose end of file is what told us the program runs.)
+        # Back-pressure starts once the program runs: until then nothing
+        # of it can arrive.
         if self.state == State.RUNNING:
             self.output.set_reader(self)
         self.log.info(
@@ -237,15 +248,11 @@ class ManagedProcess(ProcessProtocol):
         stream = _FD_STREAMS.get(childFD)
         if stream is not None:
             self.output.receive(stream, data, self._clock.seconds())
-        elif childFD == STATUS_FD:
-            self._status_message += data[:4096]
 
     def childConnectionLost(self, childFD: int) -> None:
         stream = _FD_STREAMS.get(childFD)
         if stream is not None:
             self.output.end_stream(stream)
-        elif childFD == STATUS_FD:
-            self._exec_done()
         elif childFD == 0 and self._stdin is not None:
             self._stdin.closed = True
 

@@ -1,14 +1,16 @@
 """
-Reading a program's output pipes in large pieces.
+The parent's ends of a program's pipes.
 
 Twisted reads a child's pipes 8 KiB at a time and has no setting to change
 that: a flood then costs a reactor turn for every 8 KiB.  So ccx makes the
-output pipes itself, passes the child's ends through C{childFDs}, and reads
-the parent's ends with L{PipeReader}.
+pipes itself, hands the child's ends to the program when it starts, reads
+the parent's ends of the output pipes with L{PipeReader} and writes its
+standard input with L{PipeWriter}.
 """
 
 import os
 
+from twisted.internet import fdesc
 from twisted.internet.abstract import FileDescriptor
 from twisted.internet.interfaces import IProcessProtocol, IReactorFDSet
 from twisted.internet.main import CONNECTION_DONE, CONNECTION_LOST
@@ -77,6 +79,49 @@ class PipeReader(FileDescriptor):
             self.disconnecting = 1
             self.stopReading()
             self.reactor.callLater(0, self.connectionLost, Failure(CONNECTION_DONE))
+
+    def connectionLost(self, reason: Failure) -> None:
+        super().connectionLost(reason)
+        os.close(self.fd)
+        self.proc.childConnectionLost(self.child_fd)
+
+
+class PipeWriter(FileDescriptor):
+    """
+    The parent's end of a child's standard input, with the semantics of
+    Twisted's own C{ProcessWriter}: what is written waits in the buffer of
+    L{FileDescriptor} (which pauses a registered producer past its
+    C{bufferSize}); when the child's end is closed by everything holding it,
+    or after L{loseConnection} and the buffer flushed, it closes its
+    descriptor and calls C{proc.childConnectionLost(child_fd)}.
+
+    It does not watch for the reading end going away until C{startReading}.
+
+    @ivar child_fd: the child's descriptor this pipe is connected to.
+    @ivar fd: the parent's end, which this writer owns.
+    """
+
+    connected = 1
+
+    def __init__(
+        self, reactor: IReactorFDSet, proc: IProcessProtocol, child_fd: int, fd: int
+    ) -> None:
+        super().__init__(reactor)
+        os.set_blocking(fd, False)
+        self.proc = proc
+        self.child_fd = child_fd
+        self.fd = fd
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def writeSomeData(self, data: bytes) -> object:
+        return fdesc.writeToFD(self.fd, data)
+
+    def doRead(self) -> object:
+        # A pipe's write end never has data to read: it is reported
+        # readable (POLLERR) only once no reader is left.
+        return CONNECTION_LOST
 
     def connectionLost(self, reason: Failure) -> None:
         super().connectionLost(reason)

@@ -1,69 +1,112 @@
 """
-Starting a program in a process group of its own with C{reactor.spawnProcess}.
+Starting a program in a session (and so a process group) of its own, with
+no interpreter between ccx and the program.
 """
 
 import os
-import sys
-from typing import Dict, List, Tuple, Union
+import signal
+import subprocess
+from typing import Dict, List, Optional
 
-from twisted.internet.interfaces import IProcessTransport, IReactorProcess
-from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.interfaces import IReactorFDSet
 
 from ccx.process.command import Command
-from ccx.process.trampoline import STATUS_FD
-from ccx.process.transport import PipedProcess
-
-TRAMPOLINE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "trampoline.py")
+from ccx.process.errors import SpawnFailed
+from ccx.process.interfaces import IExecReport
+from ccx.process.transport import ChildProcess
 
 # The child's descriptors that are pipes ccx reads.
-OUTPUT_FDS = (1, 2, STATUS_FD)
+OUTPUT_FDS = (1, 2)
 
 
-def spawn(
-    reactor: IReactorProcess, protocol: ProcessProtocol, command: Command
-) -> IProcessTransport:
+def start_child(command: Command, stdin: int, stdout: int, stderr: int) -> subprocess.Popen:
     """
-    Spawn C{command} through the trampoline, which makes a new session (so
-    C{pgid == pid}) before the program runs: grandchildren started at once
-    belong to the group too.  The protocol reads C{STATUS_FD}: end-of-file
-    with no data means the program is running, anything else says why it
-    could not be started.
+    Start C{command}'s program with C{stdin}, C{stdout} and C{stderr} as its
+    descriptors 0, 1 and 2, and nothing else open.
 
-    Its output pipes are ccx's own (L{PipedProcess}); standard input, when
-    the command has it, is Twisted's.
+    Between fork and exec the child calls C{setsid()} (so C{pgid == pid}
+    before the program runs, and what it starts at once belongs to the
+    group), restores SIGPIPE and SIGXFSZ (Python ignores them) and enters
+    the command's directory.  C{subprocess} does this in C with C{vfork}:
+    no interpreter starts, and the exec's outcome is known when this
+    returns.
 
-    @param reactor: a reactor that spawns processes and watches descriptors.
+    @return: the child, running the program.
+    @raise SpawnFailed: when the directory could not be entered or the
+        program executed; the child is gone (reaped) then.
+    @raise OSError: when no child could be made (out of descriptors or
+        processes).
     """
-    args = [sys.executable, "-I", "-S", TRAMPOLINE, command.cwd, command.executable]
-    args += command.argv
-    # Each end is close-on-exec (os.pipe's default), so no other child
-    # inherits it; spawnProcess makes the child's ends its 1, 2 and 3.
-    pipes: Dict[int, Tuple[int, int]] = {}
-    to_close: List[int] = []
-    spawned = False
+    try:
+        return subprocess.Popen(
+            command.argv,
+            executable=command.executable,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            cwd=command.cwd,
+            env=command.env,
+            close_fds=True,
+            start_new_session=True,
+            restore_signals=True,
+        )
+    except OSError as e:
+        # The child reports which step failed through the name it gives:
+        # the executable for the exec, the directory for what came before.
+        if e.filename == command.executable:
+            raise SpawnFailed(f"{command.executable!r}: {e.strerror}") from None
+        if e.filename == command.cwd:
+            raise SpawnFailed(f"cannot enter directory {command.cwd!r}: {e.strerror}") from None
+        raise
+
+
+def spawn(reactor: IReactorFDSet, protocol: IExecReport, command: Command) -> ChildProcess:
+    """
+    Spawn C{command} (L{start_child}), connect C{protocol} to its
+    L{ChildProcess} and tell it the program runs (C{exec_succeeded}).
+
+    Its pipes are ccx's own: output read by L{ccx.process.pipes.PipeReader},
+    standard input (when the command has it) written by a
+    L{ccx.process.pipes.PipeWriter}, else C{/dev/null}.
+
+    @param protocol: a process protocol that provides L{IExecReport}.
+    @raise SpawnFailed: when the program could not be executed; nothing is
+        left open and no child is left.
+    @raise OSError: when ccx could not make the pipes or the child.
+    """
+    # Every descriptor is close-on-exec (os.pipe's default): no other child
+    # inherits one; the program gets its ends as 0, 1 and 2.
+    parent_ends: Dict[int, int] = {}
+    child_ends: Dict[int, int] = {}
+    transport: Optional[ChildProcess] = None
     try:
         if command.stdin:
-            stdin: Union[str, int] = "w"
+            child_ends[0], parent_ends[0] = os.pipe()
         else:
-            stdin = os.open(os.devnull, os.O_RDONLY)
-            to_close.append(stdin)
+            child_ends[0] = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         for child_fd in OUTPUT_FDS:
-            pipes[child_fd] = os.pipe()
-            to_close.append(pipes[child_fd][1])
-        transport = PipedProcess(
-            reactor,
-            protocol,
-            {child_fd: read_end for child_fd, (read_end, _) in pipes.items()},
-            always_read=(STATUS_FD,),
-        )
-        child_fds = {child_fd: write_end for child_fd, (_, write_end) in pipes.items()}
-        reactor.spawnProcess(
-            transport, sys.executable, args, env=command.env, childFDs={0: stdin, **child_fds}
-        )
-        spawned = True
+            parent_ends[child_fd], child_ends[child_fd] = os.pipe()
+        child = start_child(command, child_ends[0], child_ends[1], child_ends[2])
+        try:
+            transport = ChildProcess(
+                reactor,
+                protocol,
+                child.pid,
+                child.poll,
+                {child_fd: parent_ends[child_fd] for child_fd in OUTPUT_FDS},
+                parent_ends.get(0),
+            )
+        except BaseException:
+            # No transport will watch it: leave nothing of it behind.
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+            raise
     finally:
-        if not spawned:
-            to_close += [read_end for read_end, _ in pipes.values()]
+        to_close: List[int] = list(child_ends.values())
+        if transport is None:
+            to_close += parent_ends.values()
         for fd in to_close:
             os.close(fd)
+    transport.connect()
+    protocol.exec_succeeded()
     return transport

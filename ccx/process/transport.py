@@ -1,9 +1,13 @@
 """
-A child process whose output pipes are ccx's own L{PipeReader}s.
+The transport of a program ccx started itself: its pid, its exit, and its
+pipes.
 """
 
-from typing import Collection, Dict, Iterable, Mapping, Optional, Union
+import os
+import signal
+from typing import Callable, Dict, Iterable, Mapping, Optional, Union
 
+from twisted.internet.error import ProcessDone, ProcessExitedAlready, ProcessTerminated
 from twisted.internet.interfaces import (
     IAddress,
     IConsumer,
@@ -16,27 +20,47 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ccx.process.pipes import PipeReader
+from ccx.process.exitwatch import ExitWatcher
+from ccx.process.pipes import PipeReader, PipeWriter
+
+# The signal names Twisted's signalProcess takes besides numbers.
+_SIGNAL_NAMES = ("HUP", "STOP", "INT", "KILL", "TERM")
 
 
-@implementer(IProcessProtocol, IProcessTransport, IPushProducer, IConsumer)
-class PipedProcess:
+@implementer(IAddress)
+class ProcessAddress:
     """
-    The transport of a child spawned with output pipes of ccx's own.
+    The address of either end of a process's pipes: there is none.
+    """
 
-    Twisted's process keeps what it does well (the pid, signals, standard
-    input and its producer); the output pipes are L{PipeReader}s.  Given to
-    C{spawnProcess} as the process protocol, this hands everything on to
-    C{protocol} with itself as the transport, so C{protocol} sees what
-    Twisted's own process would show it: C{processEnded} comes once the
-    child has ended I{and} every pipe is closed.
 
-    As a push producer it stops and restarts reading the output pipes, but
-    never the C{always_read} ones: a few bytes about the child (the
-    trampoline's exec report), not its output.
+def exit_reason(returncode: int) -> Failure:
+    """
+    The reason Twisted gives a process protocol for a child's exit, from a
+    return code as L{subprocess.Popen} has it (C{-N} for signal C{N}).
+    """
+    if returncode == 0:
+        return Failure(ProcessDone(0))
+    if returncode < 0:
+        return Failure(ProcessTerminated(signal=-returncode, status=-returncode))
+    return Failure(ProcessTerminated(exitCode=returncode, status=returncode << 8))
+
+
+@implementer(IProcessTransport, IPushProducer, IConsumer)
+class ChildProcess:
+    """
+    A running program: the pipes ccx made for it and its pidfd.
+
+    It tells C{protocol} what Twisted's own process transport would:
+    C{childDataReceived}, C{childConnectionLost} for each pipe,
+    C{processExited} once the program has exited and been reaped, and
+    C{processEnded} once it has I{and} every pipe is closed.
+
+    As a push producer it stops and restarts reading the output pipes; as
+    a consumer it takes the producer of the program's standard input.
 
     @ivar protocol: the protocol of the child.
-    @ivar process: Twisted's process transport, once connected.
+    @ivar pid: the program's pid until it is reaped, then L{None}.
     """
 
     log = Logger()
@@ -45,39 +69,59 @@ class PipedProcess:
         self,
         reactor: IReactorFDSet,
         protocol: IProcessProtocol,
-        pipes: Mapping[int, int],
-        always_read: Collection[int] = (),
+        pid: int,
+        poll: Callable[[], Optional[int]],
+        outputs: Mapping[int, int],
+        stdin: Optional[int] = None,
+        watch: Callable[[IReactorFDSet, int, Callable[[], None]], ExitWatcher] = ExitWatcher,
     ) -> None:
         """
-        @param pipes: the parent's end of each output pipe, by the child's
-            descriptor; they are owned (and closed) by this transport once
-            C{spawnProcess} has connected it.
+        @param pid: the pid of a child not reaped yet.
+        @param poll: reaps the child if it has exited, returning its return
+            code (C{-N} for signal C{N}), or L{None} while it runs
+            (L{subprocess.Popen.poll}).
+        @param outputs: the parent's end of each output pipe, by the child's
+            descriptor; owned (and closed) by this transport.
+        @param stdin: the parent's end of the standard input pipe, if any;
+            owned by this transport too.
+        @param watch: makes what tells this transport the child may have
+            exited (L{ExitWatcher}, given the reactor, the pid and what to
+            call); it has C{startReading} and C{close}.
+        @raise OSError: when the pidfd cannot be opened; the caller still
+            owns the pipes and the child then.
         """
         self.protocol = protocol
-        self.process: Optional[IProcessTransport] = None
+        self.pid: Optional[int] = pid
+        self._poll = poll
+        self._watcher = watch(reactor, pid, self._reap)
         self._readers: Dict[int, PipeReader] = {
-            child_fd: PipeReader(reactor, self, child_fd, fd) for child_fd, fd in pipes.items()
+            child_fd: PipeReader(reactor, self, child_fd, fd) for child_fd, fd in outputs.items()
         }
-        self._always_read = frozenset(always_read)
-        self._ended: Optional[Failure] = None
+        self._stdin = None if stdin is None else PipeWriter(reactor, self, 0, stdin)
+        self._exit: Optional[Failure] = None
+        self._ended = False
 
-    @property
-    def pid(self) -> Optional[int]:
-        return None if self.process is None else self.process.pid
-
-    # -- from Twisted's process and the readers -------------------------
-
-    def makeConnection(self, process: IProcessTransport) -> None:
-        self.process = process
+    def connect(self) -> None:
+        """
+        Connect the protocol and start watching the pipes and the exit.
+        """
+        self.protocol.makeConnection(self)
         for reader in self._readers.values():
             reader.startReading()
-        self.protocol.makeConnection(self)
+        if self._stdin is not None:
+            self._stdin.startReading()
+        self._watcher.startReading()
+
+    # -- from the pipes and the pidfd ------------------------------------
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
         self.protocol.childDataReceived(childFD, data)
 
     def childConnectionLost(self, childFD: int) -> None:
-        self._readers.pop(childFD, None)
+        if childFD == 0:
+            self._stdin = None
+        else:
+            self._readers.pop(childFD, None)
         try:
             self.protocol.childConnectionLost(childFD)
         except Exception:
@@ -86,18 +130,25 @@ class PipedProcess:
             self.log.failure("childConnectionLost({fd}) failed", fd=childFD)
         self._maybe_end()
 
-    def processExited(self, reason: Failure) -> None:
-        self.protocol.processExited(reason)
-
-    def processEnded(self, reason: Failure) -> None:
-        self._ended = reason
+    def _reap(self) -> None:
+        returncode = self._poll()
+        if returncode is None:
+            return
+        # Reaped: from now on the pid may be another process's.
+        self.pid = None
+        self._watcher.close()
+        self._exit = exit_reason(returncode)
+        try:
+            self.protocol.processExited(self._exit)
+        except Exception:
+            self.log.failure("processExited failed")
         self._maybe_end()
 
     def _maybe_end(self) -> None:
-        if self._ended is None or self._readers:
+        if self._exit is None or self._readers or self._stdin is not None or self._ended:
             return
-        reason, self._ended = self._ended, None
-        self.protocol.processEnded(reason)
+        self._ended = True
+        self.protocol.processEnded(self._exit)
 
     # -- to the protocol --------------------------------------------------
 
@@ -105,9 +156,8 @@ class PipedProcess:
         """
         Stop reading the output pipes: the child blocks once they are full.
         """
-        for child_fd, reader in self._readers.items():
-            if child_fd not in self._always_read:
-                reader.pauseProducing()
+        for reader in self._readers.values():
+            reader.pauseProducing()
 
     def resumeProducing(self) -> None:
         for reader in self._readers.values():
@@ -121,14 +171,19 @@ class PipedProcess:
             reader.loseConnection()
 
     def closeChildFD(self, descriptor: int) -> None:
+        if descriptor == 0:
+            self.closeStdin()
+            return
         reader = self._readers.get(descriptor)
         if reader is not None:
             reader.loseConnection()
-        else:
-            self.process.closeChildFD(descriptor)
 
     def closeStdin(self) -> None:
-        self.process.closeStdin()
+        """
+        Close standard input once what was written to it is flushed.
+        """
+        if self._stdin is not None:
+            self._stdin.loseConnection()
 
     def closeStdout(self) -> None:
         self.closeChildFD(1)
@@ -141,32 +196,53 @@ class PipedProcess:
         Close every pipe: standard input once what was written is flushed,
         the output pipes at once.
         """
-        self.process.closeStdin()
+        self.closeStdin()
         self.stopProducing()
 
     def write(self, data: bytes) -> None:
-        self.process.write(data)
+        self.writeToChild(0, data)
 
     def writeSequence(self, data: Iterable[bytes]) -> None:
-        self.process.writeSequence(data)
+        self.write(b"".join(data))
 
     def writeToChild(self, childFD: int, data: bytes) -> None:
-        self.process.writeToChild(childFD, data)
+        """
+        Write to standard input, the one pipe ccx writes; what is written
+        after it closed is dropped, as on any closed transport.
+        """
+        if childFD != 0:
+            raise KeyError(childFD)
+        if self._stdin is not None:
+            self._stdin.write(data)
 
     def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
         """
-        Register the producer of the child's standard input.
+        Register the producer of the child's standard input: it is paused
+        while more than the pipe's buffer waits to be written.
         """
-        self.process.registerProducer(producer, streaming)
+        if self._stdin is None:
+            raise RuntimeError("the standard input of this process is not open")
+        self._stdin.registerProducer(producer, streaming)
 
     def unregisterProducer(self) -> None:
-        self.process.unregisterProducer()
+        if self._stdin is not None:
+            self._stdin.unregisterProducer()
 
     def signalProcess(self, signalID: Union[str, int]) -> None:
-        self.process.signalProcess(signalID)
+        """
+        Send a signal to the program alone (ccx signals its group with
+        L{ccx.process.group.ProcessGroup}).
+
+        @raise ProcessExitedAlready: once the program has been reaped.
+        """
+        if signalID in _SIGNAL_NAMES:
+            signalID = getattr(signal, "SIG" + signalID)
+        if self.pid is None:
+            raise ProcessExitedAlready()
+        os.kill(self.pid, signalID)
 
     def getPeer(self) -> IAddress:
-        return self.process.getPeer()
+        return ProcessAddress()
 
     def getHost(self) -> IAddress:
-        return self.process.getHost()
+        return ProcessAddress()

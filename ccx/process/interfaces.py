@@ -1,0 +1,30 @@
+"""
+The contracts between the process layer's pieces.
+"""
+
+from zope.interface import Interface
+
+
+class IExecReport(Interface):
+    """
+    What a spawner tells the protocol of a child it connected besides what
+    Twisted's C{IProcessProtocol} carries: whether the program itself runs.
+
+    Between C{makeConnection} and one of these the program is I{starting}:
+    ccx's own spawner knows at once and calls C{exec_succeeded} before it
+    returns (it raises L{ccx.process.errors.SpawnFailed} when the exec
+    failed: there is no child to connect then); a spawner that asks
+    another process to start the program reports when that one answers.
+    """
+
+    def exec_succeeded() -> None:
+        """
+        The program runs: its output may start to arrive.
+        """
+
+    def exec_failed(reason: str) -> None:
+        """
+        The program could not be started, for C{reason} (a sentence such
+        as C{"'/x': No such file or directory"}); the child's exit and the
+        end of its pipes follow as usual.
+        """
