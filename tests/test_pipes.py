@@ -16,7 +16,6 @@ from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessDone, ProcessExitedAlready, ProcessTerminated
 from twisted.internet.interfaces import (
     IConsumer,
-    IProcessProtocol,
     IProcessTransport,
     IPushProducer,
 )
