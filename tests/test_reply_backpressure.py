@@ -12,14 +12,21 @@ import json
 import struct
 from typing import List
 
+from autobahn.twisted.websocket import WebSocketClientFactory
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from ccx.config import build_config
 from ccx.node import Node
+from ccx.testing.proc import peak_rss_mib, rss_mib
+from ccx.testing.service import ServiceProcess
 from ccx.web.websocket import make_factory
+from tests.support import Client, program, until
 from tests.test_producer_chain import HANDSHAKE
 
 BOUND = 4096
@@ -198,3 +205,65 @@ class ReplyBackPressureTests(SynchronousTestCase):
         self.clock.advance(60)
         self.assertFalse(self.transport.disconnected)
         self.assertTrue(self.connection.reading)
+
+
+class NeverReadingClientTests(TestCase):
+    """
+    The service as twistd, and a real client that sends requests with large
+    replies (C{list} of a program with a long command line), never reads,
+    and stays under the rate limit: the service's memory stays bounded, the
+    client is dropped after C{--ping-interval}, and the memory is back.
+    """
+
+    timeout = 120
+
+    @inlineCallbacks
+    def setUp(self):
+        self.service = ServiceProcess(
+            allow=[program("true")],
+            settings={"ping_interval": 2, "max_requests": 1000, "log_level": "info"},
+        )
+        yield Deferred.fromCoroutine(self.service.started(reactor))
+        self.addCleanup(self.stop_service)
+
+    @inlineCallbacks
+    def stop_service(self):
+        yield Deferred.fromCoroutine(self.service.stopped(reactor))
+        self.service.remove_log()
+
+    def logged(self, text: str) -> bool:
+        return any(text in line for line in self.service.log_lines())
+
+    @inlineCallbacks
+    def connect(self):
+        factory = WebSocketClientFactory(self.service.url)
+        factory.protocol = Client
+        client = yield TCP4ClientEndpoint(reactor, "127.0.0.1", self.service.port).connect(factory)
+        yield client.opened
+        self.addCleanup(client.close)
+        return client
+
+    @inlineCallbacks
+    def test_memory_stays_bounded_and_comes_back(self):
+        """400 requests whose replies total ~190 MiB, never read: RSS grows by well under 32 MiB, then the client is dropped."""
+        client = yield self.connect()
+        # Four arguments of 120 KiB: each list reply carries about 480 KiB.
+        long_args = ["x" * (120 * 1024)] * 4
+        result = yield client.call("execute", {"command": ["true", *long_args]})
+        yield client.notification("process.completed", result["process_id"])
+        before = rss_mib(self.service.pid)
+        client.transport.pauseProducing()
+        for request_id in range(1000, 1400):
+            client.send_json({"jsonrpc": "2.0", "id": request_id, "method": "list"})
+        # A client that does not read does not see its connection go either:
+        # the service's log says when it did.
+        yield until(lambda: self.logged("replies went unread for 2 s"), timeout=30)
+        peak = peak_rss_mib(self.service.pid)
+        after = rss_mib(self.service.pid)
+        self.assertTrue(self.logged("not reading its requests"))
+        self.assertLess(peak - before, 32, f"before {before:.1f} MiB, peak {peak:.1f} MiB")
+        self.assertLess(after - before, 32, f"before {before:.1f} MiB, after {after:.1f} MiB")
+        self.assertEqual(self.service.health()["connections"], 0)
+        client.transport.resumeProducing()
+        code = yield client.closed
+        self.assertEqual(code, 1006)
