@@ -573,3 +573,45 @@ class ShutdownFlushTests(ServiceTestCase):
         self.client.transport.resumeProducing()
         code = yield self.client.closed
         self.assertNotEqual(code, 1001)
+
+
+class RateLimitTests(TestCase):
+    """
+    C{--max-requests} holds end to end on the WebSocket, for both dialects:
+    a burst of exactly the limit is answered, one call more is refused.
+    """
+
+    timeout = 30
+
+    @inlineCallbacks
+    def setUp(self):
+        self.ccx = yield ServiceFixture(self, max_requests=5).start()
+
+    @inlineCallbacks
+    def burst(self, calls, protocols=()):
+        """
+        C{calls} pings in one batch (one frame: no time passes between
+        them) on a new connection; fire with the error codes, in order.
+        """
+        client = yield self.ccx.connect(protocols=protocols)
+        batch = [{"jsonrpc": "2.0", "id": i, "method": "ping"} for i in range(calls)]
+        client.send_json(batch)
+        responses = yield client.wait_for(lambda m: isinstance(m, list))
+        self.assertEqual(sorted(r["id"] for r in responses), list(range(calls)))
+        return [r.get("error", {}).get("code") for r in sorted(responses, key=lambda r: r["id"])]
+
+    @inlineCallbacks
+    def test_native_limit_holds(self):
+        """Native WebSocket: 5 calls at once pass, the 6th gets -32001."""
+        codes = yield self.burst(5)
+        self.assertEqual(codes, [None] * 5)
+        codes = yield self.burst(6)
+        self.assertEqual(codes, [None] * 5 + [-32001])
+
+    @inlineCallbacks
+    def test_mcp_limit_holds(self):
+        """MCP over the WebSocket (the stdio bridge's way in): 5 calls at once pass, the 6th gets -32001."""
+        codes = yield self.burst(5, protocols=("mcp",))
+        self.assertEqual(codes, [None] * 5)
+        codes = yield self.burst(6, protocols=("mcp",))
+        self.assertEqual(codes, [None] * 5 + [-32001])
