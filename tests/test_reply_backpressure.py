@@ -14,6 +14,7 @@ from typing import List
 
 from autobahn.twisted.websocket import WebSocketClientFactory
 from twisted.internet import reactor
+from twisted.internet import reactor as global_reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.error import ConnectionDone
@@ -98,15 +99,21 @@ class ReplyBackPressureTests(SynchronousTestCase):
         self.transport = FillingTransport()
         self.connection.makeConnection(self.transport)
         # Autobahn's auto-ping runs on the global reactor (through txaio):
-        # losing the connection cancels it.
+        # losing the connection (first, cleanups run last in first out)
+        # cancels it.
+        self.addCleanup(self.assertNoAutobahnTimers, set(global_reactor.getDelayedCalls()))
         self.addCleanup(self.lose)
         self.connection.dataReceived(HANDSHAKE)
         self.transport.clear()
         self.next_id = 0
 
     def lose(self) -> None:
-        if self.connection.state != self.connection.STATE_CLOSED:
-            self.connection.connectionLost(Failure(ConnectionDone()))
+        # Also after a drop: the StringTransport never reports the loss.
+        self.connection.connectionLost(Failure(ConnectionDone()))
+
+    def assertNoAutobahnTimers(self, before: set) -> None:
+        left = set(global_reactor.getDelayedCalls()) - before
+        self.assertEqual([c for c in left if c.active()], [])
 
     def send_pings(self, count: int) -> List[int]:
         """
