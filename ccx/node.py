@@ -5,6 +5,8 @@ The state one ccx service shares between its connections.
 import time
 from typing import Any, Set
 
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
+
 from ccx import __version__
 from ccx.config import Config
 from ccx.metrics import Metrics
@@ -71,6 +73,17 @@ class Node:
         holds its socket as surely as an open WebSocket does).
         """
         return self.handshakes + sum(1 for c in self.connections if c.holds_socket)
+
+    def close_connections(self, reason: str) -> Deferred:
+        """
+        Close every open connection (the service is stopping), telling each
+        client C{reason}.
+
+        @return: a L{Deferred} that fires once every connection is closed;
+            each connection bounds its own wait (L{IConnection.close}).
+        """
+        closing = [maybeDeferred(c.close, reason) for c in list(self.connections)]
+        return DeferredList(closing, consumeErrors=True).addCallback(lambda _: None)
 
     @property
     def uptime(self) -> float:

@@ -22,8 +22,9 @@ from ccx.web.site import build_site
 
 class CCXService(MultiService):
     """
-    Listens on the configured endpoint; on stop, stops listening, then
-    cancels every process group and waits for them.
+    Listens on the configured endpoint; on stop, stops listening, cancels
+    every process group and waits for them, then closes every connection
+    once it has delivered its programs' completions, and waits for that.
 
     @ivar node: the service's L{Node}.
     @ivar port_service: the L{PortService} that listens.
@@ -131,8 +132,8 @@ class CCXService(MultiService):
         if live:
             self.log.info("stopping: cancelling {count} processes", count=live)
         # Cancel first and close connections after, so that clients are told
-        # how their processes ended.
+        # how their processes ended; and wait for the closing handshakes, so
+        # that the reactor does not stop with that still unsent.
         yield self.node.registry.shutdown()
-        for connection in list(self.node.connections):
-            connection.close("ccx is stopping")
+        yield self.node.close_connections("ccx is stopping")
         self.log.info("stopped")

@@ -133,6 +133,13 @@ class Session:
                 return process
         return None
 
+    def delivering(self) -> bool:
+        """
+        Whether a subscription still has output, or its process's
+        completion, to deliver.
+        """
+        return any(s.active and not s.done for s in self.subscriptions.values())
+
     def pump(self) -> None:
         """
         The connection can take more: let every subscription deliver.

@@ -12,6 +12,7 @@ from zope.interface.verify import verifyObject
 from ccx.output.fanout import MAX_CHUNK
 from ccx.process.group import ProcessGroup
 from ccx.rpc.interfaces import INotificationChannel
+from ccx.web import websocket
 from ccx.web.interfaces import IConnection
 from ccx.testing.proc import group_states as members_state
 from tests.support import ServiceFixture, fd_count, until
@@ -56,11 +57,12 @@ class ConnectTests(ServiceTestCase):
         self.assertIsNotNone(connection.session)
 
     @inlineCallbacks
-    def test_stop_closes_with_1000_and_reason(self):
-        """When the service stops, a WebSocket gets a normal close frame saying why."""
+    def test_stop_closes_with_1001_and_reason(self):
+        """When the service stops, a WebSocket gets a close frame "going away" (1001) saying why."""
         yield self.ccx.service.stopService()
         code = yield self.client.closed
-        self.assertEqual(code, 1000)
+        self.assertEqual(code, 1001)
+        self.assertTrue(self.client.wasClean)
         self.assertEqual(self.client.remoteCloseReason, "ccx is stopping")
         self.assertEqual(self.ccx.service.node.connections, set())
 
@@ -530,9 +532,120 @@ class LifecycleTests(ServiceTestCase):
         self.assertEqual(data, expected[4:])
 
     @inlineCallbacks
+    def test_stop_waits_until_completion_and_close_are_delivered(self):
+        """stopService fires only once the client has had its process.completed, then the close frame."""
+        result = yield self.execute(command=["sleep", "1000"])
+        yield self.ccx.service.stopService()
+        # The server saw the client answer its close frame: the client had
+        # everything before it, and the reactor may stop now.
+        self.assertEqual(self.client.remoteCloseCode, 1001)
+        methods = [m.get("method") for m in self.client.messages]
+        self.assertEqual(methods[-1], "process.completed")
+        self.assertEqual(self.client.messages[-1]["params"]["process_id"], result["process_id"])
+        self.assertEqual(self.client.messages[-1]["params"]["status"], "cancelled")
+        self.assertEqual(self.ccx.service.node.connections, set())
+        code = yield self.client.closed
+        self.assertEqual(code, 1001)
+
+    @inlineCallbacks
     def test_service_stop_cancels_everything(self):
         """Stopping the service cancels every group and waits for them."""
         result = yield self.execute(command=["sh", "-c", "trap '' TERM; sleep 1000 & wait"], on_disconnect="keep")
         yield until(lambda: len(members_state(result["pgid"])) == 2)
         yield self.ccx.service.stopService()
         self.assertEqual(ProcessGroup(result["pgid"]).members(), [])
+
+
+class ShutdownFlushTests(ServiceTestCase):
+    """
+    A client that is behind on its output when the service stops: the held
+    buffer is larger than what the sockets on both sides can take.
+    """
+
+    def settings(self):
+        return {"buffer_bytes": 32 * 1024 * 1024}
+
+    @inlineCallbacks
+    def stall(self):
+        """
+        The client stops reading; fire once the service's side of its
+        connection is paused.
+        """
+        [connection] = self.ccx.service.node.connections
+        self.client.transport.pauseProducing()
+        yield until(lambda: not connection.writable)
+
+    @inlineCallbacks
+    def test_stop_waits_for_a_slow_reader(self):
+        """A client behind on its output at shutdown still gets all of it, the completion, then 1001."""
+        # Whatever this machine's load, it reads on within the deadline.
+        self.patch(websocket, "CLOSE_TIMEOUT", 60.0)
+        result = yield self.execute(command=["yes"], on_full="block")
+        yield self.stall()
+        stopped = self.ccx.service.stopService()
+        process = self.ccx.service.node.registry.get(result["process_id"])
+        yield process.ended
+        self.assertFalse(stopped.called, "stopped before the client had read")
+        self.client.transport.resumeProducing()
+        yield stopped
+        code = yield self.client.closed
+        self.assertEqual(code, 1001)
+        completed = self.client.messages[-1]
+        self.assertEqual(completed["method"], "process.completed")
+        output = self.client.output(result["process_id"])
+        self.assertEqual(len(output), completed["params"]["stdout_bytes"])
+        self.assertEqual(set(output.split(b"\n")), {b"y", b""})
+
+    @inlineCallbacks
+    def test_stop_drops_a_client_that_never_reads(self):
+        """A client that never reads does not hold up the stop for more than CLOSE_TIMEOUT."""
+        self.patch(websocket, "CLOSE_TIMEOUT", 0.5)
+        yield self.execute(command=["yes"], on_full="block")
+        yield self.stall()
+        yield self.ccx.service.stopService()
+        self.assertEqual(self.ccx.service.node.connections, set())
+        self.client.transport.resumeProducing()
+        code = yield self.client.closed
+        self.assertNotEqual(code, 1001)
+
+
+class RateLimitTests(TestCase):
+    """
+    C{--max-requests} holds end to end on the WebSocket, for both dialects:
+    a burst of exactly the limit is answered, one call more is refused.
+    """
+
+    timeout = 30
+
+    @inlineCallbacks
+    def setUp(self):
+        self.ccx = yield ServiceFixture(self, max_requests=5).start()
+
+    @inlineCallbacks
+    def burst(self, calls, protocols=()):
+        """
+        C{calls} pings in one batch (one frame: no time passes between
+        them) on a new connection; fire with the error codes, in order.
+        """
+        client = yield self.ccx.connect(protocols=protocols)
+        batch = [{"jsonrpc": "2.0", "id": i, "method": "ping"} for i in range(calls)]
+        client.send_json(batch)
+        responses = yield client.wait_for(lambda m: isinstance(m, list))
+        self.assertEqual(sorted(r["id"] for r in responses), list(range(calls)))
+        return [r.get("error", {}).get("code") for r in sorted(responses, key=lambda r: r["id"])]
+
+    @inlineCallbacks
+    def test_native_limit_holds(self):
+        """Native WebSocket: 5 calls at once pass, the 6th gets -32001."""
+        codes = yield self.burst(5)
+        self.assertEqual(codes, [None] * 5)
+        codes = yield self.burst(6)
+        self.assertEqual(codes, [None] * 5 + [-32001])
+
+    @inlineCallbacks
+    def test_mcp_limit_holds(self):
+        """MCP over the WebSocket (the stdio bridge's way in): 5 calls at once pass, the 6th gets -32001."""
+        codes = yield self.burst(5, protocols=("mcp",))
+        self.assertEqual(codes, [None] * 5)
+        codes = yield self.burst(6, protocols=("mcp",))
+        self.assertEqual(codes, [None] * 5 + [-32001])

@@ -20,6 +20,7 @@ from zope.interface.verify import verifyObject
 
 from ccx.process.group import ProcessGroup
 from tests.support import ServiceFixture, program, until
+from tests.test_cli import CLIProcess
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
@@ -242,3 +243,49 @@ class TwistdTests(TestCase):
         yield twistd.ended
         self.assertNotEqual(twistd.exit_code, 0)
         self.assertIn("--token-file", "\n".join(twistd.lines))
+
+    def start_service(self):
+        twistd = self.start(
+            ["-n", "--pidfile=", "ccx", "--port", "tcp:0:interface=127.0.0.1",
+             "--allow", program("sleep"), "--kill-grace", "1"]
+        )
+        return twistd, twistd.listening
+
+    @inlineCallbacks
+    def test_sigterm_delivers_completion_then_going_away(self):
+        """A reading client sees process.completed, then close code 1001, on SIGTERM."""
+        twistd, listening = self.start_service()
+        port = yield listening
+        client = yield self.connect(port)
+        result = yield client.call("execute", {"command": ["sleep", "1000"]})
+        twistd.transport.signalProcess("TERM")
+        code = yield client.closed
+        yield twistd.ended
+        self.assertCleanExit(twistd)
+        self.assertEqual((code, client.wasClean), (1001, True), "\n".join(twistd.lines))
+        self.assertEqual(client.remoteCloseReason, "ccx is stopping")
+        last = client.messages[-1]
+        self.assertEqual(last["method"], "process.completed")
+        self.assertEqual(last["params"]["process_id"], result["process_id"])
+        self.assertEqual(last["params"]["status"], "cancelled")
+        self.assertEqual(ProcessGroup(result["pgid"]).members(), [])
+
+    @inlineCallbacks
+    def test_sigterm_ends_ccx_run_with_143(self):
+        """`ccx run` of a program the service cancels as it stops exits 143, as docs/cli.md says."""
+        twistd, listening = self.start_service()
+        port = yield listening
+        run = CLIProcess()
+        env = dict(os.environ, PYTHONPATH=ROOT, CCX_URL=f"ws://127.0.0.1:{port}/ws/mcp")
+        reactor.spawnProcess(
+            run, sys.executable, [sys.executable, "-m", "ccx", "run", "-v", "--", "sleep", "1000"],
+            env=env,
+        )
+        self.addCleanup(lambda: run.ended.called or run.transport.signalProcess("KILL"))
+        yield run.said(b"started ")
+        twistd.transport.signalProcess("TERM")
+        yield run.ended
+        yield twistd.ended
+        self.assertCleanExit(twistd)
+        self.assertEqual(run.status, 143, run.err)
+        self.assertNotIn(b"Traceback", run.err)

@@ -103,9 +103,12 @@ class ProcessRegistry:
         self._live.pop(process.process_id, None)
         ran = process.output.completion is not None
         self.finished_total[process.state.value if ran else "spawn_failed"] += 1
-        if not ran or self._stopping:
-            # It never ran, or the service is stopping: nobody will list or
-            # attach to it.
+        if self._stopping:
+            # The service is stopping: nobody will list or attach to it, but
+            # a connection still delivering its output gets it all first.
+            if not self._delivering(process):
+                self._forget(process.process_id)
+        elif not ran:
             self._forget(process.process_id)
         else:
             self._forget_calls[process.process_id] = self._clock.callLater(
@@ -191,7 +194,9 @@ class ProcessRegistry:
 
     def shutdown(self) -> Deferred:
         """
-        Cancel every live process and forget every finished one.
+        Cancel every live process and forget every finished one, except
+        those whose output a connection is still delivering: the
+        connections close once delivered (L{ccx.node.Node.close_connections}).
 
         @return: a L{Deferred} that fires once every process has finished.
         """
@@ -202,7 +207,9 @@ class ProcessRegistry:
             waiting.append(process.ended)
         for process_id, call in list(self._forget_calls.items()):
             call.cancel()
-            self._forget(process_id)
+            del self._forget_calls[process_id]
+            if not self._delivering(self._processes[process_id]):
+                self._forget(process_id)
         if not waiting:
             return succeed(None)
         return DeferredList(waiting).addCallback(lambda _: None)

@@ -2,6 +2,9 @@
 The contract of a client connection, whatever carries it.
 """
 
+from typing import Optional
+
+from twisted.internet.defer import Deferred
 from zope.interface import Attribute, Interface
 
 
@@ -18,9 +21,13 @@ class IConnection(Interface):
         "against --max-connections; an MCP session over HTTP does not."
     )
 
-    def close(reason: str) -> None:
+    def close(reason: str) -> Optional[Deferred]:
         """
-        Close the connection from the server's side, telling the client
+        The service is stopping: close the connection from the server's
+        side, once it has delivered what it holds, telling the client
         C{reason} where the transport can carry one.  The connection's
         session then closes as when the client leaves.
+
+        @return: L{None} when closed at once, or a L{Deferred} that fires
+            once closed; either within a few seconds, delivered or not.
         """
