@@ -151,6 +151,11 @@ class ChildProcess:
             except subprocess.TimeoutExpired:
                 self._kill(groups)
                 self.process.wait()
+                # SIGKILL is delivered asynchronously: the rest of a group
+                # may still be dying when its leader has been reaped.
+                deadline = time.monotonic() + 30.0
+                while self._left(groups) and time.monotonic() < deadline:
+                    time.sleep(0.01)
         return self._ended()
 
     async def stopped(
@@ -166,6 +171,7 @@ class ChildProcess:
             except Stuck:
                 self._kill(groups)
                 await until(reactor, lambda: not self.running, 30.0, 0.05)
+                await until(reactor, lambda: not self._left(groups), 30.0, 0.01)
         return self._ended()
 
     def _terminate(self, strays: Iterable[int]) -> Optional[List[int]]:
@@ -179,6 +185,13 @@ class ChildProcess:
         groups = [self.process.pid, *children_of(self.process.pid), *strays]
         self.process.send_signal(signal.SIGTERM)
         return groups
+
+    @staticmethod
+    def _left(groups: Iterable[int]) -> bool:
+        """
+        Whether anything of C{groups} is still alive.
+        """
+        return any(ProcessGroup(pgid).members() for pgid in groups)
 
     def _kill(self, groups: Iterable[int]) -> None:
         self.note(f"(pid {self.process.pid} still running after SIGTERM: killed)")
