@@ -22,7 +22,6 @@ import asyncio
 import http.client
 import json
 import multiprocessing
-import os
 import sys
 import threading
 import time
@@ -39,6 +38,7 @@ from _service import (
 )
 from _wsclient import AsyncClient, Client, RPCError
 
+from ccx.process.group import process_table
 from ccx.testing.ports import HOST
 
 LIMIT_EXCEEDED = -32001
@@ -151,18 +151,7 @@ class ChildCounter(threading.Thread):
         self.stopping = threading.Event()
 
     def count(self) -> int:
-        live = 0
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry}/stat", "rb") as stat:
-                    fields = stat.read().rsplit(b")", 1)[1].split()
-            except (OSError, IndexError):
-                continue
-            if int(fields[1]) == self.pid and fields[0] != b"Z":
-                live += 1
-        return live
+        return sum(1 for p in process_table() if p.ppid == self.pid and p.state != "Z")
 
     def run(self) -> None:
         while not self.stopping.is_set():
