@@ -236,7 +236,6 @@ class NeverReadingClientTests(TestCase):
     @inlineCallbacks
     def stop_service(self):
         yield Deferred.fromCoroutine(self.service.stopped(reactor))
-        self.service.remove_log()
 
     def logged(self, text: str) -> bool:
         return any(text in line for line in self.service.log_lines())

@@ -4,13 +4,15 @@ child server stopped even when it ignores SIGTERM.
 """
 
 import os
+import time
+from typing import List
 
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from ccx.process.group import ProcessGroup
-from ccx.testing.child import ChildProcess
+from ccx.testing.child import ChildFailed, LaunchedChild
 from ccx.testing.polling import Stuck, until
 from ccx.testing.proc import open_fds, rss_mib, stopped
 
@@ -44,25 +46,67 @@ class ProcTests(SynchronousTestCase):
         self.assertIsNone(rss_mib(2**22 + 1))
 
 
-class ChildProcessTests(SynchronousTestCase):
+class LaunchedChildTests(SynchronousTestCase):
     def test_term_ignoring_child_is_killed_with_its_group(self):
         """stop: SIGTERM, then SIGKILL to the whole group once the timeout passes."""
         # Ready once the trap is set: a SIGTERM before it would end sh at once.
-        child = _ReadyWhenSaid(["sh", "-c", "trap '' TERM; echo ready; sleep 1000 & wait"])
-        self.addCleanup(child.remove_log)
+        child = _ReadyWhenSaid(
+            ["sh", "-c", "trap '' TERM; echo ready; sleep 1000 & wait"], keep_log=True
+        )
         child.start()
+        self.addCleanup(os.unlink, child.log_path)
         pid = child.pid
         status = child.stop(timeout=0.5)
         self.assertEqual(status, -9)
         self.assertEqual(ProcessGroup(pid).members(), [])
         self.assertIn("killed", "\n".join(child.log_lines()))
 
+    def test_log_deleted_once_stopped(self):
+        """The log is gone once the child is stopped."""
+        child = _ReadyWhenSaid(["sh", "-c", "echo ready; sleep 1000"])
+        child.start()
+        path = child.log_path
+        self.assertTrue(os.path.exists(path))
+        child.stop()
+        self.assertFalse(os.path.exists(path))
 
-class _ReadyWhenSaid(ChildProcess):
+    def test_log_deleted_after_failed_start(self):
+        """
+        A child that exits before it is ready: the error quotes its log, and
+        the log is gone.
+        """
+        child = _ReadyWhenSaid(["sh", "-c", "echo goodbye; exit 3"])
+        error = self.assertRaises(ChildFailed, child.start)
+        self.assertIn("goodbye", str(error))
+        self.assertTrue(child.paths)
+        self.assertFalse(os.path.exists(child.paths[0]))
+
+    def test_notes_are_not_overwritten(self):
+        """A line added with note stays in the log when the child writes more."""
+        go = self.mktemp()
+        child = _ReadyWhenSaid(
+            ["sh", "-c", f"echo ready; while [ ! -e {go} ]; do sleep 0.01; done; echo after; sleep 1000"]
+        )
+        child.start()
+        self.addCleanup(child.stop)
+        child.note("noted")
+        open(go, "w").close()
+        while "after" not in child.log_lines():
+            child.check_running()
+            time.sleep(0.01)
+        self.assertEqual(child.log_lines(), ["ready", "noted", "after"])
+
+
+class _ReadyWhenSaid(LaunchedChild):
     """
     A child that is ready once it has written C{ready}.
+
+    @ivar paths: the log paths it was seen with.
     """
 
+    paths: List[str]
+
     def ready(self) -> bool:
+        self.paths = [self.log_path]
         return super().ready() and "ready" in self.log_lines()
 

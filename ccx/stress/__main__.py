@@ -2,11 +2,13 @@
 C{python -m ccx.stress [options] [SCENARIO ...]}: run the stress scenarios
 against a ccx service and print a report.
 
-By default it starts its own service (twistd, on 127.0.0.1 port 0) and stops
-it, with everything it started, at the end, on an error or on Ctrl-C; at the
-end it checks in C{/proc} that no process of the groups it started is left.
+By default it starts its own service (twistd, on a free port of 127.0.0.1,
+ready once C{/health} says so) and stops it, with everything it started, at
+the end, on an error or on Ctrl-C (SIGKILL if it has not exited
+L{STOP_TIMEOUT} seconds after SIGTERM); at the end it checks in C{/proc}
+that no process of the groups it started is left.
 Exit status: 0 when every scenario passed, 1 when one failed, 2 for a usage
-error, 130 when interrupted.
+error or a service that would not start, 130 when interrupted.
 """
 
 import json
@@ -48,6 +50,10 @@ SERVICE_SETTINGS = {
     "keep_finished": 3.0,
     "max_requests": 2000,
 }
+
+# How long the service has to exit after SIGTERM before it and the process
+# groups of its programs are killed.
+STOP_TIMEOUT = 20.0
 
 
 class Options(usage.Options):
@@ -182,8 +188,7 @@ class Run:
         pgids = set(target.pgids) if target else set()
         status = None
         if self.service is not None:
-            status = await self.service.stopped(self.reactor, timeout=20.0, strays=pgids)
-            self.service.remove_log()
+            status = await self.service.stopped(self.reactor, timeout=STOP_TIMEOUT, strays=pgids)
             # twistd ends itself with the signal that stopped it: -15.
             result.check(status in (0, -15), f"the service exited with status {status}")
             pgids.add(self.service.pid)
@@ -204,7 +209,7 @@ class Run:
         except (ChildFailed, Stuck, ValueError, OSError, ConnectError) as e:
             sys.stderr.write(f"ccx.stress: {e}\n")
             if self.service is not None:
-                await self.service.stopped(self.reactor)
+                await self.service.stopped(self.reactor, timeout=STOP_TIMEOUT)
             return 2
         target = self.target
         say(
@@ -243,7 +248,7 @@ class Run:
             return None
         pgids = self.target.pgids if self.target else ()
         return Deferred.fromCoroutine(
-            self.service.stopped(self.reactor, timeout=20.0, strays=pgids)
+            self.service.stopped(self.reactor, timeout=STOP_TIMEOUT, strays=pgids)
         )
 
 

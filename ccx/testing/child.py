@@ -16,7 +16,7 @@ from typing import Any, Iterable, List, Optional, Sequence
 from ccx.process.group import ProcessGroup
 from ccx.testing.polling import Stuck, until
 from ccx.testing.ports import HOST
-from ccx.testing.proc import children_of
+from ccx.testing.proc import children_of, leftovers
 
 # prctl(PR_SET_PDEATHSIG, SIGTERM): the child is sent SIGTERM should this
 # process die without stopping it.
@@ -34,27 +34,34 @@ class ChildFailed(Exception):
     """
 
 
-class ChildProcess:
+class LaunchedChild:
     """
     A server process whose output goes to a temporary log file.
 
     A session of its own means the terminal's Ctrl-C reaches only the
     client, which then stops it.  L{stop} (blocking) and L{stopped} (for
     code running in a reactor) end it the same way: SIGTERM, then, after a
-    timeout, SIGKILL to its group and to the groups it started.
+    timeout, SIGKILL to its group and to the groups it started.  The log
+    is deleted then, unless C{keep_log} asks to keep it.
 
     @ivar argv: the command line.
+    @ivar log_path: the log file, once started (None before).
     """
 
     def __init__(
-        self, argv: Sequence[str], env: Optional[dict] = None, cwd: Optional[str] = None
+        self,
+        argv: Sequence[str],
+        env: Optional[dict] = None,
+        cwd: Optional[str] = None,
+        keep_log: bool = False,
     ) -> None:
         self.argv = list(argv)
         self.env = env
         self.cwd = cwd
+        self.keep_log = keep_log
         self.process: Optional[subprocess.Popen] = None
         self.returncode: Optional[int] = None
-        self._log = tempfile.NamedTemporaryFile(prefix="ccx-child-", suffix=".log", delete=False)
+        self.log_path: Optional[str] = None
 
     @property
     def pid(self) -> Optional[int]:
@@ -64,16 +71,24 @@ class ChildProcess:
         """
         Start the process (it is not ready to serve yet).
         """
-        self.process = subprocess.Popen(
-            self.argv,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env=self.env,
-            cwd=self.cwd,
-            start_new_session=True,
-            preexec_fn=_die_with_parent,
-        )
+        fd, self.log_path = tempfile.mkstemp(prefix="ccx-child-", suffix=".log")
+        os.close(fd)
+        try:
+            # Append mode: the lines of L{note} are not overwritten by the child.
+            with open(self.log_path, "ab") as log:
+                self.process = subprocess.Popen(
+                    self.argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=self.env,
+                    cwd=self.cwd,
+                    start_new_session=True,
+                    preexec_fn=_die_with_parent,
+                )
+        except BaseException:
+            self._remove_log()
+            raise
 
     @property
     def running(self) -> bool:
@@ -103,7 +118,7 @@ class ChildProcess:
 
     # Starting ----------------------------------------------------------------
 
-    def start(self, timeout: float = 30.0) -> "ChildProcess":
+    def start(self, timeout: float = 30.0) -> "LaunchedChild":
         """
         Start it and wait, blocking, until L{ready}.
 
@@ -122,7 +137,7 @@ class ChildProcess:
             raise
         return self
 
-    async def started(self, reactor: Any, timeout: float = 30.0) -> "ChildProcess":
+    async def started(self, reactor: Any, timeout: float = 30.0) -> "LaunchedChild":
         """
         L{start}, for code running in C{reactor}: it waits without blocking.
         """
@@ -191,7 +206,7 @@ class ChildProcess:
         """
         Whether anything of C{groups} is still alive.
         """
-        return any(ProcessGroup(pgid).members() for pgid in groups)
+        return bool(leftovers(groups))
 
     def _kill(self, groups: Iterable[int]) -> None:
         self.note(f"(pid {self.process.pid} still running after SIGTERM: killed)")
@@ -201,8 +216,8 @@ class ChildProcess:
     def _ended(self) -> Optional[int]:
         if self.process is not None:
             self.returncode = self.process.poll()
-        if not self._log.closed:
-            self._log.close()
+        if not self.keep_log:
+            self._remove_log()
         return self.returncode
 
     # The log -----------------------------------------------------------------
@@ -211,12 +226,18 @@ class ChildProcess:
         """
         Add a line of the client's own to the log.
         """
-        with contextlib.suppress(OSError), open(self._log.name, "a") as f:
-            f.write(line + "\n")
+        if self.log_path is not None:
+            with contextlib.suppress(OSError), open(self.log_path, "a") as f:
+                f.write(line + "\n")
 
     def log_lines(self) -> List[str]:
+        """
+        The lines of the log so far (none once it is deleted).
+        """
+        if self.log_path is None:
+            return []
         try:
-            with open(self._log.name, errors="replace") as f:
+            with open(self.log_path, errors="replace") as f:
                 return f.read().splitlines()
         except OSError:
             return []
@@ -227,19 +248,20 @@ class ChildProcess:
         """
         return message + ":\n  " + "\n  ".join(self.log_lines()[-lines:])
 
-    def remove_log(self) -> None:
-        with contextlib.suppress(OSError):
-            os.unlink(self._log.name)
+    def _remove_log(self) -> None:
+        if self.log_path is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.log_path)
+            self.log_path = None
 
-    def __enter__(self) -> "ChildProcess":
+    def __enter__(self) -> "LaunchedChild":
         return self.start()
 
     def __exit__(self, *exc_info: Any) -> None:
         self.stop()
-        self.remove_log()
 
 
-class ListeningChild(ChildProcess):
+class ListeningChild(LaunchedChild):
     """
     A child that is ready once its TCP port on 127.0.0.1 accepts connections.
 
