@@ -1,6 +1,6 @@
 """
 The benchmarks' reports: the human-readable lines, then one JSON line; the
-figures' sizes and rounding; the machine they were measured on.
+figures' sizes and rounding.
 """
 
 import json
@@ -8,12 +8,9 @@ from typing import Any, Iterable, Sequence, Tuple
 
 import _checkout  # noqa: F401  (puts ccx.testing on the path)
 
-from ccx.testing.machine import machine
+from ccx.testing.proc import MIB
 
-MIB = 1024 * 1024
 GIB = 1024 * MIB
-
-__all__ = ["GIB", "MIB", "machine", "percentile", "print_report", "rounded"]
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:

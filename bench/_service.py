@@ -5,9 +5,9 @@ any other server (websocketd), each stopped again whatever happens, with
 every process it started; and the limits and signals of the benchmark
 process itself.
 
-The launcher, the service's figures and the machine's description are the
-ones the tests and the stress tool use (L{ccx.testing}), imported from the
-checkout that holds this script.
+The launcher is the one the tests and the stress tool use
+(L{ccx.testing.service}), from the checkout that holds this script; the
+scripts import the rest of L{ccx.testing} themselves.
 """
 
 import resource
@@ -18,10 +18,7 @@ from typing import Any, Optional, Sequence
 
 from _checkout import REPO
 
-from ccx.testing.child import ListeningChild
-from ccx.testing.ports import free_port
-from ccx.testing.proc import cpu_seconds, peak_rss_mib, rss_mib
-from ccx.testing.service import ServiceProcess, default_python
+from ccx.testing.service import ServiceProcess
 
 
 class Service(ServiceProcess):
@@ -80,8 +77,3 @@ def check_python(python: str) -> None:
             "virtualenv's python, or give --python (or $CCX_PYTHON)"
         )
 
-
-__all__ = [
-    "ListeningChild", "Service", "check_python", "cpu_seconds", "default_python",
-    "free_port", "peak_rss_mib", "raise_fd_limit", "rss_mib", "unwind_on_signals",
-]

@@ -24,19 +24,14 @@ import time
 import zlib
 from typing import List
 
-from _report import MIB, machine, percentile, print_report, rounded
-from _service import (
-    Service,
-    check_python,
-    cpu_seconds,
-    default_python,
-    peak_rss_mib,
-    raise_fd_limit,
-    rss_mib,
-    unwind_on_signals,
-)
+from _report import percentile, print_report, rounded
+from _service import Service, check_python, raise_fd_limit, unwind_on_signals
 from _streams import StreamCheck
 from _wsclient import AsyncClient
+
+from ccx.testing.machine import machine
+from ccx.testing.proc import MIB, cpu_seconds, peak_rss_mib, rss_mib
+from ccx.testing.service import default_python
 
 LINE_BYTES = 64
 

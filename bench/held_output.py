@@ -21,8 +21,10 @@ import sys
 import time
 
 from _report import print_report, rounded
-from _service import Service, peak_rss_mib, rss_mib, unwind_on_signals
+from _service import Service, unwind_on_signals
 from _wsclient import Client
+
+from ccx.testing.proc import peak_rss_mib, rss_mib
 
 
 def waiting_flood(mib: int) -> list:
@@ -57,8 +59,8 @@ def main() -> None:
             )["process_id"]
             _, payload = idle.request("attach", {"process_id": process_id, "offsets": {"stdout": 0}})
             idle.send(payload)
-            # list is answered once the attach was handled: the service
-            # reads both connections in one reactor, and the attach came first.
+            # The attach came on another connection: the service may read
+            # this one first, so ask until list shows the second subscriber.
             while not any(
                 p["process_id"] == process_id and p["subscribers"] == 2
                 for p in reader.call("list", {})["processes"]

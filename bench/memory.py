@@ -20,9 +20,11 @@ import time
 from typing import Dict, List
 
 from _report import print_report, rounded
-from _service import Service, rss_mib, unwind_on_signals
+from _service import Service, unwind_on_signals
 from _streams import StreamCheck
 from _wsclient import Client
+
+from ccx.testing.proc import rss_mib
 
 
 class RSSSampler(threading.Thread):

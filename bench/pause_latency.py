@@ -25,9 +25,13 @@ import sys
 import time
 from typing import Dict, List
 
-from _report import MIB, machine, percentile, print_report, rounded
-from _service import Service, check_python, cpu_seconds, default_python, unwind_on_signals
+from _report import percentile, print_report, rounded
+from _service import Service, check_python, unwind_on_signals
 from _wsclient import AsyncClient
+
+from ccx.testing.machine import machine
+from ccx.testing.proc import MIB, cpu_seconds
+from ccx.testing.service import default_python
 
 LINE = "y" * 99
 

@@ -27,21 +27,18 @@ import threading
 import time
 from typing import Dict, List, Optional
 
-from _report import machine, percentile, print_report, rounded
-from _service import (
-    Service,
-    check_python,
-    cpu_seconds,
-    default_python,
-    raise_fd_limit,
-    unwind_on_signals,
-)
+from _report import percentile, print_report, rounded
+from _service import Service, check_python, raise_fd_limit, unwind_on_signals
 from _wsclient import AsyncClient, Client, RPCError
 
-from ccx.process.group import process_table
+from ccx.protocol import LIMIT_EXCEEDED
+from ccx.testing.machine import machine
 from ccx.testing.ports import HOST
+from ccx.testing.proc import children_of, cpu_seconds
+from ccx.testing.service import ServiceProcess, default_python
 
-LIMIT_EXCEEDED = -32001
+# How long the service may take to have no live process after a burst.
+SETTLE_TIMEOUT = 30.0
 
 
 def parse_args() -> argparse.Namespace:
@@ -114,11 +111,12 @@ def roundtrip(args: argparse.Namespace) -> dict:
 # -- burst ------------------------------------------------------------------
 
 
-def poll_health(port: int, interval: float, stop, results) -> None:
+def poll_health(port: int, interval: float, stop, started, results) -> None:
     """
     In a process of its own (the clients' CPU must not count): GET /health
-    every C{interval} until C{stop} is set; send back the latencies and the
-    most processes it showed.
+    every C{interval} until C{stop} is set; send C{None} to C{started}
+    after the first answer, and the latencies and the most processes it
+    showed to C{results} at the end.
     """
     latencies: List[float] = []
     most = 0
@@ -134,6 +132,10 @@ def poll_health(port: int, interval: float, stop, results) -> None:
             most = max(most, json.loads(body).get("processes", 0))
         except (OSError, ValueError, http.client.HTTPException):
             failures += 1
+        else:
+            if started is not None:
+                started.send(None)
+                started = None
         time.sleep(interval)
     results.send({"latencies": latencies, "most_processes": most, "failures": failures})
 
@@ -150,13 +152,28 @@ class ChildCounter(threading.Thread):
         self.most = 0
         self.stopping = threading.Event()
 
-    def count(self) -> int:
-        return sum(1 for p in process_table() if p.ppid == self.pid and p.state != "Z")
-
     def run(self) -> None:
         while not self.stopping.is_set():
-            self.most = max(self.most, self.count())
+            self.most = max(self.most, len(children_of(self.pid)))
             time.sleep(0.002)
+
+
+def idle(service: ServiceProcess) -> bool:
+    """
+    Whether /health shows no live process.
+    """
+    return service.health()["processes"] == 0
+
+
+async def settled(service: ServiceProcess) -> None:
+    """
+    Wait until L{idle}.
+    """
+    deadline = time.monotonic() + SETTLE_TIMEOUT
+    while not idle(service):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"processes still live {SETTLE_TIMEOUT:g} s after a burst")
+        await asyncio.sleep(0.01)
 
 
 async def one_shot(client: AsyncClient, go: asyncio.Event, outcome: Dict[str, list]) -> None:
@@ -179,20 +196,21 @@ async def one_shot(client: AsyncClient, go: asyncio.Event, outcome: Dict[str, li
         client.close()
 
 
-async def bursts(port: int, args: argparse.Namespace) -> Dict[str, list]:
+async def bursts(service: ServiceProcess, args: argparse.Namespace) -> Dict[str, list]:
     outcome: Dict[str, list] = {"times": [], "refused": [], "errors": [], "burst_s": []}
     for _ in range(args.bursts):
         clients = await asyncio.gather(
-            *(AsyncClient.connect(port, path="/ws") for _ in range(args.clients))
+            *(AsyncClient.connect(service.port, path="/ws") for _ in range(args.clients))
         )
         go = asyncio.Event()
         tasks = [asyncio.ensure_future(one_shot(c, go, outcome)) for c in clients]
-        await asyncio.sleep(0.2)
+        # Every task runs up to go.wait() before this one goes on.
+        await asyncio.sleep(0)
         began = time.perf_counter()
         go.set()
         await asyncio.gather(*tasks)
         outcome["burst_s"].append(time.perf_counter() - began)
-        await asyncio.sleep(0.5)
+        await settled(service)
     return outcome
 
 
@@ -203,21 +221,27 @@ def burst(args: argparse.Namespace) -> dict:
         context = multiprocessing.get_context("spawn")
         stop = context.Event()
         receive, send = context.Pipe(duplex=False)
+        first, started = context.Pipe(duplex=False)
         poller = context.Process(
-            target=poll_health, args=(service.port, args.health_interval, stop, send)
+            target=poll_health, args=(service.port, args.health_interval, stop, started, send)
         )
         poller.start()
         counter = ChildCounter(service.pid)
         counter.start()
         try:
-            time.sleep(0.5)
-            outcome = asyncio.run(bursts(service.port, args))
-            time.sleep(0.2)
+            # The poller is under way once it has answered once.
+            if not first.poll(30):
+                raise RuntimeError("the /health poller did not start")
+            first.recv()
+            outcome = asyncio.run(bursts(service, args))
         finally:
             stop.set()
             counter.stopping.set()
             health: Optional[dict] = receive.recv() if receive.poll(30) else None
             poller.join(30)
+            if poller.is_alive():
+                poller.terminate()
+                poller.join()
             counter.join(5)
     health = health or {"latencies": [0.0], "most_processes": None, "failures": -1}
     return {

@@ -21,17 +21,14 @@ import subprocess
 import sys
 import time
 
-from _report import GIB, MIB, machine, print_report, rounded
-from _service import (
-    Service,
-    check_python,
-    cpu_seconds,
-    default_python,
-    peak_rss_mib,
-    unwind_on_signals,
-)
+from _report import GIB, print_report, rounded
+from _service import Service, check_python, unwind_on_signals
 from _streams import StreamCheck
 from _wsclient import Client
+
+from ccx.testing.machine import machine
+from ccx.testing.proc import MIB, cpu_seconds, peak_rss_mib
+from ccx.testing.service import default_python
 
 LINE = "x" * 99
 WORKLOADS = {

@@ -20,17 +20,16 @@ import sys
 import time
 from typing import Callable, Dict, List
 
-from _report import MIB, machine, print_report, rounded
-from _service import (
-    ListeningChild,
-    Service,
-    check_python,
-    default_python,
-    free_port,
-    unwind_on_signals,
-)
+from _report import print_report, rounded
+from _service import Service, check_python, unwind_on_signals
 from _streams import StreamCheck
 from _wsclient import Client, ConnectionClosed
+
+from ccx.testing.child import ListeningChild
+from ccx.testing.machine import machine
+from ccx.testing.ports import free_port
+from ccx.testing.proc import MIB
+from ccx.testing.service import default_python
 
 BULK = "head -c {size} /dev/zero | tr '\\000' a"
 
