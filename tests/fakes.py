@@ -10,7 +10,7 @@ from typing import Any, Iterable, List, Optional, Tuple
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.error import ProcessDone, ProcessTerminated
-from twisted.internet.interfaces import IAddress, IListeningPort
+from twisted.internet.interfaces import IAddress, IListeningPort, IPushProducer
 from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactor
@@ -127,6 +127,26 @@ class FakePort:
 
     def getHost(self) -> IAddress:
         return self.address
+
+
+@implementer(IPushProducer)
+class RecordingProducer:
+    """
+    A push producer recording what it is asked: C{"pause"}, C{"resume"},
+    C{"stop"}, in order.
+    """
+
+    def __init__(self) -> None:
+        self.events: List[str] = []
+
+    def pauseProducing(self) -> None:
+        self.events.append("pause")
+
+    def resumeProducing(self) -> None:
+        self.events.append("resume")
+
+    def stopProducing(self) -> None:
+        self.events.append("stop")
 
 
 class BindingReactor(MemoryReactor):

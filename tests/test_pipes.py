@@ -29,6 +29,7 @@ from ccx.process import transport as transport_module
 from ccx.process.exitwatch import ExitWatcher
 from ccx.process.pipes import PIPE_READ_SIZE, PipeReader, PipeWriter
 from ccx.process.transport import ChildProcess, exit_reason
+from tests.fakes import RecordingProducer
 from tests.support import program
 
 
@@ -192,22 +193,11 @@ class PipeReaderReactorTests(PipeTestMixin, TestCase):
         proc = Recorder()
         PipeReader(reactor, proc, 2, read_end).startReading()
         payload = bytes(range(256)) * 1024
-        # More than a pipe holds: written as the reader makes room.
-        os.set_blocking(write_end, False)
-        left = [payload]
-
-        def write() -> None:
-            try:
-                written = os.write(write_end, left[0])
-            except BlockingIOError:
-                written = 0
-            left[0] = left[0][written:]
-            if left[0]:
-                reactor.callLater(0.001, write)
-            else:
-                os.close(write_end)
-
-        write()
+        # More than a pipe holds: written each time the reactor finds the
+        # pipe writable, then closed.
+        writer = PipeWriter(reactor, Recorder(), 0, write_end)
+        writer.write(payload)
+        writer.loseConnection()
 
         def check(child_fd: int) -> None:
             self.assertEqual(child_fd, 2)
@@ -243,7 +233,7 @@ class PipeWriterTests(PipeTestMixin, SynchronousTestCase):
 
     def test_producer_paused_when_full(self) -> None:
         """A producer is paused once more than the buffer waits, and resumed once it is written."""
-        producer = Producer()
+        producer = RecordingProducer()
         self.writer.registerProducer(producer, True)
         self.writer.write(b"x" * self.writer.bufferSize)
         self.assertEqual(producer.events, [])
@@ -280,24 +270,6 @@ class PipeWriterTests(PipeTestMixin, SynchronousTestCase):
         self.writer.connectionLost(Failure(why))
         self.assertEqual(self.proc.events, [("lost", 0)])
         self.assertFalse(is_open(self.write_end))
-
-
-class Producer:
-    """
-    A producer recording what it is asked.
-    """
-
-    def __init__(self) -> None:
-        self.events: List[str] = []
-
-    def pauseProducing(self) -> None:
-        self.events.append("pause")
-
-    def resumeProducing(self) -> None:
-        self.events.append("resume")
-
-    def stopProducing(self) -> None:
-        self.events.append("stop")
 
 
 class ExitWatcherTests(TestCase):
@@ -536,7 +508,7 @@ class ChildProcessTests(PipeTestMixin, SynchronousTestCase):
     def test_standard_input(self) -> None:
         """write, writeSequence and writeToChild(0) go to the stdin pipe; its producer is paused when full."""
         self.connect()
-        producer = Producer()
+        producer = RecordingProducer()
         self.child.registerProducer(producer, True)
         self.child.write(b"a")
         self.child.writeSequence([b"b", b"c"])
@@ -555,7 +527,7 @@ class ChildProcessTests(PipeTestMixin, SynchronousTestCase):
             self.reactor, Recorder(), 4243, lambda: None, {1: ends[0]}, watch=FakeWatcher
         )
         child.connect()
-        self.assertRaises(RuntimeError, child.registerProducer, Producer(), True)
+        self.assertRaises(RuntimeError, child.registerProducer, RecordingProducer(), True)
         child.write(b"dropped")
         self.assertEqual(self.reactor.getWriters(), [])
 

@@ -4,10 +4,13 @@ interpreter in between, read and written through ccx's own pipes, reaped
 through their pidfd; no file descriptor and no child is left behind.
 """
 
+import fcntl
 import os
 import signal
 import stat
+import struct
 import sys
+import termios
 from typing import List, Optional
 
 from twisted.internet import reactor
@@ -28,7 +31,8 @@ from ccx.process.group import process_table
 from ccx.process.interfaces import IExecReport
 from ccx.process.spawner import spawn
 from ccx.process.transport import ChildProcess
-from tests.support import fd_count, program
+from tests.fakes import RecordingProducer
+from tests.support import fd_count, program, until
 
 
 @implementer(IExecReport)
@@ -78,24 +82,28 @@ def children() -> List[int]:
     return [entry.pid for entry in process_table() if entry.ppid == os.getpid()]
 
 
-@implementer(IPushProducer)
-class Producer:
+def parent_end(pid: int, child_fd: int) -> int:
     """
-    The producer of a program's standard input, recording pauses.
+    This process's descriptor of the pipe that is C{child_fd} of process
+    C{pid} (this process holds only the other end).
     """
+    pipe = os.readlink(f"/proc/{pid}/fd/{child_fd}")
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}") == pipe:
+                return int(fd)
+        except OSError:
+            continue
+    raise LookupError(pipe)
 
-    def __init__(self) -> None:
-        self.paused = 0
-        self.stopped = False
 
-    def pauseProducing(self) -> None:
-        self.paused += 1
-
-    def resumeProducing(self) -> None:
-        pass
-
-    def stopProducing(self) -> None:
-        self.stopped = True
+def pipe_full(fd: int) -> bool:
+    """
+    Whether the pipe of C{fd} holds as much as it can (C{FIONREAD} against
+    C{F_GETPIPE_SZ}).
+    """
+    waiting = struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4))[0]
+    return waiting == fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ)
 
 
 class SpawnTests(TestCase):
@@ -139,13 +147,27 @@ class SpawnTests(TestCase):
     @inlineCallbacks
     def test_ended_after_pipes_closed(self):
         """processEnded comes after every pipe closed, even when a grandchild holds stdout past the exit."""
+        # The grandchild writes once the leader has exited (it is then
+        # someone else's child).
         code = (
             "import os, time\n"
+            "leader = os.getpid()\n"
             "if os.fork() == 0:\n"
-            "    time.sleep(0.3); os.write(1, b'late'); os._exit(0)\n"
+            "    while os.getppid() == leader: time.sleep(0.001)\n"
+            "    os.write(1, b'late'); os._exit(0)\n"
         )
-        protocol, reason = yield self.spawn_until_ended(python(code))
+        exited_before_read = []
+
+        def record(protocol, transport):
+            def received(child_fd: int, data: bytes) -> None:
+                exited_before_read.append(protocol.exited)
+                Collector.childDataReceived(protocol, child_fd, data)
+
+            protocol.childDataReceived = received
+
+        protocol, reason = yield self.spawn_until_ended(python(code), record)
         self.assertEqual(protocol.output(1), b"late")
+        self.assertEqual(exited_before_read, [True])
         self.assertEqual(sorted(protocol.lost), [1, 2])
 
     @inlineCallbacks
@@ -253,7 +275,16 @@ class SpawnTests(TestCase):
         """A program killed while writing endlessly leaves nothing open."""
 
         def kill(protocol, transport):
-            reactor.callLater(0.2, os.killpg, transport.pid, signal.SIGKILL)
+            # Killed once it has written, on the first read (only once: the
+            # group is known empty afterwards).
+            pgid = transport.pid
+
+            def received(child_fd: int, data: bytes) -> None:
+                if not protocol.reads:
+                    os.killpg(pgid, signal.SIGKILL)
+                Collector.childDataReceived(protocol, child_fd, data)
+
+            protocol.childDataReceived = received
 
         protocol, reason = yield self.spawn_until_ended(python("while True: print('y' * 100)"), kill)
         self.assertEqual(reason.signal, signal.SIGKILL)
@@ -263,17 +294,24 @@ class SpawnTests(TestCase):
     def test_paused_output(self):
         """While paused nothing is read and the program blocks; resumed, everything arrives."""
 
+        checked = []
+
         def pause(protocol, transport):
             transport.pauseProducing()
+            stdout = parent_end(transport.pid, 1)
 
-            def resume():
+            def check(_):
                 self.assertNotIn(1, protocol.reads)
                 self.assertFalse(protocol.exited)
-                transport.resumeProducing()
 
-            reactor.callLater(0.5, resume)
+            def resume(result):
+                transport.resumeProducing()
+                return result
+
+            checked.append(until(lambda: pipe_full(stdout)).addCallback(check).addBoth(resume))
 
         protocol, reason = yield self.spawn_until_ended(python("import os; os.write(1, b'b' * 300000)"), pause)
+        yield checked[0]
         self.assertEqual(protocol.output(1), b"b" * 300000)
 
     @inlineCallbacks
@@ -293,19 +331,19 @@ class SpawnTests(TestCase):
     @inlineCallbacks
     def test_standard_input_back_pressure(self):
         """A program that does not read its input pauses the stdin producer; its death ends the pipe."""
-        producer = Producer()
+        producer = RecordingProducer()
 
         def flood(protocol, transport):
             transport.registerProducer(producer, True)
             transport.write(b"x" * (1024 * 1024))
-            self.assertEqual(producer.paused, 1)
+            self.assertEqual(producer.events, ["pause"])
             os.killpg(transport.pid, signal.SIGKILL)
 
         command = python("import time; time.sleep(60)", stdin=True)
         protocol, reason = yield self.spawn_until_ended(command, flood)
         self.assertEqual(reason.signal, signal.SIGKILL)
         self.assertIn(0, protocol.lost)
-        self.assertTrue(producer.stopped)
+        self.assertIn("stop", producer.events)
 
     @inlineCallbacks
     def test_drained(self):
