@@ -24,11 +24,10 @@ from ccx.cli.relay import ChunkDecoder, OutputRelay
 from ccx.cli.status import exit_status
 from ccx.cli.console import MemoryConsole
 from ccx.cli.main import run_cli
-from ccx.process.group import ProcessGroup
+from ccx.process.group import ProcessGroup, group_states
 from ccx.protocol import OutputFrame
 from ccx.testing import polling
 from ccx.testing.ports import free_port
-from ccx.testing.proc import group_states as members_state
 from tests.support import ServiceFixture, until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -468,10 +467,10 @@ class ProcessCommandTests(CLITestCase):
         process_id, pgid = result["process_id"], result["pgid"]
         status, out, err = yield self.cli("pause", process_id[:10])
         self.assertEqual((status, out), (0, f"paused {process_id}\n".encode()), err)
-        yield until(lambda: members_state(pgid) == ["T"])
+        yield until(lambda: group_states(pgid) == ["T"])
         status, out, _ = yield self.cli("resume", process_id)
         self.assertEqual((status, out), (0, f"resumed {process_id}\n".encode()))
-        yield until(lambda: "T" not in members_state(pgid))
+        yield until(lambda: "T" not in group_states(pgid))
         status, out, _ = yield self.cli("cancel", process_id)
         self.assertEqual((status, out), (0, f"cancelled {process_id}\n".encode()))
         done = yield client.notification("process.completed", process_id)

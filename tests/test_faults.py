@@ -8,8 +8,7 @@ import os
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 
-from ccx.process.group import ProcessGroup
-from ccx.testing.proc import group_states as members_state
+from ccx.process.group import ProcessGroup, group_states
 from tests.support import ServiceFixture, until
 
 
@@ -59,7 +58,7 @@ class FaultTests(TestCase):
             command=["sh", "-c", "for i in $(seq 100); do sleep 1000 & done; echo ready; wait"]
         )
         yield self.client.notification("process.output", result["process_id"])
-        yield until(lambda: len(members_state(result["pgid"])) == 101)
+        yield until(lambda: len(group_states(result["pgid"])) == 101)
         yield self.client.call("control", {"type": "CANCEL"})
         done = yield self.completed(result["process_id"])
         self.assertEqual(done["status"], "cancelled")

@@ -32,10 +32,9 @@ from ccx.mcp.tools import EXECUTE_OUTPUT, read_text
 from ccx.output.buffer import StreamBuffer
 from ccx.output.fanout import ProcessOutput
 from ccx.output.interfaces import IOutputSink
-from ccx.process.group import ProcessGroup
+from ccx.process.group import ProcessGroup, group_states
 from ccx.rpc.interfaces import INotificationChannel
 from ccx.web.interfaces import IConnection
-from ccx.testing.proc import group_states as members_state
 from tests.support import Client, ServiceFixture, until
 
 try:
@@ -583,11 +582,11 @@ class HttpTransportTests(HttpTestCase):
         )
         pgid, process_id = started["pgid"], started["process_id"]
         self.ccx.groups.append(pgid)
-        yield until(lambda: len(members_state(pgid)) == 3)
+        yield until(lambda: len(group_states(pgid)) == 3)
         yield self.tool(session_id, "pause", {"process_id": process_id})
-        yield until(lambda: set(members_state(pgid)) == {"T"})
+        yield until(lambda: set(group_states(pgid)) == {"T"})
         yield self.tool(session_id, "resume", {"process_id": process_id})
-        yield until(lambda: "T" not in members_state(pgid))
+        yield until(lambda: "T" not in group_states(pgid))
         result = yield self.tool(session_id, "cancel", {"process_id": process_id})
         self.assertEqual(result, {"process_id": process_id, "status": "cancelled"})
         process = self.ccx.service.node.registry.get(process_id)

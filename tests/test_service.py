@@ -10,11 +10,10 @@ from twisted.trial.unittest import TestCase
 from zope.interface.verify import verifyObject
 
 from ccx.output.fanout import MAX_CHUNK
-from ccx.process.group import ProcessGroup
+from ccx.process.group import ProcessGroup, group_states
 from ccx.rpc.interfaces import INotificationChannel
 from ccx.web import websocket
 from ccx.web.interfaces import IConnection
-from ccx.testing.proc import group_states as members_state
 from tests.support import ServiceFixture, fd_count, until
 
 
@@ -380,15 +379,15 @@ class ControlTests(ServiceTestCase):
         result = yield self.execute(command=["sh", "-c", "sleep 1000 & sleep 1000 & echo up; wait"])
         pgid = result["pgid"]
         yield self.client.notification("process.output")
-        yield until(lambda: len(members_state(pgid)) == 3)
+        yield until(lambda: len(group_states(pgid)) == 3)
         paused = yield self.client.call("control", {"type": "PAUSE", "process_id": result["process_id"]})
         self.assertEqual(paused["status"], "paused")
-        yield until(lambda: set(members_state(pgid)) == {"T"})
+        yield until(lambda: set(group_states(pgid)) == {"T"})
         again = yield self.client.call("control", {"type": "PAUSE"})
         self.assertEqual(again["status"], "paused")
         resumed = yield self.client.call("control", {"type": "RESUME"})
         self.assertEqual(resumed["status"], "resumed")
-        yield until(lambda: "T" not in members_state(pgid))
+        yield until(lambda: "T" not in group_states(pgid))
         events = yield self.client.notification("process.resumed", result["process_id"])
         self.assertEqual(events["status"], "resumed")
         cancelled = yield self.client.call("control", {"type": "CANCEL"})
@@ -402,7 +401,7 @@ class ControlTests(ServiceTestCase):
         """A paused group whose members ignore SIGTERM is killed after the grace period."""
         result = yield self.execute(command=["sh", "-c", self.STUBBORN])
         pgid = result["pgid"]
-        yield until(lambda: len(members_state(pgid)) >= 3)
+        yield until(lambda: len(group_states(pgid)) >= 3)
         yield self.client.call("control", {"type": "PAUSE"})
         yield self.client.call("control", {"type": "CANCEL"})
         done = yield self.completed(result["process_id"])
@@ -551,7 +550,7 @@ class LifecycleTests(ServiceTestCase):
     def test_service_stop_cancels_everything(self):
         """Stopping the service cancels every group and waits for them."""
         result = yield self.execute(command=["sh", "-c", "trap '' TERM; sleep 1000 & wait"], on_disconnect="keep")
-        yield until(lambda: len(members_state(result["pgid"])) == 2)
+        yield until(lambda: len(group_states(result["pgid"])) == 2)
         yield self.ccx.service.stopService()
         self.assertEqual(ProcessGroup(result["pgid"]).members(), [])
 

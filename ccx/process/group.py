@@ -36,6 +36,14 @@ def _members_from_proc(pgid: int) -> List[int]:
     return [p.pid for p in process_table() if p.pgid == pgid and p.state != "Z"]
 
 
+def group_states(pgid: int) -> List[str]:
+    """
+    The state letter (C{R}, C{S}, C{T}, ...) of each live (non-zombie)
+    member of a process group.
+    """
+    return [p.state for p in process_table() if p.pgid == pgid and p.state != "Z"]
+
+
 class ProcessGroup:
     """
     The process group a program runs in (its id is the program's pid).

@@ -81,14 +81,6 @@ def children_of(pid: int) -> List[int]:
     return [p.pid for p in process_table() if p.ppid == pid and p.state != "Z"]
 
 
-def group_states(pgid: int) -> List[str]:
-    """
-    The state letter (C{R}, C{S}, C{T}, ...) of each live member of a
-    process group.
-    """
-    return [p.state for p in process_table() if p.pgid == pgid and p.state != "Z"]
-
-
 def leftovers(pgids: Iterable[int]) -> Dict[int, List[int]]:
     """
     The process groups among C{pgids} that still have live members, with
