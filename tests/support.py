@@ -140,17 +140,24 @@ class Client(WebSocketClientProtocol):
 
         return self.request(method, params).addCallback(result)
 
-    def output(self, process_id: str, stream: str = "stdout") -> bytes:
+    def output(
+        self, process_id: str, stream: str = "stdout", start: int = 0, binary: bool = False
+    ) -> bytes:
         """
-        Everything received so far of one stream, checked to be contiguous.
+        Everything received so far of one stream, checked to be contiguous
+        from offset C{start}; with C{binary}, every output of the process
+        checked to have come as a binary frame.
         """
         data = b""
         for m in self.messages:
             if not isinstance(m, dict) or m.get("method") != "process.output":
                 continue
             p = m["params"]
-            if p["process_id"] == process_id and p["type"] == stream:
-                assert p["offset"] == len(data), (p["offset"], len(data))
+            if p["process_id"] != process_id:
+                continue
+            assert not binary or m.get("binary"), "output came as JSON"
+            if p["type"] == stream:
+                assert p["offset"] == start + len(data), (p["offset"], start + len(data))
                 data += chunk_bytes(p)
         return data
 

@@ -175,24 +175,6 @@ class ChoosingTests(SynchronousTestCase):
         self.assertIn("'binary'", error["message"])
 
 
-def frames_of(client, process_id, stream="stdout", start=0):
-    """
-    The bytes one client got of a stream as binary frames, checked to follow
-    each other from C{start} with no gap, no overlap and no JSON output.
-    """
-    data, position = b"", start
-    for message in client.messages:
-        params = message.get("params", {}) if isinstance(message, dict) else {}
-        if message.get("method") != "process.output" or params.get("process_id") != process_id:
-            continue
-        assert message.get("binary"), "output came as JSON"
-        if params["type"] == stream:
-            assert params["offset"] == position, (params["offset"], position)
-            data += params["data"]
-            position += len(params["data"])
-    return data
-
-
 class BinaryClientTests(TestCase):
     """
     A real WebSocket client reading a real program through binary frames.
@@ -224,7 +206,7 @@ class BinaryClientTests(TestCase):
         done = yield self.client.notification("process.completed", process.process_id)
         self.ccx.groups.append(done["pgid"])
         self.assertEqual((done["status"], done["dropped_bytes"], done["stdout_bytes"]), ("completed", 0, total))
-        self.assertEqual(len(frames_of(self.client, process.process_id)), total)
+        self.assertEqual(len(self.client.output(process.process_id, binary=True)), total)
         completed_at = self.client.messages.index(
             next(m for m in self.client.messages if m.get("method") == "process.completed")
         )
@@ -239,7 +221,7 @@ class BinaryClientTests(TestCase):
              "stdin": True, "encoding": "binary", "on_disconnect": "keep"},
         )
         process_id = result["process_id"]
-        yield until(lambda: len(frames_of(self.client, process_id)) == 4)
+        yield until(lambda: len(self.client.output(process_id, binary=True)) == 4)
         other = yield self.ccx.connect(path="/ws")
         attached = yield other.call(
             "attach", {"process_id": process_id, "offsets": {"stdout": 2}, "encoding": "binary",
@@ -249,9 +231,9 @@ class BinaryClientTests(TestCase):
         yield self.client.call("write", {"process_id": process_id, "data": "\n", "eof": True})
         yield other.notification("process.completed", process_id)
         yield self.client.notification("process.completed", process_id)
-        self.assertEqual(frames_of(self.client, process_id), b"\x00\xff\xc0aend")
-        self.assertEqual(frames_of(self.client, process_id, "stderr"), b"\xe9z")
-        self.assertEqual(frames_of(other, process_id, start=2), b"\xc0aend")
+        self.assertEqual(self.client.output(process_id, binary=True), b"\x00\xff\xc0aend")
+        self.assertEqual(self.client.output(process_id, "stderr", binary=True), b"\xe9z")
+        self.assertEqual(other.output(process_id, start=2, binary=True), b"\xc0aend")
         [entry] = (yield other.call("list"))["processes"]
         self.assertEqual(entry["encoding"], "binary")
         yield other.close()
