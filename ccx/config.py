@@ -147,6 +147,13 @@ class Config:
     max_http_sessions: int = 64
     http_session_idle: float = 120.0
     cwd: str = field(default_factory=os.getcwd)
+    # allow_host parsed once, as check_host compares them: (name, port or None).
+    host_names: Tuple[Tuple[str, Optional[int]], ...] = field(
+        init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "host_names", tuple(_host_name(h) for h in self.allow_host))
 
 
 def endpoint_description(port: str) -> str:
@@ -316,7 +323,8 @@ def build_config(values: Dict[str, Any]) -> Config:
     _check_env_settings(settings)
     _check_origins(settings.get("allow_origin", ()))
     if "allow_host" in settings:
-        settings["allow_host"] = _host_names(settings["allow_host"])
+        # Config checks and parses them (Config.host_names).
+        settings["allow_host"] = tuple(h.strip().lower() for h in settings["allow_host"])
     if settings.get("log_format", "text") not in LOG_FORMATS:
         raise ConfigError("--log-format must be text or json")
     level = settings.get("log_level", "info").lower()
@@ -364,21 +372,52 @@ def _check_origins(origins: Tuple[str, ...]) -> None:
         )
 
 
-def _host_names(hosts: Tuple[str, ...]) -> Tuple[str, ...]:
+def split_host(value: str) -> Tuple[str, Optional[int]]:
     """
-    The C{--allow-host} names, lowercased: C{NAME} or C{NAME:PORT} (an IPv6
-    address in brackets), as a C{Host} header would carry them.
+    A C{Host} header's name (lowercased, an IPv6 address kept in brackets)
+    and port, or L{None} for the port when it has none.
+
+    @raise ValueError: when the port is not a number.
     """
-    names = []
-    for host in hosts:
-        name = host.strip().lower()
-        if not name or any(c in name for c in "/@?# \t") or name.endswith(":"):
-            raise ConfigError(
-                f"--allow-host {host!r} must be a host name, optionally with :PORT "
-                "(as a Host header carries it), not a URL"
-            )
-        names.append(name)
-    return tuple(names)
+    value = value.strip().lower()
+    if value.startswith("["):
+        end = value.find("]")
+        if end == -1:
+            raise ValueError(value)
+        name, rest = value[: end + 1], value[end + 1 :]
+        if not rest:
+            return name, None
+        if rest[:1] != ":" or not rest[1:].isdigit():
+            raise ValueError(value)
+        return name, int(rest[1:])
+    name, colon, port = value.partition(":")
+    if not colon:
+        return name, None
+    if not port.isdigit():
+        raise ValueError(value)
+    return name, int(port)
+
+
+def _host_name(host: str) -> Tuple[str, Optional[int]]:
+    """
+    One C{--allow-host}: C{NAME} or C{NAME:PORT} (an IPv6 address in
+    brackets), as a C{Host} header would carry it.
+
+    @raise ConfigError: when it is anything else.
+    """
+    refusal = ConfigError(
+        f"--allow-host {host!r} must be a host name, optionally with :PORT "
+        "(as a Host header carries it), not a URL"
+    )
+    if any(c in host for c in "/@?# \t"):
+        raise refusal
+    try:
+        name, port = split_host(host)
+    except ValueError:
+        raise refusal
+    if not name:
+        raise refusal
+    return name, port
 
 
 def _read_token(path: str) -> str:

@@ -12,7 +12,7 @@ from twisted.internet.interfaces import IAddress
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
-from ccx.config import Config, is_local
+from ccx.config import Config, is_local, split_host
 
 log = Logger()
 
@@ -100,32 +100,6 @@ def check_access(
 _LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
 
 
-def _split_host(value: str) -> Tuple[str, Optional[int]]:
-    """
-    A C{Host} header's name (lowercased, an IPv6 address kept in brackets)
-    and port, or L{None} for the port when it has none.
-
-    @raise ValueError: when the port is not a number.
-    """
-    value = value.strip().lower()
-    if value.startswith("["):
-        end = value.find("]")
-        if end == -1:
-            raise ValueError(value)
-        name, rest = value[: end + 1], value[end + 1 :]
-        if not rest:
-            return name, None
-        if rest[:1] != ":" or not rest[1:].isdigit():
-            raise ValueError(value)
-        return name, int(rest[1:])
-    name, colon, port = value.partition(":")
-    if not colon:
-        return name, None
-    if not port.isdigit():
-        raise ValueError(value)
-    return name, int(port)
-
-
 def check_host(
     config: Config, host: Optional[str], local: IAddress, secure: bool
 ) -> None:
@@ -152,11 +126,10 @@ def check_host(
     if host is None:
         raise refusal
     try:
-        name, port = _split_host(host)
+        name, port = split_host(host)
     except ValueError:
         raise refusal
-    for allowed in config.allow_host:
-        allowed_name, allowed_port = _split_host(allowed)
+    for allowed_name, allowed_port in config.host_names:
         if name == allowed_name and allowed_port in (None, port):
             return
     if not isinstance(local, (IPv4Address, IPv6Address)):
