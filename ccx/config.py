@@ -254,22 +254,28 @@ _LISTS = ("allow", "allow_origin", "allow_host", "allow_env", "deny_env", "pass_
 _NAMES = {f.name for f in fields(Config)} - {"token", "log_format_given"} | {"token_file"}
 
 
-# The smallest --max-message-size: room for any notification's envelope.
+# The smallest --max-message-size: room for any notification's envelope
+# (every reply and notification must fit, output cut to size included).
 MIN_MESSAGE_SIZE = 512
+# The least value of the numbers that need not be positive or must be more;
+# every other number must be positive.
+_MINIMUMS: Dict[str, int] = {"kill_grace": 0, "max_message_size": MIN_MESSAGE_SIZE}
 
 
 def _number(name: str, value: Any) -> Any:
+    option = "--" + name.replace("_", "-")
     kind = _NUMBERS[name]
     try:
         number = kind(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"--{name.replace('_', '-')} must be a number, not {value!r}")
-    in_range = number >= 0 if name == "kill_grace" else number > 0
+        raise ConfigError(f"{option} must be a number, not {value!r}")
+    least = _MINIMUMS.get(name)
+    if least is None:
+        in_range, wanted = number > 0, "a positive number"
+    else:
+        in_range, wanted = number >= least, f"at least {least}"
     if isinstance(value, bool) or not in_range:
-        raise ConfigError(f"--{name.replace('_', '-')} must be a positive number")
-    if name == "max_message_size" and number < MIN_MESSAGE_SIZE:
-        # Every reply and notification must fit, output cut to size included.
-        raise ConfigError(f"--max-message-size must be at least {MIN_MESSAGE_SIZE} bytes")
+        raise ConfigError(f"{option} must be {wanted}")
     return number
 
 
