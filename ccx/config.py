@@ -452,7 +452,12 @@ class Options(usage.Options):
         ["buffer-bytes", None, None, "Output bytes held per stream [default: 1048576]."],
         ["buffer-lines", None, None, "Output lines held per stream [default: 10000]."],
         ["max-processes", None, None, "Live processes at once [default: 64]."],
-        ["max-connections", None, None, "Open connections at once [default: 1024]."],
+        [
+            "max-connections",
+            None,
+            None,
+            "Open WebSockets and HTTP requests still arriving, at once [default: 1024].",
+        ],
         ["keep-finished", None, None, "Seconds finished processes are kept [default: 300]."],
         ["max-finished", None, None, "Finished processes kept at most; oldest go first [default: 64]."],
         [
@@ -464,7 +469,13 @@ class Options(usage.Options):
         ],
         ["log-format", None, None, "text or json [default: text]."],
         ["log-level", None, None, "debug, info, warn or error [default: info]."],
-        ["max-message-size", None, None, "Largest incoming message [default: 1048576]."],
+        [
+            "max-message-size",
+            None,
+            None,
+            "Largest message in either direction, and most reply bytes a connection may "
+            "leave unread; at least 512 [default: 1048576].",
+        ],
         ["max-batch", None, None, "Most calls in one batch [default: 100]."],
         ["ping-interval", None, None, "Seconds between WebSocket pings [default: 30]."],
         ["cwd", None, None, "Default working directory of programs [default: current]."],
