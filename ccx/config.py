@@ -147,6 +147,13 @@ class Config:
     max_http_sessions: int = 64
     http_session_idle: float = 120.0
     cwd: str = field(default_factory=os.getcwd)
+    # allow_host parsed once, as check_host compares them: (name, port or None).
+    host_names: Tuple[Tuple[str, Optional[int]], ...] = field(
+        init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "host_names", tuple(_host_name(h) for h in self.allow_host))
 
 
 def endpoint_description(port: str) -> str:
@@ -247,22 +254,28 @@ _LISTS = ("allow", "allow_origin", "allow_host", "allow_env", "deny_env", "pass_
 _NAMES = {f.name for f in fields(Config)} - {"token", "log_format_given"} | {"token_file"}
 
 
-# The smallest --max-message-size: room for any notification's envelope.
+# The smallest --max-message-size: room for any notification's envelope
+# (every reply and notification must fit, output cut to size included).
 MIN_MESSAGE_SIZE = 512
+# The least value of the numbers that need not be positive or must be more;
+# every other number must be positive.
+_MINIMUMS: Dict[str, int] = {"kill_grace": 0, "max_message_size": MIN_MESSAGE_SIZE}
 
 
 def _number(name: str, value: Any) -> Any:
+    option = "--" + name.replace("_", "-")
     kind = _NUMBERS[name]
     try:
         number = kind(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"--{name.replace('_', '-')} must be a number, not {value!r}")
-    in_range = number >= 0 if name == "kill_grace" else number > 0
+        raise ConfigError(f"{option} must be a number, not {value!r}")
+    least = _MINIMUMS.get(name)
+    if least is None:
+        in_range, wanted = number > 0, "a positive number"
+    else:
+        in_range, wanted = number >= least, f"at least {least}"
     if isinstance(value, bool) or not in_range:
-        raise ConfigError(f"--{name.replace('_', '-')} must be a positive number")
-    if name == "max_message_size" and number < MIN_MESSAGE_SIZE:
-        # Every reply and notification must fit, output cut to size included.
-        raise ConfigError(f"--max-message-size must be at least {MIN_MESSAGE_SIZE} bytes")
+        raise ConfigError(f"{option} must be {wanted}")
     return number
 
 
@@ -316,7 +329,8 @@ def build_config(values: Dict[str, Any]) -> Config:
     _check_env_settings(settings)
     _check_origins(settings.get("allow_origin", ()))
     if "allow_host" in settings:
-        settings["allow_host"] = _host_names(settings["allow_host"])
+        # Config checks and parses them (Config.host_names).
+        settings["allow_host"] = tuple(h.strip().lower() for h in settings["allow_host"])
     if settings.get("log_format", "text") not in LOG_FORMATS:
         raise ConfigError("--log-format must be text or json")
     level = settings.get("log_level", "info").lower()
@@ -364,21 +378,52 @@ def _check_origins(origins: Tuple[str, ...]) -> None:
         )
 
 
-def _host_names(hosts: Tuple[str, ...]) -> Tuple[str, ...]:
+def split_host(value: str) -> Tuple[str, Optional[int]]:
     """
-    The C{--allow-host} names, lowercased: C{NAME} or C{NAME:PORT} (an IPv6
-    address in brackets), as a C{Host} header would carry them.
+    A C{Host} header's name (lowercased, an IPv6 address kept in brackets)
+    and port, or L{None} for the port when it has none.
+
+    @raise ValueError: when the port is not a number.
     """
-    names = []
-    for host in hosts:
-        name = host.strip().lower()
-        if not name or any(c in name for c in "/@?# \t") or name.endswith(":"):
-            raise ConfigError(
-                f"--allow-host {host!r} must be a host name, optionally with :PORT "
-                "(as a Host header carries it), not a URL"
-            )
-        names.append(name)
-    return tuple(names)
+    value = value.strip().lower()
+    if value.startswith("["):
+        end = value.find("]")
+        if end == -1:
+            raise ValueError(value)
+        name, rest = value[: end + 1], value[end + 1 :]
+        if not rest:
+            return name, None
+        if rest[:1] != ":" or not rest[1:].isdigit():
+            raise ValueError(value)
+        return name, int(rest[1:])
+    name, colon, port = value.partition(":")
+    if not colon:
+        return name, None
+    if not port.isdigit():
+        raise ValueError(value)
+    return name, int(port)
+
+
+def _host_name(host: str) -> Tuple[str, Optional[int]]:
+    """
+    One C{--allow-host}: C{NAME} or C{NAME:PORT} (an IPv6 address in
+    brackets), as a C{Host} header would carry it.
+
+    @raise ConfigError: when it is anything else.
+    """
+    refusal = ConfigError(
+        f"--allow-host {host!r} must be a host name, optionally with :PORT "
+        "(as a Host header carries it), not a URL"
+    )
+    if any(c in host for c in "/@?# \t"):
+        raise refusal
+    try:
+        name, port = split_host(host)
+    except ValueError:
+        raise refusal
+    if not name:
+        raise refusal
+    return name, port
 
 
 def _read_token(path: str) -> str:
@@ -407,7 +452,12 @@ class Options(usage.Options):
         ["buffer-bytes", None, None, "Output bytes held per stream [default: 1048576]."],
         ["buffer-lines", None, None, "Output lines held per stream [default: 10000]."],
         ["max-processes", None, None, "Live processes at once [default: 64]."],
-        ["max-connections", None, None, "Open connections at once [default: 1024]."],
+        [
+            "max-connections",
+            None,
+            None,
+            "Open WebSockets and HTTP requests still arriving, at once [default: 1024].",
+        ],
         ["keep-finished", None, None, "Seconds finished processes are kept [default: 300]."],
         ["max-finished", None, None, "Finished processes kept at most; oldest go first [default: 64]."],
         [
@@ -419,7 +469,13 @@ class Options(usage.Options):
         ],
         ["log-format", None, None, "text or json [default: text]."],
         ["log-level", None, None, "debug, info, warn or error [default: info]."],
-        ["max-message-size", None, None, "Largest incoming message [default: 1048576]."],
+        [
+            "max-message-size",
+            None,
+            None,
+            "Largest message in either direction, and most reply bytes a connection may "
+            "leave unread; at least 512 [default: 1048576].",
+        ],
         ["max-batch", None, None, "Most calls in one batch [default: 100]."],
         ["ping-interval", None, None, "Seconds between WebSocket pings [default: 30]."],
         ["cwd", None, None, "Default working directory of programs [default: current]."],

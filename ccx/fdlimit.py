@@ -41,7 +41,7 @@ def open_file_limit(getrlimit: Optional[Callable[[int], Limits]] = None) -> Opti
     """
     The soft C{RLIMIT_NOFILE}, or L{None} when unlimited.
     """
-    soft, hard = (getrlimit or resource.getrlimit)(resource.RLIMIT_NOFILE)
+    soft, _ = (getrlimit or resource.getrlimit)(resource.RLIMIT_NOFILE)
     return None if soft == resource.RLIM_INFINITY else soft
 
 

@@ -3,9 +3,10 @@ The state one ccx service shares between its connections.
 """
 
 import time
-from typing import Any, Set
+from typing import Any, Optional, Set
 
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
+from twisted.logger import Logger
 
 from ccx import __version__
 from ccx.config import Config
@@ -16,6 +17,8 @@ from ccx.process.launch import Launcher, LaunchSettings
 from ccx.process.registry import ProcessRegistry
 from ccx.session import Session
 from ccx.web.interfaces import IConnection
+
+log = Logger()
 
 
 class Node:
@@ -73,6 +76,18 @@ class Node:
         holds its socket as surely as an open WebSocket does).
         """
         return self.handshakes + sum(1 for c in self.connections if c.holds_socket)
+
+    def connection_refused(self) -> Optional[str]:
+        """
+        Why one more connection may not be served now (C{--max-connections}),
+        logged; or L{None} when it may.
+        """
+        count = self.open_connections()
+        limit = self.config.max_connections
+        if count < limit:
+            return None
+        log.warn("refused a connection: {count} connections are open", count=count)
+        return f"too many connections (--max-connections {limit})"
 
     def close_connections(self, reason: str) -> Deferred:
         """

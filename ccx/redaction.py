@@ -60,7 +60,7 @@ def _spelling(char: str) -> str:
     return "(?:" + "|".join(alternatives) + ")"
 
 
-def spelled(text: str) -> str:
+def _spelled(text: str) -> str:
     """
     A pattern matching C{text} with each of its characters in any spelling
     (raw, percent-encoded, escaped).
@@ -90,7 +90,7 @@ def _base64_fragments(secret: str) -> List[str]:
 
 # A query parameter named token (its name spelled any way the query parser
 # decodes), up to the end of its value.
-_QUERY_TOKEN = re.compile("([?&;]" + spelled("token") + "=)[^&#\\s'\"\\\\<>]+")
+_QUERY_TOKEN = re.compile("([?&;]" + _spelled("token") + "=)[^&#\\s'\"\\\\<>]+")
 # An Authorization (or Proxy-Authorization) header's value: in the raw request,
 # in a dict of headers, or in twisted.web's Headers.
 _AUTHORIZATION = re.compile(
@@ -115,8 +115,8 @@ class Redactor:
 
     def __init__(self, secrets: Sequence[str] = ()) -> None:
         secrets = [secret for secret in secrets if secret]
-        self._spelled: Optional[Pattern[str]] = (
-            re.compile("|".join(spelled(secret) for secret in secrets)) if secrets else None
+        self._secrets: Optional[Pattern[str]] = (
+            re.compile("|".join(_spelled(secret) for secret in secrets)) if secrets else None
         )
         # Each fragment with the characters at either end, which hold some
         # of the secret's bits too.
@@ -130,8 +130,8 @@ class Redactor:
         text = _QUERY_TOKEN.sub(_keep_name, text)
         if "uthorization" in text.lower():
             text = _AUTHORIZATION.sub(_keep_name, text)
-        if self._spelled is not None:
-            text = self._spelled.sub(REDACTED, text)
+        if self._secrets is not None:
+            text = self._secrets.sub(REDACTED, text)
         for fragment, pattern in self._base64:
             if fragment in text:
                 text = pattern.sub(REDACTED, text)

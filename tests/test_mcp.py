@@ -4,6 +4,7 @@ subprotocol C{mcp}, checked against the real service, with raw messages and
 with the official MCP Python SDK as the client.
 """
 
+import dataclasses
 import importlib.util
 import io
 import json
@@ -641,8 +642,8 @@ class HttpTransportTests(HttpTestCase):
     @inlineCallbacks
     def test_idle_session_expires(self):
         """A session with nothing in flight and no stream ends after the idle timeout."""
-        resource = self.ccx.service.site.resource.children[b"mcp"]
-        resource._idle_timeout = 0.2
+        node = self.ccx.service.node
+        node.config = dataclasses.replace(node.config, http_session_idle=0.2)
         session_id, _ = yield self.initialize()
         started = yield self.tool(session_id, "start", {"command": ["sleep", "1000"]})
         self.ccx.groups.append(started["pgid"])

@@ -308,6 +308,12 @@ class CheckHostTests(TestCase):
             with self.assertRaises(ConfigError):
                 self.config(bad)
 
+    def test_config_port(self):
+        """An --allow-host whose port is no number, or an unclosed IPv6 bracket, is refused at start."""
+        for bad in ("ccx.example:bar", "ccx.example:80x", "[::1", "[::1]:x", "[::1]80", ":80"):
+            with self.assertRaises(ConfigError, msg=bad):
+                self.config(bad)
+
 
 class NullOriginTests(McpHttpTestCase):
     @inlineCallbacks

@@ -1,18 +1,19 @@
 """
 Who may talk to the service: the origin and bearer-token rules of
-docs/protocol.md section 2, shared by the WebSocket handshake and the MCP HTTP
-endpoint so that both refuse the same requests with the same codes.
+docs/protocol.md section 2, shared by the WebSocket handshake, the MCP HTTP
+endpoint and C{/metrics} so that all refuse the same requests with the same
+codes.
 """
 
 import hmac
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Mapping, Optional, Sequence, Tuple
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.interfaces import IAddress
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
-from ccx.config import Config, is_local
+from ccx.config import Config, is_local, split_host
 
 log = Logger()
 
@@ -29,6 +30,14 @@ class AccessDenied(Exception):
         super().__init__(reason)
         self.code = code
         self.reason = reason
+
+    @property
+    def headers(self) -> Tuple[Tuple[str, str], ...]:
+        """
+        The response headers of the refusal: a challenge when the token is
+        what is missing (401).
+        """
+        return (("WWW-Authenticate", 'Bearer realm="ccx"'),) if self.code == 401 else ()
 
 
 def bearer_token(authorization: Optional[str], query_tokens: Sequence[str]) -> Optional[str]:
@@ -59,17 +68,34 @@ def carries_token(
     )
 
 
-def request_credentials(request: IRequest) -> Tuple[Optional[str], List[str]]:
+def header_text(request: IRequest, name: bytes) -> Optional[str]:
     """
-    What a C{twisted.web} request offers as a token: its C{Authorization}
-    header and its C{token} query parameters, for L{check_access} and
-    L{carries_token}.
+    A C{twisted.web} request's header as text, or L{None} when absent.
     """
-    authorization = request.getHeader(b"authorization")
-    return (
-        None if authorization is None else authorization.decode("latin-1"),
-        [t.decode("utf-8", "replace") for t in request.args.get(b"token", [])],
-    )
+    value = request.getHeader(name)
+    return None if value is None else value.decode("latin-1")
+
+
+def token_parameters(args: Mapping[bytes, Sequence[bytes]]) -> List[str]:
+    """
+    The values of the C{token} query parameter, from a request's C{args}
+    (as C{parse_qs} gives them).
+    """
+    return [t.decode("utf-8", "replace") for t in args.get(b"token", [])]
+
+
+def check_origin(config: Config, origin: Optional[str]) -> None:
+    """
+    Refuse (403) a request from an origin that is not allowed.
+
+    @param origin: the C{Origin} header, or L{None} when absent.
+    @raise AccessDenied: when the request must be refused.
+    """
+    if origin is not None and origin not in config.allow_origin:
+        log.warn("refused a connection from origin {origin}", origin=origin)
+        raise AccessDenied(
+            403, f"origin {origin} is not allowed (start ccx with --allow-origin)"
+        )
 
 
 def check_access(
@@ -87,43 +113,45 @@ def check_access(
     @param query_tokens: the values of the C{token} query parameter.
     @raise AccessDenied: when the request must be refused.
     """
-    if origin is not None and origin not in config.allow_origin:
-        log.warn("refused a connection from origin {origin}", origin=origin)
-        raise AccessDenied(
-            403, f"origin {origin} is not allowed (start ccx with --allow-origin)"
-        )
+    check_origin(config, origin)
     if not carries_token(config, authorization, query_tokens):
         log.warn("refused a connection with a missing or wrong token")
         raise AccessDenied(401, "a valid bearer token is required")
 
 
+def check_request_host(config: Config, request: IRequest) -> None:
+    """
+    L{check_host} for a C{twisted.web} request.
+    """
+    check_host(config, header_text(request, b"host"), request.getHost(), request.isSecure())
+
+
+def check_web_request(
+    config: Config,
+    request: IRequest,
+    host: bool = False,
+    args: Optional[Mapping[bytes, Sequence[bytes]]] = None,
+) -> None:
+    """
+    Judge a C{twisted.web} request by its head: its C{Host} (when C{host}),
+    its origin, its token.
+
+    @param args: the parameters of its query, when the request has not
+        parsed them yet (the channel judges a request before its body);
+        by default C{request.args}.
+    @raise AccessDenied: when the request must be refused.
+    """
+    if host:
+        check_request_host(config, request)
+    check_access(
+        config,
+        header_text(request, b"origin"),
+        header_text(request, b"authorization"),
+        token_parameters(request.args if args is None else args),
+    )
+
+
 _LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
-
-
-def _split_host(value: str) -> Tuple[str, Optional[int]]:
-    """
-    A C{Host} header's name (lowercased, an IPv6 address kept in brackets)
-    and port, or L{None} for the port when it has none.
-
-    @raise ValueError: when the port is not a number.
-    """
-    value = value.strip().lower()
-    if value.startswith("["):
-        end = value.find("]")
-        if end == -1:
-            raise ValueError(value)
-        name, rest = value[: end + 1], value[end + 1 :]
-        if not rest:
-            return name, None
-        if rest[:1] != ":" or not rest[1:].isdigit():
-            raise ValueError(value)
-        return name, int(rest[1:])
-    name, colon, port = value.partition(":")
-    if not colon:
-        return name, None
-    if not port.isdigit():
-        raise ValueError(value)
-    return name, int(port)
 
 
 def check_host(
@@ -152,11 +180,10 @@ def check_host(
     if host is None:
         raise refusal
     try:
-        name, port = _split_host(host)
+        name, port = split_host(host)
     except ValueError:
         raise refusal
-    for allowed in config.allow_host:
-        allowed_name, allowed_port = _split_host(allowed)
+    for allowed_name, allowed_port in config.host_names:
         if name == allowed_name and allowed_port in (None, port):
             return
     if not isinstance(local, (IPv4Address, IPv6Address)):

@@ -28,8 +28,7 @@ from ccx.fdlimit import descriptors_low
 from ccx.node import Node
 from ccx.rpc.errors import INVALID_REQUEST, LIMIT_EXCEEDED, RPCError
 from ccx.rpc.jsonrpc import encode
-from ccx.web.access import AccessDenied
-from ccx.web.mcp_http import check_request
+from ccx.web.access import AccessDenied, check_web_request
 
 # Seconds a refused client may go on sending (read and dropped) before its
 # connection is cut: long enough for it to read the answer, which a client
@@ -60,9 +59,7 @@ class Refusal:
     headers: Tuple[Tuple[str, str], ...] = ()
 
     def response(self) -> bytes:
-        body = encode(
-            {"jsonrpc": "2.0", "id": None, "error": RPCError(self.code, self.message).to_json()}
-        )
+        body = encode(RPCError(self.code, self.message).response(None))
         lines = [
             f"HTTP/1.1 {self.status} {self.message}",
             "Content-Type: application/json",
@@ -74,7 +71,7 @@ class Refusal:
 
 
 def judge_body(
-    node: Node, request: Request, method: bytes, target: bytes, length: Optional[int]
+    node: Node, request: "BoundedRequest", method: bytes, target: bytes, length: Optional[int]
 ) -> Tuple[Optional[Refusal], int]:
     """
     Whether a request may send its body, judged from its head alone.
@@ -89,12 +86,12 @@ def judge_body(
     segments = [unquote_to_bytes(segment) for segment in path[1:].split(b"/")]
     if method == b"POST" and segments in _MCP_PATHS:
         config = node.config
-        tokens = parse_qs(query.decode("latin-1")).get("token", [])
         try:
-            check_request(config, request, tokens)
+            # The query as twisted.web will parse it into request.args.
+            check_web_request(config, request, host=True, args=parse_qs(query, True))
         except AccessDenied as e:
-            headers = (("WWW-Authenticate", 'Bearer realm="ccx"'),) if e.code == 401 else ()
-            return Refusal(e.code, e.reason, headers=headers), 0
+            return Refusal(e.code, e.reason, headers=e.headers), 0
+        request.judged = True
         if length is not None and length > config.max_message_size:
             return _too_large(config.max_message_size), 0
         return None, config.max_message_size
@@ -118,6 +115,8 @@ class BoundedRequest(Request):
 
     @ivar line: the method and target of the request line, which the
         channel sets as soon as it has it.
+    @ivar judged: whether its head passed the C{/mcp} checks (the
+        resource then does not check it again).
     """
 
     # Its repr leaves out the query string, where a browser puts its
@@ -135,6 +134,7 @@ class BoundedRequest(Request):
         )
 
     line: Tuple[bytes, bytes] = (b"", b"")
+    judged = False
     _refused = False
     _limit = 0
 
@@ -202,14 +202,8 @@ class ClientChannel(HTTPChannel):
             return Refusal(
                 503, "the service is short of file descriptors; try again later", LIMIT_EXCEEDED
             )
-        limit = self.node.config.max_connections
-        if self.node.open_connections() >= limit:
-            log.warn(
-                "refused a connection: {count} connections are open",
-                count=self.node.open_connections(),
-            )
-            return Refusal(503, f"too many connections (--max-connections {limit})", LIMIT_EXCEEDED)
-        return None
+        refused = self.node.connection_refused()
+        return None if refused is None else Refusal(503, refused, LIMIT_EXCEEDED)
 
     def _await_request(self) -> None:
         """
@@ -221,7 +215,11 @@ class ClientChannel(HTTPChannel):
             self.node.config.handshake_timeout, self._too_slow
         )
 
-    def _request_arrived(self) -> None:
+    def _stop_waiting(self) -> None:
+        """
+        No request is awaited any more (it arrived, or the connection was
+        refused, timed out or lost): uncount it, cancel its deadline.
+        """
         if self._arriving:
             self._arriving = False
             self.node.handshakes -= 1
@@ -231,7 +229,7 @@ class ClientChannel(HTTPChannel):
 
     def _too_slow(self) -> None:
         self._deadline = None
-        self._request_arrived()
+        self._stop_waiting()
         log.info(
             "closed a connection from {peer}: no whole request within {timeout:g}s "
             "(--handshake-timeout)",
@@ -263,7 +261,7 @@ class ClientChannel(HTTPChannel):
             super().dataReceived(data)
 
     def allContentReceived(self) -> None:
-        self._request_arrived()
+        self._stop_waiting()
         super().allContentReceived()
 
     def requestDone(self, request: Request) -> None:
@@ -280,7 +278,7 @@ class ClientChannel(HTTPChannel):
         if self._refused:
             return
         self._refused = True
-        self._request_arrived()
+        self._stop_waiting()
         self.transport.write(refusal.response())
         self.transport.unregisterProducer()
         if ITCPTransport.providedBy(self.transport) and not ISSLTransport.providedBy(self.transport):
@@ -294,7 +292,7 @@ class ClientChannel(HTTPChannel):
 
     def connectionLost(self, reason: Any) -> None:
         self._connected = False
-        self._request_arrived()
+        self._stop_waiting()
         if self._linger is not None and self._linger.active():
             self._linger.cancel()
         super().connectionLost(reason)

@@ -21,7 +21,7 @@ C{--http-session-idle} seconds without a request or an open stream, or when
 the service stops.
 """
 
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
@@ -37,8 +37,14 @@ from ccx.rpc.errors import INVALID_REQUEST, LIMIT_EXCEEDED, RPCError
 from ccx.rpc.interfaces import INotificationChannel
 from ccx.rpc.jsonrpc import Dispatcher, Reply, encode, parse
 from ccx.rpc.ratelimit import TokenBucket
-from ccx.config import Config
-from ccx.web.access import AccessDenied, check_access, check_host
+from ccx.web.access import (
+    AccessDenied,
+    check_origin,
+    check_request_host,
+    check_web_request,
+    header_text,
+)
+from ccx.web.channel import BoundedRequest
 from ccx.web.interfaces import IConnection
 from ccx.web.sse import EventStream, ResponseStream
 
@@ -47,40 +53,17 @@ VERSION_HEADER = b"mcp-protocol-version"
 _ALLOWED_HEADERS = b"authorization, content-type, mcp-session-id, mcp-protocol-version, last-event-id"
 
 
-def _header(request: Request, name: bytes) -> Optional[str]:
-    value = request.getHeader(name)
-    return None if value is None else value.decode("latin-1")
-
-
 def _accepts(request: Request) -> Tuple[bool, bool]:
     """
     Whether the client takes C{application/json} and C{text/event-stream}
     answers (no C{Accept} header takes anything).
     """
-    accept = (_header(request, b"accept") or "*/*").lower()
+    accept = (header_text(request, b"accept") or "*/*").lower()
     kinds = {part.split(";")[0].strip() for part in accept.split(",")}
     anything = "*/*" in kinds
     json_ok = anything or "application/json" in kinds or "application/*" in kinds
     sse_ok = anything or "text/event-stream" in kinds or "text/*" in kinds
     return json_ok, sse_ok
-
-
-def check_request(config: Config, request: Request, query_tokens: Sequence[str]) -> None:
-    """
-    Judge a C{/mcp} request by its head alone: its C{Host}, its origin, its
-    token.  The channel asks this before it reads a body
-    (L{ccx.web.channel}), the resource again before it answers.
-
-    @param query_tokens: the values of the C{token} query parameter.
-    @raise AccessDenied: when the request must be refused.
-    """
-    check_host(config, _header(request, b"host"), request.getHost(), request.isSecure())
-    check_access(
-        config,
-        origin=_header(request, b"origin"),
-        authorization=_header(request, b"authorization"),
-        query_tokens=query_tokens,
-    )
 
 
 def _error(
@@ -95,8 +78,7 @@ def _error(
     """
     request.setResponseCode(status)
     request.setHeader(b"content-type", b"application/json")
-    error = RPCError(code, message)
-    return encode({"jsonrpc": "2.0", "id": request_id, "error": error.to_json()})
+    return encode(RPCError(code, message).response(request_id))
 
 
 @implementer(IConnection, INotificationChannel)
@@ -115,7 +97,7 @@ class HttpSession:
     log = Logger()
     holds_socket = False
 
-    def __init__(self, node: Node, resource: "McpResource", idle_timeout: float) -> None:
+    def __init__(self, node: Node, resource: "McpResource") -> None:
         self.session = node.new_session()
         self.mcp = McpSession(self.session, standalone=self)
         self.clock = node.reactor
@@ -126,8 +108,7 @@ class HttpSession:
         self._tools = Tools(node, self.mcp)
         self._limiter = TokenBucket(node.reactor, node.config.max_requests)
         self._busy = 0
-        self._idle_timeout = idle_timeout
-        self._idle: IDelayedCall = self.clock.callLater(idle_timeout, self._expire)
+        self._idle: IDelayedCall = self.clock.callLater(self._idle_timeout, self._expire)
 
     @property
     def session_id(self) -> str:
@@ -170,6 +151,10 @@ class HttpSession:
             self.stream = None
         self._touch()
 
+    @property
+    def _idle_timeout(self) -> float:
+        return self._node.config.http_session_idle
+
     def _touch(self) -> None:
         if self._idle.active():
             self._idle.reset(self._idle_timeout)
@@ -211,7 +196,6 @@ class McpResource(Resource):
     def __init__(self, node: Node) -> None:
         super().__init__()
         self._node = node
-        self._idle_timeout = node.config.http_session_idle
         self.sessions: Dict[str, HttpSession] = {}
 
     def forget(self, session: HttpSession) -> None:
@@ -224,24 +208,19 @@ class McpResource(Resource):
         request.setHeader(b"cache-control", b"no-store")
         if request.postpath not in ([], [b""]):
             return _error(request, 404, "not found: the MCP endpoint is /mcp")
-        origin = _header(request, b"origin")
+        config = self._node.config
+        origin = header_text(request, b"origin")
         try:
             if request.method == b"OPTIONS":
-                check_host(
-                    self._node.config,
-                    _header(request, b"host"),
-                    request.getHost(),
-                    request.isSecure(),
-                )
+                check_request_host(config, request)
+                check_origin(config, origin)
                 return self._preflight(request, origin)
-            check_request(
-                self._node.config,
-                request,
-                [t.decode("utf-8", "replace") for t in request.args.get(b"token", [])],
-            )
+            # A POST through the port's channel was judged before its body.
+            if not (isinstance(request, BoundedRequest) and request.judged):
+                check_web_request(config, request, host=True)
         except AccessDenied as e:
-            if e.code == 401:
-                request.setHeader(b"www-authenticate", b'Bearer realm="ccx"')
+            for name, value in e.headers:
+                request.setHeader(name, value)
             return _error(request, e.code, e.reason)
         if origin is not None:
             self._allow_origin(request, origin)
@@ -254,16 +233,11 @@ class McpResource(Resource):
 
     def _preflight(self, request: Request, origin: Optional[str]) -> bytes:
         """
-        A browser's CORS preflight: it carries no token, so only the origin
-        is judged here; the request that follows is judged in full.
+        A browser's CORS preflight, from an allowed origin: it carries no
+        token, so only its host and origin are judged; the request that
+        follows is judged in full.
         """
         if origin is not None:
-            if origin not in self._node.config.allow_origin:
-                return _error(
-                    request,
-                    403,
-                    f"origin {origin} is not allowed (start ccx with --allow-origin)",
-                )
             self._allow_origin(request, origin)
             request.setHeader(b"access-control-allow-methods", b"GET, POST, DELETE")
             request.setHeader(b"access-control-allow-headers", _ALLOWED_HEADERS)
@@ -276,7 +250,7 @@ class McpResource(Resource):
         """
         The session a request names, or the refusal to answer with.
         """
-        session_id = _header(request, SESSION_HEADER)
+        session_id = header_text(request, SESSION_HEADER)
         if session_id is None:
             return None, _error(
                 request,
@@ -298,8 +272,7 @@ class McpResource(Resource):
     # -- methods ------------------------------------------------------------------
 
     def render_POST(self, request: Request) -> Any:
-        config = self._node.config
-        content_type = (_header(request, b"content-type") or "").split(";")[0].strip().lower()
+        content_type = (header_text(request, b"content-type") or "").split(";")[0].strip().lower()
         if content_type != "application/json":
             return _error(
                 request, 415, "unsupported media type: POST one JSON-RPC message as application/json"
@@ -309,14 +282,8 @@ class McpResource(Resource):
             return _error(
                 request, 406, "not acceptable: Accept must list application/json and text/event-stream"
             )
-        body = request.content.read(config.max_message_size + 1)
-        if len(body) > config.max_message_size:
-            return _error(
-                request,
-                413,
-                f"the message is larger than {config.max_message_size} bytes "
-                "(--max-message-size)",
-            )
+        # BoundedRequest kept it within --max-message-size.
+        body = request.content.read()
         try:
             message = parse(body)
         except RPCError as e:
@@ -341,7 +308,7 @@ class McpResource(Resource):
         session, refusal = self._session(request, request_id)
         if session is None:
             return refusal
-        version = _header(request, VERSION_HEADER)
+        version = header_text(request, VERSION_HEADER)
         if version is not None and version not in SUPPORTED_VERSIONS:
             return _error(
                 request,
@@ -382,13 +349,14 @@ class McpResource(Resource):
                 request_id,
                 code=LIMIT_EXCEEDED,
             )
-        session = HttpSession(node, self, self._idle_timeout)
+        session = HttpSession(node, self)
         stream = ResponseStream(request, session, json_ok, sse_ok)
         address = request.getClientAddress()
         peer = f"{getattr(address, 'host', address)}:{getattr(address, 'port', '')}"
 
         def answered(reply: Reply) -> None:
-            if session.mcp.protocol_version is not None and not stream.done:
+            opened = session.mcp.protocol_version is not None and not stream.done
+            if opened:
                 self.sessions[session.session_id] = session
                 node.connections.add(session)
                 request.setHeader(SESSION_HEADER, session.session_id.encode("ascii"))
@@ -397,9 +365,8 @@ class McpResource(Resource):
                     session_id=session.session_id,
                     peer=peer,
                 )
-                stream.reply(reply)
-            else:
-                stream.reply(reply)
+            stream.reply(reply)
+            if not opened:
                 session.close("initialize failed")
 
         session.dispatcher(stream).dispatch(body).addCallback(answered)

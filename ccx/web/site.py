@@ -1,5 +1,6 @@
 """
-The HTTP side of the port: C{/ws} and C{/ws/mcp} (the WebSocket) and C{/health}.
+The HTTP side of the port: C{/ws} and C{/ws/mcp} (the WebSocket),
+C{/health}, C{/metrics} and C{/mcp} (MCP's Streamable HTTP).
 """
 
 import json
@@ -12,7 +13,13 @@ from ccx.web.channel import BoundedRequest, ClientChannel
 from ccx.web.mcp_http import McpResource
 from ccx.metrics import CONTENT_TYPE
 from ccx.node import Node
-from ccx.web.access import AccessDenied, carries_token, check_access, request_credentials
+from ccx.web.access import (
+    AccessDenied,
+    carries_token,
+    check_web_request,
+    header_text,
+    token_parameters,
+)
 from ccx.web.websocket import make_factory
 
 
@@ -33,7 +40,8 @@ class HealthResource(Resource):
         request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"cache-control", b"no-store")
         health = self._node.health()
-        if not carries_token(self._node.config, *request_credentials(request)):
+        authorization = header_text(request, b"authorization")
+        if not carries_token(self._node.config, authorization, token_parameters(request.args)):
             health = {"status": health["status"]}
         return json.dumps(health).encode("utf-8")
 
@@ -52,17 +60,12 @@ class MetricsResource(Resource):
 
     def render_GET(self, request) -> bytes:
         request.setHeader(b"cache-control", b"no-store")
-        origin = request.getHeader(b"origin")
         try:
-            check_access(
-                self._node.config,
-                None if origin is None else origin.decode("latin-1"),
-                *request_credentials(request),
-            )
+            check_web_request(self._node.config, request)
         except AccessDenied as e:
             request.setResponseCode(e.code)
-            if e.code == 401:
-                request.setHeader(b"www-authenticate", b'Bearer realm="ccx"')
+            for name, value in e.headers:
+                request.setHeader(name, value)
             request.setHeader(b"content-type", b"text/plain; charset=utf-8")
             return e.reason.encode("utf-8") + b"\n"
         request.setHeader(b"content-type", CONTENT_TYPE.encode("ascii"))

@@ -43,10 +43,15 @@ class SessionStream:
     An SSE response as its request's streaming producer: while the client's
     socket is full it is paused, and resuming lets the session's
     subscriptions deliver again.
+
+    @ivar done: whether the stream is over (or the client went away).
     """
 
-    _session: "HttpSession"
-    _paused = False
+    def __init__(self, request: Request, session: "HttpSession") -> None:
+        self.done = False
+        self._request = request
+        self._session = session
+        self._paused = False
 
     def pauseProducing(self) -> None:
         self._paused = True
@@ -83,14 +88,11 @@ class ResponseStream(SessionStream):
         sse_ok: bool,
         status: int = 200,
     ) -> None:
-        self.done = False
+        super().__init__(request, session)
         self.streaming = False
-        self._request = request
-        self._session = session
         self._json_ok = json_ok
         self._sse_ok = sse_ok
         self._status = status
-        self._paused = False
         session.request_started()
         request.notifyFinish().addErrback(self._lost)
 
@@ -156,10 +158,7 @@ class EventStream(SessionStream):
     """
 
     def __init__(self, request: Request, session: "HttpSession", interval: float) -> None:
-        self.done = False
-        self._request = request
-        self._session = session
-        self._paused = False
+        super().__init__(request, session)
         start_sse(request)
         request.registerProducer(self, True)
         request.write(b": ccx event stream\n\n")

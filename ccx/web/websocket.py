@@ -94,24 +94,18 @@ class CCXServerProtocol(WebSocketServerProtocol):
         return self.websocket_protocol_in_use == MCP_SUBPROTOCOL
 
     def onConnect(self, request: Any) -> Optional[str]:
-        config = self.node.config
         try:
             check_access(
-                config,
+                self.node.config,
                 origin=request.headers.get("origin"),
                 authorization=request.headers.get("authorization"),
                 query_tokens=request.params.get("token", ()),
             )
         except AccessDenied as e:
             raise ConnectionDeny(e.code, e.reason)
-        if self.node.open_connections() >= config.max_connections:
-            self._log.warn(
-                "refused a connection: {count} connections are open",
-                count=self.node.open_connections(),
-            )
-            raise ConnectionDeny(
-                503, f"too many connections (--max-connections {config.max_connections})"
-            )
+        refused = self.node.connection_refused()
+        if refused is not None:
+            raise ConnectionDeny(503, refused)
         if MCP_SUBPROTOCOL in request.protocols:
             return MCP_SUBPROTOCOL
         return None
