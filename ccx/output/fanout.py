@@ -58,6 +58,14 @@ class Subscription:
         self.done = False
         self._first = first
 
+    @property
+    def delivering(self) -> bool:
+        """
+        Whether this subscription is activated and has not ended: it still
+        has output, or the process's completion, to deliver.
+        """
+        return self.active and not self.done
+
     def activate(self) -> None:
         """
         Start delivering: first the announcement this subscription was made
@@ -220,7 +228,7 @@ class ProcessOutput:
         or cancelled.
         """
         for subscription in list(self.subscriptions):
-            if subscription.active and not subscription.done:
+            if subscription.delivering:
                 self.call_sink(subscription, subscription.sink.changed, event)
 
     def pump(self, subscription: Subscription) -> None:
