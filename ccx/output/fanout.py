@@ -24,9 +24,8 @@ from ccx.output.events import (
 )
 from ccx.output.interfaces import IOutputSink, IReadControl
 
-# The most bytes one chunk carries: one chunk fits in one message of any
-# edge (JSON escaping can grow text six-fold, and 1 MiB is the default
-# message limit of common WebSocket clients).
+# The most bytes one chunk carries: it bounds one event (a sink may ask for
+# less, IOutputSink.max_chunk).
 MAX_CHUNK = 128 * 1024
 
 
@@ -94,6 +93,7 @@ class Subscription:
         sink = self.sink
         process_id = output.process_id
         streams = output.streams
+        max_chunk = min(MAX_CHUNK, sink.max_chunk)
         while sink.writable and not self.done:
             moved = False
             for name in STREAMS:
@@ -107,7 +107,7 @@ class Subscription:
                     moved = True
                 if cursor >= buffer.end:
                     continue
-                first, data, when = buffer.read(cursor, MAX_CHUNK)
+                first, data, when = buffer.read(cursor, max_chunk)
                 final = buffer.closed and first + len(data) == buffer.end
                 taken = sink.output(OutputChunk(process_id, name, first, data, when, final))
                 if taken:
