@@ -10,7 +10,7 @@ import json
 import math
 import struct
 from dataclasses import dataclass
-from typing import Any, Optional, Tuple, Union
+from typing import Any, Callable, Optional, Tuple, Union
 
 # JSON-RPC error codes (docs/protocol.md section 4).
 PARSE_ERROR = -32700
@@ -168,20 +168,35 @@ class OutputFrame:
     data: bytes
 
 
+def output_frame_encoder(process_id: str) -> Callable[[str, int, float, bytes], bytes]:
+    """
+    The function that turns C{(stream, offset, time, data)} into the payload
+    of a binary frame of C{process_id}'s output, the id checked and packed
+    once.
+
+    @raise ValueError: when C{process_id} is not 32 hex digits.
+    """
+    ident = bytes.fromhex(process_id)
+    if len(ident) != 16:
+        raise ValueError(f"a process id of binary frames is 32 hex digits: {process_id!r}")
+    pack = _FRAME_HEADER.pack
+
+    def encode(stream: str, offset: int, time: float, data: bytes) -> bytes:
+        return pack(FRAME_OUTPUT, STREAM_CODES[stream], ident, offset, time) + data
+
+    return encode
+
+
 def encode_output_frame(
     process_id: str, stream: str, offset: int, time: float, data: bytes
 ) -> bytes:
     """
     The payload of a binary frame carrying C{data}.
 
-    @raise ValueError: when C{process_id} is not 32 hex digits or
-        C{stream} has no code.
+    @raise ValueError: when C{process_id} is not 32 hex digits.
+    @raise KeyError: when C{stream} has no code.
     """
-    ident = bytes.fromhex(process_id)
-    if len(ident) != 16:
-        raise ValueError(f"a process id of binary frames is 32 hex digits: {process_id!r}")
-    header = _FRAME_HEADER.pack(FRAME_OUTPUT, STREAM_CODES[stream], ident, offset, time)
-    return header + data
+    return output_frame_encoder(process_id)(stream, offset, time, data)
 
 
 def output_frame_header(payload: bytes) -> Tuple[str, str, int, float]:

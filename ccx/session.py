@@ -138,7 +138,7 @@ class Session:
         Whether a subscription still has output, or its process's
         completion, to deliver.
         """
-        return any(s.active and not s.done for s in self.subscriptions.values())
+        return any(s.delivering for s in self.subscriptions.values())
 
     def pump(self) -> None:
         """

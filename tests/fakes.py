@@ -92,6 +92,7 @@ class FakeSink(FakeChannel):
     def __init__(self, writable: bool = True, encoding: str = UTF8) -> None:
         super().__init__(writable)
         self.wire = NotificationSink(self, encoding)
+        self.max_chunk = self.wire.max_chunk
 
     def started(self, event: ProcessStarted) -> None:
         self.wire.started(event)

@@ -17,7 +17,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 import ccx.web.websocket
-from ccx.cli.client import ServiceError
+from ccx.cli.client import ConnectionLost, RPCClientProtocol, ServiceError
 from ccx.cli.commands import format_table, signal_name
 from ccx.cli.context import Context
 from ccx.cli.relay import ChunkDecoder, OutputRelay
@@ -873,6 +873,24 @@ class UnitTests(SynchronousTestCase):
         self.assertEqual(decode("aGk="), b"hi")
         self.assertEqual(decode("é\n"), "é\n".encode())
         self.assertEqual(decode("aGk="), b"aGk=")
+
+    def test_output_encoding_after_close(self):
+        """Asked before or after the connection closed ungreeted, output_encoding fails with ConnectionLost."""
+        client = RPCClientProtocol()
+        client.onOpen()
+        before = client.output_encoding()
+        client.onClose(False, 1006, "gone")
+        self.failureResultOf(before, ConnectionLost)
+        self.failureResultOf(client.output_encoding(), ConnectionLost)
+
+    def test_output_encoding_for_every_caller(self):
+        """Every caller waiting for the greeting gets the encoding."""
+        client = RPCClientProtocol()
+        client.onOpen()
+        waiting = [client.output_encoding(), client.output_encoding()]
+        client.onMessage(b'{"jsonrpc": "2.0", "method": "connected", "params": {}}', False)
+        self.assertEqual([self.successResultOf(d) for d in waiting], ["base64", "base64"])
+        self.assertEqual(self.successResultOf(client.output_encoding()), "base64")
 
     def test_table(self):
         table = format_table(

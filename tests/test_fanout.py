@@ -727,6 +727,7 @@ class EventSink:
 
     def __init__(self, take: Optional[int] = None) -> None:
         self.writable = True
+        self.max_chunk = MAX_CHUNK
         self.take = take
         self.events: list = []
 

@@ -94,7 +94,7 @@ class FrameSinkTests(SynchronousTestCase):
     def setUp(self):
         self.output = ProcessOutput(PROCESS_ID, 1000, 100, blocking=True)
         self.channel = FakeFrameChannel()
-        self.sink = FrameSink(self.channel)
+        self.sink = FrameSink(self.channel, PROCESS_ID)
         self.subscription = self.output.subscribe(self.sink, True)
         self.subscription.activate()
 
@@ -127,7 +127,7 @@ class FrameSinkTests(SynchronousTestCase):
         """Drops and the completion are JSON notifications, after the frames before them."""
         output = ProcessOutput(PROCESS_ID, 4, 100, blocking=False)
         channel = FakeFrameChannel(writable=False)
-        output.subscribe(FrameSink(channel), False).activate()
+        output.subscribe(FrameSink(channel, PROCESS_ID), False).activate()
         output.receive("stdout", b"0123456789", 1.0)
         output.complete(COMPLETION)
         channel.writable = True
@@ -293,7 +293,7 @@ class MessageLimitTests(SynchronousTestCase):
             FakeFrameChannel.send_frame(channel, payload),
         )
         data = b"x" * 5000
-        self.deliver(FrameSink(channel, max_message=1000), data)
+        self.deliver(FrameSink(channel, PROCESS_ID, max_message=1000), data)
         self.assertTrue(sizes and max(sizes) <= 1000, sizes)
         self.assertEqual(b"".join(f.data for f in channel.frames()), data)
 

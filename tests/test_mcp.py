@@ -27,7 +27,7 @@ from twisted.web.client import Agent, HTTPConnectionPool
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from ccx.mcp.progress import ProgressReporter
+from ccx.mcp.progress import MAX_MESSAGE, ProgressReporter
 from ccx.mcp.session import LATEST_VERSION, SUPPORTED_VERSIONS, at_least, negotiate
 from ccx.mcp.tools import EXECUTE_OUTPUT, read_text
 from ccx.output.buffer import StreamBuffer
@@ -899,6 +899,29 @@ class ProgressReporterTests(TestCase):
         self.clock.advance(10)
         self.assertEqual(len(self.channel.sent), 2)
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+    def test_long_output_keeps_its_tail(self):
+        """
+        Output taken within one moment shows its last MAX_MESSAGE characters,
+        after an ellipsis only when more came; no more than that is kept.
+        """
+        for size, message in (
+            (MAX_MESSAGE, "y" * MAX_MESSAGE),
+            (MAX_MESSAGE + 1, "\u2026" + "y" * MAX_MESSAGE),
+            (100000, "\u2026" + "y" * MAX_MESSAGE),
+        ):
+            clock = Clock()
+            channel = FakeChannel()
+            output = ProcessOutput("p", 10**6, 10**6, blocking=False)
+            reporter = ProgressReporter(channel, "tok", clock)
+            reporter.subscription = output.subscribe(reporter, blocking=False)
+            reporter.subscription.activate()
+            for start in range(0, size, 1000):
+                output.receive("stdout", b"y" * min(1000, size - start), 0)
+            self.assertLess(reporter._pending_chars, MAX_MESSAGE + 1000)
+            clock.advance(0)
+            self.assertEqual(channel.messages, [(size, message)])
 
 
 class ReadTextTests(TestCase):

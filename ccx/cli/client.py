@@ -107,15 +107,13 @@ class RPCClientProtocol(WebSocketClientProtocol):
     @ivar opened: fires with this protocol once the WebSocket is open, or
         fails with a L{ServiceError} saying why it could not be opened.
     @ivar session: the params of the service's C{connected} notification.
-    @ivar greeted: fires with those params once they arrive, or fails with
-        L{ConnectionLost} if the connection closes first.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.opened: Deferred = Deferred()
         self.session: Optional[dict] = None
-        self.greeted: Deferred = Deferred()
+        self._greeting_waiters: List[Deferred] = []
         self._calls: Dict[int, Deferred] = {}
         self._notification_listeners: List[Listener] = []
         self._frame_listeners: List[FrameListener] = []
@@ -131,11 +129,25 @@ class RPCClientProtocol(WebSocketClientProtocol):
         The best output encoding this service offers: binary frames where it
         announces them, base64 (exact bytes too) otherwise.
         """
-        session = yield self.greeted
+        session = yield self.when_greeted()
         capabilities = session.get("capabilities")
         if isinstance(capabilities, list) and BINARY_FRAMES in capabilities:
             return BINARY
         return BASE64
+
+    def when_greeted(self) -> Deferred:
+        """
+        @return: a Deferred that fires with the params of the service's
+            C{connected} notification once they arrive, or fails with
+            L{ConnectionLost} if the connection closes first.
+        """
+        if self.session is not None:
+            return succeed(self.session)
+        if self._lost is not None:
+            return fail(self._lost)
+        d: Deferred = Deferred()
+        self._greeting_waiters.append(d)
+        return d
 
     def when_closed(self) -> Deferred:
         """
@@ -236,7 +248,9 @@ class RPCClientProtocol(WebSocketClientProtocol):
             params = params if isinstance(params, dict) else {}
             if message["method"] == "connected" and self.session is None:
                 self.session = params
-                self.greeted.callback(params)
+                waiters, self._greeting_waiters = self._greeting_waiters, []
+                for d in waiters:
+                    d.callback(params)
             for listener in list(self._notification_listeners):
                 listener(message["method"], params)
             return
@@ -258,9 +272,9 @@ class RPCClientProtocol(WebSocketClientProtocol):
         if not self.opened.called:
             self.opened.errback(self._handshake_failure(reason))
         lost = self._lost = ConnectionLost(_closed_reason(wasClean, code, reason))
-        if not self.greeted.called:
-            self.greeted.errback(lost)
-            self.greeted.addErrback(lambda failure: None)
+        waiters, self._greeting_waiters = self._greeting_waiters, []
+        for d in waiters:
+            d.errback(lost)
         calls, self._calls = self._calls, {}
         for d in calls.values():
             d.errback(lost)

@@ -22,9 +22,11 @@ class ChunkDecoder:
     """
     Turns the C{data} of C{process.output} back into bytes.
 
-    C{ccx run} and C{ccx attach} ask for binary frames, which need no
-    decoding, or for base64 from a service without them, and say so.
-    Without a known encoding, a chunk that is valid, canonical base64 is
+    The encoding is given by C{ccx run} and C{ccx attach}: the one they ask
+    for (binary frames, which need no decoding, or base64 from a service
+    without them), or for C{attach} on such a service the one the process
+    was started with, as C{list} says.  Guessing is only for L{None} (a
+    service that does not say): a chunk that is valid, canonical base64 is
     read as base64, anything else as text, and once a chunk is not base64
     every later chunk is read as text.
     """

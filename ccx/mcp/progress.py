@@ -7,7 +7,7 @@ from typing import Any, Dict, List, Optional, Union
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from zope.interface import implementer
 
-from ccx.native.wire import complete_utf8_length
+from ccx.native.wire import whole_characters
 from ccx.output.events import (
     Completion,
     OutputChunk,
@@ -15,7 +15,7 @@ from ccx.output.events import (
     ProcessStarted,
     StateChanged,
 )
-from ccx.output.fanout import Subscription
+from ccx.output.fanout import MAX_CHUNK, Subscription
 from ccx.output.interfaces import IOutputSink
 from ccx.rpc.interfaces import INotificationChannel
 
@@ -45,7 +45,10 @@ class ProgressReporter:
     queued.
 
     @ivar subscription: its subscription, set by whoever subscribes it.
+    @ivar max_chunk: it takes chunks of any size (L{MAX_CHUNK}).
     """
+
+    max_chunk = MAX_CHUNK
 
     def __init__(
         self,
@@ -59,7 +62,11 @@ class ProgressReporter:
         self._token = token
         self._clock = clock
         self._interval = interval
+        # The output text not yet sent, cut from the front once the rest
+        # covers MAX_MESSAGE characters (_cut says that it was).
         self._pending: List[str] = []
+        self._pending_chars = 0
+        self._cut = False
         self._progress = 0
         self._resting = False
         self._closed = False
@@ -81,18 +88,14 @@ class ProgressReporter:
         pass
 
     def output(self, chunk: OutputChunk) -> int:
-        data = chunk.data
-        if not chunk.final:
-            data = data[: complete_utf8_length(data)]
-            if not data:
-                return 0
-        self._pending.append(data.decode("utf-8", "replace"))
-        self._schedule()
+        data = whole_characters(chunk.data, chunk.final)
+        if not data:
+            return 0
+        self._add(data.decode("utf-8", "replace"))
         return len(data)
 
     def dropped(self, event: OutputDropped) -> None:
-        self._pending.append(f"\n[{event.size} bytes of {event.stream} skipped]\n")
-        self._schedule()
+        self._add(f"\n[{event.size} bytes of {event.stream} skipped]\n")
 
     def changed(self, event: StateChanged) -> None:
         pass
@@ -101,6 +104,19 @@ class ProgressReporter:
         pass
 
     # -- pacing -------------------------------------------------------------
+
+    def _add(self, text: str) -> None:
+        """
+        Keep C{text} for the next notification, which shows at most the
+        last L{MAX_MESSAGE} characters: what comes before them is let go.
+        """
+        pending = self._pending
+        pending.append(text)
+        self._pending_chars += len(text)
+        while self._pending_chars - len(pending[0]) >= MAX_MESSAGE:
+            self._pending_chars -= len(pending.pop(0))
+            self._cut = True
+        self._schedule()
 
     def _schedule(self) -> None:
         """
@@ -118,13 +134,19 @@ class ProgressReporter:
         if self._closed or not self._pending or self.subscription is None:
             return
         text = "".join(self._pending)
-        self._pending = []
+        cut = self._cut
+        self._forget_pending()
         progress = sum(self.subscription.cursors.values())
         if progress <= self._progress:
             return
-        if len(text) > MAX_MESSAGE:
+        if cut or len(text) > MAX_MESSAGE:
             text = "\u2026" + text[-MAX_MESSAGE:]
         self._send(progress, text)
+
+    def _forget_pending(self) -> None:
+        self._pending = []
+        self._pending_chars = 0
+        self._cut = False
 
     def _send(self, progress: int, message: str) -> None:
         self._progress = progress
@@ -175,5 +197,5 @@ class ProgressReporter:
         The request is answered (or cancelled): send nothing more.
         """
         self._closed = True
-        self._pending = []
+        self._forget_pending()
         self._cancel_timer()

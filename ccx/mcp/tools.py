@@ -36,7 +36,7 @@ from ccx.mcp.schemas import (
     control_output,
 )
 from ccx.mcp.session import McpSession, at_least
-from ccx.native.wire import complete_utf8_length, process_entry
+from ccx.native.wire import process_entry, whole_characters
 from ccx.node import Node
 from ccx.output.buffer import StreamBuffer
 from ccx.output.events import STREAMS
@@ -152,9 +152,7 @@ def read_text(
             lead += 1
         first += lead
         data = data[lead:]
-    end = first + len(data)
-    if not (buffer.closed and end == buffer.end):
-        data = data[: complete_utf8_length(data)]
+    data = whole_characters(data, buffer.closed and first + len(data) == buffer.end)
     return first, data.decode("utf-8", "replace"), first + len(data)
 
 

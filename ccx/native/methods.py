@@ -17,6 +17,7 @@ from ccx.native.wire import (
 )
 from ccx.node import Node
 from ccx.output.events import ProcessStarted
+from ccx.output.interfaces import IOutputSink
 from ccx.process.errors import ProcessNotFound
 from ccx.process.managed import ManagedProcess
 from ccx.protocol import BASE64, BINARY, BINARY_FRAMES, CONTROLS, ENCODINGS, OUTPUT_ENCODINGS, SIGNALS, UTF8
@@ -83,10 +84,10 @@ class NativeMethods:
             return process
         return self._node.registry.get(process_id, live=True)
 
-    def _sink(self, encoding: str) -> NotificationSink:
+    def _sink(self, process: ManagedProcess, encoding: str) -> IOutputSink:
         limit = self._node.config.max_message_size
         if encoding == BINARY:
-            return FrameSink(self._frames, limit)
+            return FrameSink(self._frames, process.process_id, limit)
         return NotificationSink(self._channel, encoding, limit)
 
     def _encoding(self, r: ParamReader, default: Optional[str]) -> Optional[str]:
@@ -130,7 +131,7 @@ class NativeMethods:
             return started
         subscription = session.subscribe(
             process,
-            self._sink(spec.encoding),
+            self._sink(process, spec.encoding),
             blocking=spec.blocking,
             first=ProcessStarted(process.process_id, process.pid, tuple(process.command.argv)),
         )
@@ -202,7 +203,7 @@ class NativeMethods:
                 encoding = BASE64
         check_offsets(offsets, process.output.totals())
         subscription = self._session.subscribe(
-            process, self._sink(encoding), blocking=blocking, offsets=offsets
+            process, self._sink(process, encoding), blocking=blocking, offsets=offsets
         )
         call.after_reply(subscription.activate)
         return {

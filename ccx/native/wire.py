@@ -18,8 +18,9 @@ from ccx.output.events import (
     ProcessStarted,
     StateChanged,
 )
+from ccx.output.fanout import MAX_CHUNK
 from ccx.output.interfaces import IOutputSink
-from ccx.protocol import BINARY, FRAME_HEADER_SIZE, UTF8, encode_output_frame
+from ccx.protocol import BINARY, FRAME_HEADER_SIZE, UTF8, output_frame_encoder
 from ccx.rpc.interfaces import IFrameChannel, INotificationChannel
 
 
@@ -42,6 +43,15 @@ def complete_utf8_length(data: bytes) -> int:
                 needed = 1
             return size if needed <= back else size - back
     return size
+
+
+def whole_characters(data: bytes, final: bool) -> bytes:
+    """
+    The longest prefix of C{data} that does not end inside a UTF-8
+    character, or all of it when it is the end of its stream (C{final}):
+    text sent in pieces never splits a character.
+    """
+    return data if final else data[: complete_utf8_length(data)]
 
 
 def _utf8(data: bytes) -> str:
@@ -117,43 +127,39 @@ def completed_params(completion: Completion) -> Dict[str, Any]:
 _ENVELOPE = 256
 
 
-def _data_limit(encoding: str, max_message: int) -> int:
+def _data_limit(encoding: str, max_message: Optional[int]) -> int:
     """
     The most output bytes one message may carry so that it stays within
     C{max_message} bytes: JSON can write a byte of text as six (C{\\u0000}),
-    base64 writes three as four, a frame adds its header.
+    base64 writes three as four, a frame adds its header.  With no limit,
+    L{MAX_CHUNK}: six times that is still under 1 MiB, the default message
+    limit of common WebSocket clients.
     """
+    if max_message is None:
+        return MAX_CHUNK
     if encoding == BINARY:
         room = max_message - FRAME_HEADER_SIZE
     elif encoding == UTF8:
         room = (max_message - _ENVELOPE) // 6
     else:
         room = (max_message - _ENVELOPE) * 3 // 4
-    return max(1, room)
+    return min(MAX_CHUNK, max(1, room))
 
 
-@implementer(IOutputSink)
-class NotificationSink:
+class _ProcessNotices:
     """
-    One subscription's output as the native C{process.*} notifications on
-    a client's channel, its data carried as UTF-8 text (never splitting a
-    character) or base64.
+    What both native sinks send as C{process.*} notifications on a
+    client's channel: everything but output.
 
-    @param max_message: the largest message the channel carries; each
-        chunk is cut so that its message fits (no limit when L{None}).
+    @ivar max_chunk: the most output bytes one message carries, so that it
+        fits the channel's largest message.
     """
 
     def __init__(
-        self,
-        channel: INotificationChannel,
-        encoding: str = UTF8,
-        max_message: Optional[int] = None,
+        self, channel: INotificationChannel, encoding: str, max_message: Optional[int]
     ) -> None:
         self.channel = channel
-        self.encoding = encoding
-        self._encode = encoder(encoding)
-        self._text = encoding == UTF8
-        self._limit = None if max_message is None else _data_limit(encoding, max_message)
+        self.max_chunk = _data_limit(encoding, max_message)
 
     @property
     def writable(self) -> bool:
@@ -162,14 +168,43 @@ class NotificationSink:
     def started(self, event: ProcessStarted) -> None:
         self.channel.send_notification("process.started", started_params(event))
 
+    def dropped(self, event: OutputDropped) -> None:
+        self.channel.send_notification("process.dropped", dropped_params(event))
+
+    def changed(self, event: StateChanged) -> None:
+        self.channel.send_notification(f"process.{event.change}", changed_params(event))
+
+    def completed(self, completion: Completion) -> None:
+        self.channel.send_notification("process.completed", completed_params(completion))
+
+
+@implementer(IOutputSink)
+class NotificationSink(_ProcessNotices):
+    """
+    One subscription's output as the native C{process.*} notifications on
+    a client's channel, its data carried as UTF-8 text (never splitting a
+    character) or base64.
+
+    @param max_message: the largest message the channel carries; chunks
+        are small enough that their message fits (L{MAX_CHUNK} when
+        L{None}).
+    """
+
+    def __init__(
+        self,
+        channel: INotificationChannel,
+        encoding: str = UTF8,
+        max_message: Optional[int] = None,
+    ) -> None:
+        super().__init__(channel, encoding, max_message)
+        self.encoding = encoding
+        self._encode = encoder(encoding)
+        self._text = encoding == UTF8
+
     def output(self, chunk: OutputChunk) -> int:
         data = chunk.data
-        final = chunk.final
-        if self._limit is not None and len(data) > self._limit:
-            data = data[: self._limit]
-            final = False
-        if self._text and not final:
-            data = data[: complete_utf8_length(data)]
+        if self._text:
+            data = whole_characters(data, chunk.final)
             if not data:
                 return 0
         self.channel.send_notification(
@@ -185,36 +220,32 @@ class NotificationSink:
         )
         return len(data)
 
-    def dropped(self, event: OutputDropped) -> None:
-        self.channel.send_notification("process.dropped", dropped_params(event))
-
-    def changed(self, event: StateChanged) -> None:
-        self.channel.send_notification(f"process.{event.change}", changed_params(event))
-
-    def completed(self, completion: Completion) -> None:
-        self.channel.send_notification("process.completed", completed_params(completion))
-
 
 @implementer(IOutputSink)
-class FrameSink(NotificationSink):
+class FrameSink(_ProcessNotices):
     """
     One subscription's output as binary frames (C{encoding: "binary"}):
     each chunk is a small header and the raw bytes, with no JSON and no
     base64 on the way; drops, state changes and the completion stay JSON
     notifications on the same connection, in order.
+
+    @param process_id: the process whose output this is.
+    @param max_message: the largest message the channel carries; a frame,
+        header included, fits in it.
+    @raise ValueError: when C{process_id} is not 32 hex digits.
     """
 
-    def __init__(self, channel: IFrameChannel, max_message: Optional[int] = None) -> None:
+    def __init__(
+        self, channel: IFrameChannel, process_id: str, max_message: Optional[int] = None
+    ) -> None:
         super().__init__(channel, BINARY, max_message)
+        self._encode = output_frame_encoder(process_id)
 
     def output(self, chunk: OutputChunk) -> int:
-        data = chunk.data
-        if self._limit is not None:
-            data = data[: self._limit]
         self.channel.send_frame(
-            encode_output_frame(chunk.process_id, chunk.stream, chunk.offset, chunk.time, data)
+            self._encode(chunk.stream, chunk.offset, chunk.time, chunk.data)
         )
-        return len(data)
+        return len(chunk.data)
 
 
 def list_state(process: Any) -> str:

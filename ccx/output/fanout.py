@@ -24,9 +24,8 @@ from ccx.output.events import (
 )
 from ccx.output.interfaces import IOutputSink, IReadControl
 
-# The most bytes one chunk carries: one chunk fits in one message of any
-# edge (JSON escaping can grow text six-fold, and 1 MiB is the default
-# message limit of common WebSocket clients).
+# The most bytes one chunk carries: it bounds one event (a sink may ask for
+# less, IOutputSink.max_chunk).
 MAX_CHUNK = 128 * 1024
 
 
@@ -58,6 +57,14 @@ class Subscription:
         self.done = False
         self._first = first
 
+    @property
+    def delivering(self) -> bool:
+        """
+        Whether this subscription is activated and has not ended: it still
+        has output, or the process's completion, to deliver.
+        """
+        return self.active and not self.done
+
     def activate(self) -> None:
         """
         Start delivering: first the announcement this subscription was made
@@ -86,6 +93,7 @@ class Subscription:
         sink = self.sink
         process_id = output.process_id
         streams = output.streams
+        max_chunk = min(MAX_CHUNK, sink.max_chunk)
         while sink.writable and not self.done:
             moved = False
             for name in STREAMS:
@@ -99,7 +107,7 @@ class Subscription:
                     moved = True
                 if cursor >= buffer.end:
                     continue
-                first, data, when = buffer.read(cursor, MAX_CHUNK)
+                first, data, when = buffer.read(cursor, max_chunk)
                 final = buffer.closed and first + len(data) == buffer.end
                 taken = sink.output(OutputChunk(process_id, name, first, data, when, final))
                 if taken:
@@ -220,7 +228,7 @@ class ProcessOutput:
         or cancelled.
         """
         for subscription in list(self.subscriptions):
-            if subscription.active and not subscription.done:
+            if subscription.delivering:
                 self.call_sink(subscription, subscription.sink.changed, event)
 
     def pump(self, subscription: Subscription) -> None:

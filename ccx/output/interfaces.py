@@ -29,6 +29,12 @@ class IOutputSink(Interface):
         "pumped when it can again."
     )
 
+    max_chunk = Attribute(
+        "The most bytes this sink takes in one chunk (an int; "
+        "ccx.output.fanout.MAX_CHUNK when it has no smaller limit of its "
+        "own): no chunk it is offered is longer."
+    )
+
     def started(event: ProcessStarted) -> None:
         """
         The program runs.

@@ -4,6 +4,7 @@ L{ManagedProcess}: what every dialect's "start a program" goes through.
 """
 
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 from twisted.internet.defer import Deferred
@@ -16,6 +17,8 @@ from ccx.process.managed import ManagedProcess, RunOptions
 from ccx.process.registry import ProcessRegistry
 from ccx.process.spawner import spawn
 
+# How to spawn with a given reactor (L{ccx.process.spawner.spawn}): with
+# the reactor bound, a L{ccx.process.managed.Spawner}.
 SpawnFunction = Callable[[Any, ProcessProtocol, Command], IProcessTransport]
 
 
@@ -101,6 +104,8 @@ class Launcher:
         @raise NotAllowed: when the program is not allowed.
         """
         settings = self.settings
+        # Refused at the limit before any work on the command (the allow-list
+        # looks at files); registry.start checks again, for its other callers.
         self.registry.check_capacity()
         program = build_command(
             self.allow_list,
@@ -128,8 +133,5 @@ class Launcher:
         process = ManagedProcess(
             self.registry.new_process_id(), program, options, self.reactor, owner=owner
         )
-        reactor, spawn = self.reactor, self.spawn
-        started = self.registry.start(
-            process, lambda protocol, command: spawn(reactor, protocol, command)
-        )
+        started = self.registry.start(process, partial(self.spawn, self.reactor))
         return process, started

@@ -81,6 +81,8 @@ class RunOptions:
     buffer_lines: int = 10000
 
 
+# Spawns a command for a protocol and returns its transport (a spawn
+# function with its reactor bound).
 Spawner = Callable[[ProcessProtocol, Command], IProcessTransport]
 
 
@@ -172,11 +174,16 @@ class ManagedProcess(ProcessProtocol):
         except SpawnFailed as e:
             # The program's own fault (a missing file, a directory that
             # cannot be entered): the client is told why, with no traceback.
-            self._log_not_started(e.message)
-            self._finish_failed_spawn(e.message)
+            reason = e.message
         except Exception as e:
             self.log.failure("process {process_id}: spawning failed", **self._log_context)
-            self._finish_failed_spawn(str(e) or e.__class__.__name__)
+            reason = str(e) or e.__class__.__name__
+        else:
+            return started
+        # No child is left to end: the process is over now.
+        self.state = State.FAILED
+        self.exec_failed(reason)
+        self.ended.callback(self)
         return started
 
     def connectionMade(self) -> None:
@@ -190,18 +197,16 @@ class ManagedProcess(ProcessProtocol):
             self._stdin = _StdinGate()
             self.transport.registerProducer(self._stdin, True)
 
-    def _log_not_started(self, reason: str) -> None:
-        self.log.warn(
-            "process {process_id} could not start: {error}", error=reason, **self._log_context
-        )
-
     def exec_failed(self, reason: str) -> None:
         """
         The program could not be started: start fails with L{SpawnFailed};
-        the process is failed once the child has ended.
+        the process is failed once the child has ended (at once when the
+        spawner left none).
         """
         self._error = reason
-        self._log_not_started(reason)
+        self.log.warn(
+            "process {process_id} could not start: {error}", error=reason, **self._log_context
+        )
         started, self._started = self._started, None
         if started is not None:
             started.errback(SpawnFailed(reason))
@@ -233,14 +238,6 @@ class ManagedProcess(ProcessProtocol):
         started, self._started = self._started, None
         if started is not None:
             started.callback(self)
-
-    def _finish_failed_spawn(self, message: str) -> None:
-        self._error = message
-        self.state = State.FAILED
-        started, self._started = self._started, None
-        if started is not None:
-            started.errback(SpawnFailed(message))
-        self.ended.callback(self)
 
     # -- output ---------------------------------------------------------
 

@@ -124,7 +124,7 @@ class ProcessRegistry:
         or its completion: C{keep_finished} does not forget it before then
         (C{max_finished} and the output budget still bound what it holds).
         """
-        return any(s.active and not s.done for s in process.output.subscriptions)
+        return any(s.delivering for s in process.output.subscriptions)
 
     def _trim_finished(self) -> None:
         """

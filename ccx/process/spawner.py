@@ -74,8 +74,8 @@ def spawn(reactor: IReactorFDSet, protocol: IExecReport, command: Command) -> Ch
         left open and no child is left.
     @raise OSError: when ccx could not make the pipes or the child.
     """
-    # Every descriptor is close-on-exec (os.pipe's default): no other child
-    # inherits one; the program gets its ends as 0, 1 and 2.
+    # Every descriptor is close-on-exec (os.pipe's and os.open's default):
+    # no other child inherits one; the program gets its ends as 0, 1 and 2.
     parent_ends: Dict[int, int] = {}
     child_ends: Dict[int, int] = {}
     transport: Optional[ChildProcess] = None
@@ -83,7 +83,7 @@ def spawn(reactor: IReactorFDSet, protocol: IExecReport, command: Command) -> Ch
         if command.stdin:
             child_ends[0], parent_ends[0] = os.pipe()
         else:
-            child_ends[0] = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+            child_ends[0] = os.open(os.devnull, os.O_RDONLY)
         for child_fd in OUTPUT_FDS:
             parent_ends[child_fd], child_ends[child_fd] = os.pipe()
         child = start_child(command, child_ends[0], child_ends[1], child_ends[2])

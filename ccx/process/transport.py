@@ -93,13 +93,14 @@ class ChildProcess:
         self.protocol = protocol
         self.pid: Optional[int] = pid
         self._poll = poll
-        self._watcher = watch(reactor, pid, self._reap)
         self._readers: Dict[int, PipeReader] = {
             child_fd: PipeReader(reactor, self, child_fd, fd) for child_fd, fd in outputs.items()
         }
         self._stdin = None if stdin is None else PipeWriter(reactor, self, 0, stdin)
         self._exit: Optional[Failure] = None
         self._ended = False
+        # Last: nothing after it can fail and leave the pidfd open.
+        self._watcher = watch(reactor, pid, self._reap)
 
     def connect(self) -> None:
         """
