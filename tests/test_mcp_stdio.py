@@ -497,7 +497,13 @@ class BackPressureTests(BridgeTestCase):
     def settings(self) -> dict:
         # Answers of 8 MiB each: execute returns at most a sixteenth of
         # --max-message-size per stream, so 64 MiB lets them carry all 4 MiB.
-        return {"buffer_bytes": 4 * 1024 * 1024, "max_message_size": 64 * 1024 * 1024}
+        # A client that leaves its replies unread is dropped after
+        # --ping-interval: longer than this test may hold its stdout.
+        return {
+            "buffer_bytes": 4 * 1024 * 1024,
+            "max_message_size": 64 * 1024 * 1024,
+            "ping_interval": self.timeout,
+        }
 
     @inlineCallbacks
     def stalled(self, measure: Callable[[], int]) -> Any:
