@@ -10,8 +10,8 @@ from typing import Dict, List, Optional
 
 from twisted.internet.interfaces import IReactorFDSet
 
+from ccx.process.child import start_program
 from ccx.process.command import Command
-from ccx.process.errors import SpawnFailed
 from ccx.process.interfaces import IExecReport
 from ccx.process.transport import ChildProcess
 
@@ -22,14 +22,8 @@ OUTPUT_FDS = (1, 2)
 def start_child(command: Command, stdin: int, stdout: int, stderr: int) -> subprocess.Popen:
     """
     Start C{command}'s program with C{stdin}, C{stdout} and C{stderr} as its
-    descriptors 0, 1 and 2, and nothing else open.
-
-    Between fork and exec the child calls C{setsid()} (so C{pgid == pid}
-    before the program runs, and what it starts at once belongs to the
-    group), restores SIGPIPE and SIGXFSZ (Python ignores them) and enters
-    the command's directory.  C{subprocess} does this in C with C{vfork}:
-    no interpreter starts, and the exec's outcome is known when this
-    returns.
+    descriptors 0, 1 and 2, and nothing else open
+    (L{ccx.process.child.start_program}).
 
     @return: the child, running the program.
     @raise SpawnFailed: when the directory could not be entered or the
@@ -37,27 +31,9 @@ def start_child(command: Command, stdin: int, stdout: int, stderr: int) -> subpr
     @raise OSError: when no child could be made (out of descriptors or
         processes).
     """
-    try:
-        return subprocess.Popen(
-            command.argv,
-            executable=command.executable,
-            stdin=stdin,
-            stdout=stdout,
-            stderr=stderr,
-            cwd=command.cwd,
-            env=command.env,
-            close_fds=True,
-            start_new_session=True,
-            restore_signals=True,
-        )
-    except OSError as e:
-        # The child reports which step failed through the name it gives:
-        # the executable for the exec, the directory for what came before.
-        if e.filename == command.executable:
-            raise SpawnFailed(f"{command.executable!r}: {e.strerror}") from None
-        if e.filename == command.cwd:
-            raise SpawnFailed(f"cannot enter directory {command.cwd!r}: {e.strerror}") from None
-        raise
+    return start_program(
+        command.argv, command.executable, command.cwd, command.env, stdin, stdout, stderr
+    )
 
 
 def spawn(reactor: IReactorFDSet, protocol: IExecReport, command: Command) -> ChildProcess:
