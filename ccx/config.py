@@ -108,6 +108,22 @@ DEFAULT_DENY_ENV = (
 LOG_LEVELS = ("debug", "info", "warn", "error")
 
 
+def default_state_dir() -> str:
+    """
+    Where ccx keeps its state when C{--state-dir} is not given:
+    C{$STATE_DIRECTORY} (systemd's C{StateDirectory=}), else
+    C{$XDG_STATE_HOME/ccx}, else C{~/.local/state/ccx}.
+    """
+    systemd = os.environ.get("STATE_DIRECTORY")
+    if systemd:
+        # systemd lists one directory per StateDirectory= entry.
+        return systemd.split(":")[0]
+    xdg = os.environ.get("XDG_STATE_HOME")
+    if xdg and os.path.isabs(xdg):
+        return os.path.join(xdg, "ccx")
+    return os.path.join(os.path.expanduser("~"), ".local", "state", "ccx")
+
+
 class ConfigError(usage.UsageError):
     """
     The configuration cannot be used; the message says what to change.
@@ -147,6 +163,8 @@ class Config:
     max_http_sessions: int = 64
     http_session_idle: float = 120.0
     cwd: str = field(default_factory=os.getcwd)
+    state_dir: str = field(default_factory=default_state_dir)
+    durable: bool = False
     # allow_host parsed once, as check_host compares them: (name, port or None).
     host_names: Tuple[Tuple[str, Optional[int]], ...] = field(
         init=False, repr=False, compare=False
@@ -322,6 +340,12 @@ def build_config(values: Dict[str, Any]) -> Config:
             settings[name] = tuple(value)
         elif name == "token_file":
             settings["token"] = _read_token(value)
+        elif name == "durable":
+            settings["durable"] = _boolean(name, value)
+        elif name == "state_dir":
+            if not str(value):
+                raise ConfigError("--state-dir must name a directory")
+            settings["state_dir"] = os.path.abspath(str(value))
         else:
             settings[name] = str(value)
     if "port" in settings:
@@ -343,6 +367,12 @@ def build_config(values: Dict[str, Any]) -> Config:
     # Whether the port may listen without a token is judged from the address
     # it binds, when the service starts (check_listening).
     return Config(**settings)
+
+
+def _boolean(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise ConfigError(f"{name.replace('_', '-')} must be true or false")
 
 
 def _check_env_settings(settings: Dict[str, Any]) -> None:
@@ -483,6 +513,18 @@ class Options(usage.Options):
         ["handshake-timeout", None, None, "Seconds a client has to send a whole HTTP request [default: 10]."],
         ["max-http-sessions", None, None, "MCP sessions over HTTP at once [default: 64]."],
         ["http-session-idle", None, None, "Seconds an MCP HTTP session without an open stream lives idle [default: 120]."],
+        [
+            "state-dir",
+            None,
+            None,
+            "Where durable programs' records and journals, and the keeper's socket, are "
+            "kept [default: $STATE_DIRECTORY, else $XDG_STATE_HOME/ccx, else "
+            "~/.local/state/ccx].",
+        ],
+    ]
+
+    optFlags = [
+        ["durable", None, "Start programs durable unless a client says otherwise."],
     ]
 
     def __init__(self) -> None:
@@ -544,6 +586,9 @@ class Options(usage.Options):
             if name in _LISTS:
                 if option:
                     values[name] = list(values.get(name, [])) + list(option)
+            elif name == "durable":
+                if option:
+                    values[name] = True
             elif option is not None:
                 values[name] = option
         self.config = build_config(values)

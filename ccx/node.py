@@ -10,6 +10,8 @@ from twisted.logger import Logger
 
 from ccx import __version__
 from ccx.config import Config
+from ccx.durable.adoption import readopt, remove_record
+from ccx.durable.link import KeeperLink
 from ccx.metrics import Metrics
 from ccx.process.allowlist import AllowList
 from ccx.process.command import base_environment
@@ -43,6 +45,11 @@ class Node:
             config.max_finished,
             config.held_output_bytes,
         )
+        # The keeper of the state dir: started with the first durable program.
+        self.keeper = KeeperLink(reactor, config.state_dir)
+        self.registry.on_forget_durable = lambda process_id: remove_record(
+            config.state_dir, process_id
+        )
         self.launcher = Launcher(
             self.allow_list,
             self.registry,
@@ -56,12 +63,28 @@ class Node:
                 allow_env=config.allow_env,
                 deny_env=config.deny_env,
             ),
+            spawn_durable=self.keeper.spawn,
         )
         self.connections: Set[IConnection] = set()
         self.handshakes = 0
         self.metrics = Metrics(self)
         self.registry.on_spawned = self.metrics.observe_spawn
         self._started = time.monotonic()
+
+    def readopt(self) -> int:
+        """
+        Take back the durable programs of the state dir (at start).
+
+        @return: how many.
+        """
+        adopted = readopt(
+            self.keeper,
+            self.registry,
+            self.launcher.settings,
+            self.reactor,
+            self.config.keep_finished,
+        )
+        return len(adopted)
 
     def new_session(self) -> Session:
         """
@@ -111,4 +134,5 @@ class Node:
             "uptime": round(self.uptime, 3),
             "connections": len(self.connections),
             "processes": self.registry.live_count,
+            "durable": sum(1 for p in self.registry.live() if p.options.durable),
         }

@@ -86,6 +86,8 @@ class CCXService(MultiService):
 
     def startService(self) -> None:
         self._raise_open_file_limit()
+        # Before listening: a client's first list shows them.
+        self.node.readopt()
         super().startService()
         # A failure to listen is the port service's to raise or log.
         self.when_listening().addCallbacks(self._listening, lambda failure: None)
@@ -128,12 +130,17 @@ class CCXService(MultiService):
     @inlineCallbacks
     def stopService(self) -> Deferred:
         yield super().stopService()
-        live = self.node.registry.live_count
-        if live:
-            self.log.info("stopping: cancelling {count} processes", count=live)
+        live = self.node.registry.live()
+        durable = sum(1 for p in live if p.options.durable)
+        if len(live) > durable:
+            self.log.info("stopping: cancelling {count} processes", count=len(live) - durable)
+        if durable:
+            self.log.info("stopping: {count} durable processes go on running", count=durable)
         # Cancel first and close connections after, so that clients are told
         # how their processes ended; and wait for the closing handshakes, so
         # that the reactor does not stop with that still unsent.
         yield self.node.registry.shutdown()
         yield self.node.close_connections("ccx is stopping")
+        # Durable programs go on under the keeper.
+        self.node.keeper.close()
         self.log.info("stopped")

@@ -58,7 +58,7 @@ class Session:
         process, started = self._launcher.launch(
             spec, owner=self.session_id, check=self._check_argv
         )
-        if process.pid is not None:
+        if not process.finished:
             self.started.append(process)
 
             def forget(result: object) -> object:

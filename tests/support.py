@@ -190,6 +190,8 @@ class ServiceFixture:
             "allow": [program(name) for name in PROGRAMS],
             "kill_grace": 1.0,
             "keep_finished": 30.0,
+            # Never the user's own: each test's durable programs are its own.
+            "state_dir": os.path.abspath(testcase.mktemp()),
         }
         values.update(settings)
         self.config = build_config(values)

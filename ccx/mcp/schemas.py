@@ -125,6 +125,13 @@ _RUN_PROPERTIES: Dict[str, Any] = {
             "paused does not count)."
         ),
     },
+    "durable": {
+        "type": "boolean",
+        "description": (
+            "Keep the program running when the service stops, restarts or dies; the "
+            "next start takes it back (default: the service's --durable)."
+        ),
+    },
 }
 
 EXECUTE_INPUT = _object(

@@ -320,17 +320,21 @@ class Tools:
         r = ParamReader(
             arguments,
             "execute",
-            ("command", "shell", "cwd", "env", "timeout", "input", "max_output_bytes"),
+            ("command", "shell", "cwd", "env", "timeout", "input", "max_output_bytes", "durable"),
         )
         stdin_text = r.string("input", None)
-        spec = r.launch_spec(stdin=stdin_text is not None, blocking=False)
+        spec = r.launch_spec(
+            stdin=stdin_text is not None,
+            blocking=False,
+            durable=r.durable(self._node.config.durable),
+        )
         # Each stream's text appears twice in the result (structured and as
         # text content), and JSON escaping can grow it: keep the whole reply
         # well inside the largest message a WebSocket may carry.
         cap = self._node.config.max_message_size // 16
         limit = min(r.offset("max_output_bytes", cap), cap)
         process, started = self._launch(spec, call)
-        if process.pid is None:
+        if process.finished:
             return started
         return Deferred.fromCoroutine(
             self._run_to_end(process, started, call, stdin_text, limit)
@@ -407,12 +411,14 @@ class Tools:
         r = ParamReader(
             arguments,
             "start",
-            ("command", "shell", "cwd", "env", "timeout", "stdin", "on_disconnect"),
+            ("command", "shell", "cwd", "env", "timeout", "stdin", "on_disconnect", "durable"),
         )
+        durable = r.durable(self._node.config.durable)
         spec = r.launch_spec(
             stdin=r.boolean("stdin", False),
             blocking=False,
-            cancel_on_disconnect=r.on_disconnect(),
+            cancel_on_disconnect=r.on_disconnect() and not durable,
+            durable=durable,
         )
         process, started = self._launch(spec, call)
 

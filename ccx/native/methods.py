@@ -117,26 +117,35 @@ class NativeMethods:
                 "on_full",
                 "on_disconnect",
                 "encoding",
+                "durable",
             ),
         )
+        durable = r.durable(self._node.config.durable)
         spec = r.launch_spec(
             stdin=r.boolean("stdin", False),
             blocking=r.on_full("block"),
-            cancel_on_disconnect=r.on_disconnect(),
+            cancel_on_disconnect=r.on_disconnect() and not durable,
             encoding=self._encoding(r, UTF8),
+            durable=durable,
         )
         session = self._session
         process, started = session.launch(spec)
-        if process.pid is None:
+        if process.finished:
             return started
-        subscription = session.subscribe(
-            process,
-            self._sink(process, spec.encoding),
-            blocking=spec.blocking,
-            first=ProcessStarted(process.process_id, process.pid, tuple(process.command.argv)),
-        )
 
         def running(_: object) -> dict:
+            # Subscribed once the program runs (its pid known; at once for
+            # a program ccx spawns itself, when the keeper answers for a
+            # durable one), from offset 0: nothing of it can be missed.
+            subscription = session.subscribe(
+                process,
+                self._sink(process, spec.encoding),
+                blocking=spec.blocking,
+                offsets={"stdout": 0, "stderr": 0},
+                first=ProcessStarted(
+                    process.process_id, process.pid, tuple(process.command.argv)
+                ),
+            )
             call.after_reply(subscription.activate)
             return {
                 "status": "started",
@@ -145,11 +154,7 @@ class NativeMethods:
                 "pgid": process.pid,
             }
 
-        def failed(failure: Any) -> Any:
-            session.unsubscribe(process.process_id)
-            return failure
-
-        return started.addCallbacks(running, failed)
+        return started.addCallback(running)
 
     def control(self, params: Any, call: Call) -> dict:
         r = ParamReader(params, "control", ("type", "process_id"))

@@ -120,6 +120,8 @@ def completed_params(completion: Completion) -> Dict[str, Any]:
         "stderr_bytes": completion.stderr_bytes,
         "dropped_bytes": completion.dropped_bytes,
         "error": completion.error,
+        "ended_at": completion.ended_at,
+        "durable": completion.durable,
     }
 
 
@@ -273,7 +275,9 @@ def process_entry(process: Any) -> Dict[str, Any]:
         "command": process.command.argv,
         "state": list_state(process),
         "started_at": process.started_at,
+        "ended_at": process.ended_at,
         "exit_code": process.exit_code,
+        "durable": process.options.durable,
     }
     for name in STREAMS:
         entry[f"{name}_bytes"] = streams[name].end

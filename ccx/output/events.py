@@ -84,6 +84,9 @@ class Completion:
     @ivar signal: the name of the signal that ended it, if one did.
     @ivar duration: seconds from spawn to exit.
     @ivar error: what went wrong around the program, if anything.
+    @ivar ended_at: when the program exited, in seconds since the epoch
+        (while ccx was away, for a durable program re-adopted after it).
+    @ivar durable: the program ran under the keeper (C{durable: true}).
     """
 
     process_id: str
@@ -96,3 +99,5 @@ class Completion:
     stderr_bytes: int
     dropped_bytes: int
     error: Optional[str]
+    ended_at: Optional[float] = None
+    durable: bool = False

@@ -13,7 +13,8 @@ from twisted.internet.protocol import ProcessProtocol
 
 from ccx.process.allowlist import AllowList
 from ccx.process.command import Command, build_command
-from ccx.process.managed import ManagedProcess, RunOptions
+from ccx.process.errors import InvalidCommand
+from ccx.process.managed import ManagedProcess, RunOptions, Spawner
 from ccx.process.registry import ProcessRegistry
 from ccx.process.spawner import spawn
 
@@ -33,6 +34,7 @@ class LaunchSpec:
     @ivar cancel_on_disconnect: end it when its starter goes away.
     @ivar encoding: how its starter wants its output carried (kept for
         the edges).
+    @ivar durable: run it under the keeper, so that it outlives ccx.
     """
 
     command: Any
@@ -44,6 +46,7 @@ class LaunchSpec:
     blocking: bool = True
     cancel_on_disconnect: bool = True
     encoding: str = "utf-8"
+    durable: bool = False
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,8 @@ class LaunchSettings:
     @ivar allow_env: patterns of the environment variables clients may set.
     @ivar deny_env: patterns of environment variables clients may never set,
         even when allowed.
+    @ivar journal_bytes: a durable program's journal limit (see
+        L{ccx.process.managed.RunOptions}).
     """
 
     kill_grace: float = 5.0
@@ -67,6 +72,7 @@ class LaunchSettings:
     base_env: Optional[Mapping[str, str]] = None
     allow_env: Sequence[str] = ()
     deny_env: Sequence[str] = ()
+    journal_bytes: int = 64 * 1024 * 1024
 
 
 @dataclass
@@ -76,6 +82,9 @@ class Launcher:
     registry, the reactor and the settings.
 
     @ivar spawn: how to spawn (L{ccx.process.spawner.spawn}).
+    @ivar spawn_durable: how to spawn a durable program (the keeper's
+        L{ccx.durable.link.KeeperLink.spawn}), or L{None} where there is
+        no keeper.
     """
 
     allow_list: AllowList
@@ -83,6 +92,7 @@ class Launcher:
     reactor: Any
     settings: LaunchSettings
     spawn: SpawnFunction = spawn
+    spawn_durable: Optional[Spawner] = None
 
     def launch(
         self,
@@ -98,12 +108,17 @@ class Launcher:
             what it raises refuses the command.
         @return: the process, and a L{Deferred} that fires once the program
             runs or fails with L{SpawnFailed}.  When the spawn failed at
-            once, the process has no C{pid}.
+            once, the process is already finished.
         @raise LimitReached: at the process limit.
         @raise InvalidCommand: for a malformed command.
         @raise NotAllowed: when the program is not allowed.
         """
         settings = self.settings
+        if spec.durable and self.spawn_durable is None:
+            raise InvalidCommand(
+                "durable programs need the keeper, which this service has not",
+                parameter="durable",
+            )
         # Refused at the limit before any work on the command (the allow-list
         # looks at files); registry.start checks again, for its other callers.
         self.registry.check_capacity()
@@ -123,15 +138,20 @@ class Launcher:
             check(program)
         options = RunOptions(
             blocking=spec.blocking,
-            cancel_on_disconnect=spec.cancel_on_disconnect,
+            # A durable program outlives its starter's connection as it
+            # outlives ccx.
+            cancel_on_disconnect=spec.cancel_on_disconnect and not spec.durable,
             encoding=spec.encoding,
             timeout=spec.timeout,
             kill_grace=settings.kill_grace,
             buffer_bytes=settings.buffer_bytes,
             buffer_lines=settings.buffer_lines,
+            durable=spec.durable,
+            journal_bytes=settings.journal_bytes,
         )
         process = ManagedProcess(
             self.registry.new_process_id(), program, options, self.reactor, owner=owner
         )
-        started = self.registry.start(process, partial(self.spawn, self.reactor))
+        spawner = self.spawn_durable if spec.durable else partial(self.spawn, self.reactor)
+        started = self.registry.start(process, spawner)
         return process, started

@@ -21,8 +21,8 @@ from ccx.output.fanout import ProcessOutput
 from ccx.output.interfaces import IReadControl
 from ccx.process.command import Command
 from ccx.process.errors import InvalidState, LimitReached, ProcessNotFound, SpawnFailed
-from ccx.process.group import ProcessGroup
-from ccx.process.interfaces import IExecReport
+from ccx.process.group import EndedGroup, ProcessGroup
+from ccx.process.interfaces import IExecReport, IRecordedProcess
 from ccx.process.timer import PausableTimer
 
 
@@ -70,6 +70,11 @@ class RunOptions:
         when it closes (C{on_disconnect: "cancel"}).
     @ivar encoding: how its starter asked for its output to be carried; the
         process layer keeps it for the edges, and never reads it.
+    @ivar durable: it runs under the keeper and outlives this ccx
+        (C{durable: true}); it is never cancelled when ccx stops.
+    @ivar journal_bytes: for a durable program, how much of its journal
+        a blocking subscriber may leave unread before the program is held
+        back.
     """
 
     blocking: bool = True
@@ -79,6 +84,8 @@ class RunOptions:
     kill_grace: float = 5.0
     buffer_bytes: int = 1024 * 1024
     buffer_lines: int = 10000
+    durable: bool = False
+    journal_bytes: int = 64 * 1024 * 1024
 
 
 # Spawns a command for a protocol and returns its transport (a spawn
@@ -144,6 +151,7 @@ class ManagedProcess(ProcessProtocol):
         self.exit_code: Optional[int] = None
         self.signal_name: Optional[str] = None
         self.started_at: Optional[float] = None
+        self.ended_at: Optional[float] = None
         self.ended: Deferred = Deferred()
         # The final state a cancel or a timeout asked for.
         self._ending: Optional[State] = None
@@ -190,6 +198,12 @@ class ManagedProcess(ProcessProtocol):
         self.pid = self.transport.pid
         self.group = ProcessGroup(self.pid)
         self.started_at = self._clock.seconds()
+        if IRecordedProcess.providedBy(self.transport):
+            # Started, perhaps ended, before this ccx saw it: report its
+            # real times, and never signal a group that ended unseen.
+            self.started_at = self.transport.started_at
+            if self.transport.group_gone:
+                self.group = EndedGroup(self.pid)
         if self.command.stdin:
             # The stdin pipe pauses this producer when more than its buffer
             # waits to be written: write() then refuses more, so a program
@@ -210,6 +224,15 @@ class ManagedProcess(ProcessProtocol):
         started, self._started = self._started, None
         if started is not None:
             started.errback(SpawnFailed(reason))
+
+    def lost(self, reason: str) -> None:
+        """
+        What held the program is gone (a durable program's keeper): how it
+        ends cannot be known.  It ends failed, with C{reason} as its error,
+        once its transport has ended; its group is not signalled.
+        """
+        self._error = reason
+        self.log.error("process {process_id}: {error}", error=reason, **self._log_context)
 
     def exec_succeeded(self) -> None:
         """
@@ -413,6 +436,10 @@ class ManagedProcess(ProcessProtocol):
 
     def processExited(self, reason: Failure) -> None:
         self._duration = time.monotonic() - self._began
+        self.ended_at = self._clock.seconds()
+        if IRecordedProcess.providedBy(self.transport) and self.transport.exited_at is not None:
+            self.ended_at = self.transport.exited_at
+            self._duration = max(0.0, self.ended_at - self.started_at)
         self.state = State.EXITED
         value = reason.value
         if isinstance(value, ProcessTerminated) and value.signal is not None:
@@ -508,4 +535,6 @@ class ManagedProcess(ProcessProtocol):
             stderr_bytes=streams["stderr"].end,
             dropped_bytes=self.output.dropped_bytes,
             error=self._error,
+            ended_at=self.ended_at,
+            durable=self.options.durable,
         )

@@ -56,6 +56,9 @@ class ProcessRegistry:
         # Output of processes no longer kept, so that totals never go down.
         self.retired_bytes: Counter = Counter()
         self.on_spawned: Optional[Callable[[float], None]] = None
+        # Told of each durable process forgotten while the service runs: its
+        # record and journal may go too.
+        self.on_forget_durable: Optional[Callable[[str], None]] = None
 
     @staticmethod
     def new_process_id() -> str:
@@ -85,19 +88,28 @@ class ProcessRegistry:
         @raise LimitReached: when no further process may start.
         """
         self.check_capacity()
+        return self._track(process, spawner).addCallback(self._spawned, self._clock.seconds())
+
+    def adopt(self, process: ManagedProcess, spawner: Spawner) -> Deferred:
+        """
+        Track a durable process this service did not start (it ran before
+        this start of ccx): as L{start}, whatever the process limit, which
+        bounds only what clients start.
+        """
+        return self._track(process, spawner)
+
+    def _track(self, process: ManagedProcess, spawner: Spawner) -> Deferred:
         process.output.budget = self.held_output
         self._processes[process.process_id] = process
         self._live[process.process_id] = process
         process.ended.addCallback(self._ended)
-        began = self._clock.seconds()
+        return process.start(spawner)
 
-        def running(result: ManagedProcess) -> ManagedProcess:
-            self.started_total += 1
-            if self.on_spawned is not None:
-                self.on_spawned(self._clock.seconds() - began)
-            return result
-
-        return process.start(spawner).addCallback(running)
+    def _spawned(self, process: ManagedProcess, began: float) -> ManagedProcess:
+        self.started_total += 1
+        if self.on_spawned is not None:
+            self.on_spawned(self._clock.seconds() - began)
+        return process
 
     def _ended(self, process: ManagedProcess) -> ManagedProcess:
         self._live.pop(process.process_id, None)
@@ -151,6 +163,8 @@ class ProcessRegistry:
         process = self._processes.pop(process_id, None)
         if process is None:
             return
+        if process.options.durable and not self._stopping and self.on_forget_durable:
+            self.on_forget_durable(process_id)
         output = process.output
         if output.completion is None or self._stopping:
             # Nobody is told anything more: the program never ran, or the
@@ -194,15 +208,20 @@ class ProcessRegistry:
 
     def shutdown(self) -> Deferred:
         """
-        Cancel every live process and forget every finished one, except
-        those whose output a connection is still delivering: the
-        connections close once delivered (L{ccx.node.Node.close_connections}).
+        Cancel every live process that is not durable and forget every
+        finished one, except those whose output a connection is still
+        delivering: the connections close once delivered
+        (L{ccx.node.Node.close_connections}).  Durable processes go on
+        running under the keeper, which the next start re-adopts them from.
 
-        @return: a L{Deferred} that fires once every process has finished.
+        @return: a L{Deferred} that fires once every cancelled process has
+            finished.
         """
         self._stopping = True
         waiting = []
         for process in self.live():
+            if process.options.durable:
+                continue
             process.terminate()
             waiting.append(process.ended)
         for process_id, call in list(self._forget_calls.items()):

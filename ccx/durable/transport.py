@@ -1,0 +1,352 @@
+"""
+The process transport of a durable program: the keeper holds its pipes and
+writes its output to its journal; ccx reads the journal as the keeper says
+it grows, writes to its standard input through a descriptor the keeper
+passed, and signals its group itself.
+"""
+
+import os
+import signal
+from typing import Any, Dict, Iterable, Optional, Set, Union
+
+from twisted.internet.error import ProcessExitedAlready, ProcessTerminated
+from twisted.internet.interfaces import (
+    IAddress,
+    IConsumer,
+    IProcessProtocol,
+    IProcessTransport,
+    IPushProducer,
+)
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from ccx.keeper.records import journal_path
+from ccx.process.interfaces import IRecordedProcess
+from ccx.process.pipes import PipeWriter
+from ccx.process.transport import ProcessAddress, exit_reason
+
+# The child descriptor each stream is reported on, as for any program.
+STREAM_FDS = {"stdout": 1, "stderr": 2}
+# The most read from a journal at once, as from a pipe.
+READ_SIZE = 64 * 1024
+
+
+@implementer(IProcessTransport, IPushProducer, IConsumer, IRecordedProcess)
+class KeeperTransport:
+    """
+    A program the keeper holds, as its protocol sees it: what Twisted's own
+    process transport would tell (C{childDataReceived}, C{childConnectionLost},
+    C{processExited}, C{processEnded}), from the keeper's notices and the
+    journal.
+
+    As a push producer it stops and restarts reading the journal, and tells
+    the keeper how far it has read (a C{hold}): the keeper stops reading
+    the program's pipes once the journal holds its limit past that.
+
+    @ivar pid: the program's pid once it runs, until it has exited.
+    @ivar started_at: when it started (epoch seconds), once known.
+    @ivar exited_at: when it exited (epoch seconds), once known.
+    @ivar group_gone: it had ended before this ccx connected to it.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: Any,
+        link: Any,
+        state_dir: str,
+        process_id: str,
+        protocol: IProcessProtocol,
+    ) -> None:
+        """
+        @param link: the L{ccx.durable.link.KeeperLink} that carries this
+            program's messages (C{hold}, C{close_stdin}).
+        """
+        self.reactor = reactor
+        self.link = link
+        self.state_dir = state_dir
+        self.process_id = process_id
+        self.protocol = protocol
+        self.pid: Optional[int] = None
+        self.started_at: Optional[float] = None
+        self.exited_at: Optional[float] = None
+        self.group_gone = False
+        self._journals: Dict[str, int] = {}
+        self._read: Dict[str, int] = {s: 0 for s in STREAM_FDS}
+        self._ends: Dict[str, int] = {s: 0 for s in STREAM_FDS}
+        self._closing: Set[str] = set()
+        self._open: Set[str] = set(STREAM_FDS)
+        self._stdin: Optional[PipeWriter] = None
+        self._paused = False
+        self._exit: Optional[Failure] = None
+        self._ended = False
+        self._connected = False
+
+    # -- from the keeper --------------------------------------------------
+
+    def spawned(
+        self,
+        pid: int,
+        started_at: float,
+        stdin: Optional[int] = None,
+        ends: Optional[Dict[str, int]] = None,
+        closed: Iterable[str] = (),
+        returncode: Optional[int] = None,
+        exited_at: Optional[float] = None,
+        group_gone: bool = False,
+    ) -> None:
+        """
+        The program runs (or ran): connect the protocol, tell it the program
+        runs, then what is already known of it.
+
+        @param stdin: ccx's own descriptor for the program's standard input
+            (the keeper keeps another), owned by this transport from now on.
+        """
+        self.pid = pid
+        self.started_at = started_at
+        self.group_gone = group_gone
+        if stdin is not None:
+            self._stdin = PipeWriter(self.reactor, self, 0, stdin)
+        self._connected = True
+        self.protocol.makeConnection(self)
+        if self._stdin is not None:
+            self._stdin.startReading()
+        self.protocol.exec_succeeded()
+        for stream, end in (ends or {}).items():
+            self._ends[stream] = max(self._ends[stream], int(end))
+        self._closing.update(closed)
+        self._pump()
+        if returncode is not None:
+            self.exited(returncode, exited_at)
+
+    def spawn_failed(self, reason: str) -> None:
+        """
+        The keeper could not start the program: nothing of it is left.
+        """
+        self._ended = True
+        self.protocol.exec_failed(reason)
+        self.protocol.processEnded(Failure(ProcessTerminated(exitCode=None)))
+
+    def output(self, stream: str, end: int) -> None:
+        """
+        The stream's journal now ends at offset C{end}.
+        """
+        if end > self._ends[stream]:
+            self._ends[stream] = end
+            self._pump()
+
+    def closed(self, stream: str) -> None:
+        """
+        The stream's pipe is closed: once its journal is read, it is over.
+        """
+        self._closing.add(stream)
+        self._pump()
+
+    def exited(self, returncode: int, exited_at: Optional[float]) -> None:
+        """
+        The program exited (the keeper reaped it): from now on its pid may
+        be another's.
+        """
+        if self._exit is not None:
+            return
+        self.pid = None
+        self.exited_at = exited_at
+        self._exit = exit_reason(returncode)
+        try:
+            self.protocol.processExited(self._exit)
+        except Exception:
+            self.log.failure("processExited failed")
+        self._maybe_end()
+
+    def keeper_lost(self, reason: str) -> None:
+        """
+        The keeper is gone while the program was not over: its pipes went
+        with it, and how it ends cannot be known.  It is reported failed
+        with C{reason}, after what the journal holds.
+        """
+        if self._ended:
+            return
+        self.protocol.lost(reason)
+        self._closing.update(STREAM_FDS)
+        self._pump()
+        self._stop_reading()
+        if self._stdin is not None:
+            self._stdin.loseConnection()
+        if self._exit is None:
+            self.pid = None
+            self._exit = Failure(ProcessTerminated(exitCode=None))
+            self.protocol.processExited(self._exit)
+        self._maybe_end()
+
+    # -- the journal ------------------------------------------------------
+
+    def _journal(self, stream: str) -> int:
+        fd = self._journals.get(stream)
+        if fd is None:
+            fd = self._journals[stream] = os.open(
+                journal_path(self.state_dir, self.process_id, stream), os.O_RDONLY
+            )
+        return fd
+
+    def _pump(self) -> None:
+        """
+        Hand the protocol what the journal holds past what it was given,
+        until it pauses this transport; end each closed stream once read.
+        """
+        if not self._connected:
+            return
+        moved = True
+        while moved and not self._paused:
+            moved = False
+            for stream, child_fd in STREAM_FDS.items():
+                if self._paused or stream not in self._open:
+                    continue
+                position, end = self._read[stream], self._ends[stream]
+                if position < end:
+                    data = os.pread(
+                        self._journal(stream), min(READ_SIZE, end - position), position
+                    )
+                    if not data:
+                        # The keeper counts only what it wrote: this
+                        # cannot be short unless the file was cut.
+                        self.log.error(
+                            "durable process {process_id}: {stream} journal ends at "
+                            "{position}, short of {end}",
+                            process_id=self.process_id,
+                            stream=stream,
+                            position=position,
+                            end=end,
+                        )
+                        self._ends[stream] = position
+                        continue
+                    self._read[stream] = position + len(data)
+                    self.protocol.childDataReceived(child_fd, data)
+                    moved = True
+                elif stream in self._closing:
+                    self._end_stream(stream)
+                    moved = True
+
+    def _end_stream(self, stream: str) -> None:
+        self._open.discard(stream)
+        fd = self._journals.pop(stream, None)
+        if fd is not None:
+            os.close(fd)
+        try:
+            self.protocol.childConnectionLost(STREAM_FDS[stream])
+        except Exception:
+            self.log.failure("childConnectionLost failed")
+        self._maybe_end()
+
+    def _stop_reading(self) -> None:
+        for stream in list(self._open):
+            self._end_stream(stream)
+
+    def _maybe_end(self) -> None:
+        if self._exit is None or self._open or self._stdin is not None or self._ended:
+            return
+        self._ended = True
+        self.protocol.processEnded(self._exit)
+
+    # -- to the protocol --------------------------------------------------
+
+    def pauseProducing(self) -> None:
+        """
+        Stop reading the journal; the keeper goes on filling it up to the
+        program's journal limit past what was read, then holds it back.
+        """
+        if self._paused:
+            return
+        self._paused = True
+        self.link.hold(self.process_id, dict(self._read))
+
+    def resumeProducing(self) -> None:
+        if not self._paused:
+            return
+        self._paused = False
+        self.link.hold(self.process_id, None)
+        # As a pipe reader resumes: in the next turn, not inside the caller.
+        self.reactor.callLater(0, self._pump)
+
+    def stopProducing(self) -> None:
+        """
+        Stop reading output: what the journal holds past here is not given.
+        """
+        self._stop_reading()
+
+    def closeChildFD(self, descriptor: int) -> None:
+        if descriptor == 0:
+            self.closeStdin()
+        elif descriptor in (1, 2):
+            stream = "stdout" if descriptor == 1 else "stderr"
+            if stream in self._open:
+                self._end_stream(stream)
+
+    def closeStdin(self) -> None:
+        """
+        Close standard input once what was written is flushed; the keeper
+        closes its own descriptor for it at once.
+        """
+        if self._stdin is not None:
+            self._stdin.loseConnection()
+            self.link.close_stdin(self.process_id)
+
+    def closeStdout(self) -> None:
+        self.closeChildFD(1)
+
+    def closeStderr(self) -> None:
+        self.closeChildFD(2)
+
+    def loseConnection(self) -> None:
+        self.closeStdin()
+        self.stopProducing()
+
+    def write(self, data: bytes) -> None:
+        self.writeToChild(0, data)
+
+    def writeSequence(self, data: Iterable[bytes]) -> None:
+        self.write(b"".join(data))
+
+    def writeToChild(self, childFD: int, data: bytes) -> None:
+        if childFD != 0:
+            raise KeyError(childFD)
+        if self._stdin is not None:
+            self._stdin.write(data)
+
+    def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
+        if self._stdin is None:
+            raise RuntimeError("the standard input of this process is not open")
+        self._stdin.registerProducer(producer, streaming)
+
+    def unregisterProducer(self) -> None:
+        if self._stdin is not None:
+            self._stdin.unregisterProducer()
+
+    # The PipeWriter reports to this transport as to a process.
+    def childConnectionLost(self, childFD: int) -> None:
+        self._stdin = None
+        try:
+            self.protocol.childConnectionLost(childFD)
+        except Exception:
+            self.log.failure("childConnectionLost(0) failed")
+        self._maybe_end()
+
+    def childDataReceived(self, childFD: int, data: bytes) -> None:
+        pass
+
+    def signalProcess(self, signalID: Union[str, int]) -> None:
+        """
+        Send a signal to the program alone (ccx signals its group).
+        """
+        if self.pid is None:
+            raise ProcessExitedAlready()
+        if isinstance(signalID, str):
+            signalID = getattr(signal, "SIG" + signalID)
+        os.kill(self.pid, signalID)
+
+    def getPeer(self) -> IAddress:
+        return ProcessAddress()
+
+    def getHost(self) -> IAddress:
+        return ProcessAddress()
