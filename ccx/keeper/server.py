@@ -114,6 +114,7 @@ class Keeper:
 
     @param listener: its listening unix socket.
     @param clock: the time of day, in seconds since the epoch.
+    @param log: where its lines go (L{log}: its standard error).
     """
 
     def __init__(
@@ -122,8 +123,10 @@ class Keeper:
         listener: socket.socket,
         clock: Callable[[], float] = time.time,
         first_connection: float = FIRST_CONNECTION,
+        log: Callable[[str], None] = log,
     ) -> None:
         self.state_dir = state_dir
+        self.log = log
         self.listener = listener
         self.clock = clock
         self.selector = selectors.DefaultSelector()
@@ -217,7 +220,7 @@ class Keeper:
             self._handle(client, message)
 
     def _refuse(self, client: Client, reason: str) -> None:
-        log(f"dropping a connection: {reason}")
+        self.log(f"dropping a connection: {reason}")
         self._reply(client, {"type": m.ERROR, "message": reason})
         self._send(client)
         self._drop(client)
@@ -247,7 +250,7 @@ class Keeper:
         client.queue.append((data, [os.dup(fd) for fd in fds]))
         client.queued += len(data)
         if client.queued > MAX_QUEUED:
-            log("dropping a connection that does not read")
+            self.log("dropping a connection that does not read")
             self._drop(client)
             return
         self._send(client)
@@ -358,7 +361,7 @@ class Keeper:
             self._reply(client, {"type": m.SPAWN_FAILED, "id": process_id, "reason": reason})
             return
         self.programs[process_id] = program
-        log(f"started {process_id}: {argv} (pid {program.pid})")
+        self.log(f"started {process_id}: {argv} (pid {program.pid})")
         fds = [program.stdin] if program.stdin is not None else []
         self._reply(
             client,
@@ -493,18 +496,24 @@ class Keeper:
 
     def _append(self, program: Program, stream: str, data: bytes) -> None:
         """
-        Append C{data} to the stream's journal; what cannot be written
-        (the disk is full) is logged and counted as written nonetheless,
-        so that offsets stay those of the program's stream.
+        Append C{data} to the stream's journal.  What cannot be written
+        (the disk is full) is logged and lost: offsets count what the
+        journal holds, so that ccx reads exactly what they say.
         """
         view = memoryview(data)
         journal = program.journals[stream]
+        written = 0
         try:
-            while view:
-                view = view[os.write(journal, view) :]
+            while written < len(data):
+                written += os.write(journal, view[written:])
         except OSError as e:
-            log(f"{program.process_id}: {len(view)} bytes of {stream} not journaled: {e}")
-        program.ends[stream] += len(data)
+            self.log(
+                f"{program.process_id}: {len(data) - written} bytes of {stream} lost: "
+                f"the journal cannot be written: {e}"
+            )
+        if not written:
+            return
+        program.ends[stream] += written
         key = (program.process_id, stream)
         notice = self._pending_output.get(key)
         if notice is None:
@@ -556,8 +565,8 @@ class Keeper:
         try:
             write_record(self.state_dir, program.record)
         except OSError as e:
-            log(f"{program.process_id}: could not record its end: {e}")
-        log(f"{program.process_id} exited with {returncode}")
+            self.log(f"{program.process_id}: could not record its end: {e}")
+        self.log(f"{program.process_id} exited with {returncode}")
         self._notice(
             {
                 "type": m.EXITED,

@@ -1,0 +1,362 @@
+"""
+Tests for the keeper (L{ccx.keeper}): its messages, driven in this process
+over its real socket, with real programs.
+"""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import time
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from ccx.keeper import messages as m
+from ccx.keeper.records import journal_path, program_dir, read_record, read_records
+from ccx.keeper.server import Keeper
+from ccx.process.group import ProcessGroup
+
+SH = shutil.which("sh")
+YES = shutil.which("yes")
+
+
+class MessagesTests(SynchronousTestCase):
+    """
+    L{m.encode} and L{m.decode}.
+    """
+
+    def test_round_trip(self):
+        """A message is one line of compact JSON, and reads back the same."""
+        line = m.encode({"type": m.OUTPUT, "id": "a", "end": 3})
+        self.assertEqual(line, b'{"type":"output","id":"a","end":3}\n')
+        self.assertEqual(m.decode(line[:-1]), {"type": "output", "id": "a", "end": 3})
+
+    def test_not_a_message(self):
+        """Not JSON, not an object, or no string type: BadMessage."""
+        for line in (b"{", b"[1]", b'{"id": "a"}', b'{"type": 1}'):
+            self.assertRaises(m.BadMessage, m.decode, line)
+
+
+class KeeperTests(SynchronousTestCase):
+    """
+    A L{Keeper} on a real socket, one turn of its loop at a time.
+    """
+
+    def setUp(self):
+        self.state_dir = os.path.abspath(self.mktemp())
+        os.makedirs(self.state_dir)
+        # A test's directory may be longer than a socket address: reach it
+        # through a descriptor, as ccx does.
+        directory = os.open(self.state_dir, os.O_PATH)
+        self.addCleanup(os.close, directory)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.path = f"/proc/self/fd/{directory}/{m.SOCKET_NAME}"
+        listener.bind(self.path)
+        listener.listen(4)
+        self.logged = []
+        self.keeper = Keeper(self.state_dir, listener, log=self.logged.append)
+        self.addCleanup(self.end_programs)
+        self.received = b""
+        self.fds = []
+
+    def end_programs(self):
+        for fd in self.fds:
+            os.close(fd)
+        for program in list(self.keeper.programs.values()):
+            ProcessGroup(program.pid).signal(signal.SIGKILL)
+            program.popen.wait()
+        self.keeper.close()
+
+    def connect(self, version=m.VERSION):
+        client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        client.connect(self.path)
+        client.setblocking(False)
+        self.turn()
+        if version is not None:
+            self.send(client, {"type": m.HELLO, "version": version})
+        return client
+
+    def turn(self, timeout=0.05):
+        self.keeper.run_once(timeout)
+
+    def send(self, client, message):
+        client.sendall(m.encode(message))
+        self.turn()
+
+    def messages(self, client, until=lambda found: False, turns=400):
+        """
+        The messages the keeper has sent, turning its loop until C{until}
+        holds of them (or the turns run out); with the descriptors that came.
+        """
+        found, fds = [], []
+        for _ in range(turns):
+            try:
+                data, new_fds, _, _ = socket.recv_fds(client, 65536, 4)
+            except BlockingIOError:
+                data, new_fds = None, []
+            fds += new_fds
+            if data == b"":
+                break
+            if data:
+                self.received += data
+                *lines, self.received = self.received.split(b"\n")
+                found += [m.decode(line) for line in lines]
+            if until(found):
+                break
+            self.turn()
+        self.fds += fds
+        return found, fds
+
+    def spawn(self, client, argv, **extra):
+        message = {
+            "type": m.SPAWN,
+            "id": extra.pop("id", "p1"),
+            "argv": argv,
+            "executable": extra.pop("executable", argv[0]),
+            "cwd": "/",
+            "env": {},
+            "stdin": False,
+            "journal_bytes": 1 << 20,
+            "blocking": True,
+        }
+        message.update(extra)
+        self.send(client, message)
+
+    def test_hello(self):
+        """hello is answered with the version, the keeper's pid and its programs."""
+        client = self.connect()
+        found, _ = self.messages(client, lambda f: f)
+        self.assertEqual(found[0]["type"], m.HELLO)
+        self.assertEqual(found[0]["version"], m.VERSION)
+        self.assertEqual(found[0]["pid"], os.getpid())
+        self.assertEqual(found[0]["programs"], [])
+
+    def test_other_version_refused(self):
+        """A ccx speaking another version is told which and disconnected."""
+        client = self.connect(version=m.VERSION + 1)
+        found, _ = self.messages(client)
+        self.assertEqual(found[0]["type"], m.ERROR)
+        self.assertIn(f"version {m.VERSION}", found[0]["message"])
+        self.assertEqual(self.keeper.clients, [])
+
+    def test_hello_first(self):
+        """Anything before hello is refused."""
+        client = self.connect(version=None)
+        self.send(client, {"type": m.LIST})
+        found, _ = self.messages(client)
+        self.assertEqual([f["type"] for f in found], [m.ERROR])
+
+    def test_malformed_spawn(self):
+        """A spawn missing a field, or with a wrong one, drops the connection."""
+        client = self.connect()
+        self.messages(client, lambda f: f)
+        self.send(client, {"type": m.SPAWN, "id": "p1", "argv": "sh"})
+        found, _ = self.messages(client)
+        self.assertEqual(found[-1]["type"], m.ERROR)
+        self.assertEqual(self.keeper.programs, {})
+
+    def test_bad_id(self):
+        """An id that is not a plain name never becomes a path."""
+        client = self.connect()
+        self.messages(client, lambda f: f)
+        self.spawn(client, [SH, "-c", "true"], id="../x")
+        found, _ = self.messages(client)
+        self.assertEqual(found[-1]["type"], m.ERROR)
+        self.assertFalse(os.path.exists(os.path.join(self.state_dir, "x")))
+
+    def test_spawn_failed(self):
+        """A program that cannot run: the reason in ccx's own words, nothing left."""
+        client = self.connect()
+        self.spawn(client, ["/nonexistent"])
+        found, _ = self.messages(client, lambda f: any(x["type"] == m.SPAWN_FAILED for x in f))
+        self.assertEqual(
+            found[-1],
+            {
+                "type": m.SPAWN_FAILED,
+                "id": "p1",
+                "reason": "'/nonexistent': No such file or directory",
+            },
+        )
+        self.assertEqual(self.keeper.programs, {})
+        self.assertEqual(read_records(self.state_dir), [])
+
+    def test_id_taken(self):
+        """A second spawn with an id in use is refused."""
+        client = self.connect()
+        self.spawn(client, [SH, "-c", "sleep 5"])
+        self.spawn(client, [SH, "-c", "true"])
+        found, _ = self.messages(client, lambda f: any(x["type"] == m.SPAWN_FAILED for x in f))
+        self.assertEqual(found[-1]["reason"], "the id is taken")
+
+    def test_program_life(self):
+        """
+        Output goes to the journal, notices give its new end, and the exit
+        is recorded with its real status and time, in that order.
+        """
+        client = self.connect()
+        before = time.time()
+        self.spawn(client, [SH, "-c", "echo out; echo err >&2; exit 3"])
+        found, _ = self.messages(
+            client, lambda f: sum(x["type"] in (m.EXITED, m.CLOSED) for x in f) == 3
+        )
+        kinds = [f["type"] for f in found]
+        self.assertEqual(kinds[:2], [m.HELLO, m.SPAWNED])
+        ends = {f["stream"]: f["end"] for f in found if f["type"] == m.OUTPUT}
+        self.assertEqual(ends, {"stdout": 4, "stderr": 4})
+        for stream in m.STREAMS:
+            about = [f["type"] for f in found if f.get("stream") == stream]
+            # Its end notice before the notice that it closed, once each.
+            self.assertEqual(about, [m.OUTPUT, m.CLOSED])
+        exited = [f for f in found if f["type"] == m.EXITED][0]
+        self.assertEqual(exited["returncode"], 3)
+        with open(journal_path(self.state_dir, "p1", "stdout"), "rb") as f:
+            self.assertEqual(f.read(), b"out\n")
+        record = read_record(program_dir(self.state_dir, "p1"))
+        self.assertEqual(record["returncode"], 3)
+        self.assertEqual(record["ended_at"], exited["ended_at"])
+        self.assertLessEqual(before, record["started_at"])
+        self.assertEqual(record["argv"], [SH, "-c", "echo out; echo err >&2; exit 3"])
+        # Over: the keeper holds it no more.
+        self.assertEqual(self.keeper.programs, {})
+
+    def test_stdin_passed(self):
+        """
+        ccx gets a descriptor of the program's standard input; the program
+        sees its end only once the keeper's own is closed too.
+        """
+        client = self.connect()
+        self.spawn(client, ["/bin/cat"], stdin=True)
+        found, fds = self.messages(client, lambda f: any(x["type"] == m.SPAWNED for x in f))
+        self.assertEqual(found[-1]["stdin"], True)
+        self.assertEqual(len(fds), 1)
+        os.write(fds[0], b"typed\n")
+        self.messages(client, lambda f: any(x["type"] == m.OUTPUT for x in f))
+        os.close(fds[0])
+        self.fds.remove(fds[0])
+        # The keeper's copy keeps it open: no end of file yet.
+        self.turn(0.1)
+        self.assertIn("p1", self.keeper.programs)
+        self.send(client, {"type": m.CLOSE_STDIN, "id": "p1"})
+        found, _ = self.messages(client, lambda f: any(x["type"] == m.EXITED for x in f))
+        self.assertEqual([f["returncode"] for f in found if f["type"] == m.EXITED], [0])
+
+    def hold_test(self, hold, expect_paused):
+        client = self.connect()
+        limit = 256 * 1024
+        self.spawn(client, [YES], journal_bytes=limit)
+        self.messages(client, lambda f: any(x["type"] == m.OUTPUT for x in f))
+        self.send(client, {"type": m.HOLD, "id": "p1", "offsets": hold})
+        program = self.keeper.programs["p1"]
+        for _ in range(2000):
+            if program.paused or program.ends["stdout"] > 4 * limit:
+                break
+            self.turn(0.01)
+        self.assertEqual(program.paused, expect_paused)
+        return client, program, limit
+
+    def test_hold_pauses_at_the_limit(self):
+        """
+        A blocking program is held back once its journal holds its limit
+        past the offset ccx holds: exactly the limit, at most one read more.
+        """
+        client, program, limit = self.hold_test({"stdout": 0, "stderr": 0}, True)
+        end = program.ends["stdout"]
+        self.assertGreaterEqual(end, limit)
+        self.assertLess(end, limit + 64 * 1024)
+        for _ in range(20):
+            self.turn(0.01)
+        self.assertEqual(program.ends["stdout"], end)
+        # A hold moved on reads again; released, it reads on.
+        self.send(client, {"type": m.HOLD, "id": "p1", "offsets": {"stdout": end, "stderr": 0}})
+        self.assertFalse(program.paused)
+        self.send(client, {"type": m.HOLD, "id": "p1", "offsets": None})
+        self.assertFalse(program.paused)
+
+    def test_no_hold_no_pause(self):
+        """Nothing held (no blocking subscriber): the journal grows past the limit."""
+        self.hold_test(None, False)
+
+    def test_drop_mode_never_held(self):
+        """A program in drop mode is never held back, whatever ccx holds."""
+        client = self.connect()
+        self.spawn(client, [YES], journal_bytes=64 * 1024, blocking=False)
+        self.messages(client, lambda f: any(x["type"] == m.OUTPUT for x in f))
+        self.send(client, {"type": m.HOLD, "id": "p1", "offsets": {"stdout": 0}})
+        program = self.keeper.programs["p1"]
+        for _ in range(200):
+            self.turn(0.01)
+            if program.ends["stdout"] > 256 * 1024:
+                break
+        self.assertFalse(program.paused)
+        self.assertGreater(program.ends["stdout"], 256 * 1024)
+
+    def test_ccx_gone_releases(self):
+        """When ccx goes, nothing holds a program back any more."""
+        client, program, limit = self.hold_test({"stdout": 0, "stderr": 0}, True)
+        client.close()
+        self.turn()
+        self.turn()
+        self.assertEqual(self.keeper.clients, [])
+        self.assertFalse(program.paused)
+
+    def test_adopt(self):
+        """
+        A second ccx adopts a running program: its pid, start, ends so far
+        and standard input; an id it does not hold is unknown.
+        """
+        first = self.connect()
+        self.spawn(first, [SH, "-c", "echo hi; exec cat"], stdin=True)
+        self.messages(first, lambda f: any(x["type"] == m.OUTPUT for x in f))
+        first.close()
+        self.turn()
+        self.received = b""
+        second = self.connect()
+        found, _ = self.messages(second, lambda f: f)
+        self.assertEqual([p["id"] for p in found[0]["programs"]], ["p1"])
+        self.send(second, {"type": m.ADOPT, "id": "p1"})
+        self.send(second, {"type": m.ADOPT, "id": "p2"})
+        found, fds = self.messages(second, lambda f: len(f) >= 2)
+        adopted = found[0]
+        self.assertEqual(adopted["type"], m.ADOPTED)
+        self.assertEqual(adopted["ends"], {"stdout": 3, "stderr": 0})
+        self.assertEqual(adopted["closed"], [])
+        self.assertIsNone(adopted["returncode"])
+        self.assertEqual(len(fds), 1)
+        self.assertEqual(found[1], {"type": m.UNKNOWN, "id": "p2"})
+
+    def test_finished_when_idle(self):
+        """
+        The keeper may exit once it holds no program and no ccx is
+        connected, not before.
+        """
+        self.assertFalse(self.keeper.finished)
+        client = self.connect()
+        self.assertFalse(self.keeper.finished)
+        self.spawn(client, [SH, "-c", "exec cat"], stdin=True)
+        _, fds = self.messages(client, lambda f: any(x["type"] == m.SPAWNED for x in f))
+        os.close(fds[0])
+        self.fds.remove(fds[0])
+        client.close()
+        self.turn()
+        self.assertFalse(self.keeper.finished)
+        self.send_close_stdin_as_new_client()
+        for _ in range(200):
+            if self.keeper.finished:
+                break
+            self.turn(0.01)
+        self.assertTrue(self.keeper.finished)
+
+    def send_close_stdin_as_new_client(self):
+        client = self.connect()
+        self.send(client, {"type": m.CLOSE_STDIN, "id": "p1"})
+        client.close()
+        self.turn()
+
+    def test_record_format(self):
+        """A record says its format, so that a later release can read it."""
+        client = self.connect()
+        self.spawn(client, [SH, "-c", "true"])
+        self.messages(client, lambda f: any(x["type"] == m.EXITED for x in f))
+        with open(os.path.join(program_dir(self.state_dir, "p1"), "record.json")) as f:
+            self.assertEqual(json.load(f)["format"], 1)
