@@ -1,0 +1,336 @@
+"""
+Durable programs (C{durable: true}) with a real twistd, real programs and
+the real keeper: they outlive a SIGKILL or a stop of ccx, and the next
+start takes them back.  Each test ends its programs and its keeper, and
+checks that nothing of them is left.
+"""
+
+import os
+import signal
+
+from autobahn.twisted.websocket import WebSocketClientFactory
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.trial.unittest import TestCase
+
+from ccx.keeper.records import journal_path, program_dir, read_record
+from ccx.process.group import ProcessGroup, group_states
+from ccx.testing.polling import until
+from ccx.testing.proc import keeper_pids, leftovers
+from ccx.testing.service import ServiceProcess
+from tests.support import Client, ServiceFixture, program
+
+SEQ_ALL = b"".join(b"%d\n" % i for i in range(1, 20001))
+
+
+def waiting_for(flag: str) -> str:
+    """
+    A shell loop that waits until file C{flag} exists (in the program's
+    working directory): the test says when the program goes on.
+    """
+    return f"while [ ! -e {flag} ]; do sleep 0.01; done"
+
+
+class DurableServiceTests(TestCase):
+    """
+    Durable programs across a SIGKILL, a stop and a start of the service.
+    """
+
+    timeout = 90
+
+    def setUp(self):
+        self.state_dir = os.path.abspath(self.mktemp())
+        self.flags = os.path.abspath(self.mktemp())
+        os.makedirs(self.flags)
+        self.groups = []
+        # Runs last: after every service stopped.
+        self.addCleanup(lambda: Deferred.fromCoroutine(self.nothing_left()))
+
+    async def nothing_left(self):
+        """
+        Every program ends, then the keeper (it exits once it holds none and
+        no ccx is connected): a test that leaves either fails.
+        """
+        left = leftovers(self.groups)
+        for pgid in left:
+            ProcessGroup(pgid).signal(signal.SIGKILL)
+        try:
+            await until(reactor, lambda: not keeper_pids(self.state_dir), 10, 0.02, "the keeper exits")
+        finally:
+            for pid in keeper_pids(self.state_dir):
+                os.kill(pid, signal.SIGKILL)
+        self.assertEqual(left, {}, "programs left behind")
+
+    def flag(self, name: str) -> None:
+        with open(os.path.join(self.flags, name), "w"):
+            pass
+
+    async def start_service(self) -> ServiceProcess:
+        service = ServiceProcess(
+            allow=[program("sh"), program("cat"), program("sleep")],
+            settings={"state_dir": self.state_dir, "kill_grace": 1, "log_format": "json"},
+        )
+        await service.started(reactor)
+        self.addCleanup(lambda: Deferred.fromCoroutine(service.stopped(reactor)))
+        return service
+
+    async def connect(self, service: ServiceProcess) -> Client:
+        factory = WebSocketClientFactory(service.url)
+        factory.protocol = Client
+        factory.setProtocolOptions(maxMessagePayloadSize=0, maxFramePayloadSize=0)
+        client = await TCP4ClientEndpoint(reactor, "127.0.0.1", service.port).connect(factory)
+        await client.opened
+        self.addCleanup(client.close)
+        return client
+
+    async def execute(self, client: Client, script: str, **params) -> dict:
+        params.setdefault("durable", True)
+        result = await client.call(
+            "execute", {"command": [program("sh"), "-c", script], "cwd": self.flags, **params}
+        )
+        self.groups.append(result["pgid"])
+        return result
+
+    async def kill(self, service: ServiceProcess) -> None:
+        service.process.send_signal(signal.SIGKILL)
+        await until(reactor, lambda: not service.running, 10, 0.01, "ccx dies")
+
+    def journaled(self, process_id: str, stream: str = "stdout") -> int:
+        try:
+            return os.path.getsize(journal_path(self.state_dir, process_id, stream))
+        except OSError:
+            return 0
+
+    async def entry(self, client: Client, process_id: str) -> dict:
+        listed = await client.call("list")
+        return [p for p in listed["processes"] if p["process_id"] == process_id][0]
+
+    async def test_sigkill_while_printing(self):
+        """
+        ccx is SIGKILLed while a durable program prints; it prints on while
+        ccx is away; the next ccx lists it running, and an attach from 0
+        gets every byte at its offset, then its real exit status.
+        """
+        first = await self.start_service()
+        client = await self.connect(first)
+        script = f"seq 1 5000; {waiting_for('go')}; seq 5001 20000; {waiting_for('end')}; exit 7"
+        started = await self.execute(client, script)
+        process_id = started["process_id"]
+        head = SEQ_ALL[: SEQ_ALL.index(b"\n5001\n") + 1]
+        await until(reactor, lambda: client.output(process_id) == head, what="the first lines")
+        await self.kill(first)
+        self.flag("go")
+        await until(reactor, lambda: self.journaled(process_id) == len(SEQ_ALL), what="journaled")
+
+        second = await self.start_service()
+        client = await self.connect(second)
+        entry = await self.entry(client, process_id)
+        self.assertEqual(
+            (entry["state"], entry["pid"], entry["durable"]), ("running", started["pid"], True)
+        )
+        attached = await client.call(
+            "attach", {"process_id": process_id, "offsets": {"stdout": 0, "stderr": 0}, "on_full": "block"}
+        )
+        self.assertEqual(attached["offsets"], {"stdout": 0, "stderr": 0})
+        await until(reactor, lambda: client.output(process_id) == SEQ_ALL, what="all output")
+        self.flag("end")
+        completed = await client.notification("process.completed", process_id)
+        self.assertEqual(client.output(process_id), SEQ_ALL)
+        self.assertEqual((completed["exit_code"], completed["status"]), (7, "failed"))
+        self.assertEqual(completed["stdout_bytes"], len(SEQ_ALL))
+        self.assertTrue(completed["durable"])
+
+    async def test_ends_while_ccx_is_down(self):
+        """
+        A durable program that ends while ccx is down is reported by the
+        next start with its real exit status, end time and output.
+        """
+        first = await self.start_service()
+        client = await self.connect(first)
+        started = await self.execute(client, f"echo before; {waiting_for('go')}; echo after >&2; exit 5")
+        process_id = started["process_id"]
+        await until(reactor, lambda: client.output(process_id) == b"before\n", what="output")
+        await self.kill(first)
+        self.flag("go")
+        folder = program_dir(self.state_dir, process_id)
+        record = await until(
+            reactor,
+            lambda: (read_record(folder) or {}).get("ended_at") and read_record(folder),
+            what="its end recorded",
+        )
+        self.assertEqual(record["returncode"], 5)
+
+        second = await self.start_service()
+        client = await self.connect(second)
+        entry = await self.entry(client, process_id)
+        self.assertEqual(
+            (entry["state"], entry["exit_code"], entry["ended_at"], entry["started_at"]),
+            ("exited", 5, record["ended_at"], record["started_at"]),
+        )
+        await client.call("attach", {"process_id": process_id, "offsets": {"stdout": 0, "stderr": 0}})
+        completed = await client.notification("process.completed", process_id)
+        self.assertEqual(client.output(process_id), b"before\n")
+        self.assertEqual(client.output(process_id, "stderr"), b"after\n")
+        self.assertEqual(
+            (completed["exit_code"], completed["ended_at"]), (5, record["ended_at"])
+        )
+        self.assertAlmostEqual(
+            completed["duration"], record["ended_at"] - record["started_at"], places=5
+        )
+
+    async def test_steered_after_readoption(self):
+        """
+        A re-adopted durable program is paused, resumed, written to (its
+        standard input stayed open while ccx was away) and cancelled.
+        """
+        first = await self.start_service()
+        client = await self.connect(first)
+        started = await self.execute(client, "exec cat", stdin=True)
+        process_id, pgid = started["process_id"], started["pgid"]
+        await client.call("write", {"process_id": process_id, "data": "one\n"})
+        await until(reactor, lambda: client.output(process_id) == b"one\n", what="echoed")
+        await self.kill(first)
+
+        second = await self.start_service()
+        client = await self.connect(second)
+        await until(
+            reactor,
+            lambda: Deferred.fromCoroutine(self.entry(client, process_id)).addCallback(
+                lambda e: e["pid"] == pgid
+            ),
+            what="taken back from the keeper",
+        )
+        await client.call("attach", {"process_id": process_id, "offsets": {"stdout": 0, "stderr": 0}})
+        await client.call("write", {"process_id": process_id, "data": "two\n"})
+        await until(reactor, lambda: client.output(process_id) == b"one\ntwo\n", what="echoed")
+        await client.call("control", {"type": "PAUSE", "process_id": process_id})
+        await until(reactor, lambda: group_states(pgid) == ["T"], what="stopped")
+        await client.call("control", {"type": "RESUME", "process_id": process_id})
+        await until(reactor, lambda: "T" not in group_states(pgid), what="continued")
+        await client.call("signal", {"process_id": process_id, "signal": "SIGWINCH"})
+        await client.call("control", {"type": "CANCEL", "process_id": process_id})
+        completed = await client.notification("process.completed", process_id)
+        self.assertEqual(completed["status"], "cancelled")
+        self.assertEqual(ProcessGroup(pgid).members(), [])
+
+    async def test_write_eof_after_readoption(self):
+        """write with eof closes both ccx's and the keeper's ends: the program sees the end."""
+        first = await self.start_service()
+        client = await self.connect(first)
+        started = await self.execute(client, "cat; exit 3", stdin=True)
+        process_id = started["process_id"]
+        await self.kill(first)
+        second = await self.start_service()
+        client = await self.connect(second)
+        await until(
+            reactor,
+            lambda: Deferred.fromCoroutine(self.entry(client, process_id)).addCallback(
+                lambda e: e["pid"] is not None
+            ),
+            what="taken back",
+        )
+        await client.call("attach", {"process_id": process_id})
+        await client.call("write", {"process_id": process_id, "data": "last\n", "eof": True})
+        completed = await client.notification("process.completed", process_id)
+        self.assertEqual((completed["exit_code"], client.output(process_id)), (3, b"last\n"))
+
+    async def test_stop_keeps_durable_cancels_the_rest(self):
+        """
+        Stopping the service (SIGTERM, as systemctl does) cancels programs
+        that are not durable and leaves durable ones running; the next start
+        lists them and can cancel them.
+        """
+        first = await self.start_service()
+        client = await self.connect(first)
+        durable = await self.execute(client, waiting_for("never"))
+        plain = await self.execute(client, "exec sleep 300", durable=False, on_disconnect="keep")
+        await first.stopped(reactor)
+        self.assertEqual(ProcessGroup(plain["pgid"]).members(), [])
+        self.assertNotEqual(ProcessGroup(durable["pgid"]).members(), [])
+
+        second = await self.start_service()
+        client = await self.connect(second)
+        entry = await self.entry(client, durable["process_id"])
+        self.assertEqual(entry["state"], "running")
+        await until(
+            reactor,
+            lambda: Deferred.fromCoroutine(self.entry(client, durable["process_id"])).addCallback(
+                lambda e: e["pid"] is not None
+            ),
+            what="taken back",
+        )
+        await client.call("attach", {"process_id": durable["process_id"]})
+        await client.call("control", {"type": "CANCEL", "process_id": durable["process_id"]})
+        completed = await client.notification("process.completed", durable["process_id"])
+        self.assertEqual(completed["status"], "cancelled")
+
+
+class DurableParamsTests(TestCase):
+    """
+    C{durable} on the wire, in this process.
+    """
+
+    async def service(self, **settings):
+        fixture = ServiceFixture(self, **settings)
+        # Runs after the service stopped (cleanups run last first).
+        self.addCleanup(
+            lambda: Deferred.fromCoroutine(
+                until(reactor, lambda: not keeper_pids(fixture.config.state_dir), 10)
+            )
+        )
+        await fixture.start()
+        return fixture, await fixture.connect()
+
+    async def test_durable_with_cancel_refused(self):
+        """durable: true with an explicit on_disconnect "cancel" is -32602; "keep" is fine."""
+        fixture, client = await self.service()
+        response = await client.request(
+            "execute",
+            {"command": [program("true")], "durable": True, "on_disconnect": "cancel"},
+        )
+        self.assertEqual(response["error"]["code"], -32602)
+        self.assertIn("durable", response["error"]["message"])
+        result = await fixture.execute(
+            client, {"command": [program("true")], "durable": True, "on_disconnect": "keep"}
+        )
+        completed = await client.notification("process.completed", result["process_id"])
+        self.assertTrue(completed["durable"])
+
+    async def test_durable_must_be_boolean(self):
+        """durable: "yes" is -32602."""
+        fixture, client = await self.service()
+        response = await client.request(
+            "execute", {"command": [program("true")], "durable": "yes"}
+        )
+        self.assertEqual(response["error"]["code"], -32602)
+
+    async def test_service_default(self):
+        """
+        With --durable, programs are durable unless a client says
+        durable: false; on_disconnect "cancel" then goes with durable: false.
+        """
+        fixture, client = await self.service(durable=True)
+        result = await fixture.execute(client, {"command": [program("true")]})
+        completed = await client.notification("process.completed", result["process_id"])
+        self.assertTrue(completed["durable"])
+        result = await fixture.execute(
+            client, {"command": [program("true")], "durable": False, "on_disconnect": "cancel"}
+        )
+        completed = await client.notification("process.completed", result["process_id"])
+        self.assertFalse(completed["durable"])
+
+    async def test_spawn_failed_durable(self):
+        """
+        A durable program that cannot start gets -32005 with the same words
+        as any program, and leaves no record.
+        """
+        script = os.path.abspath(self.mktemp())
+        with open(script, "w") as f:
+            f.write("#!/nonexistent/interpreter\n")
+        os.chmod(script, 0o755)
+        fixture, client = await self.service(allow=[script])
+        response = await client.request("execute", {"command": [script], "durable": True})
+        self.assertEqual(response["error"]["code"], -32005)
+        self.assertIn(f"{script!r}: No such file or directory", response["error"]["message"])
+        self.assertEqual(os.listdir(os.path.join(fixture.config.state_dir, "durable")), [])
