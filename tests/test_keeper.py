@@ -8,6 +8,8 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
+import sys
 import time
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -19,6 +21,27 @@ from ccx.process.group import ProcessGroup
 
 SH = shutil.which("sh")
 YES = shutil.which("yes")
+
+
+class StandardLibraryTests(SynchronousTestCase):
+    """
+    The keeper stays small: it imports nothing beyond the standard library.
+    """
+
+    def test_no_twisted(self):
+        """python -S (no site-packages) imports the keeper, and no Twisted with it."""
+        code = (
+            "import sys, ccx.keeper.__main__, ccx.keeper.server; "
+            "print(sorted(m for m in sys.modules if m.startswith(('twisted', 'zope'))))"
+        )
+        root = os.path.dirname(os.path.dirname(os.path.abspath(m.__file__)))
+        out = subprocess.run(
+            [sys.executable, "-S", "-c", code],
+            env={"PYTHONPATH": os.path.dirname(root)},
+            capture_output=True,
+            check=True,
+        )
+        self.assertEqual(out.stdout, b"[]\n")
 
 
 class MessagesTests(SynchronousTestCase):

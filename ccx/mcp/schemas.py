@@ -52,6 +52,13 @@ _PROCESS = _object(
         "command": _COMMAND_OUT,
         "state": {"type": "string", "enum": ["running", "paused", "exited"]},
         "started_at": _nullable("number", "When it started, in seconds since the epoch."),
+        "ended_at": _nullable(
+            "number", "When it exited, in seconds since the epoch (null while it runs)."
+        ),
+        "durable": {
+            "type": "boolean",
+            "description": "It outlives the service's restarts (durable: true).",
+        },
         "exit_code": _nullable(
             "integer", "Its exit status once exited; -N when ended by signal N."
         ),
