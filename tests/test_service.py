@@ -117,8 +117,9 @@ class ConnectTests(ServiceTestCase):
         self.assertEqual(body["status"], "ok")
         self.assertEqual(body["connections"], 1)
         self.assertEqual(body["processes"], 0)
+        self.assertEqual(body["durable"], 0)
         self.assertEqual(
-            set(body), {"status", "version", "uptime", "connections", "processes"}
+            set(body), {"status", "version", "uptime", "connections", "processes", "durable"}
         )
 
 
