@@ -106,6 +106,8 @@ DEFAULT_DENY_ENV = (
     "TCLLIBPATH",
 )
 LOG_LEVELS = ("debug", "info", "warn", "error")
+# How a program's processes are held together (--containment).
+CONTAINMENTS = ("auto", "cgroup", "process-group")
 
 
 class ConfigError(usage.UsageError):
@@ -147,6 +149,7 @@ class Config:
     max_http_sessions: int = 64
     http_session_idle: float = 120.0
     cwd: str = field(default_factory=os.getcwd)
+    containment: str = "auto"
     # allow_host parsed once, as check_host compares them: (name, port or None).
     host_names: Tuple[Tuple[str, Optional[int]], ...] = field(
         init=False, repr=False, compare=False
@@ -339,6 +342,8 @@ def build_config(values: Dict[str, Any]) -> Config:
     if level not in LOG_LEVELS:
         raise ConfigError("--log-level must be one of " + ", ".join(LOG_LEVELS))
     settings["log_level"] = level
+    if settings.get("containment", "auto") not in CONTAINMENTS:
+        raise ConfigError("--containment must be one of " + ", ".join(CONTAINMENTS))
     settings["log_format_given"] = "log_format" in values or "log_level" in values
     # Whether the port may listen without a token is judged from the address
     # it binds, when the service starts (check_listening).
@@ -483,6 +488,14 @@ class Options(usage.Options):
         ["handshake-timeout", None, None, "Seconds a client has to send a whole HTTP request [default: 10]."],
         ["max-http-sessions", None, None, "MCP sessions over HTTP at once [default: 64]."],
         ["http-session-idle", None, None, "Seconds an MCP HTTP session without an open stream lives idle [default: 120]."],
+        [
+            "containment",
+            None,
+            None,
+            "How each program's processes are held: cgroup (a cgroup v2 of its own; "
+            "fails at start where none can be written), process-group, or auto (a "
+            "cgroup where one can be written) [default: auto].",
+        ],
     ]
 
     def __init__(self) -> None:

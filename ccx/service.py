@@ -84,8 +84,15 @@ class CCXService(MultiService):
         """
         return self.port_service.when_listening()
 
+    def privilegedStartService(self) -> None:
+        # Before twistd sheds root: writing cgroups may need it.  What
+        # --containment cgroup refuses stops twistd with its one line.
+        self.node.open_containment()
+        super().privilegedStartService()
+
     def startService(self) -> None:
         self._raise_open_file_limit()
+        self.node.open_containment()
         super().startService()
         # A failure to listen is the port service's to raise or log.
         self.when_listening().addCallbacks(self._listening, lambda failure: None)
@@ -135,5 +142,6 @@ class CCXService(MultiService):
         # how their processes ended; and wait for the closing handshakes, so
         # that the reactor does not stop with that still unsent.
         yield self.node.registry.shutdown()
+        self.node.close_containment()
         yield self.node.close_connections("ccx is stopping")
         self.log.info("stopped")
