@@ -85,15 +85,23 @@ class CCXService(MultiService):
         return self.port_service.when_listening()
 
     def privilegedStartService(self) -> None:
-        # Before twistd sheds root: writing cgroups may need it.  What
-        # --containment cgroup refuses stops twistd with its one line.
+        # twistd calls this before the reactor runs: what --containment
+        # cgroup refuses stops twistd with its one line, as a refused port does.
         self.node.open_containment()
-        super().privilegedStartService()
+        try:
+            super().privilegedStartService()
+        except BaseException:
+            self.node.close_containment()
+            raise
 
     def startService(self) -> None:
         self._raise_open_file_limit()
         self.node.open_containment()
-        super().startService()
+        try:
+            super().startService()
+        except BaseException:
+            self.node.close_containment()
+            raise
         # A failure to listen is the port service's to raise or log.
         self.when_listening().addCallbacks(self._listening, lambda failure: None)
 

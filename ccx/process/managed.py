@@ -197,7 +197,7 @@ class ManagedProcess(ProcessProtocol):
         self.pid = self.transport.pid
         group = ProcessGroup(self.pid)
         if self.cgroup is not None:
-            self.containment = CgroupContainment(group, self.cgroup)
+            self.containment = CgroupContainment(group, self.cgroup, self._clock)
         else:
             self.containment = GroupContainment(group)
         self.started_at = self._clock.seconds()
