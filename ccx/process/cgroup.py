@@ -395,7 +395,9 @@ def open_tree(
         try:
             os.mkdir(base)
         except FileExistsError:
-            pass
+            # Left by an earlier ccx with this pid, which cannot be running.
+            if not os.path.isdir(base):
+                raise CgroupError(f"cannot make cgroup {base}: File exists") from None
         except OSError as e:
             raise CgroupError(f"cannot make cgroup {base}: {e.strerror}") from None
     else:
