@@ -106,6 +106,8 @@ DEFAULT_DENY_ENV = (
     "TCLLIBPATH",
 )
 LOG_LEVELS = ("debug", "info", "warn", "error")
+# How a program's processes are held together (--containment).
+CONTAINMENTS = ("auto", "cgroup", "process-group")
 
 
 def default_state_dir() -> str:
@@ -165,6 +167,7 @@ class Config:
     cwd: str = field(default_factory=os.getcwd)
     state_dir: str = field(default_factory=default_state_dir)
     durable: bool = False
+    containment: str = "auto"
     # allow_host parsed once, as check_host compares them: (name, port or None).
     host_names: Tuple[Tuple[str, Optional[int]], ...] = field(
         init=False, repr=False, compare=False
@@ -363,6 +366,8 @@ def build_config(values: Dict[str, Any]) -> Config:
     if level not in LOG_LEVELS:
         raise ConfigError("--log-level must be one of " + ", ".join(LOG_LEVELS))
     settings["log_level"] = level
+    if settings.get("containment", "auto") not in CONTAINMENTS:
+        raise ConfigError("--containment must be one of " + ", ".join(CONTAINMENTS))
     settings["log_format_given"] = "log_format" in values or "log_level" in values
     # Whether the port may listen without a token is judged from the address
     # it binds, when the service starts (check_listening).
@@ -513,6 +518,14 @@ class Options(usage.Options):
         ["handshake-timeout", None, None, "Seconds a client has to send a whole HTTP request [default: 10]."],
         ["max-http-sessions", None, None, "MCP sessions over HTTP at once [default: 64]."],
         ["http-session-idle", None, None, "Seconds an MCP HTTP session without an open stream lives idle [default: 120]."],
+        [
+            "containment",
+            None,
+            None,
+            "How each program's processes are held: cgroup (a cgroup v2 of its own; "
+            "fails at start where none can be written), process-group, or auto (a "
+            "cgroup where one can be written) [default: auto].",
+        ],
         [
             "state-dir",
             None,

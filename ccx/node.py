@@ -9,11 +9,12 @@ from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.logger import Logger
 
 from ccx import __version__
-from ccx.config import Config
+from ccx.config import Config, ConfigError
 from ccx.durable.adoption import readopt, remove_record
 from ccx.durable.link import KeeperLink
 from ccx.metrics import Metrics
 from ccx.process.allowlist import AllowList
+from ccx.process.cgroup import CgroupError, open_tree
 from ccx.process.command import base_environment
 from ccx.process.launch import Launcher, LaunchSettings
 from ccx.process.registry import ProcessRegistry
@@ -83,8 +84,50 @@ class Node:
             self.launcher.settings,
             self.reactor,
             self.config.keep_finished,
+            self.launcher.cgroups,
         )
         return len(adopted)
+
+    @property
+    def containment(self) -> str:
+        """
+        How programs started now are held: C{"cgroup"} or C{"process-group"}.
+        """
+        return "process-group" if self.launcher.cgroups is None else "cgroup"
+
+    def open_containment(self) -> None:
+        """
+        Choose how programs are held (C{--containment}), at start: a cgroup
+        per program where a cgroup v2 hierarchy can be written (C{auto},
+        C{cgroup}), else their process groups.
+
+        @raise ConfigError: for C{cgroup} where none can be written.
+        """
+        mode = self.config.containment
+        if mode == "process-group" or self.launcher.cgroups is not None:
+            return
+        try:
+            tree = open_tree()
+        except CgroupError as e:
+            if mode == "cgroup":
+                raise ConfigError(f"--containment cgroup: {e}") from None
+            log.info("programs are held in their process groups: {reason}", reason=str(e))
+            return
+        self.launcher.cgroups = tree
+        log.info("each program runs in a cgroup of its own, in {base}", base=tree.base)
+
+    def close_containment(self) -> None:
+        """
+        Remove the directory of program cgroups (the service has stopped
+        and every program has ended).
+        """
+        tree, self.launcher.cgroups = self.launcher.cgroups, None
+        if tree is None or tree.close():
+            return
+        if any(p.options.durable for p in self.registry.live()):
+            log.info("cgroup {base} is kept: durable programs run in it", base=tree.base)
+        else:
+            log.warn("could not remove cgroup {base}: it is not empty", base=tree.base)
 
     def new_session(self) -> Session:
         """
@@ -135,4 +178,5 @@ class Node:
             "connections": len(self.connections),
             "processes": self.registry.live_count,
             "durable": sum(1 for p in self.registry.live() if p.options.durable),
+            "containment": self.containment,
         }

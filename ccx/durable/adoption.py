@@ -12,6 +12,7 @@ from twisted.logger import Logger
 
 from ccx.durable.link import KeeperLink
 from ccx.keeper.records import program_dir, read_records
+from ccx.process.cgroup import Cgroup
 from ccx.process.command import Command
 from ccx.process.launch import LaunchSettings
 from ccx.process.managed import ManagedProcess, RunOptions
@@ -21,12 +22,20 @@ log = Logger()
 
 
 def recorded_process(
-    record: Dict[str, Any], settings: LaunchSettings, reactor: Any
+    record: Dict[str, Any], settings: LaunchSettings, reactor: Any, cgroups: Any = None
 ) -> ManagedProcess:
     """
     The L{ManagedProcess} of a durable program's record (no environment:
     the record does not keep it, nor does ccx need it any more).
+
+    @param cgroups: the service's L{ccx.process.cgroup.CgroupTree}, if it
+        holds programs in cgroups: a program's recorded cgroup is taken
+        back, ccx going home to the tree's.
     """
+    cgroup = None
+    path = record.get("cgroup")
+    if path and cgroups is not None and os.path.isdir(path):
+        cgroup = Cgroup(path, cgroups.home)
     meta = record.get("meta") or {}
     command = Command(
         executable=record["executable"],
@@ -45,7 +54,7 @@ def recorded_process(
         durable=True,
         journal_bytes=int(record.get("journal_bytes", settings.journal_bytes)),
     )
-    return ManagedProcess(record["process_id"], command, options, reactor)
+    return ManagedProcess(record["process_id"], command, options, reactor, cgroup=cgroup)
 
 
 def readopt(
@@ -54,6 +63,7 @@ def readopt(
     settings: LaunchSettings,
     reactor: Any,
     keep_finished: float,
+    cgroups: Any = None,
 ) -> List[ManagedProcess]:
     """
     Track every durable program recorded in the state dir: those that run
@@ -74,7 +84,7 @@ def readopt(
         if registry.find(record["process_id"]) is not None:
             continue
         try:
-            process = recorded_process(record, settings, reactor)
+            process = recorded_process(record, settings, reactor, cgroups)
         except (KeyError, TypeError, ValueError) as e:
             log.error(
                 "cannot re-adopt durable process {process_id}: its record is malformed ({error})",

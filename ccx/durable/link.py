@@ -24,6 +24,7 @@ from zope.interface import implementer
 from ccx.durable.transport import KeeperTransport
 from ccx.keeper import messages as m
 from ccx.keeper.records import journal_path, proc_start_time, program_dir, read_record
+from ccx.process.cgroup import Cgroup
 from ccx.process.command import Command
 from ccx.process.group import ProcessGroup
 
@@ -242,11 +243,14 @@ class KeeperLink:
 
     # -- programs ---------------------------------------------------------
 
-    def spawn(self, protocol: Any, command: Command) -> KeeperTransport:
+    def spawn(
+        self, protocol: Any, command: Command, cgroup: Optional[Cgroup] = None
+    ) -> KeeperTransport:
         """
         Have the keeper start C{command} for C{protocol} (a
-        L{ccx.process.managed.ManagedProcess}): a L{ccx.process.managed.Spawner}.
-        The transport reports the outcome when the keeper answers.
+        L{ccx.process.managed.ManagedProcess}), in C{cgroup} when it has
+        one: a L{ccx.process.managed.Spawner}.  The transport reports the
+        outcome when the keeper answers.
         """
         transport = KeeperTransport(
             self.reactor, self, self.state_dir, protocol.process_id, protocol
@@ -263,6 +267,7 @@ class KeeperLink:
             "stdin": command.stdin,
             "blocking": options.blocking,
             "journal_bytes": options.journal_bytes,
+            "cgroup": None if cgroup is None else cgroup.path,
             "meta": {"encoding": options.encoding},
         }
 

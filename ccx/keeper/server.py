@@ -6,6 +6,7 @@ the ccx connections on its socket.  One thread, one C{selectors} loop.
 import os
 import selectors
 import shutil
+import signal
 import socket
 import sys
 import time
@@ -14,6 +15,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from ccx.keeper import messages as m
 from ccx.keeper.records import journal_path, program_dir, proc_start_time, write_record
+from ccx.process.cgroup import Cgroup, CgroupError, own_cgroup
 from ccx.process.child import start_program
 from ccx.process.errors import SpawnFailed
 
@@ -131,6 +133,9 @@ class Keeper:
         self.clock = clock
         self.selector = selectors.DefaultSelector()
         self.programs: Dict[str, Program] = {}
+        # The keeper's own cgroup, where it goes back after starting a
+        # program in the program's.
+        self._home: Optional[str] = None
         self.clients: List[Client] = []
         self._seen_client = False
         self._deadline = time.monotonic() + first_connection
@@ -355,7 +360,7 @@ class Keeper:
         os.makedirs(folder, mode=0o700)
         try:
             program = self._start(message)
-        except (SpawnFailed, OSError) as e:
+        except (SpawnFailed, CgroupError, OSError) as e:
             shutil.rmtree(folder, ignore_errors=True)
             reason = e.message if isinstance(e, SpawnFailed) else str(e)
             self._reply(client, {"type": m.SPAWN_FAILED, "id": process_id, "reason": reason})
@@ -406,15 +411,7 @@ class Keeper:
                     0o600,
                 )
                 opened.append(journals[stream])
-            popen = start_program(
-                message["argv"],
-                message["executable"],
-                message["cwd"],
-                message["env"],
-                stdin_child,
-                theirs["stdout"],
-                theirs["stderr"],
-            )
+            popen = self._start_program(message, stdin_child, theirs)
         except BaseException:
             for fd in opened:
                 os.close(fd)
@@ -433,6 +430,7 @@ class Keeper:
             "blocking": bool(message.get("blocking", True)),
             "journal_bytes": int(message["journal_bytes"]),
             "meta": message.get("meta") or {},
+            "cgroup": message.get("cgroup"),
             "pid": popen.pid,
             "proc_start": proc_start_time(popen.pid),
             "started_at": self.clock(),
@@ -450,6 +448,44 @@ class Keeper:
             self.selector.register(fd, selectors.EVENT_READ, self._pipe_callback(program, stream))
         self.selector.register(pidfd, selectors.EVENT_READ, lambda k, e: self._reap(program))
         return program
+
+    def _start_program(
+        self, message: Dict[str, Any], stdin: int, outputs: Dict[str, int]
+    ) -> Any:
+        """
+        Start the program, in its cgroup when it has one: the keeper moves
+        itself in, starts it and moves back, as ccx does, so that even the
+        program's first fork is inside.
+
+        @raise CgroupError: when the cgroup could not be joined (or left:
+            the program is then killed).
+        """
+        start = lambda: start_program(  # noqa: E731
+            message["argv"],
+            message["executable"],
+            message["cwd"],
+            message["env"],
+            stdin,
+            outputs["stdout"],
+            outputs["stderr"],
+        )
+        path = message.get("cgroup")
+        if path is None:
+            return start()
+        if not isinstance(path, str):
+            raise ValueError("cgroup")
+        if self._home is None:
+            self._home = own_cgroup()[0]
+        popen = None
+        try:
+            with Cgroup(path, self._home).joined():
+                popen = start()
+        except CgroupError:
+            if popen is not None:
+                os.killpg(popen.pid, signal.SIGKILL)
+                popen.wait()
+            raise
+        return popen
 
     def _adopt(self, client: Client, message: Dict[str, Any]) -> None:
         program = self.programs.get(message["id"])

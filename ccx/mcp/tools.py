@@ -320,7 +320,17 @@ class Tools:
         r = ParamReader(
             arguments,
             "execute",
-            ("command", "shell", "cwd", "env", "timeout", "input", "max_output_bytes", "durable"),
+            (
+                "command",
+                "shell",
+                "cwd",
+                "env",
+                "timeout",
+                "limits",
+                "input",
+                "max_output_bytes",
+                "durable",
+            ),
         )
         stdin_text = r.string("input", None)
         spec = r.launch_spec(
@@ -411,7 +421,17 @@ class Tools:
         r = ParamReader(
             arguments,
             "start",
-            ("command", "shell", "cwd", "env", "timeout", "stdin", "on_disconnect", "durable"),
+            (
+                "command",
+                "shell",
+                "cwd",
+                "env",
+                "timeout",
+                "limits",
+                "stdin",
+                "on_disconnect",
+                "durable",
+            ),
         )
         durable = r.durable(self._node.config.durable)
         spec = r.launch_spec(

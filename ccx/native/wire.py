@@ -284,4 +284,9 @@ def process_entry(process: Any) -> Dict[str, Any]:
     entry["dropped_bytes"] = output.dropped_bytes
     entry["subscribers"] = len(output.subscriptions)
     entry["encoding"] = process.options.encoding
+    # What all of its processes used, from its cgroup (null without one;
+    # memory only where the memory controller is enabled).
+    usage = process.usage()
+    entry["cpu_seconds"] = None if usage is None else round(usage.cpu_seconds, 6)
+    entry["memory_bytes"] = None if usage is None else usage.memory_bytes
     return entry

@@ -12,8 +12,9 @@ from twisted.internet.interfaces import IProcessTransport
 from twisted.internet.protocol import ProcessProtocol
 
 from ccx.process.allowlist import AllowList
+from ccx.process.cgroup import Cgroup, CgroupError, CgroupTree, ControllersMissing, Limits
 from ccx.process.command import Command, build_command
-from ccx.process.errors import InvalidCommand
+from ccx.process.errors import InvalidCommand, LimitsUnavailable, SpawnFailed
 from ccx.process.managed import ManagedProcess, RunOptions, Spawner
 from ccx.process.registry import ProcessRegistry
 from ccx.process.spawner import spawn
@@ -35,6 +36,8 @@ class LaunchSpec:
     @ivar encoding: how its starter wants its output carried (kept for
         the edges).
     @ivar durable: run it under the keeper, so that it outlives ccx.
+    @ivar limits: what all of its processes together may use (needs a
+        cgroup with the controllers).
     """
 
     command: Any
@@ -47,6 +50,7 @@ class LaunchSpec:
     cancel_on_disconnect: bool = True
     encoding: str = "utf-8"
     durable: bool = False
+    limits: Optional[Limits] = None
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,10 @@ class Launcher:
     @ivar spawn_durable: how to spawn a durable program (the keeper's
         L{ccx.durable.link.KeeperLink.spawn}), or L{None} where there is
         no keeper.
+    @ivar spawn: how to spawn (L{ccx.process.spawner.spawn}); given a
+        C{cgroup} keyword when the program has one.
+    @ivar cgroups: where programs' cgroups are made, or L{None} where ccx
+        contains programs in process groups only.
     """
 
     allow_list: AllowList
@@ -93,6 +101,7 @@ class Launcher:
     settings: LaunchSettings
     spawn: SpawnFunction = spawn
     spawn_durable: Optional[Spawner] = None
+    cgroups: Optional[CgroupTree] = None
 
     def launch(
         self,
@@ -112,6 +121,8 @@ class Launcher:
         @raise LimitReached: at the process limit.
         @raise InvalidCommand: for a malformed command.
         @raise NotAllowed: when the program is not allowed.
+        @raise LimitsUnavailable: when its limits cannot be applied.
+        @raise SpawnFailed: when its cgroup cannot be made.
         """
         settings = self.settings
         if spec.durable and self.spawn_durable is None:
@@ -149,9 +160,47 @@ class Launcher:
             durable=spec.durable,
             journal_bytes=settings.journal_bytes,
         )
+        process_id = self.registry.new_process_id()
+        cgroup = self._make_cgroup(process_id, spec.limits)
         process = ManagedProcess(
-            self.registry.new_process_id(), program, options, self.reactor, owner=owner
+            process_id, program, options, self.reactor, owner=owner, cgroup=cgroup
         )
-        spawner = self.spawn_durable if spec.durable else partial(self.spawn, self.reactor)
-        started = self.registry.start(process, spawner)
+        if spec.durable:
+            spawner = partial(self.spawn_durable, cgroup=cgroup)
+        elif cgroup is None:
+            spawner = partial(self.spawn, self.reactor)
+        else:
+            spawner = partial(self.spawn, self.reactor, cgroup=cgroup)
+        try:
+            started = self.registry.start(process, spawner)
+        except BaseException:
+            # Refused before it was spawned: its cgroup is empty.
+            if cgroup is not None:
+                cgroup.remove()
+            raise
         return process, started
+
+    def _make_cgroup(self, process_id: str, limits: Optional[Limits]) -> Optional[Cgroup]:
+        """
+        The cgroup a program runs in, with its limits; L{None} where ccx
+        contains programs in process groups.
+        """
+        if self.cgroups is None:
+            if limits is not None:
+                raise LimitsUnavailable(
+                    "limits need a cgroup per program, and ccx runs programs in "
+                    "process groups only (no writable cgroup v2 hierarchy)",
+                    setting="containment",
+                    parameter="limits",
+                )
+            return None
+        try:
+            return self.cgroups.create(process_id, limits)
+        except ControllersMissing as e:
+            raise LimitsUnavailable(
+                f"limits cannot be applied: {e} (their parent is {self.cgroups.base}; "
+                "under systemd, Delegate=yes delegates the controllers)",
+                parameter="limits",
+            ) from None
+        except CgroupError as e:
+            raise SpawnFailed(str(e)) from None
