@@ -10,7 +10,8 @@ from twisted.logger import Logger
 
 from ccx import __version__
 from ccx.config import Config, ConfigError
-from ccx.durable.adoption import readopt, remove_record
+from ccx.durable.adoption import readopt, remove_record, report_orphans
+from ccx.durable.orphans import RunningMarks, remove_stale_bases
 from ccx.durable.link import KeeperLink
 from ccx.metrics import Metrics
 from ccx.process.allowlist import AllowList
@@ -65,19 +66,41 @@ class Node:
                 deny_env=config.deny_env,
             ),
             spawn_durable=self.keeper.spawn,
+            watch_running=self._mark_running,
         )
+        self.running_marks = RunningMarks(config.state_dir)
         self.connections: Set[IConnection] = set()
         self.handshakes = 0
         self.metrics = Metrics(self)
         self.registry.on_spawned = self.metrics.observe_spawn
         self._started = time.monotonic()
 
+    def _mark_running(self, process: Any) -> None:
+        """
+        Mark a program that is not durable in the state dir while it runs.
+        """
+        self.running_marks.add(process)
+        process.ended.addBoth(self._unmark, process.process_id)
+
+    def _unmark(self, result: Any, process_id: str) -> Any:
+        self.running_marks.remove(process_id)
+        return result
+
     def readopt(self) -> int:
         """
-        Take back the durable programs of the state dir (at start).
+        At start: end and report the programs that a ccx killed abruptly
+        left running, and take back the durable programs of the state dir.
 
-        @return: how many.
+        @return: how many durable programs were taken back.
         """
+        orphans = report_orphans(
+            self.running_marks,
+            self.keeper,
+            self.registry,
+            self.launcher.settings,
+            self.reactor,
+            self.launcher.cgroups,
+        )
         adopted = readopt(
             self.keeper,
             self.registry,
@@ -86,7 +109,16 @@ class Node:
             self.config.keep_finished,
             self.launcher.cgroups,
         )
+        # What a dead ccx left in the cgroup hierarchy goes once the
+        # programs it held there are over.
+        remove_stale_bases(self.launcher.cgroups)
+        for process in orphans + adopted:
+            process.ended.addBoth(self._after_adopted)
         return len(adopted)
+
+    def _after_adopted(self, result: Any) -> Any:
+        remove_stale_bases(self.launcher.cgroups)
+        return result
 
     @property
     def containment(self) -> str:

@@ -15,11 +15,23 @@ from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.trial.unittest import TestCase
 
 from ccx.keeper.records import journal_path, program_dir, read_record
+from ccx.process.cgroup import own_cgroup
 from ccx.process.group import ProcessGroup, group_states
 from ccx.testing.polling import until
 from ccx.testing.proc import keeper_pids, leftovers
 from ccx.testing.service import ServiceProcess
 from tests.support import Client, ServiceFixture, program
+
+# The cgroup v2 hierarchy CI writes (see docs/running.md).
+UNIFIED = "/sys/fs/cgroup/unified"
+
+
+def cgroup_of(pid: int) -> str:
+    """
+    The directory of the cgroup v2 process C{pid} is in.
+    """
+    return own_cgroup(cgroup=f"/proc/{pid}/cgroup")[0]
+
 
 SEQ_ALL = b"".join(b"%d\n" % i for i in range(1, 20001))
 
@@ -32,9 +44,9 @@ def waiting_for(flag: str) -> str:
     return f"while [ ! -e {flag} ]; do sleep 0.01; done"
 
 
-class DurableServiceTests(TestCase):
+class ServiceRestarts:
     """
-    Durable programs across a SIGKILL, a stop and a start of the service.
+    A real service, stopped, killed and started again on one state dir.
     """
 
     timeout = 90
@@ -44,6 +56,7 @@ class DurableServiceTests(TestCase):
         self.flags = os.path.abspath(self.mktemp())
         os.makedirs(self.flags)
         self.groups = []
+        self.cgroups = []
         # Runs last: after every service stopped.
         self.addCleanup(lambda: Deferred.fromCoroutine(self.nothing_left()))
 
@@ -61,6 +74,7 @@ class DurableServiceTests(TestCase):
             for pid in keeper_pids(self.state_dir):
                 os.kill(pid, signal.SIGKILL)
         self.assertEqual(left, {}, "programs left behind")
+        self.assertEqual([c for c in self.cgroups if os.path.exists(c)], [], "cgroups left behind")
 
     def flag(self, name: str) -> None:
         with open(os.path.join(self.flags, name), "w"):
@@ -93,6 +107,8 @@ class DurableServiceTests(TestCase):
         return result
 
     async def kill(self, service: ServiceProcess) -> None:
+        # What the dead ccx made in the cgroup hierarchy must go too.
+        self.cgroups.append(os.path.join(UNIFIED, f"ccx-{service.pid}"))
         service.process.send_signal(signal.SIGKILL)
         await until(reactor, lambda: not service.running, 10, 0.01, "ccx dies")
 
@@ -105,6 +121,13 @@ class DurableServiceTests(TestCase):
     async def entry(self, client: Client, process_id: str) -> dict:
         listed = await client.call("list")
         return [p for p in listed["processes"] if p["process_id"] == process_id][0]
+
+
+
+class DurableServiceTests(ServiceRestarts, TestCase):
+    """
+    Durable programs across a SIGKILL, a stop and a start of the service.
+    """
 
     async def test_sigkill_while_printing(self):
         """
@@ -188,6 +211,9 @@ class DurableServiceTests(TestCase):
         client = await self.connect(first)
         started = await self.execute(client, "exec cat", stdin=True)
         process_id, pgid = started["process_id"], started["pgid"]
+        # The keeper started it in a cgroup of its own.
+        cgroup = cgroup_of(pgid)
+        self.assertEqual(os.path.basename(cgroup), process_id)
         await client.call("write", {"process_id": process_id, "data": "one\n"})
         await until(reactor, lambda: client.output(process_id) == b"one\n", what="echoed")
         await self.kill(first)
@@ -213,6 +239,7 @@ class DurableServiceTests(TestCase):
         completed = await client.notification("process.completed", process_id)
         self.assertEqual(completed["status"], "cancelled")
         self.assertEqual(ProcessGroup(pgid).members(), [])
+        self.assertFalse(os.path.exists(cgroup))
 
     async def test_write_eof_after_readoption(self):
         """write with eof closes both ccx's and the keeper's ends: the program sees the end."""
@@ -334,3 +361,45 @@ class DurableParamsTests(TestCase):
         self.assertEqual(response["error"]["code"], -32005)
         self.assertIn(f"{script!r}: No such file or directory", response["error"]["message"])
         self.assertEqual(os.listdir(os.path.join(fixture.config.state_dir, "durable")), [])
+
+
+class OrphanTests(ServiceRestarts, TestCase):
+    """
+    Programs that are not durable, after a SIGKILL of ccx.
+    """
+
+    async def test_killed_ccx_leaves_no_orphan(self):
+        """
+        A program that is not durable, and a grandchild of it that left its
+        process group, outlive a SIGKILLed ccx only until the next start,
+        which ends them and lists the program failed, saying why; its
+        cgroup is gone.
+        """
+        first = await self.start_service()
+        client = await self.connect(first)
+        started = await self.execute(
+            client,
+            "setsid sleep 300 & echo $! > escapee; exec sleep 300",
+            durable=False,
+            on_disconnect="keep",
+        )
+        process_id, pgid = started["process_id"], started["pgid"]
+        escapee_file = os.path.join(self.flags, "escapee")
+        await until(reactor, lambda: os.path.exists(escapee_file) and open(escapee_file).read().strip(), what="escapee started")
+        escapee = int(open(escapee_file).read())
+        cgroup = cgroup_of(pgid)
+        self.assertEqual(os.path.basename(cgroup), process_id)
+        await self.kill(first)
+        self.assertNotEqual(ProcessGroup(pgid).members(), [])
+
+        second = await self.start_service()
+        client = await self.connect(second)
+        await until(reactor, lambda: not ProcessGroup(pgid).members(), what="the orphan ended")
+        await until(reactor, lambda: not os.path.exists(f"/proc/{escapee}") or open(f"/proc/{escapee}/stat").read().split(") ")[1][0] == "Z", what="the escapee ended")
+        entry = await self.entry(client, process_id)
+        self.assertEqual((entry["state"], entry["durable"]), ("exited", False))
+        await client.call("attach", {"process_id": process_id})
+        completed = await client.notification("process.completed", process_id)
+        self.assertEqual(completed["status"], "failed")
+        self.assertIn("ccx stopped abruptly", completed["error"])
+        await until(reactor, lambda: not os.path.exists(cgroup), what="its cgroup removed")

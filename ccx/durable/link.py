@@ -373,12 +373,16 @@ def journal_sizes(state_dir: str, process_id: str) -> Dict[str, int]:
     return sizes
 
 
-def replay(transport: KeeperTransport, record: Dict[str, Any]) -> None:
+def replay(
+    transport: KeeperTransport,
+    record: Dict[str, Any],
+    lost: str = "its keeper ended while it ran: how it ended is unknown",
+) -> None:
     """
     Tell C{transport}'s protocol a program the keeper no longer holds, from
     its record and journal: how it ended, or, when its record says it runs,
-    that its keeper is gone (what is left of its group is killed first,
-    when its leader is still the process the record names).
+    that it was lost, for the reason C{lost} (what is left of its group is
+    killed first, when its leader is still the process the record names).
     """
     pid = record["pid"]
     ended = record.get("returncode") is not None
@@ -395,4 +399,4 @@ def replay(transport: KeeperTransport, record: Dict[str, Any]) -> None:
         return
     if alive:
         ProcessGroup(pid).signal(signal.SIGKILL)
-    transport.keeper_lost("its keeper ended while it ran: how it ended is unknown")
+    transport.keeper_lost(lost)

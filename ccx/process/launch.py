@@ -101,6 +101,9 @@ class Launcher:
     settings: LaunchSettings
     spawn: SpawnFunction = spawn
     spawn_durable: Optional[Spawner] = None
+    # Told of each program that is not durable once it runs (ccx marks it
+    # in the state dir, so that a ccx killed meanwhile leaves no orphan).
+    watch_running: Optional[Callable[[ManagedProcess], None]] = None
     cgroups: Optional[CgroupTree] = None
 
     def launch(
@@ -178,6 +181,14 @@ class Launcher:
             if cgroup is not None:
                 cgroup.remove()
             raise
+        if self.watch_running is not None and not spec.durable:
+            watch = self.watch_running
+
+            def running(result: ManagedProcess) -> ManagedProcess:
+                watch(result)
+                return result
+
+            started.addCallback(running)
         return process, started
 
     def _make_cgroup(self, process_id: str, limits: Optional[Limits]) -> Optional[Cgroup]:

@@ -162,6 +162,8 @@ class ManagedProcess(ProcessProtocol):
         # The final state a cancel or a timeout asked for.
         self._ending: Optional[State] = None
         self._error: Optional[str] = None
+        # What held it went away (lost): it ran, and ends with its error.
+        self._lost = False
         self._started: Optional[Deferred] = None
         self._began = 0.0
         self._duration = 0.0
@@ -244,6 +246,7 @@ class ManagedProcess(ProcessProtocol):
         once its transport has ended; its group is not signalled.
         """
         self._error = reason
+        self._lost = True
         self.log.error("process {process_id}: {error}", error=reason, **self._log_context)
 
     def exec_succeeded(self) -> None:
@@ -492,7 +495,8 @@ class ManagedProcess(ProcessProtocol):
         if self._drain is not None:
             self._drain.cancel()
         self.output.set_reader(None)
-        if self._error is not None:
+        if self._error is not None and not self._lost:
+            # It never ran: nothing of it to wait for or to report.
             self.state = State.FAILED
             self._release_cgroup()
             self.ended.callback(self)
