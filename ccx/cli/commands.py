@@ -48,7 +48,11 @@ def run(context: Context, options: Any) -> Any:
     # Binary frames where the service has them: raw bytes, no JSON, no base64.
     encoding = yield client.output_encoding()
     params: Dict[str, Any] = {"command": list(options.argv), "encoding": encoding}
-    if options["keep"]:
+    # A durable program outlives this client as it outlives the service.
+    keep = options["keep"] or options["durable"]
+    if options["durable"]:
+        params["durable"] = True
+    elif keep:
         params["on_disconnect"] = "keep"
     if options["drop"]:
         params["on_full"] = "drop"
@@ -89,7 +93,7 @@ def run(context: Context, options: Any) -> Any:
 
     context.on_interrupt(interrupted)
     relay = OutputRelay(context, client, encoding=encoding)
-    if not options["keep"]:
+    if not keep:
         # Like Ctrl-C: cancel the program and wait until nothing of it is left.
         relay.on_broken = cancel
     try:
@@ -102,7 +106,7 @@ def run(context: Context, options: Any) -> Any:
         raise
     process_id = state["process_id"] = result["process_id"]
     relay.follow(process_id)
-    if options["verbose"] or options["keep"]:
+    if options["verbose"] or keep:
         console.say(f"started {process_id} (pid {result.get('pid')})")
     if state["interrupted"] or relay.broken:
         cancel()
@@ -113,7 +117,7 @@ def run(context: Context, options: Any) -> Any:
     try:
         completed = yield relay.finished
     except ServiceError as e:
-        if options["keep"]:
+        if keep:
             e.message += f"; the program runs on: ccx attach {process_id}"
         raise e
     finally:

@@ -82,6 +82,12 @@ class RunOptions(_Options):
     )
     optFlags = [
         ["keep", "k", "Keep the program running if this client goes away (see ccx attach)."],
+        [
+            "durable",
+            None,
+            "Keep the program running even when the service stops, restarts or dies "
+            "(implies --keep).",
+        ],
         ["drop", None, "Drop output rather than slow the program when this client lags."],
         ["stdin", "i", "Pass this command's standard input to the program."],
         ["verbose", "v", "Say when the program starts and how it ended."],

@@ -310,6 +310,13 @@ class ManagedProcess(ProcessProtocol):
     def finished(self) -> bool:
         return self.state.finished
 
+    @property
+    def ending(self) -> bool:
+        """
+        Whether a cancel or a timeout is ending it.
+        """
+        return self._ending is not None
+
     def _changed(self, change: str) -> None:
         self.output.broadcast(StateChanged(self.process_id, self.pid, change))
 

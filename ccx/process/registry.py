@@ -220,8 +220,10 @@ class ProcessRegistry:
         self._stopping = True
         waiting = []
         for process in self.live():
-            if process.options.durable:
+            if process.options.durable and not process.ending:
                 continue
+            # One being cancelled is waited for, durable or not: its client
+            # asked for its end.
             process.terminate()
             waiting.append(process.ended)
         for process_id, call in list(self._forget_calls.items()):
