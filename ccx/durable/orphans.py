@@ -56,6 +56,9 @@ class RunningMarks:
             "cwd": process.command.cwd,
             "started_at": process.started_at,
             "encoding": process.options.encoding,
+            # The ccx that runs it: a mark is an orphan's once that is gone.
+            "ccx_pid": os.getpid(),
+            "ccx_start": proc_start_time(os.getpid()),
         }
         try:
             os.makedirs(self.directory, mode=0o700, exist_ok=True)
@@ -70,6 +73,13 @@ class RunningMarks:
                 error=str(e),
             )
 
+    @staticmethod
+    def _discard(path: str) -> None:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
     def remove(self, process_id: str) -> None:
         try:
             os.unlink(self._path(process_id))
@@ -80,7 +90,8 @@ class RunningMarks:
 
     def left(self) -> List[Dict[str, Any]]:
         """
-        The marks a previous ccx left behind (read, and removed).
+        The marks a ccx no longer running left behind (read, and removed);
+        those of a ccx that runs (sharing the state dir) are its own.
         """
         try:
             names = sorted(os.listdir(self.directory))
@@ -88,18 +99,22 @@ class RunningMarks:
             return []
         marks = []
         for name in names:
+            if not name.endswith(".json"):
+                continue  # being written
             path = os.path.join(self.directory, name)
             try:
                 with open(path) as f:
                     mark = json.load(f)
             except (OSError, ValueError):
                 mark = None
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
-            if isinstance(mark, dict) and isinstance(mark.get("pid"), int):
-                marks.append(mark)
+            if not isinstance(mark, dict) or not isinstance(mark.get("pid"), int):
+                self._discard(path)
+                continue
+            ccx_pid = mark.get("ccx_pid")
+            if isinstance(ccx_pid, int) and proc_start_time(ccx_pid) == mark.get("ccx_start"):
+                continue
+            self._discard(path)
+            marks.append(mark)
         return marks
 
 

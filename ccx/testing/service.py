@@ -7,7 +7,9 @@ package, ready once C{/health} says so.
 import http.client
 import json
 import os
+import shutil
 import sys
+import tempfile
 from typing import Any, Dict, List, Optional, Sequence
 
 import ccx
@@ -35,6 +37,8 @@ class ServiceProcess(ListeningChild):
     @param options: further C{twistd ccx} options, as they are written.
     @param python: the interpreter to run it with (L{default_python}).
     @param source_root: the directory holding the C{ccx} to run.
+    @ivar state_dir: its C{--state-dir}: C{settings["state_dir"]}, else a
+        temporary directory of its own, removed once it has stopped.
     """
 
     def __init__(
@@ -46,6 +50,11 @@ class ServiceProcess(ListeningChild):
         source_root: str = SOURCE_ROOT,
     ) -> None:
         self.settings = {"log_level": "warn", **(settings or {})}
+        self._own_state_dir = "state_dir" not in self.settings
+        if self._own_state_dir:
+            # Never the user's own state dir: its programs are not ours.
+            self.settings["state_dir"] = tempfile.mkdtemp(prefix="ccx-state-")
+        self.state_dir = self.settings["state_dir"]
         port = free_port()
         argv = [
             python or default_python(),
@@ -67,6 +76,12 @@ class ServiceProcess(ListeningChild):
         # "python -c" puts the working directory first on sys.path: run in
         # the source root, so that its ccx is the one imported.
         super().__init__(argv, port, env=env, cwd=source_root)
+
+    def _ended(self) -> Optional[int]:
+        returncode = super()._ended()
+        if self._own_state_dir:
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+        return returncode
 
     @property
     def url(self) -> str:
