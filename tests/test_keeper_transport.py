@@ -1,0 +1,203 @@
+"""
+Tests for L{KeeperTransport}: a durable program as its protocol sees it,
+from the keeper's notices and the journal on disk.
+"""
+
+import os
+
+from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.interfaces import IProcessTransport, IPushProducer
+from twisted.internet.testing import MemoryReactorClock
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
+
+from ccx.durable.transport import KeeperTransport
+from ccx.keeper.records import journal_path, program_dir
+from ccx.process.interfaces import IRecordedProcess
+
+
+class FakeLink:
+    def __init__(self):
+        self.sent = []
+
+    def hold(self, process_id, offsets):
+        self.sent.append(("hold", process_id, offsets))
+
+    def close_stdin(self, process_id):
+        self.sent.append(("close_stdin", process_id))
+
+
+class RecordingProtocol:
+    """
+    What a process protocol is told, in order.
+    """
+
+    def __init__(self):
+        self.calls = []
+        self.data = {1: b"", 2: b""}
+        self.transport = None
+
+    def makeConnection(self, transport):
+        self.transport = transport
+        self.calls.append("connected")
+
+    def exec_succeeded(self):
+        self.calls.append("runs")
+
+    def exec_failed(self, reason):
+        self.calls.append(("failed", reason))
+
+    def lost(self, reason):
+        self.calls.append(("lost", reason))
+
+    def childDataReceived(self, fd, data):
+        self.data[fd] += data
+
+    def childConnectionLost(self, fd):
+        self.calls.append(("closed", fd))
+
+    def processExited(self, reason):
+        self.calls.append(("exited", reason.value))
+
+    def processEnded(self, reason):
+        self.calls.append(("ended", reason.value))
+
+
+class KeeperTransportTests(SynchronousTestCase):
+    def setUp(self):
+        self.state_dir = os.path.abspath(self.mktemp())
+        os.makedirs(program_dir(self.state_dir, "p1"))
+        self.journals = {}
+        for stream in ("stdout", "stderr"):
+            self.journals[stream] = journal_path(self.state_dir, "p1", stream)
+            open(self.journals[stream], "wb").close()
+        self.reactor = MemoryReactorClock()
+        self.link = FakeLink()
+        self.protocol = RecordingProtocol()
+        self.transport = KeeperTransport(
+            self.reactor, self.link, self.state_dir, "p1", self.protocol
+        )
+
+    def journal(self, stream, data):
+        with open(self.journals[stream], "ab") as f:
+            f.write(data)
+        return os.path.getsize(self.journals[stream])
+
+    def test_interfaces(self):
+        verifyObject(IProcessTransport, self.transport)
+        verifyObject(IPushProducer, self.transport)
+        verifyObject(IRecordedProcess, self.transport)
+
+    def test_spawned(self):
+        """The protocol is connected, then told the program runs, with its pid and start."""
+        self.transport.spawned(42, 1000.5)
+        self.assertEqual(self.protocol.calls, ["connected", "runs"])
+        self.assertEqual((self.transport.pid, self.transport.started_at), (42, 1000.5))
+        self.assertFalse(self.transport.group_gone)
+
+    def test_output_from_the_journal(self):
+        """Each new end is read from the journal, exactly up to it."""
+        self.transport.spawned(42, 1000.0)
+        end = self.journal("stdout", b"hello ")
+        self.journal("stdout", b"beyond")
+        self.transport.output("stdout", end)
+        self.assertEqual(self.protocol.data[1], b"hello ")
+        self.transport.output("stdout", end + 6)
+        self.transport.output("stdout", end)  # an older end changes nothing
+        self.assertEqual(self.protocol.data[1], b"hello beyond")
+
+    def test_pause_holds_and_resume_reads_on(self):
+        """
+        Paused, it reads no more and tells the keeper how far it read;
+        resumed, it releases the hold and reads the rest in the next turn.
+        """
+        self.transport.spawned(42, 1000.0)
+        self.transport.output("stdout", self.journal("stdout", b"a" * 10))
+        self.transport.pauseProducing()
+        self.transport.output("stdout", self.journal("stdout", b"b" * 5))
+        self.assertEqual(self.protocol.data[1], b"a" * 10)
+        self.assertEqual(self.link.sent, [("hold", "p1", {"stdout": 10, "stderr": 0})])
+        self.transport.resumeProducing()
+        self.assertEqual(self.link.sent[-1], ("hold", "p1", None))
+        self.assertEqual(self.protocol.data[1], b"a" * 10)
+        self.reactor.advance(0)
+        self.assertEqual(self.protocol.data[1], b"a" * 10 + b"b" * 5)
+
+    def test_end_order(self):
+        """
+        A stream ends once its journal is read; the process ends once it
+        exited and both streams ended.
+        """
+        self.transport.spawned(42, 1000.0)
+        self.transport.pauseProducing()
+        self.transport.output("stderr", self.journal("stderr", b"err"))
+        self.transport.closed("stderr")
+        self.transport.exited(0, 1002.0)
+        self.transport.closed("stdout")
+        # Paused: neither stream is read to its end, so none has ended.
+        self.assertEqual([c[0] for c in self.protocol.calls], ["c", "r", "exited"])
+        self.assertIsInstance(self.protocol.calls[2][1], ProcessDone)
+        self.assertEqual(self.transport.exited_at, 1002.0)
+        self.assertIsNone(self.transport.pid)
+        self.transport.resumeProducing()
+        self.reactor.advance(0)
+        self.assertEqual(self.protocol.data[2], b"err")
+        self.assertEqual(self.protocol.calls[3:5], [("closed", 1), ("closed", 2)])
+        self.assertEqual(self.protocol.calls[5][0], "ended")
+        self.assertEqual(len(self.protocol.calls), 6)
+
+    def test_exit_status(self):
+        """A signal's return code is reported as Twisted reports it."""
+        self.transport.spawned(42, 1000.0, closed=("stdout", "stderr"))
+        self.transport.exited(-9, 1001.0)
+        kind, value = self.protocol.calls[-1]
+        self.assertEqual(kind, "ended")
+        self.assertIsInstance(value, ProcessTerminated)
+        self.assertEqual(value.signal, 9)
+
+    def test_recorded_end(self):
+        """
+        A program that ended before ccx connected: its output, then its
+        exit, and its group is marked gone.
+        """
+        self.journal("stdout", b"all of it")
+        self.transport.spawned(
+            42,
+            1000.0,
+            ends={"stdout": 9, "stderr": 0},
+            closed=("stdout", "stderr"),
+            returncode=3,
+            exited_at=1005.0,
+            group_gone=True,
+        )
+        self.assertTrue(self.transport.group_gone)
+        self.assertEqual(self.protocol.data[1], b"all of it")
+        kind, value = self.protocol.calls[-1]
+        self.assertEqual((kind, value.exitCode), ("ended", 3))
+
+    def test_spawn_failed(self):
+        """A spawn the keeper refused: exec_failed with its words, then the end."""
+        self.transport.spawn_failed("'/x': No such file or directory")
+        self.assertEqual(self.protocol.calls[0], ("failed", "'/x': No such file or directory"))
+        self.assertEqual(self.protocol.calls[1][0], "ended")
+
+    def test_keeper_lost(self):
+        """The keeper gone: the protocol is told why, gets the journal, and ends."""
+        self.transport.spawned(42, 1000.0)
+        self.journal("stdout", b"kept")
+        self.transport.keeper_lost("its keeper is gone")
+        self.assertEqual(self.protocol.calls[2], ("lost", "its keeper is gone"))
+        self.assertEqual(self.protocol.data[1], b"")  # the last end it heard was 0
+        self.assertEqual(self.protocol.calls[-1][0], "ended")
+        self.assertIsNone(self.protocol.calls[-1][1].exitCode)
+
+    def test_stdin(self):
+        """Standard input goes to ccx's descriptor; closing it tells the keeper too."""
+        read_end, write_end = os.pipe()
+        self.addCleanup(os.close, read_end)
+        self.transport.spawned(42, 1000.0, stdin=write_end)
+        self.transport.write(b"typed")
+        self.transport._stdin.doWrite()
+        self.assertEqual(os.read(read_end, 100), b"typed")
+        self.transport.closeStdin()
+        self.assertEqual(self.link.sent, [("close_stdin", "p1")])
