@@ -5,6 +5,7 @@ over its real socket, with real programs.
 
 import json
 import os
+import select
 import shutil
 import signal
 import socket
@@ -18,6 +19,7 @@ from ccx.keeper import messages as m
 from ccx.keeper.records import journal_path, program_dir, read_record, read_records
 from ccx.keeper.server import Keeper
 from ccx.process.group import ProcessGroup
+from ccx.testing.proc import keeper_pids
 
 SH = shutil.which("sh")
 YES = shutil.which("yes")
@@ -383,3 +385,58 @@ class KeeperTests(SynchronousTestCase):
         self.messages(client, lambda f: any(x["type"] == m.EXITED for x in f))
         with open(os.path.join(program_dir(self.state_dir, "p1"), "record.json")) as f:
             self.assertEqual(json.load(f)["format"], 1)
+
+
+class KeeperProcessTests(SynchronousTestCase):
+    """
+    C{python -S -m ccx.keeper}: one keeper per state dir, detached, on a
+    socket only its owner may use, gone once nothing is left to keep.
+    """
+
+    def run_keeper(self, state_dir):
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(m.__file__))))
+        return subprocess.run(
+            [sys.executable, "-S", "-m", "ccx.keeper", "--state-dir", state_dir],
+            env={"PYTHONPATH": root},
+            capture_output=True,
+            timeout=30,
+        )
+
+    def test_one_keeper_detached(self):
+        state_dir = os.path.abspath(self.mktemp())
+        self.addCleanup(lambda: [os.kill(pid, signal.SIGKILL) for pid in keeper_pids(state_dir)])
+        first = self.run_keeper(state_dir)
+        self.assertEqual((first.returncode, first.stderr), (0, b""))
+        [pid] = keeper_pids(state_dir)
+        # Detached: in a session of its own, not this process's child.
+        self.assertEqual(os.getsid(pid), pid)
+        path = os.path.join(state_dir, m.SOCKET_NAME)
+        self.assertEqual(os.stat(path).st_mode & 0o777, 0o600)
+        # A second one sees the first holds the dir, and leaves it be.
+        second = self.run_keeper(state_dir)
+        self.assertEqual(second.returncode, 0)
+        self.assertEqual(keeper_pids(state_dir), [pid])
+        # A ccx comes and goes, with nothing to keep: the keeper exits.
+        directory = os.open(state_dir, os.O_PATH)
+        self.addCleanup(os.close, directory)
+        client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        client.connect(f"/proc/self/fd/{directory}/{m.SOCKET_NAME}")
+        client.sendall(m.encode({"type": m.HELLO, "version": m.VERSION}))
+        self.assertEqual(m.decode(client.makefile("rb").readline())["pid"], pid)
+        exited = os.pidfd_open(pid)
+        self.addCleanup(os.close, exited)
+        client.close()
+        # Readable once it has exited.
+        self.assertEqual(select.select([exited], [], [], 10)[0], [exited])
+        self.assertEqual(keeper_pids(state_dir), [])
+        self.assertFalse(os.path.exists(path))
+
+    def test_unusable_state_dir(self):
+        """A state dir that cannot be made: one line on stderr, status 1."""
+        blocker = os.path.abspath(self.mktemp())
+        with open(blocker, "w"):
+            pass
+        result = self.run_keeper(os.path.join(blocker, "state"))
+        self.assertEqual(result.returncode, 1)
+        self.assertTrue(result.stderr.startswith(b"ccx-keeper: cannot use the state dir"))
+        self.assertEqual(result.stderr.count(b"\n"), 1)
