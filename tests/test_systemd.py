@@ -22,15 +22,30 @@ def unit(name: str) -> configparser.ConfigParser:
 
 class UnitTests(SynchronousTestCase):
     def test_foreground_and_clean_stop(self):
-        """twistd runs in the foreground, SIGTERM goes to it alone, the rest is killed after a timeout."""
+        """
+        twistd runs in the foreground and signals go to it alone: ccx cancels
+        what is not durable, and durable programs and their keeper run on.
+        """
         service = unit("ccx.service")["Service"]
         command = service["ExecStart"].split()
         self.assertTrue(command[0].endswith("twistd"))
         self.assertIn("--nodaemon", command)
         self.assertIn("ccx", command)
         self.assertEqual(service["KillSignal"], "SIGTERM")
-        self.assertEqual(service["KillMode"], "mixed")
+        self.assertEqual(service["KillMode"], "process")
         self.assertEqual(service["Restart"], "on-failure")
+
+    def test_state_and_cgroups(self):
+        """
+        The state dir is systemd's to make (ccx's default --state-dir under
+        it), and the unit's cgroup subtree is ccx's to manage.
+        """
+        service = unit("ccx.service")["Service"]
+        self.assertEqual(service["StateDirectory"], "ccx")
+        self.assertEqual(service["WorkingDirectory"], "/var/lib/ccx")
+        self.assertEqual(service["Delegate"], "yes")
+        # A read-only /sys/fs/cgroup would make the delegation useless.
+        self.assertNotEqual(service.get("ProtectControlGroups"), "yes")
 
     def test_unprivileged_and_hardened(self):
         """It runs as its own user with no way to gain privileges."""
