@@ -6,6 +6,7 @@ checks that nothing of them is left.
 """
 
 import os
+import shutil
 import signal
 
 from autobahn.twisted.websocket import WebSocketClientFactory
@@ -403,3 +404,48 @@ class OrphanTests(ServiceRestarts, TestCase):
         self.assertEqual(completed["status"], "failed")
         self.assertIn("ccx stopped abruptly", completed["error"])
         await until(reactor, lambda: not os.path.exists(cgroup), what="its cgroup removed")
+
+
+FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
+
+
+class FormatFixtureTests(TestCase):
+    """
+    A state dir written by the first release that had durable programs
+    (format 1) is taken back by this one: the promise to later releases.
+    """
+
+    async def test_format_1(self):
+        state_dir = os.path.abspath(self.mktemp())
+        shutil.copytree(os.path.join(FIXTURES, "durable-1"), state_dir)
+        process_id = "0123456789abcdef0123456789abcdef"
+        fixture = ServiceFixture(self, state_dir=state_dir, keep_finished=1e9)
+        await fixture.start()
+        client = await fixture.connect()
+        [entry] = (await client.call("list"))["processes"]
+        self.assertEqual(
+            {k: entry[k] for k in ("process_id", "state", "exit_code", "started_at", "ended_at", "durable")},
+            {
+                "process_id": process_id,
+                "state": "exited",
+                "exit_code": 3,
+                "started_at": 1700000000.25,
+                "ended_at": 1700000042.5,
+                "durable": True,
+            },
+        )
+        await client.call("attach", {"process_id": process_id, "offsets": {"stdout": 0, "stderr": 0}})
+        completed = await client.notification("process.completed", process_id)
+        self.assertEqual(client.output(process_id), b"written by a durable program\nwhile ccx was away\n")
+        self.assertEqual(client.output(process_id, "stderr"), b"and to stderr\n")
+        self.assertEqual((completed["status"], completed["duration"]), ("failed", 42.25))
+
+    async def test_ended_long_ago_removed(self):
+        """A record of a program that ended longer than --keep-finished ago goes, with its journal."""
+        state_dir = os.path.abspath(self.mktemp())
+        shutil.copytree(os.path.join(FIXTURES, "durable-1"), state_dir)
+        fixture = ServiceFixture(self, state_dir=state_dir)
+        await fixture.start()
+        client = await fixture.connect()
+        self.assertEqual((await client.call("list"))["processes"], [])
+        self.assertEqual(os.listdir(os.path.join(state_dir, "durable")), [])
