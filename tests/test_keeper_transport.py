@@ -26,6 +26,9 @@ class FakeLink:
     def close_stdin(self, process_id):
         self.sent.append(("close_stdin", process_id))
 
+    def forget(self, process_id):
+        self.sent.append(("forget", process_id))
+
 
 class RecordingProtocol:
     """
@@ -180,6 +183,7 @@ class KeeperTransportTests(SynchronousTestCase):
         self.transport.spawn_failed("'/x': No such file or directory")
         self.assertEqual(self.protocol.calls[0], ("failed", "'/x': No such file or directory"))
         self.assertEqual(self.protocol.calls[1][0], "ended")
+        self.assertEqual(self.link.sent, [("forget", "p1")])
 
     def test_keeper_lost(self):
         """The keeper gone: the protocol is told why, gets the journal, and ends."""

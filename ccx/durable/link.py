@@ -130,6 +130,7 @@ class KeeperLink:
         self.python = python
         self.keeper_pid: Optional[int] = None
         self._protocol: Optional[KeeperProtocol] = None
+        self._hello: Dict[str, Any] = {}
         self._connecting: Optional[Deferred] = None
         self._waiting: List[Deferred] = []
         self._transports: Dict[str, KeeperTransport] = {}
@@ -305,7 +306,6 @@ class KeeperLink:
         The keeper does not hold a program its record says runs: it ended
         meanwhile (the record says how), or its keeper is gone.
         """
-        self._transports.pop(process_id, None)
         record = read_record(program_dir(self.state_dir, process_id))
         if record is None:
             transport.spawn_failed("its record is gone")
@@ -319,7 +319,12 @@ class KeeperLink:
         self._send({"type": m.CLOSE_STDIN, "id": process_id})
 
     def forget(self, process_id: str) -> None:
+        """
+        A program's transport has ended: the keeper's notices about it, if
+        any come, go nowhere.
+        """
         self._transports.pop(process_id, None)
+        self._unknown.pop(process_id, None)
 
     def received(self, message: Dict[str, Any], descriptor: Optional[int]) -> None:
         """

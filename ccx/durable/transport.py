@@ -28,8 +28,9 @@ from ccx.process.transport import ProcessAddress, exit_reason
 
 # The child descriptor each stream is reported on, as for any program.
 STREAM_FDS = {"stdout": 1, "stderr": 2}
-# The most read from a journal at once, as from a pipe.
-READ_SIZE = 64 * 1024
+# The most read from a journal at once: as much as the keeper reads from
+# a pipe at once, the journal being on disk already.
+READ_SIZE = 1024 * 1024
 
 
 @implementer(IProcessTransport, IPushProducer, IConsumer, IRecordedProcess)
@@ -126,6 +127,7 @@ class KeeperTransport:
         The keeper could not start the program: nothing of it is left.
         """
         self._ended = True
+        self.link.forget(self.process_id)
         self.protocol.exec_failed(reason)
         self.protocol.processEnded(Failure(ProcessTerminated(exitCode=None)))
 
@@ -247,6 +249,7 @@ class KeeperTransport:
         if self._exit is None or self._open or self._stdin is not None or self._ended:
             return
         self._ended = True
+        self.link.forget(self.process_id)
         self.protocol.processEnded(self._exit)
 
     # -- to the protocol --------------------------------------------------

@@ -3,6 +3,8 @@ The keeper's loop: the programs it started, their pipes and journals, and
 the ccx connections on its socket.  One thread, one C{selectors} loop.
 """
 
+import errno
+import fcntl
 import os
 import selectors
 import shutil
@@ -19,8 +21,14 @@ from ccx.process.cgroup import Cgroup, CgroupError, own_cgroup
 from ccx.process.child import start_program
 from ccx.process.errors import SpawnFailed
 
-# One read from a program's pipe, as ccx's own PipeReader reads.
-READ_SIZE = 64 * 1024
+# A program's output pipes are made this large (where the system lets
+# them: F_SETPIPE_SZ), and read as much at once: fewer turns of the loop,
+# writes and notices per MiB, which is most of what the keeper costs.
+PIPE_SIZE = 1024 * 1024
+READ_SIZE = PIPE_SIZE
+_NONBLOCK = os.SPLICE_F_NONBLOCK | os.SPLICE_F_MOVE
+# What writing a journal can fail with (the pipe is then still full).
+_JOURNAL_ERRORS = frozenset((errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG, errno.EROFS))
 # Seconds a keeper nobody has connected to waits for its first ccx.
 FIRST_CONNECTION = 30.0
 # The most a ccx may leave unread on the socket before it is dropped.
@@ -405,9 +413,11 @@ class Keeper:
                 child_ends.append(theirs[stream])
             journals = {}
             for stream in m.STREAMS:
+                # Written at the offsets the keeper keeps (splice cannot
+                # append to an O_APPEND file); the keeper is its one writer.
                 journals[stream] = os.open(
                     journal_path(self.state_dir, process_id, stream),
-                    os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+                    os.O_WRONLY | os.O_CREAT | os.O_EXCL,
                     0o600,
                 )
                 opened.append(journals[stream])
@@ -444,6 +454,10 @@ class Keeper:
         write_record(self.state_dir, record)
         for stream, fd in ours.items():
             os.set_blocking(fd, False)
+            try:
+                fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+            except OSError:
+                pass  # over the user's pipe-user-pages-soft: the default size
             program.readers[stream] = fd
             self.selector.register(fd, selectors.EVENT_READ, self._pipe_callback(program, stream))
         self.selector.register(pidfd, selectors.EVENT_READ, lambda k, e: self._reap(program))
@@ -517,39 +531,51 @@ class Keeper:
         return lambda key, events: self._read(program, stream)
 
     def _read(self, program: Program, stream: str) -> None:
+        """
+        Move what the pipe holds to the end of the stream's journal, in the
+        kernel (C{splice}: the bytes never pass through Python).
+        """
         fd = program.readers[stream]
+        journal = program.journals[stream]
         try:
-            data = os.read(fd, READ_SIZE)
+            moved = os.splice(
+                fd, journal, READ_SIZE, offset_dst=program.ends[stream], flags=_NONBLOCK
+            )
         except (BlockingIOError, InterruptedError):
             return
-        except OSError:
-            data = b""
-        if not data:
+        except OSError as e:
+            if e.errno in _JOURNAL_ERRORS:
+                self._lose(program, stream, e)
+                return
+            moved = 0  # the pipe itself failed: as its end
+        if not moved:
             self._close_pipe(program, stream)
             return
-        self._append(program, stream, data)
+        self._appended(program, stream, moved)
         self._balance(program)
 
-    def _append(self, program: Program, stream: str, data: bytes) -> None:
+    def _lose(self, program: Program, stream: str, error: OSError) -> None:
         """
-        Append C{data} to the stream's journal.  What cannot be written
-        (the disk is full) is logged and lost: offsets count what the
-        journal holds, so that ccx reads exactly what they say.
+        The journal cannot be written (the disk is full): what the pipe
+        holds is read and lost, logged, so that the program goes on;
+        offsets count what the journal holds, so that ccx reads exactly
+        what they say.
         """
-        view = memoryview(data)
-        journal = program.journals[stream]
-        written = 0
         try:
-            while written < len(data):
-                written += os.write(journal, view[written:])
-        except OSError as e:
-            self.log(
-                f"{program.process_id}: {len(data) - written} bytes of {stream} lost: "
-                f"the journal cannot be written: {e}"
-            )
-        if not written:
-            return
-        program.ends[stream] += written
+            lost = len(os.read(program.readers[stream], READ_SIZE))
+        except OSError:
+            lost = 0
+        self.log(
+            f"{program.process_id}: {lost} bytes of {stream} lost: the journal cannot "
+            f"be written: {error}"
+        )
+
+    def _appended(self, program: Program, stream: str, size: int) -> None:
+        """
+        C{size} bytes were added to the stream's journal: ccx is told its
+        new end (one notice per stream per turn of the loop).
+        """
+        program.ends[stream] += size
         key = (program.process_id, stream)
         notice = self._pending_output.get(key)
         if notice is None:

@@ -242,12 +242,20 @@ class ManagedProcess(ProcessProtocol):
     def lost(self, reason: str) -> None:
         """
         What held the program is gone (a durable program's keeper): how it
-        ends cannot be known.  It ends failed, with C{reason} as its error,
-        once its transport has ended; its group is not signalled.
+        ends cannot be known.  Whatever is left of it is killed at once
+        (nothing of it may run on unmanaged, its output going nowhere), and
+        it ends failed, with C{reason} as its error, once its transport has.
         """
         self._error = reason
         self._lost = True
         self.log.error("process {process_id}: {error}", error=reason, **self._log_context)
+        if self.containment is not None and self.containment.alive():
+            try:
+                self.containment.kill()
+            except CgroupError as e:
+                self.log.warn(
+                    "process {process_id}: {error}", error=str(e), **self._log_context
+                )
 
     def exec_succeeded(self) -> None:
         """
