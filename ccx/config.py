@@ -26,6 +26,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from ccx.journal.statedir import default_state_dir
 from ccx.tokenfile import TokenFileError, read_token_file
 
 DEFAULT_PORT = "tcp:8003:interface=127.0.0.1"
@@ -147,6 +148,10 @@ class Config:
     max_http_sessions: int = 64
     http_session_idle: float = 120.0
     cwd: str = field(default_factory=os.getcwd)
+    state_dir: str = field(default_factory=default_state_dir)
+    journal: bool = True
+    journal_bytes: int = 64 * 1024 * 1024
+    journal_total_bytes: int = 1024 * 1024 * 1024
     # allow_host parsed once, as check_host compares them: (name, port or None).
     host_names: Tuple[Tuple[str, Optional[int]], ...] = field(
         init=False, repr=False, compare=False
@@ -249,8 +254,11 @@ _NUMBERS: Dict[str, type] = {
     "handshake_timeout": float,
     "max_http_sessions": int,
     "http_session_idle": float,
+    "journal_bytes": int,
+    "journal_total_bytes": int,
 }
 _LISTS = ("allow", "allow_origin", "allow_host", "allow_env", "deny_env", "pass_env")
+_FLAGS = ("journal",)
 _NAMES = {f.name for f in fields(Config)} - {"token", "log_format_given"} | {"token_file"}
 
 
@@ -322,10 +330,18 @@ def build_config(values: Dict[str, Any]) -> Config:
             settings[name] = tuple(value)
         elif name == "token_file":
             settings["token"] = _read_token(value)
+        elif name in _FLAGS:
+            if not isinstance(value, bool):
+                raise ConfigError(f"{name.replace('_', '-')} must be true or false")
+            settings[name] = value
         else:
             settings[name] = str(value)
     if "port" in settings:
         settings["port"] = endpoint_description(settings["port"])
+    if "state_dir" in settings:
+        if not settings["state_dir"]:
+            raise ConfigError("--state-dir must name a directory")
+        settings["state_dir"] = os.path.abspath(settings["state_dir"])
     _check_env_settings(settings)
     _check_origins(settings.get("allow_origin", ()))
     if "allow_host" in settings:
@@ -483,6 +499,34 @@ class Options(usage.Options):
         ["handshake-timeout", None, None, "Seconds a client has to send a whole HTTP request [default: 10]."],
         ["max-http-sessions", None, None, "MCP sessions over HTTP at once [default: 64]."],
         ["http-session-idle", None, None, "Seconds an MCP HTTP session without an open stream lives idle [default: 120]."],
+        [
+            "state-dir",
+            None,
+            None,
+            "Where programs' records and output journals are kept [default: "
+            "$STATE_DIRECTORY, else $XDG_STATE_HOME/ccx, else ~/.local/state/ccx].",
+        ],
+        [
+            "journal-bytes",
+            None,
+            None,
+            "Output journaled per program; past it the oldest goes [default: 67108864].",
+        ],
+        [
+            "journal-total-bytes",
+            None,
+            None,
+            "Output journaled by all programs together [default: 1073741824].",
+        ],
+    ]
+
+    optFlags = [
+        [
+            "no-journal",
+            None,
+            "Keep no journal and no records: output lives in memory only, and "
+            "nothing is written to the state dir.",
+        ],
     ]
 
     def __init__(self) -> None:
@@ -544,6 +588,9 @@ class Options(usage.Options):
             if name in _LISTS:
                 if option:
                     values[name] = list(values.get(name, [])) + list(option)
+            elif name in _FLAGS:
+                if self["no-" + name.replace("_", "-")]:
+                    values[name] = False
             elif option is not None:
                 values[name] = option
         self.config = build_config(values)

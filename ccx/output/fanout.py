@@ -180,6 +180,17 @@ class ProcessOutput:
         if store is not None:
             store.on_evicted = self._store_evicted
 
+    def restore(self, store: IOutputStore, lengths: Dict[str, int], dropped: int) -> None:
+        """
+        Stand for the output of a process that ran before this service:
+        nothing in memory, C{store} holding what it still has of streams
+        C{lengths} long.
+        """
+        self.set_store(store)
+        self.dropped_bytes = dropped
+        for name, buffer in self.streams.items():
+            buffer.start = buffer.end = max(lengths.get(name, 0), store.end(name))
+
     @property
     def journaling(self) -> bool:
         """

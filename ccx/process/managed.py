@@ -16,9 +16,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ccx.journal.record import Record
 from ccx.output.events import Completion, StateChanged
 from ccx.output.fanout import ProcessOutput
-from ccx.output.interfaces import IReadControl
+from ccx.output.interfaces import IOutputStore, IReadControl
 from ccx.process.command import Command
 from ccx.process.errors import InvalidState, LimitReached, ProcessNotFound, SpawnFailed
 from ccx.process.group import ProcessGroup
@@ -144,6 +145,7 @@ class ManagedProcess(ProcessProtocol):
         self.exit_code: Optional[int] = None
         self.signal_name: Optional[str] = None
         self.started_at: Optional[float] = None
+        self.ended_at: Optional[float] = None
         self.ended: Deferred = Deferred()
         # The final state a cancel or a timeout asked for.
         self._ending: Optional[State] = None
@@ -471,6 +473,7 @@ class ManagedProcess(ProcessProtocol):
         if self._kill_call is not None and self._kill_call.active():
             self._kill_call.cancel()
         self.state = self.outcome
+        self.ended_at = self._clock.seconds()
         completion = self.completion()
         self.log.info(
             "process {process_id} finished: {status} (exit code {exit_code})",
@@ -509,3 +512,62 @@ class ManagedProcess(ProcessProtocol):
             dropped_bytes=self.output.dropped_bytes,
             error=self._error,
         )
+
+    # -- records ------------------------------------------------------------
+
+    def record(self) -> Record:
+        """
+        This process as the state dir keeps it: how it ended once finished.
+        """
+        finished = self.finished
+        completion = self.completion()
+        return Record(
+            process_id=self.process_id,
+            argv=list(self.command.argv),
+            executable=self.command.executable,
+            cwd=self.command.cwd,
+            started_at=self.started_at,
+            pid=self.pid,
+            encoding=self.options.encoding,
+            status=completion.status if finished else None,
+            ended_at=self.ended_at,
+            exit_code=self.exit_code,
+            signal=self.signal_name,
+            duration=completion.duration,
+            stdout_bytes=completion.stdout_bytes,
+            stderr_bytes=completion.stderr_bytes,
+            dropped_bytes=completion.dropped_bytes,
+            error=completion.error,
+        )
+
+    @classmethod
+    def from_record(
+        cls, record: Record, store: IOutputStore, clock: IReactorTime
+    ) -> "ManagedProcess":
+        """
+        A process that finished before this service started, as its record
+        says, with its output in C{store}: listable and attachable, no more.
+        """
+        command = Command(record.executable, list(record.argv), record.cwd)
+        process = cls(record.process_id, command, RunOptions(encoding=record.encoding), clock)
+        try:
+            process.state = State(record.status)
+        except ValueError:
+            process.state = State.FAILED
+        if not process.state.finished:
+            process.state = State.FAILED
+        process.pid = record.pid
+        process.exit_code = record.exit_code
+        process.signal_name = record.signal
+        process.started_at = record.started_at
+        process.ended_at = record.ended_at
+        process._duration = record.duration
+        process._error = record.error
+        process.output.restore(
+            store,
+            {"stdout": record.stdout_bytes, "stderr": record.stderr_bytes},
+            record.dropped_bytes,
+        )
+        process.output.complete(process.completion())
+        process.ended.callback(process)
+        return process

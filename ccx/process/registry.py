@@ -10,6 +10,9 @@ from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from ccx.journal.record import Record
+from ccx.journal.statedir import StateDir
+from ccx.journal.store import ProgramJournal
 from ccx.output.budget import OutputBudget
 from ccx.process.managed import ManagedProcess, Spawner
 from ccx.process.errors import LimitReached, ProcessNotFound
@@ -30,6 +33,8 @@ class ProcessRegistry:
     @param held_output_bytes: the most output all processes together hold
         for their subscribers (see L{OutputBudget}).
     @ivar held_output: that L{OutputBudget}.
+    @ivar state_dir: the L{StateDir} keeping each process's record and
+        journal (L{use_state_dir}), or L{None} for none.
     """
 
     log = Logger()
@@ -56,6 +61,81 @@ class ProcessRegistry:
         # Output of processes no longer kept, so that totals never go down.
         self.retired_bytes: Counter = Counter()
         self.on_spawned: Optional[Callable[[float], None]] = None
+        self.state_dir: Optional[StateDir] = None
+        self._journals: Dict[str, ProgramJournal] = {}
+
+    def use_state_dir(self, state_dir: StateDir) -> None:
+        """
+        Keep records and journals in C{state_dir}, and take up the finished
+        programs it holds (those whose C{keep_finished} has passed are
+        forgotten, their directories deleted).
+        """
+        self.state_dir = state_dir
+        finished = sorted(state_dir.finished_records(), key=lambda r: r.ended_at or 0.0)
+        now = self._clock.seconds() if finished else 0.0
+        for record in finished:
+            age = max(0.0, now - (record.ended_at or 0.0))
+            if age >= self.keep_finished or record.process_id in self._processes:
+                state_dir.remove(record.process_id)
+                continue
+            try:
+                journal = state_dir.load(record.process_id)
+            except OSError as e:
+                self.log.error(
+                    "cannot read the journal of process {process_id}: {error}",
+                    process_id=record.process_id,
+                    error=e.strerror,
+                )
+                continue
+            process = ManagedProcess.from_record(record, journal, self._clock)
+            self._journals[record.process_id] = journal
+            self._processes[record.process_id] = process
+            self._forget_calls[record.process_id] = self._clock.callLater(
+                self.keep_finished - age, self._expire, record.process_id
+            )
+        self._trim_finished()
+
+    def unfinished_records(self) -> List[Record]:
+        """
+        The records of programs still running when the service that started
+        them stopped: left in the state dir for whoever re-adopts them.
+        """
+        if self.state_dir is None:
+            return []
+        return self.state_dir.unfinished_records()
+
+    def _keep_journal(self, process: ManagedProcess) -> None:
+        """
+        Give a new process its journal; without one (the state dir cannot
+        be written) it runs with its memory buffer alone, and says why.
+        """
+        if self.state_dir is None:
+            return
+        try:
+            journal = self.state_dir.create(process.process_id)
+        except OSError as e:
+            process.output.store_error = f"journal cannot be created: {e.strerror}"
+            self.log.error(
+                "process {process_id}: {error}",
+                process_id=process.process_id,
+                error=process.output.store_error,
+            )
+            return
+        self._journals[process.process_id] = journal
+        process.output.set_store(journal)
+
+    def _write_record(self, process: ManagedProcess) -> None:
+        journal = self._journals.get(process.process_id)
+        if journal is None:
+            return
+        try:
+            journal.write_record(process.record())
+        except OSError as e:
+            self.log.error(
+                "process {process_id}: cannot write its record: {error}",
+                process_id=process.process_id,
+                error=e.strerror,
+            )
 
     @staticmethod
     def new_process_id() -> str:
@@ -86,6 +166,7 @@ class ProcessRegistry:
         """
         self.check_capacity()
         process.output.budget = self.held_output
+        self._keep_journal(process)
         self._processes[process.process_id] = process
         self._live[process.process_id] = process
         process.ended.addCallback(self._ended)
@@ -93,6 +174,7 @@ class ProcessRegistry:
 
         def running(result: ManagedProcess) -> ManagedProcess:
             self.started_total += 1
+            self._write_record(result)
             if self.on_spawned is not None:
                 self.on_spawned(self._clock.seconds() - began)
             return result
@@ -103,6 +185,8 @@ class ProcessRegistry:
         self._live.pop(process.process_id, None)
         ran = process.output.completion is not None
         self.finished_total[process.state.value if ran else "spawn_failed"] += 1
+        if ran:
+            self._write_record(process)
         if self._stopping:
             # The service is stopping: nobody will list or attach to it, but
             # a connection still delivering its output gets it all first.
@@ -148,19 +232,27 @@ class ProcessRegistry:
 
     def _forget(self, process_id: str) -> None:
         self._forget_calls.pop(process_id, None)
+        self._journals.pop(process_id, None)
         process = self._processes.pop(process_id, None)
         if process is None:
             return
         output = process.output
-        if output.completion is None or self._stopping:
-            # Nobody is told anything more: the program never ran, or the
-            # service is stopping.
+        if self._stopping and output.completion is not None:
+            # The service is stopping: its record and journal stay, for
+            # the next start.
+            self.retired_bytes.update(output.totals())
+            output.close()
+            return
+        if output.completion is None:
+            # Nobody is told anything more: the program never ran.
             self.retired_bytes.update(output.totals())
             output.close()
         else:
             # Retiring counts as dropped what subscribers had not read.
             output.retire()
             self.retired_bytes.update(output.totals())
+        if self.state_dir is not None:
+            self.state_dir.remove(process_id)
 
     def output_totals(self) -> Counter:
         """

@@ -7,7 +7,9 @@ package, ready once C{/health} says so.
 import http.client
 import json
 import os
+import shutil
 import sys
+import tempfile
 from typing import Any, Dict, List, Optional, Sequence
 
 import ccx
@@ -35,6 +37,10 @@ class ServiceProcess(ListeningChild):
     @param options: further C{twistd ccx} options, as they are written.
     @param python: the interpreter to run it with (L{default_python}).
     @param source_root: the directory holding the C{ccx} to run.
+    @ivar state_dir: its C{--state-dir}: the C{state_dir} setting when
+        given (its caller's to remove), else a temporary directory of its
+        own, removed once it has stopped, so that no service run from here
+        ever writes to the user's state dir.
     """
 
     def __init__(
@@ -46,6 +52,11 @@ class ServiceProcess(ListeningChild):
         source_root: str = SOURCE_ROOT,
     ) -> None:
         self.settings = {"log_level": "warn", **(settings or {})}
+        self._own_state_dir: Optional[str] = None
+        if "state_dir" not in self.settings:
+            self._own_state_dir = tempfile.mkdtemp(prefix="ccx-state-")
+            self.settings["state_dir"] = self._own_state_dir
+        self.state_dir = str(self.settings["state_dir"])
         port = free_port()
         argv = [
             python or default_python(),
@@ -67,6 +78,12 @@ class ServiceProcess(ListeningChild):
         # "python -c" puts the working directory first on sys.path: run in
         # the source root, so that its ccx is the one imported.
         super().__init__(argv, port, env=env, cwd=source_root)
+
+    def _ended(self) -> Optional[int]:
+        returncode = super()._ended()
+        if self._own_state_dir is not None and not self.running:
+            shutil.rmtree(self._own_state_dir, ignore_errors=True)
+        return returncode
 
     @property
     def url(self) -> str:
