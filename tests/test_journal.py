@@ -6,13 +6,12 @@ ranges, limits per program and in total, failures, records, the state dir.
 import errno
 import os
 import shutil
-import sys
 
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from ccx.journal.program import ProgramJournal, Space
-from ccx.journal.record import RECORD_NAME, Record, RecordError, read_record, write_record
+from ccx.journal.record import RECORD_NAME, Record, RecordError, read_record
 from ccx.journal.statedir import (
     FORMAT_VERSION,
     StateDir,

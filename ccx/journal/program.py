@@ -102,7 +102,7 @@ class ProgramJournal:
             journal.append(data, when)
         finally:
             if self.space is not None:
-                self.space.change(journal.end - before)
+                self.space.held_bytes += journal.end - before
         self.trim()
 
     def read(self, stream: str, offset: int, max_bytes: int) -> Tuple[int, bytes, float]:
@@ -118,8 +118,10 @@ class ProgramJournal:
         """
         while self.held_bytes > self.limit_bytes and self.evict_oldest():
             pass
-        if self.space is not None:
-            self.space.trim()
+        space = self.space
+        # Checked here first: this runs after every read of the program's pipes.
+        if space is not None and space.held_bytes > space.total_bytes:
+            space.trim()
 
     def is_full(self) -> bool:
         """
