@@ -107,6 +107,8 @@ DEFAULT_DENY_ENV = (
     "TCLLIBPATH",
 )
 LOG_LEVELS = ("debug", "info", "warn", "error")
+# How a program's processes are held together (--containment).
+CONTAINMENTS = ("auto", "cgroup", "process-group")
 
 
 class ConfigError(usage.UsageError):
@@ -152,6 +154,7 @@ class Config:
     journal: bool = True
     journal_bytes: int = 64 * 1024 * 1024
     journal_total_bytes: int = 1024 * 1024 * 1024
+    containment: str = "auto"
     # allow_host parsed once, as check_host compares them: (name, port or None).
     host_names: Tuple[Tuple[str, Optional[int]], ...] = field(
         init=False, repr=False, compare=False
@@ -355,6 +358,8 @@ def build_config(values: Dict[str, Any]) -> Config:
     if level not in LOG_LEVELS:
         raise ConfigError("--log-level must be one of " + ", ".join(LOG_LEVELS))
     settings["log_level"] = level
+    if settings.get("containment", "auto") not in CONTAINMENTS:
+        raise ConfigError("--containment must be one of " + ", ".join(CONTAINMENTS))
     settings["log_format_given"] = "log_format" in values or "log_level" in values
     # Whether the port may listen without a token is judged from the address
     # it binds, when the service starts (check_listening).
@@ -517,6 +522,14 @@ class Options(usage.Options):
             None,
             None,
             "Output journaled by all programs together [default: 1073741824].",
+        ],
+        [
+            "containment",
+            None,
+            None,
+            "How each program's processes are held: cgroup (a cgroup v2 of its own; "
+            "fails at start where none can be written), process-group, or auto (a "
+            "cgroup where one can be written) [default: auto].",
         ],
     ]
 

@@ -6,7 +6,7 @@ and dropped, connections) are read when scraped, so the output path pays
 nothing for them; requests and spawns are observed as they happen.
 """
 
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, List, Optional
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -70,9 +70,37 @@ class _NodeCollector(Collector):
         dropped.add_metric([], totals["dropped"])
         yield dropped
 
+        yield from self._usage(registry.all())
+
         connections = GaugeMetricFamily("ccx_connections", "Open client connections (WebSockets and MCP HTTP sessions).")
         connections.add_metric([], len(self._node.connections))
         yield connections
+
+
+    @staticmethod
+    def _usage(processes: List[Any]) -> Iterator[Any]:
+        """
+        Each program's CPU time and memory, where its cgroup tells them.
+        """
+        cpu = GaugeMetricFamily(
+            "ccx_process_cpu_seconds",
+            "CPU time of all of a program's processes (cgroup containment only).",
+            labels=["process_id"],
+        )
+        memory = GaugeMetricFamily(
+            "ccx_process_memory_bytes",
+            "Memory a program's processes hold (where the memory controller is enabled).",
+            labels=["process_id"],
+        )
+        for process in processes:
+            usage = process.usage()
+            if usage is None:
+                continue
+            cpu.add_metric([process.process_id], usage.cpu_seconds)
+            if usage.memory_bytes is not None:
+                memory.add_metric([process.process_id], usage.memory_bytes)
+        yield cpu
+        yield memory
 
 
 class Metrics:

@@ -9,9 +9,10 @@ from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.logger import Logger
 
 from ccx import __version__
-from ccx.config import Config
+from ccx.config import Config, ConfigError
 from ccx.metrics import Metrics
 from ccx.process.allowlist import AllowList
+from ccx.process.cgroup import CgroupError, open_tree
 from ccx.process.command import base_environment
 from ccx.process.launch import Launcher, LaunchSettings
 from ccx.process.registry import ProcessRegistry
@@ -63,6 +64,43 @@ class Node:
         self.registry.on_spawned = self.metrics.observe_spawn
         self._started = time.monotonic()
 
+    @property
+    def containment(self) -> str:
+        """
+        How programs started now are held: C{"cgroup"} or C{"process-group"}.
+        """
+        return "process-group" if self.launcher.cgroups is None else "cgroup"
+
+    def open_containment(self) -> None:
+        """
+        Choose how programs are held (C{--containment}), at start: a cgroup
+        per program where a cgroup v2 hierarchy can be written (C{auto},
+        C{cgroup}), else their process groups.
+
+        @raise ConfigError: for C{cgroup} where none can be written.
+        """
+        mode = self.config.containment
+        if mode == "process-group" or self.launcher.cgroups is not None:
+            return
+        try:
+            tree = open_tree()
+        except CgroupError as e:
+            if mode == "cgroup":
+                raise ConfigError(f"--containment cgroup: {e}") from None
+            log.info("programs are held in their process groups: {reason}", reason=str(e))
+            return
+        self.launcher.cgroups = tree
+        log.info("each program runs in a cgroup of its own, in {base}", base=tree.base)
+
+    def close_containment(self) -> None:
+        """
+        Remove the directory of program cgroups (the service has stopped
+        and every program has ended).
+        """
+        tree, self.launcher.cgroups = self.launcher.cgroups, None
+        if tree is not None and not tree.close():
+            log.warn("could not remove cgroup {base}: it is not empty", base=tree.base)
+
     def new_session(self) -> Session:
         """
         The share of the service a new connection gets.
@@ -111,4 +149,5 @@ class Node:
             "uptime": round(self.uptime, 3),
             "connections": len(self.connections),
             "processes": self.registry.live_count,
+            "containment": self.containment,
         }

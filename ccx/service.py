@@ -103,9 +103,24 @@ class CCXService(MultiService):
         """
         return self.port_service.when_listening()
 
+    def privilegedStartService(self) -> None:
+        # twistd calls this before the reactor runs: what --containment
+        # cgroup refuses stops twistd with its one line, as a refused port does.
+        self.node.open_containment()
+        try:
+            super().privilegedStartService()
+        except BaseException:
+            self.node.close_containment()
+            raise
+
     def startService(self) -> None:
         self._raise_open_file_limit()
-        super().startService()
+        self.node.open_containment()
+        try:
+            super().startService()
+        except BaseException:
+            self.node.close_containment()
+            raise
         # A failure to listen is the port service's to raise or log.
         self.when_listening().addCallbacks(self._listening, lambda failure: None)
 
@@ -154,5 +169,6 @@ class CCXService(MultiService):
         # how their processes ended; and wait for the closing handshakes, so
         # that the reactor does not stop with that still unsent.
         yield self.node.registry.shutdown()
+        self.node.close_containment()
         yield self.node.close_connections("ccx is stopping")
         self.log.info("stopped")

@@ -29,6 +29,7 @@ from ccx.output.interfaces import IOutputSink
 from ccx.protocol import UTF8
 from ccx.rpc.interfaces import INotificationChannel
 from ccx.process.command import Command
+from ccx.process.group import GroupContainment
 from ccx.process.managed import ManagedProcess, RunOptions
 
 PID = 4242
@@ -329,7 +330,7 @@ class Harness:
         else:
             self.started = self.process.start(self.spawner)
         self.transport = self.spawner.transport
-        self.process.group = self.group
+        self.process.containment = GroupContainment(self.group)
         return self
 
     def run(self) -> "Harness":

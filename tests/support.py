@@ -18,6 +18,7 @@ from ccx.protocol import OutputFrame, decode_output_frame
 from ccx.service import CCXService
 from ccx.testing import polling
 from ccx.testing.proc import leftovers, open_fds
+from ccx.testing.cgroups import cgroups_left
 
 PROGRAMS = ("sh", "seq", "sleep", "cat", "head", "printf", "true", "yes")
 
@@ -243,6 +244,7 @@ class ServiceFixture:
         if self.service.running:
             yield self.service.stopService()
         self.testcase.assertEqual(leftovers(self.groups), {}, "processes left behind")
+        self.testcase.assertEqual(cgroups_left(), [], "cgroups left behind")
 
 
 def fd_count() -> int:

@@ -65,6 +65,8 @@ class ConfigTestsMixin:
         binding = BindingReactor()
         service = CCXService(self.parse(*argv), binding)
         service.privilegedStartService()
+        # Never stopped: let go of the cgroups it opened.
+        self.addCleanup(service.node.close_containment)
         self.assertTrue(binding.ports[-1].listening)
         self.assertIs(self.successResultOf(service.when_listening()), binding.ports[-1])
 

@@ -102,9 +102,9 @@ class FaultTests(TestCase):
         launcher = self.ccx.service.node.launcher
         real_spawn = launcher.spawn
 
-        def spawn_after_removal(reactor, protocol, command):
+        def spawn_after_removal(reactor, protocol, command, **where):
             os.remove(script)
-            return real_spawn(reactor, protocol, command)
+            return real_spawn(reactor, protocol, command, **where)
 
         self.patch(launcher, "spawn", spawn_after_removal)
         response = yield self.client.request("execute", {"command": [script]})

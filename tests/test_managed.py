@@ -229,6 +229,8 @@ class StartTests(SynchronousTestCase):
                 "dropped_bytes": 0,
                 "subscribers": 0,
                 "encoding": "utf-8",
+                "cpu_seconds": None,
+                "memory_bytes": None,
             },
         )
 

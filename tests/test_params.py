@@ -262,3 +262,49 @@ class MapTests(ParamReaderTestsMixin, SynchronousTestCase):
         self.assertEqual(reader({"data": [1, "x"]}).any("data"), [1, "x"])
         self.assertEqual(reader({}).any("data", "d"), "d")
         self.assertInvalid(reader({}).any, "data")
+
+
+class LimitsTests(ParamReaderTestsMixin, SynchronousTestCase):
+    """
+    C{limits}: memory, cpu and pids, each checked at its bounds.
+    """
+
+    def limits(self, value):
+        return ParamReader({"limits": value}, "execute", ("limits",)).limits()
+
+    def test_absent_or_empty(self):
+        self.assertIsNone(ParamReader({}, "execute", ("limits",)).limits())
+        self.assertIsNone(self.limits({}))
+        self.assertIsNone(self.limits(None))
+
+    def test_bounds_accepted(self):
+        from ccx.process.cgroup import Limits
+
+        self.assertEqual(
+            self.limits({"memory": 1024 * 1024, "cpu": 0.01, "pids": 1}),
+            Limits(memory=1024 * 1024, cpu=0.01, pids=1),
+        )
+        self.assertEqual(
+            self.limits({"memory": 2**62, "cpu": 1024, "pids": 4 * 1024 * 1024}),
+            Limits(memory=2**62, cpu=1024.0, pids=4 * 1024 * 1024),
+        )
+
+    def test_near_misses(self):
+        """One past each bound, and the wrong kinds, are refused naming the limit."""
+        for value, words in [
+            ({"memory": 1024 * 1024 - 1}, "limits.memory must be a whole number of bytes from 1048576"),
+            ({"memory": 2**62 + 1}, "limits.memory"),
+            ({"memory": float(1 << 20)}, "limits.memory"),
+            ({"memory": True}, "limits.memory"),
+            ({"memory": "1M"}, "limits.memory"),
+            ({"cpu": 0.0099}, "limits.cpu must be a number of CPUs from 0.01 to 1024"),
+            ({"cpu": 1024.001}, "limits.cpu"),
+            ({"cpu": True}, "limits.cpu"),
+            ({"cpu": float("nan")}, "limits.cpu"),
+            ({"pids": 0}, "limits.pids must be a whole number from 1 to 4194304"),
+            ({"pids": 4 * 1024 * 1024 + 1}, "limits.pids"),
+            ({"pids": 1.0}, "limits.pids"),
+            ({"swap": 1}, "'limits' has no limit 'swap' (limits: memory, cpu, pids)"),
+        ]:
+            self.assertIn(words, self.assertInvalid(self.limits, value), value)
+        self.assertIn("'limits' must be an object", self.assertInvalid(self.limits, [1]))

@@ -108,7 +108,7 @@ class ConnectTests(ServiceTestCase):
 
     @inlineCallbacks
     def test_health(self):
-        """GET /health reports status, version, uptime, connections and processes."""
+        """GET /health reports status, version, uptime, connections, processes and containment."""
         import treq
 
         response = yield treq.get(f"http://127.0.0.1:{self.ccx.port}/health", persistent=False)
@@ -117,8 +117,9 @@ class ConnectTests(ServiceTestCase):
         self.assertEqual(body["status"], "ok")
         self.assertEqual(body["connections"], 1)
         self.assertEqual(body["processes"], 0)
+        self.assertEqual(body["containment"], "cgroup")
         self.assertEqual(
-            set(body), {"status", "version", "uptime", "connections", "processes"}
+            set(body), {"status", "version", "uptime", "connections", "processes", "containment"}
         )
 
 

@@ -67,6 +67,16 @@ _PROCESS = _object(
             "enum": ["utf-8", "base64", "binary"],
             "description": "How its process.output data is carried.",
         },
+        "cpu_seconds": _nullable(
+            "number",
+            "CPU time of all its processes, from its cgroup; null where programs "
+            "are held in process groups.",
+        ),
+        "memory_bytes": _nullable(
+            "integer",
+            "Memory all its processes hold now (the last figure once it ended); "
+            "null without a cgroup or where the memory controller is not enabled.",
+        ),
     },
     (
         "process_id",
@@ -125,7 +135,33 @@ _RUN_PROPERTIES: Dict[str, Any] = {
             "paused does not count)."
         ),
     },
+    "limits": _object(
+        {
+            "memory": {
+                "type": "integer",
+                "minimum": 1024 * 1024,
+                "maximum": 2**62,
+                "description": "Bytes of memory all its processes together may hold.",
+            },
+            "cpu": {
+                "type": "number",
+                "minimum": 0.01,
+                "maximum": 1024,
+                "description": "CPUs' worth of time it may use (0.5: half of one CPU).",
+            },
+            "pids": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": 4 * 1024 * 1024,
+                "description": "Processes and threads it may have at once.",
+            },
+        }
+    ),
 }
+_RUN_PROPERTIES["limits"]["description"] = (
+    "What the program may use, all its processes together; needs cgroup "
+    "containment with the controllers enabled, else the call fails saying what is missing."
+)
 
 EXECUTE_INPUT = _object(
     dict(

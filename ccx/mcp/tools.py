@@ -320,7 +320,16 @@ class Tools:
         r = ParamReader(
             arguments,
             "execute",
-            ("command", "shell", "cwd", "env", "timeout", "input", "max_output_bytes"),
+            (
+                "command",
+                "shell",
+                "cwd",
+                "env",
+                "timeout",
+                "limits",
+                "input",
+                "max_output_bytes",
+            ),
         )
         stdin_text = r.string("input", None)
         spec = r.launch_spec(stdin=stdin_text is not None, blocking=False)
@@ -407,7 +416,7 @@ class Tools:
         r = ParamReader(
             arguments,
             "start",
-            ("command", "shell", "cwd", "env", "timeout", "stdin", "on_disconnect"),
+            ("command", "shell", "cwd", "env", "timeout", "limits", "stdin", "on_disconnect"),
         )
         spec = r.launch_spec(
             stdin=r.boolean("stdin", False),

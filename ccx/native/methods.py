@@ -113,6 +113,7 @@ class NativeMethods:
                 "cwd",
                 "env",
                 "timeout",
+                "limits",
                 "stdin",
                 "on_full",
                 "on_disconnect",

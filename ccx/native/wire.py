@@ -282,4 +282,9 @@ def process_entry(process: Any) -> Dict[str, Any]:
     entry["encoding"] = process.options.encoding
     if output.store_error is not None:
         entry["journal_error"] = output.store_error
+    # What all of its processes used, from its cgroup (null without one;
+    # memory only where the memory controller is enabled).
+    usage = process.usage()
+    entry["cpu_seconds"] = None if usage is None else round(usage.cpu_seconds, 6)
+    entry["memory_bytes"] = None if usage is None else usage.memory_bytes
     return entry

@@ -42,6 +42,13 @@ class InvalidCommand(ProcessError):
     """
 
 
+class LimitsUnavailable(InvalidCommand):
+    """
+    The program's C{limits} cannot be applied: ccx runs programs in process
+    groups, or the cgroup controllers a limit needs are not enabled.
+    """
+
+
 class NotAllowed(ProcessError):
     """
     The program, or what the command would make it run, is not allowed.

@@ -12,7 +12,9 @@ from twisted.internet.interfaces import IProcessTransport
 from twisted.internet.protocol import ProcessProtocol
 
 from ccx.process.allowlist import AllowList
+from ccx.process.cgroup import Cgroup, CgroupError, CgroupTree, ControllersMissing, Limits
 from ccx.process.command import Command, build_command
+from ccx.process.errors import LimitsUnavailable, SpawnFailed
 from ccx.process.managed import ManagedProcess, RunOptions
 from ccx.process.registry import ProcessRegistry
 from ccx.process.spawner import spawn
@@ -33,6 +35,8 @@ class LaunchSpec:
     @ivar cancel_on_disconnect: end it when its starter goes away.
     @ivar encoding: how its starter wants its output carried (kept for
         the edges).
+    @ivar limits: what all of its processes together may use (needs a
+        cgroup with the controllers).
     """
 
     command: Any
@@ -44,6 +48,7 @@ class LaunchSpec:
     blocking: bool = True
     cancel_on_disconnect: bool = True
     encoding: str = "utf-8"
+    limits: Optional[Limits] = None
 
 
 @dataclass(frozen=True)
@@ -75,7 +80,10 @@ class Launcher:
     What starting a program needs, and nothing more: the allow-list, the
     registry, the reactor and the settings.
 
-    @ivar spawn: how to spawn (L{ccx.process.spawner.spawn}).
+    @ivar spawn: how to spawn (L{ccx.process.spawner.spawn}); given a
+        C{cgroup} keyword when the program has one.
+    @ivar cgroups: where programs' cgroups are made, or L{None} where ccx
+        contains programs in process groups only.
     """
 
     allow_list: AllowList
@@ -83,6 +91,7 @@ class Launcher:
     reactor: Any
     settings: LaunchSettings
     spawn: SpawnFunction = spawn
+    cgroups: Optional[CgroupTree] = None
 
     def launch(
         self,
@@ -102,6 +111,8 @@ class Launcher:
         @raise LimitReached: at the process limit.
         @raise InvalidCommand: for a malformed command.
         @raise NotAllowed: when the program is not allowed.
+        @raise LimitsUnavailable: when its limits cannot be applied.
+        @raise SpawnFailed: when its cgroup cannot be made.
         """
         settings = self.settings
         # Refused at the limit before any work on the command (the allow-list
@@ -130,8 +141,45 @@ class Launcher:
             buffer_bytes=settings.buffer_bytes,
             buffer_lines=settings.buffer_lines,
         )
+        process_id = self.registry.new_process_id()
+        cgroup = self._make_cgroup(process_id, spec.limits)
         process = ManagedProcess(
-            self.registry.new_process_id(), program, options, self.reactor, owner=owner
+            process_id, program, options, self.reactor, owner=owner, cgroup=cgroup
         )
-        started = self.registry.start(process, partial(self.spawn, self.reactor))
+        if cgroup is None:
+            spawner = partial(self.spawn, self.reactor)
+        else:
+            spawner = partial(self.spawn, self.reactor, cgroup=cgroup)
+        try:
+            started = self.registry.start(process, spawner)
+        except BaseException:
+            # Refused before it was spawned: its cgroup is empty.
+            if cgroup is not None:
+                cgroup.remove()
+            raise
         return process, started
+
+    def _make_cgroup(self, process_id: str, limits: Optional[Limits]) -> Optional[Cgroup]:
+        """
+        The cgroup a program runs in, with its limits; L{None} where ccx
+        contains programs in process groups.
+        """
+        if self.cgroups is None:
+            if limits is not None:
+                raise LimitsUnavailable(
+                    "limits need a cgroup per program, and ccx runs programs in "
+                    "process groups only (no writable cgroup v2 hierarchy)",
+                    setting="containment",
+                    parameter="limits",
+                )
+            return None
+        try:
+            return self.cgroups.create(process_id, limits)
+        except ControllersMissing as e:
+            raise LimitsUnavailable(
+                f"limits cannot be applied: {e} (their parent is {self.cgroups.base}; "
+                "under systemd, Delegate=yes delegates the controllers)",
+                parameter="limits",
+            ) from None
+        except CgroupError as e:
+            raise SpawnFailed(str(e)) from None

@@ -22,7 +22,8 @@ from ccx.output.fanout import ProcessOutput
 from ccx.output.interfaces import IOutputStore, IReadControl
 from ccx.process.command import Command
 from ccx.process.errors import InvalidState, LimitReached, ProcessNotFound, SpawnFailed
-from ccx.process.group import ProcessGroup
+from ccx.process.cgroup import Cgroup, CgroupError, Usage
+from ccx.process.group import CgroupContainment, GroupContainment, ProcessGroup
 from ccx.process.interfaces import IExecReport
 from ccx.process.timer import PausableTimer
 
@@ -115,6 +116,9 @@ class ManagedProcess(ProcessProtocol):
 
     @ivar state: its L{State}.
     @ivar output: its L{ProcessOutput}.
+    @ivar cgroup: the cgroup it runs in, or L{None} (process group only).
+    @ivar containment: what holds every process of it once it runs: a
+        L{GroupContainment} or a L{CgroupContainment}.
     @ivar ended: a L{Deferred} that fires with this process once it is finished.
     """
 
@@ -127,8 +131,10 @@ class ManagedProcess(ProcessProtocol):
         options: RunOptions,
         clock: IReactorTime,
         owner: Optional[str] = None,
+        cgroup: Optional[Cgroup] = None,
     ) -> None:
         self.process_id = process_id
+        self.cgroup = cgroup
         self.command = command
         self.options = options
         self.owner = owner
@@ -141,7 +147,7 @@ class ManagedProcess(ProcessProtocol):
         )
         self.state = State.STARTING
         self.pid: Optional[int] = None
-        self.group: Optional[ProcessGroup] = None
+        self.containment: Optional[GroupContainment] = None
         self.exit_code: Optional[int] = None
         self.signal_name: Optional[str] = None
         self.started_at: Optional[float] = None
@@ -183,6 +189,7 @@ class ManagedProcess(ProcessProtocol):
         else:
             return started
         # No child is left to end: the process is over now.
+        self._release_cgroup()
         self.state = State.FAILED
         self.exec_failed(reason)
         self.ended.callback(self)
@@ -190,7 +197,11 @@ class ManagedProcess(ProcessProtocol):
 
     def connectionMade(self) -> None:
         self.pid = self.transport.pid
-        self.group = ProcessGroup(self.pid)
+        group = ProcessGroup(self.pid)
+        if self.cgroup is not None:
+            self.containment = CgroupContainment(group, self.cgroup, self._clock)
+        else:
+            self.containment = GroupContainment(group)
         self.started_at = self._clock.seconds()
         if self.command.stdin:
             # The stdin pipe pauses this producer when more than its buffer
@@ -287,12 +298,13 @@ class ManagedProcess(ProcessProtocol):
 
     def pause(self) -> None:
         """
-        Stop the whole group with SIGSTOP.  Pausing a paused process does nothing.
+        Stop the whole group with SIGSTOP, then freeze its cgroup (what left
+        the group stops too).  Pausing a paused process does nothing.
         """
         self._check_controllable()
         if self.state == State.PAUSED:
             return
-        self.group.signal(signal.SIGSTOP)
+        self.containment.pause()
         self.state = State.PAUSED
         if self._timeout is not None:
             self._timeout.pause()
@@ -301,12 +313,13 @@ class ManagedProcess(ProcessProtocol):
 
     def resume(self) -> None:
         """
-        Continue the whole group with SIGCONT.  Resuming a running process does nothing.
+        Thaw its cgroup, then continue the whole group with SIGCONT.
+        Resuming a running process does nothing.
         """
         self._check_controllable()
         if self.state == State.RUNNING:
             return
-        self.group.signal(signal.SIGCONT)
+        self.containment.resume()
         self.state = State.RUNNING
         if self._timeout is not None:
             self._timeout.start()
@@ -316,7 +329,8 @@ class ManagedProcess(ProcessProtocol):
     def cancel(self, ending: State = State.CANCELLED) -> None:
         """
         End the whole group: SIGTERM (and SIGCONT, so that a paused program
-        dies too), then SIGKILL after the grace period if any of it is left.
+        dies too), then after the grace period, if any of it is left,
+        SIGKILL to the group or C{cgroup.kill} to everything in its cgroup.
 
         @param ending: the final state to report, L{State.CANCELLED} or
             L{State.TIMEOUT}.
@@ -355,7 +369,7 @@ class ManagedProcess(ProcessProtocol):
             signal=signal.Signals(signum).name,
             **self._log_context,
         )
-        self.group.signal(signum)
+        self.containment.signal(signum)
 
     def write(self, data: bytes, eof: bool = False) -> None:
         """
@@ -400,18 +414,21 @@ class ManagedProcess(ProcessProtocol):
         if self._kill_call is not None:
             return
         self.output.release()
-        self.group.signal(signal.SIGTERM)
-        self.group.signal(signal.SIGCONT)
+        self.containment.terminate()
         self._kill_call = self._clock.callLater(self.options.kill_grace, self._kill)
 
     def _kill(self) -> None:
-        if self.group.alive():
+        if self.containment.alive():
             self.log.warn(
-                "process {process_id}: group still alive after {grace}s, sending SIGKILL",
+                "process {process_id}: {kind} still alive after {grace}s, killing it",
+                kind=self.containment.kind,
                 grace=self.options.kill_grace,
                 **self._log_context,
             )
-            self.group.signal(signal.SIGKILL)
+            try:
+                self.containment.kill()
+            except CgroupError as e:
+                self.log.error("process {process_id}: {error}", error=str(e), **self._log_context)
 
     def processExited(self, reason: Failure) -> None:
         self._duration = time.monotonic() - self._began
@@ -425,7 +442,7 @@ class ManagedProcess(ProcessProtocol):
         if self._timeout is not None:
             self._timeout.cancel()
         self.output.release()
-        if self._error is None and self.group.alive():
+        if self._error is None and self.containment.alive():
             self._terminate_group()
         self._drain = PausableTimer(
             self._clock, self.options.kill_grace, self._stop_draining
@@ -451,19 +468,20 @@ class ManagedProcess(ProcessProtocol):
         self.output.set_reader(None)
         if self._error is not None:
             self.state = State.FAILED
+            self._release_cgroup()
             self.ended.callback(self)
             return
         self._group_deadline = self._clock.seconds() + 2 * self.options.kill_grace
         self._await_empty_group()
 
     def _await_empty_group(self) -> None:
-        members = self.group.members()
+        members = self.containment.members()
         if members and self._clock.seconds() < self._group_deadline:
             self._clock.callLater(_GROUP_POLL, self._await_empty_group)
             return
         if members:
             self._error = (
-                f"process group {self.pid} still has members after SIGKILL: "
+                f"{self.containment.label} still has members after SIGKILL: "
                 + ", ".join(str(pid) for pid in members)
             )
             self.log.error("process {process_id}: {error}", error=self._error, **self._log_context)
@@ -474,6 +492,7 @@ class ManagedProcess(ProcessProtocol):
             self._kill_call.cancel()
         self.state = self.outcome
         self.ended_at = self._clock.seconds()
+        self._release_cgroup()
         completion = self.completion()
         self.log.info(
             "process {process_id} finished: {status} (exit code {exit_code})",
@@ -483,6 +502,41 @@ class ManagedProcess(ProcessProtocol):
         )
         self.output.complete(completion)
         self.ended.callback(self)
+
+    def _release_cgroup(self) -> None:
+        """
+        The program is over: remove its cgroup (its final usage is kept).
+        """
+        try:
+            if self.containment is not None:
+                self.containment.release()
+            elif self.cgroup is not None and not self.cgroup.remove():
+                raise CgroupError(f"cannot remove cgroup {self.cgroup.path}")
+        except CgroupError as e:
+            self.log.error("process {process_id}: {error}", error=str(e), **self._log_context)
+
+    @property
+    def group(self) -> Optional[ProcessGroup]:
+        """
+        The program's process group, once it runs.
+        """
+        return None if self.containment is None else self.containment.group
+
+    @property
+    def cgroup_path(self) -> Optional[str]:
+        """
+        The full path of the program's cgroup (for its record), or L{None}.
+        """
+        return None if self.cgroup is None else self.cgroup.path
+
+    def usage(self) -> Optional[Usage]:
+        """
+        CPU time and memory of all of the program's processes, while it runs
+        and (the last figures) once it ended; L{None} without a cgroup.
+        """
+        if self.containment is None:
+            return None
+        return self.containment.usage()
 
     @property
     def outcome(self) -> State:

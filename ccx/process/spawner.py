@@ -1,6 +1,7 @@
 """
-Starting a program in a session (and so a process group) of its own, with
-no interpreter between ccx and the program.
+Starting a program in a session (and so a process group) of its own, and
+in its cgroup when it has one, with no interpreter between ccx and the
+program.
 """
 
 import os
@@ -10,6 +11,7 @@ from typing import Dict, List, Optional
 
 from twisted.internet.interfaces import IReactorFDSet
 
+from ccx.process.cgroup import Cgroup, CgroupError
 from ccx.process.command import Command
 from ccx.process.errors import SpawnFailed
 from ccx.process.interfaces import IExecReport
@@ -19,7 +21,9 @@ from ccx.process.transport import ChildProcess
 OUTPUT_FDS = (1, 2)
 
 
-def start_child(command: Command, stdin: int, stdout: int, stderr: int) -> subprocess.Popen:
+def start_child(
+    command: Command, stdin: int, stdout: int, stderr: int, cgroup: Optional[Cgroup] = None
+) -> subprocess.Popen:
     """
     Start C{command}'s program with C{stdin}, C{stdout} and C{stderr} as its
     descriptors 0, 1 and 2, and nothing else open.
@@ -31,12 +35,35 @@ def start_child(command: Command, stdin: int, stdout: int, stderr: int) -> subpr
     no interpreter starts, and the exec's outcome is known when this
     returns.
 
+    With a C{cgroup}, ccx moves itself into it, spawns and moves back:
+    the child starts in the cgroup, so even its first fork is inside
+    (see docs/architecture.md, "A cgroup per program").
+
     @return: the child, running the program.
     @raise SpawnFailed: when the directory could not be entered or the
         program executed; the child is gone (reaped) then.
     @raise OSError: when no child could be made (out of descriptors or
         processes).
+    @raise CgroupError: when ccx could not enter the cgroup or leave it;
+        no child is left then.
     """
+    if cgroup is None:
+        return _popen(command, stdin, stdout, stderr)
+    child: Optional[subprocess.Popen] = None
+    try:
+        with cgroup.joined():
+            child = _popen(command, stdin, stdout, stderr)
+    except CgroupError:
+        if child is not None:
+            # ccx could not leave the cgroup: the program must not run on
+            # in one that is not its own alone.
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+        raise
+    return child
+
+
+def _popen(command: Command, stdin: int, stdout: int, stderr: int) -> subprocess.Popen:
     try:
         return subprocess.Popen(
             command.argv,
@@ -60,9 +87,14 @@ def start_child(command: Command, stdin: int, stdout: int, stderr: int) -> subpr
         raise
 
 
-def spawn(reactor: IReactorFDSet, protocol: IExecReport, command: Command) -> ChildProcess:
+def spawn(
+    reactor: IReactorFDSet,
+    protocol: IExecReport,
+    command: Command,
+    cgroup: Optional[Cgroup] = None,
+) -> ChildProcess:
     """
-    Spawn C{command} (L{start_child}), connect C{protocol} to its
+    Spawn C{command} (L{start_child}), in C{cgroup} when given, connect C{protocol} to its
     L{ChildProcess} and tell it the program runs (C{exec_succeeded}).
 
     Its pipes are ccx's own: output read by L{ccx.process.pipes.PipeReader},
@@ -86,7 +118,7 @@ def spawn(reactor: IReactorFDSet, protocol: IExecReport, command: Command) -> Ch
             child_ends[0] = os.open(os.devnull, os.O_RDONLY)
         for child_fd in OUTPUT_FDS:
             parent_ends[child_fd], child_ends[child_fd] = os.pipe()
-        child = start_child(command, child_ends[0], child_ends[1], child_ends[2])
+        child = start_child(command, child_ends[0], child_ends[1], child_ends[2], cgroup)
         try:
             transport = ChildProcess(
                 reactor,

@@ -6,10 +6,18 @@ import math
 from typing import Any, Dict, Iterable, Mapping, Optional, Sequence
 
 from ccx.output.events import STREAMS
+from ccx.process.cgroup import Limits
 from ccx.process.launch import LaunchSpec
 from ccx.rpc.errors import invalid_params
 
 REQUIRED: Any = object()
+
+# The bounds of each of execute's limits: the least and the most.
+MIN_MEMORY = 1024 * 1024
+MAX_MEMORY = 2**62
+MIN_CPU = 0.01
+MAX_CPU = 1024.0
+MAX_PIDS = 4 * 1024 * 1024
 
 
 class ParamReader:
@@ -146,11 +154,48 @@ class ParamReader:
         choices = ("cancel", "keep")
         return self.string("on_disconnect", "cancel", choices=choices) == "cancel"
 
+    def limits(self, name: str = "limits") -> Optional[Limits]:
+        """
+        C{limits}: C{memory} (bytes, a whole number from 1 MiB), C{cpu}
+        (CPUs, from 0.01 to 1024) and C{pids} (a whole number from 1), each
+        optional; L{None} when absent or empty.
+        """
+        given = self.object(name)
+        unknown = sorted(set(given) - {"memory", "cpu", "pids"})
+        if unknown:
+            raise invalid_params(
+                f"invalid params: {self._method}'s {name!r} has no limit {unknown[0]!r} "
+                "(limits: memory, cpu, pids)"
+            )
+        memory, cpu, pids = given.get("memory"), given.get("cpu"), given.get("pids")
+        if memory is not None and not _whole(memory, MIN_MEMORY, MAX_MEMORY):
+            raise invalid_params(
+                f"invalid params: {self._method}'s {name}.memory must be a whole number "
+                f"of bytes from {MIN_MEMORY} (1 MiB) to {MAX_MEMORY}"
+            )
+        if cpu is not None and (
+            isinstance(cpu, bool)
+            or not isinstance(cpu, (int, float))
+            or not (MIN_CPU <= cpu <= MAX_CPU)
+        ):
+            raise invalid_params(
+                f"invalid params: {self._method}'s {name}.cpu must be a number of CPUs "
+                f"from {MIN_CPU} to {MAX_CPU:g}"
+            )
+        if pids is not None and not _whole(pids, 1, MAX_PIDS):
+            raise invalid_params(
+                f"invalid params: {self._method}'s {name}.pids must be a whole number "
+                f"from 1 to {MAX_PIDS}"
+            )
+        if memory is None and cpu is None and pids is None:
+            return None
+        return Limits(memory=memory, cpu=None if cpu is None else float(cpu), pids=pids)
+
     def launch_spec(self, **chosen: Any) -> LaunchSpec:
         """
         What every dialect's way of starting a program reads alike
-        (C{command}, C{shell}, C{cwd}, C{env}, C{timeout}), with the rest
-        of the L{LaunchSpec} as the caller chose it.
+        (C{command}, C{shell}, C{cwd}, C{env}, C{timeout}, C{limits}), with
+        the rest of the L{LaunchSpec} as the caller chose it.
         """
         return LaunchSpec(
             self.any("command"),
@@ -158,11 +203,16 @@ class ParamReader:
             cwd=self.string("cwd", None),
             env=self.string_map("env"),
             timeout=self.number("timeout"),
+            limits=self.limits(),
             **chosen,
         )
 
     def any(self, name: str, default: Any = REQUIRED) -> Any:
         return self._get(name, default)
+
+
+def _whole(value: Any, least: int, most: int) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int) and least <= value <= most
 
 
 def check_offsets(offsets: Mapping[str, int], ends: Mapping[str, int]) -> None:
