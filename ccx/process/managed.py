@@ -582,6 +582,7 @@ class ManagedProcess(ProcessProtocol):
             cwd=self.command.cwd,
             started_at=self.started_at,
             pid=self.pid,
+            cgroup=self.cgroup_path,
             encoding=self.options.encoding,
             status=completion.status if finished else None,
             ended_at=self.ended_at,
