@@ -4,6 +4,7 @@ Every process the service knows, live or finished and still kept.
 
 import uuid
 from collections import Counter
+from functools import partial
 from typing import Callable, Dict, List, Optional
 
 from twisted.internet.defer import Deferred, DeferredList, succeed
@@ -11,8 +12,9 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from ccx.output.budget import OutputBudget
-from ccx.process.managed import ManagedProcess, Spawner
-from ccx.process.errors import LimitReached, ProcessNotFound
+from ccx.process.managed import ManagedProcess, Spawner, State
+from ccx.process.errors import InvalidState, LimitReached, ProcessNotFound, SpawnFailed
+from ccx.process.pacing import SpawnPacer
 
 
 class ProcessRegistry:
@@ -29,7 +31,10 @@ class ProcessRegistry:
         many programs finish and however slowly clients read.
     @param held_output_bytes: the most output all processes together hold
         for their subscribers (see L{OutputBudget}).
+    @param max_waiting: how many programs may wait for their turn to start
+        (see L{SpawnPacer}); by default as many as may be live.
     @ivar held_output: that L{OutputBudget}.
+    @ivar pacer: the L{SpawnPacer} that starts them a few per reactor turn.
     """
 
     log = Logger()
@@ -41,6 +46,7 @@ class ProcessRegistry:
         keep_finished: float,
         max_finished: int = 64,
         held_output_bytes: int = 256 * 1024 * 1024,
+        max_waiting: Optional[int] = None,
     ) -> None:
         self._clock = clock
         self.max_processes = max_processes
@@ -56,6 +62,7 @@ class ProcessRegistry:
         # Output of processes no longer kept, so that totals never go down.
         self.retired_bytes: Counter = Counter()
         self.on_spawned: Optional[Callable[[float], None]] = None
+        self.pacer = SpawnPacer(clock, max_processes if max_waiting is None else max_waiting)
 
     @staticmethod
     def new_process_id() -> str:
@@ -79,11 +86,31 @@ class ProcessRegistry:
 
     def start(self, process: ManagedProcess, spawner: Spawner) -> Deferred:
         """
-        Track a process and spawn it.
+        Track a process and spawn it, now or once its turn comes: a few
+        start in one reactor turn (L{SpawnPacer}), so that a burst of
+        requests cannot keep the reactor from reaping the programs that
+        already exited, which would count against the limit meanwhile.
 
-        @return: L{ManagedProcess.start}'s L{Deferred}.
-        @raise LimitReached: when no further process may start.
+        The limit is checked when the program's turn comes: one that waited
+        is refused only if C{max_processes} are live then.  Until then the
+        process is not tracked (it has no pid to show); a process
+        L{terminated <ManagedProcess.terminate>} while it waits never runs.
+
+        @return: a L{Deferred} that fires with the process once the program
+            runs, or fails with L{SpawnFailed} saying why it could not start,
+            or with the L{ProcessError} that refused it after it waited.
+        @raise LimitReached: when no further process may start, or too many
+            wait.
         """
+        return self.pacer.submit(partial(self._spawn, process, spawner))
+
+    def _spawn(self, process: ManagedProcess, spawner: Spawner) -> Deferred:
+        if self._stopping:
+            raise SpawnFailed("ccx is stopping; the program was not started")
+        if process.outcome is State.CANCELLED:
+            # Terminated while it waited (its connection closed, its MCP
+            # request was cancelled): nobody wants it to run any more.
+            raise InvalidState(f"process {process.process_id!r} was cancelled before it started")
         self.check_capacity()
         process.output.budget = self.held_output
         self._processes[process.process_id] = process
@@ -201,6 +228,8 @@ class ProcessRegistry:
         @return: a L{Deferred} that fires once every process has finished.
         """
         self._stopping = True
+        # Those still waiting for their turn are refused now, not after.
+        self.pacer.flush()
         waiting = []
         for process in self.live():
             process.terminate()
