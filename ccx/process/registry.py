@@ -101,12 +101,21 @@ class ProcessRegistry:
             or with the L{ProcessError} that refused it after it waited.
         @raise LimitReached: when no further process may start, or too many
             wait.
+        @raise SpawnFailed: when the service is stopping.
         """
+        self._check_running()
         return self.pacer.submit(partial(self._spawn, process, spawner))
 
-    def _spawn(self, process: ManagedProcess, spawner: Spawner) -> Deferred:
+    def _check_running(self) -> None:
+        """
+        @raise SpawnFailed: once the service is stopping: a program it
+            started now would outlive it.
+        """
         if self._stopping:
             raise SpawnFailed("ccx is stopping; the program was not started")
+
+    def _spawn(self, process: ManagedProcess, spawner: Spawner) -> Deferred:
+        self._check_running()
         if process.outcome is State.CANCELLED:
             # Terminated while it waited (its connection closed, its MCP
             # request was cancelled): nobody wants it to run any more.
