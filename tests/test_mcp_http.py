@@ -41,10 +41,17 @@ class McpHttpTestCase(TestCase):
                 "allow_origin": [ORIGIN],
                 "allow": [],
                 "token_file": token_file,
+                **self.settings(),
             }
         )
         self.node = Node(config, MemoryReactorClock())
         self.http = StubTreq(build_site(self.node).resource)
+
+    def settings(self) -> dict:
+        """
+        Settings beyond those every test here has.
+        """
+        return {}
 
     def headers(self, session_id: Optional[str] = None, **options: Any) -> dict:
         return mcp_headers(session_id, **options)
@@ -370,3 +377,55 @@ class SessionIdleTests(McpHttpTestCase):
         self.assertEqual(stream.code, 200)
         clock.advance(self.node.config.http_session_idle * 10)
         self.assertEqual(len(self.node.connections), 1)
+
+
+class RateLimitTests(McpHttpTestCase):
+    """
+    C{--max-requests} holds for an MCP session over HTTP, each POST one
+    message: the limit's worth is answered, one more is refused; the clock
+    (the node's) stands still unless the test moves it.
+    """
+
+    def settings(self) -> dict:
+        return {"max_requests": 5}
+
+    @inlineCallbacks
+    def ping(self, session_id: str, request_id: int) -> Any:
+        """
+        Fire with the error code of one ping (L{None} when answered).
+        """
+        response = yield self.post(request(request_id, "ping"), session_id)
+        self.assertEqual(response.code, 200)
+        body = yield response.json()
+        self.assertEqual(body["id"], request_id)
+        return body.get("error", {}).get("code")
+
+    @inlineCallbacks
+    def test_limit_holds(self):
+        """initialize, initialized and 3 pings (5 messages) are answered; the 6th gets -32001, and one more once a token came back."""
+        session_id = yield self.initialize()
+        codes = []
+        for n in range(3):
+            codes.append((yield self.ping(session_id, 10 + n)))
+        self.assertEqual(codes, [None] * 3)
+        response = yield self.post(request(20, "ping"), session_id)
+        self.assertEqual(response.code, 200)
+        error = (yield response.json())["error"]
+        self.assertEqual(error["code"], -32001)
+        self.assertIn("more than 5 requests per second", error["message"])
+        # A token comes back every 0.2 s: not yet at 0.19 s.
+        self.node.reactor.advance(0.19)
+        self.assertEqual((yield self.ping(session_id, 21)), -32001)
+        self.node.reactor.advance(0.2)
+        self.assertIsNone((yield self.ping(session_id, 22)))
+        self.assertEqual((yield self.ping(session_id, 23)), -32001)
+
+    @inlineCallbacks
+    def test_per_session(self):
+        """Each session has its own allowance: another is answered while the first is refused."""
+        first = yield self.initialize()
+        for n in range(3):
+            yield self.ping(first, n)
+        self.assertEqual((yield self.ping(first, 3)), -32001)
+        second = yield self.initialize()
+        self.assertIsNone((yield self.ping(second, 4)))
