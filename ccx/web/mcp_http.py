@@ -107,6 +107,10 @@ class HttpSession:
         self._resource = resource
         self._tools = Tools(node, self.mcp)
         self._limiter = TokenBucket(node.reactor, node.config.max_requests)
+        # What a stream may hold for a client that does not read, and how
+        # long it is given to read on (L{ccx.web.sse.SessionStream}).
+        self.max_queued = node.config.max_message_size
+        self.drain_timeout = node.config.ping_interval
         self._busy = 0
         self._idle: IDelayedCall = self.clock.callLater(self._idle_timeout, self._expire)
 
