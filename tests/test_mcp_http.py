@@ -7,18 +7,24 @@ the same service end to end.
 """
 
 import json
-from typing import Any, Optional
+from typing import Any, Optional, Tuple
 from urllib.parse import urlencode
 
 from treq.testing import StubTreq
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import inlineCallbacks
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.error import ConnectionDone
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
+from twisted.web.server import Request
 
 from ccx.config import ConfigError, build_config
 from ccx.node import Node
 from ccx.web.access import AccessDenied, check_host
+from ccx.web.channel import ClientChannel
+from ccx.web.mcp_http import HttpSession, McpResource
+from ccx.web.websocket import CLOSE_TIMEOUT
 from ccx.web.site import build_site
 from tests.test_mcp import ORIGIN, TOKEN, initialize_params, mcp_headers, request
 
@@ -429,3 +435,59 @@ class RateLimitTests(McpHttpTestCase):
         self.assertEqual((yield self.ping(first, 3)), -32001)
         second = yield self.initialize()
         self.assertIsNone((yield self.ping(second, 4)))
+
+
+class StopTests(McpHttpTestCase):
+    """
+    At stop, a session closes the connections its requests came on once
+    what was written to them is sent, or drops them after CLOSE_TIMEOUT.
+    """
+
+    def connection(self, session: HttpSession) -> Tuple[ClientChannel, StringTransport]:
+        """
+        A connection a request of C{session} came on.
+        """
+        channel = ClientChannel()
+        channel.site = build_site(self.node)
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        request = Request(channel)
+        session.track(request)
+        return channel, transport
+
+    def test_closed_once_sent(self):
+        """close asks each connection to close after its pending data, and fires once all are closed."""
+        session = HttpSession(self.node, McpResource(self.node))
+        (first, first_transport), (second, second_transport) = (
+            self.connection(session),
+            self.connection(session),
+        )
+        closed = session.close("ccx is stopping")
+        self.assertTrue(session.closed)
+        self.assertTrue(first_transport.disconnecting and second_transport.disconnecting)
+        self.assertNoResult(closed)
+        first.connectionLost(Failure(ConnectionDone()))
+        self.assertNoResult(closed)
+        second.connectionLost(Failure(ConnectionDone()))
+        self.successResultOf(closed)
+        self.assertEqual(self.node.reactor.getDelayedCalls(), [])
+
+    def test_dropped_after_the_deadline(self):
+        """A connection whose client does not read is aborted CLOSE_TIMEOUT seconds later, not before."""
+        session = HttpSession(self.node, McpResource(self.node))
+        channel, transport = self.connection(session)
+        closed = session.close("ccx is stopping")
+        self.node.reactor.advance(CLOSE_TIMEOUT - 0.001)
+        self.assertFalse(transport.disconnected)
+        self.node.reactor.advance(0.001)
+        self.assertTrue(transport.disconnected)
+        channel.connectionLost(Failure(ConnectionDone()))
+        self.successResultOf(closed)
+
+    def test_nothing_to_flush(self):
+        """A session none of whose connections is open closes at once."""
+        session = HttpSession(self.node, McpResource(self.node))
+        channel, _ = self.connection(session)
+        channel.connectionLost(Failure(ConnectionDone()))
+        self.successResultOf(session.close("ccx is stopping"))
+        self.assertEqual(self.node.reactor.getDelayedCalls(), [])

@@ -143,7 +143,10 @@ class ProcessRegistry:
             # The service is stopping: nobody will list or attach to it, but
             # a connection still delivering its output gets it all first.
             if not self._delivering(process):
-                self._forget(process.process_id)
+                # Forgotten once everyone else waiting for its end (an MCP
+                # execute, whose answer carries its output) has had it: a
+                # callback added now runs after those already there.
+                process.ended.addCallback(self._forget_ended)
         elif not ran:
             self._forget(process.process_id)
         else:
@@ -181,6 +184,10 @@ class ProcessRegistry:
             )
             return
         self._forget(process_id)
+
+    def _forget_ended(self, process: ManagedProcess) -> ManagedProcess:
+        self._forget(process.process_id)
+        return process
 
     def _forget(self, process_id: str) -> None:
         self._forget_calls.pop(process_id, None)
