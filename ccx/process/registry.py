@@ -146,7 +146,7 @@ class ProcessRegistry:
                 # Forgotten once everyone else waiting for its end (an MCP
                 # execute, whose answer carries its output) has had it: a
                 # callback added now runs after those already there.
-                process.ended.addCallback(self._forget_ended)
+                process.ended.addBoth(self._forget_after, process.process_id)
         elif not ran:
             self._forget(process.process_id)
         else:
@@ -185,9 +185,9 @@ class ProcessRegistry:
             return
         self._forget(process_id)
 
-    def _forget_ended(self, process: ManagedProcess) -> ManagedProcess:
-        self._forget(process.process_id)
-        return process
+    def _forget_after(self, result: object, process_id: str) -> object:
+        self._forget(process_id)
+        return result
 
     def _forget(self, process_id: str) -> None:
         self._forget_calls.pop(process_id, None)
