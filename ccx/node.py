@@ -43,6 +43,9 @@ class Node:
             config.keep_finished,
             config.max_finished,
             config.held_output_bytes,
+            # A burst of one request per connection waits rather than
+            # being refused while the programs before it are started.
+            max_waiting=config.max_processes + config.max_connections,
         )
         self.launcher = Launcher(
             self.allow_list,

@@ -58,7 +58,9 @@ class Session:
         process, started = self._launcher.launch(
             spec, owner=self.session_id, check=self._check_argv
         )
-        if process.pid is not None:
+        # Kept unless it failed at once: one still waiting for its turn to
+        # start is cancelled with the connection as surely as a running one.
+        if not process.finished:
             self.started.append(process)
 
             def forget(result: object) -> object:

@@ -339,7 +339,7 @@ class Tools:
         cap = self._node.config.max_message_size // 16
         limit = min(r.offset("max_output_bytes", cap), cap)
         process, started = self._launch(spec, call)
-        if process.pid is None:
+        if process.finished:
             return started
         return Deferred.fromCoroutine(
             self._run_to_end(process, started, call, stdin_text, limit)

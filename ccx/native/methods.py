@@ -128,16 +128,16 @@ class NativeMethods:
         )
         session = self._session
         process, started = session.launch(spec)
-        if process.pid is None:
-            return started
-        subscription = session.subscribe(
-            process,
-            self._sink(process, spec.encoding),
-            blocking=spec.blocking,
-            first=ProcessStarted(process.process_id, process.pid, tuple(process.command.argv)),
-        )
 
         def running(_: object) -> dict:
+            # Subscribed once it runs (it may have waited for its turn, with
+            # no pid yet), before the reactor can read any of its output.
+            subscription = session.subscribe(
+                process,
+                self._sink(process, spec.encoding),
+                blocking=spec.blocking,
+                first=ProcessStarted(process.process_id, process.pid, tuple(process.command.argv)),
+            )
             call.after_reply(subscription.activate)
             return {
                 "status": "started",
@@ -146,11 +146,7 @@ class NativeMethods:
                 "pgid": process.pid,
             }
 
-        def failed(failure: Any) -> Any:
-            session.unsubscribe(process.process_id)
-            return failure
-
-        return started.addCallbacks(running, failed)
+        return started.addCallback(running)
 
     def control(self, params: Any, call: Call) -> dict:
         r = ParamReader(params, "control", ("type", "process_id"))

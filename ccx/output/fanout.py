@@ -65,6 +65,14 @@ class Subscription:
         """
         return self.active and not self.done
 
+    @property
+    def announcing(self) -> bool:
+        """
+        Whether it still has to tell its sink the announcement it was made
+        with (it is not activated yet).
+        """
+        return self._first is not None
+
     def activate(self) -> None:
         """
         Start delivering: first the announcement this subscription was made
@@ -410,10 +418,13 @@ class ProcessOutput:
         Each subscriber still gets L{OutputDropped} for what it had not
         read, then the completion (at once when it can take them, else
         when its consumer pumps it).  A subscription never activated has
-        been told nothing and is told nothing more.
+        been told nothing and is told nothing more, unless it is to announce
+        the program to its starter: the reply that made it (say a batch's,
+        whose other programs still wait their turn to start) promised the
+        rest, so it is told the same once activated.
         """
         for subscription in self.subscriptions:
-            if not subscription.active:
+            if not subscription.active and not subscription.announcing:
                 subscription.done = True
         store, self.store = self.store, None
         if store is not None:

@@ -106,8 +106,10 @@ class Launcher:
         @param check: called with the checked command before it is spawned;
             what it raises refuses the command.
         @return: the process, and a L{Deferred} that fires once the program
-            runs or fails with L{SpawnFailed}.  When the spawn failed at
-            once, the process has no C{pid}.
+            runs, or fails with L{SpawnFailed} (or the refusal of a program
+            that waited its turn to start: see L{ProcessRegistry.start}).
+            When the spawn failed at once, the process is already
+            C{finished}; until it runs, it has no C{pid}.
         @raise LimitReached: at the process limit.
         @raise InvalidCommand: for a malformed command.
         @raise NotAllowed: when the program is not allowed.

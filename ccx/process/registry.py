@@ -4,6 +4,7 @@ Every process the service knows, live or finished and still kept.
 
 import uuid
 from collections import Counter
+from functools import partial
 from typing import Callable, Dict, List, Optional
 
 from twisted.internet.defer import Deferred, DeferredList, succeed
@@ -14,8 +15,9 @@ from ccx.journal.record import Record
 from ccx.journal.statedir import StateDir
 from ccx.journal.store import ProgramJournal
 from ccx.output.budget import OutputBudget
-from ccx.process.managed import ManagedProcess, Spawner
-from ccx.process.errors import LimitReached, ProcessNotFound
+from ccx.process.managed import ManagedProcess, Spawner, State
+from ccx.process.errors import InvalidState, LimitReached, ProcessNotFound, SpawnFailed
+from ccx.process.pacing import SpawnPacer
 
 
 class ProcessRegistry:
@@ -32,9 +34,12 @@ class ProcessRegistry:
         many programs finish and however slowly clients read.
     @param held_output_bytes: the most output all processes together hold
         for their subscribers (see L{OutputBudget}).
+    @param max_waiting: how many programs may wait for their turn to start
+        (see L{SpawnPacer}); by default as many as may be live.
     @ivar held_output: that L{OutputBudget}.
     @ivar state_dir: the L{StateDir} keeping each process's record and
         journal (L{use_state_dir}), or L{None} for none.
+    @ivar pacer: the L{SpawnPacer} that starts them a few per reactor turn.
     """
 
     log = Logger()
@@ -46,6 +51,7 @@ class ProcessRegistry:
         keep_finished: float,
         max_finished: int = 64,
         held_output_bytes: int = 256 * 1024 * 1024,
+        max_waiting: Optional[int] = None,
     ) -> None:
         self._clock = clock
         self.max_processes = max_processes
@@ -63,6 +69,7 @@ class ProcessRegistry:
         self.on_spawned: Optional[Callable[[float], None]] = None
         self.state_dir: Optional[StateDir] = None
         self._journals: Dict[str, ProgramJournal] = {}
+        self.pacer = SpawnPacer(clock, max_processes if max_waiting is None else max_waiting)
 
     def use_state_dir(self, state_dir: StateDir) -> None:
         """
@@ -159,11 +166,40 @@ class ProcessRegistry:
 
     def start(self, process: ManagedProcess, spawner: Spawner) -> Deferred:
         """
-        Track a process and spawn it.
+        Track a process and spawn it, now or once its turn comes: a few
+        start in one reactor turn (L{SpawnPacer}), so that a burst of
+        requests cannot keep the reactor from reaping the programs that
+        already exited, which would count against the limit meanwhile.
 
-        @return: L{ManagedProcess.start}'s L{Deferred}.
-        @raise LimitReached: when no further process may start.
+        The limit is checked when the program's turn comes: one that waited
+        is refused only if C{max_processes} are live then.  Until then the
+        process is not tracked (it has no pid to show); a process
+        L{terminated <ManagedProcess.terminate>} while it waits never runs.
+
+        @return: a L{Deferred} that fires with the process once the program
+            runs, or fails with L{SpawnFailed} saying why it could not start,
+            or with the L{ProcessError} that refused it after it waited.
+        @raise LimitReached: when no further process may start, or too many
+            wait.
+        @raise SpawnFailed: when the service is stopping.
         """
+        self._check_running()
+        return self.pacer.submit(partial(self._spawn, process, spawner))
+
+    def _check_running(self) -> None:
+        """
+        @raise SpawnFailed: once the service is stopping: a program it
+            started now would outlive it.
+        """
+        if self._stopping:
+            raise SpawnFailed("ccx is stopping; the program was not started")
+
+    def _spawn(self, process: ManagedProcess, spawner: Spawner) -> Deferred:
+        self._check_running()
+        if process.outcome is State.CANCELLED:
+            # Terminated while it waited (its connection closed, its MCP
+            # request was cancelled): nobody wants it to run any more.
+            raise InvalidState(f"process {process.process_id!r} was cancelled before it started")
         self.check_capacity()
         process.output.budget = self.held_output
         self._keep_journal(process)
@@ -191,7 +227,10 @@ class ProcessRegistry:
             # The service is stopping: nobody will list or attach to it, but
             # a connection still delivering its output gets it all first.
             if not self._delivering(process):
-                self._forget(process.process_id)
+                # Forgotten once everyone else waiting for its end (an MCP
+                # execute, whose answer carries its output) has had it: a
+                # callback added now runs after those already there.
+                process.ended.addBoth(self._forget_after, process.process_id)
         elif not ran:
             self._forget(process.process_id)
         else:
@@ -229,6 +268,10 @@ class ProcessRegistry:
             )
             return
         self._forget(process_id)
+
+    def _forget_after(self, result: object, process_id: str) -> object:
+        self._forget(process_id)
+        return result
 
     def _forget(self, process_id: str) -> None:
         self._forget_calls.pop(process_id, None)
@@ -293,6 +336,8 @@ class ProcessRegistry:
         @return: a L{Deferred} that fires once every process has finished.
         """
         self._stopping = True
+        # Those still waiting for their turn are refused now, not after.
+        self.pacer.flush()
         waiting = []
         for process in self.live():
             process.terminate()
