@@ -11,7 +11,10 @@ Parts (each against a fresh service):
              separate process polls /health all along.  Reported: refusals
              (-32001), the most processes /health showed live, the most live
              (non-zombie) children of the service seen in /proc, and
-             /health's latency.
+             /health's latency: all along, and split by what the clients
+             were doing while a poll was waiting (connecting: 300
+             WebSocket handshakes at once; executing: from the go to the
+             last completion).
 
 Run it against another checkout with CCX_CHECKOUT=/path (the service comes
 from there, the client from here) to compare.
@@ -25,7 +28,7 @@ import multiprocessing
 import sys
 import threading
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from _report import percentile, print_report, rounded
 from _service import Service, check_python, raise_fd_limit, unwind_on_signals
@@ -118,17 +121,18 @@ def poll_health(port: int, interval: float, stop, started, results) -> None:
     after the first answer, and the latencies and the most processes it
     showed to C{results} at the end.
     """
-    latencies: List[float] = []
+    # (when it was sent, on the machine's monotonic clock, how long it took)
+    latencies: List[Tuple[float, float]] = []
     most = 0
     failures = 0
     while not stop.is_set():
-        began = time.perf_counter()
+        began = time.monotonic()
         try:
             connection = http.client.HTTPConnection(HOST, port, timeout=10)
             connection.request("GET", "/health")
             body = connection.getresponse().read()
             connection.close()
-            latencies.append(time.perf_counter() - began)
+            latencies.append((began, time.monotonic() - began))
             most = max(most, json.loads(body).get("processes", 0))
         except (OSError, ValueError, http.client.HTTPException):
             failures += 1
@@ -197,21 +201,40 @@ async def one_shot(client: AsyncClient, go: asyncio.Event, outcome: Dict[str, li
 
 
 async def bursts(service: ServiceProcess, args: argparse.Namespace) -> Dict[str, list]:
-    outcome: Dict[str, list] = {"times": [], "refused": [], "errors": [], "burst_s": []}
+    outcome: Dict[str, list] = {
+        "times": [], "refused": [], "errors": [], "burst_s": [], "connecting": [], "executing": []
+    }
     for _ in range(args.bursts):
+        connecting = time.monotonic()
         clients = await asyncio.gather(
             *(AsyncClient.connect(service.port, path="/ws") for _ in range(args.clients))
         )
+        outcome["connecting"].append((connecting, time.monotonic()))
         go = asyncio.Event()
         tasks = [asyncio.ensure_future(one_shot(c, go, outcome)) for c in clients]
         # Every task runs up to go.wait() before this one goes on.
         await asyncio.sleep(0)
         began = time.perf_counter()
+        executing = time.monotonic()
         go.set()
         await asyncio.gather(*tasks)
+        outcome["executing"].append((executing, time.monotonic()))
         outcome["burst_s"].append(time.perf_counter() - began)
         await settled(service)
     return outcome
+
+
+def during(polls: List[Tuple[float, float]], windows: List[Tuple[float, float]]) -> Optional[dict]:
+    """
+    The figures of the polls that were waiting for an answer at some time
+    inside one of C{windows}.
+    """
+    took = [
+        latency
+        for sent, latency in polls
+        if any(sent <= end and sent + latency >= start for start, end in windows)
+    ]
+    return latency_figures(took) if took else None
 
 
 def burst(args: argparse.Namespace) -> dict:
@@ -243,7 +266,8 @@ def burst(args: argparse.Namespace) -> dict:
                 poller.terminate()
                 poller.join()
             counter.join(5)
-    health = health or {"latencies": [0.0], "most_processes": None, "failures": -1}
+    health = health or {"latencies": [(0.0, 0.0)], "most_processes": None, "failures": -1}
+    polls = health["latencies"]
     return {
         "part": "burst",
         "clients": args.clients,
@@ -257,7 +281,9 @@ def burst(args: argparse.Namespace) -> dict:
         "client_ms": latency_figures(outcome["times"]) if outcome["times"] else None,
         "most_processes_health": health["most_processes"],
         "most_live_children": counter.most,
-        "health_ms": latency_figures(health["latencies"]),
+        "health_ms": latency_figures([took for _, took in polls]),
+        "health_connecting_ms": during(polls, outcome["connecting"]),
+        "health_executing_ms": during(polls, outcome["executing"]),
         "health_failures": health["failures"],
     }
 
@@ -285,6 +311,12 @@ def show(results: List[dict]) -> None:
                 ("[burst] /health", f"p50 {h['p50_ms']} ms, p99 {h['p99_ms']} ms, max "
                  f"{h['max_ms']} ms ({h['count']} polls, {r['health_failures']} failed)"),
             ]
+            for phase in ("connecting", "executing"):
+                p = r[f"health_{phase}_ms"]
+                if p:
+                    rows.append((f"[burst] /health while {phase}", f"p50 {p['p50_ms']} ms, "
+                                 f"p99 {p['p99_ms']} ms, max {p['max_ms']} ms "
+                                 f"({p['count']} polls)"))
             if r["client_ms"]:
                 c = r["client_ms"]
                 rows.append(("[burst] execute → completed", f"p50 {c['p50_ms']} ms, "

@@ -66,6 +66,13 @@ def parse_args() -> argparse.Namespace:
         help="record the service with py-spy into PREFIX-WORKLOAD.txt (collapsed "
         "stacks) and print its top functions",
     )
+    parser.add_argument(
+        "--journal",
+        choices=("on", "off"),
+        default="on",
+        help="keep the program's output in a journal on disk (a temporary state "
+        "dir), or run the service with --no-journal, to measure its cost (on)",
+    )
     parser.add_argument("--python", default=default_python(), help="python that runs ccx")
     return parser.parse_args()
 
@@ -128,7 +135,8 @@ def run_workload(args: argparse.Namespace, workload: str) -> dict:
     size = args.mib * MIB
     command = WORKLOADS[workload].format(size=size)
     check = StreamCheck(decode=args.client == "json", base64=args.encoding == "base64")
-    with Service(allow=["sh"], python=args.python) as service:
+    options = ["--no-journal"] if args.journal == "off" else []
+    with Service(allow=["sh"], options=options, python=args.python) as service:
         profiler = None
         if args.profile:
             profiler = Profiler(args.python, service.pid, f"{args.profile}-{workload}.txt")
@@ -157,6 +165,7 @@ def run_workload(args: argparse.Namespace, workload: str) -> dict:
         "workload": workload,
         "client": args.client,
         "encoding": args.encoding,
+        "journal": args.journal,
         "mib": args.mib,
         "seconds": rounded(elapsed, 3),
         "mib_per_s": rounded(size / MIB / elapsed, 1),

@@ -26,6 +26,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from ccx.journal.statedir import default_state_dir
 from ccx.tokenfile import TokenFileError, read_token_file
 
 DEFAULT_PORT = "tcp:8003:interface=127.0.0.1"
@@ -110,22 +111,6 @@ LOG_LEVELS = ("debug", "info", "warn", "error")
 CONTAINMENTS = ("auto", "cgroup", "process-group")
 
 
-def default_state_dir() -> str:
-    """
-    Where ccx keeps its state when C{--state-dir} is not given:
-    C{$STATE_DIRECTORY} (systemd's C{StateDirectory=}), else
-    C{$XDG_STATE_HOME/ccx}, else C{~/.local/state/ccx}.
-    """
-    systemd = os.environ.get("STATE_DIRECTORY")
-    if systemd:
-        # systemd lists one directory per StateDirectory= entry.
-        return systemd.split(":")[0]
-    xdg = os.environ.get("XDG_STATE_HOME")
-    if xdg and os.path.isabs(xdg):
-        return os.path.join(xdg, "ccx")
-    return os.path.join(os.path.expanduser("~"), ".local", "state", "ccx")
-
-
 class ConfigError(usage.UsageError):
     """
     The configuration cannot be used; the message says what to change.
@@ -166,7 +151,10 @@ class Config:
     http_session_idle: float = 120.0
     cwd: str = field(default_factory=os.getcwd)
     state_dir: str = field(default_factory=default_state_dir)
+    journal: bool = True
     durable: bool = False
+    journal_bytes: int = 64 * 1024 * 1024
+    journal_total_bytes: int = 1024 * 1024 * 1024
     containment: str = "auto"
     # allow_host parsed once, as check_host compares them: (name, port or None).
     host_names: Tuple[Tuple[str, Optional[int]], ...] = field(
@@ -270,8 +258,11 @@ _NUMBERS: Dict[str, type] = {
     "handshake_timeout": float,
     "max_http_sessions": int,
     "http_session_idle": float,
+    "journal_bytes": int,
+    "journal_total_bytes": int,
 }
 _LISTS = ("allow", "allow_origin", "allow_host", "allow_env", "deny_env", "pass_env")
+_FLAGS = ("journal",)
 _NAMES = {f.name for f in fields(Config)} - {"token", "log_format_given"} | {"token_file"}
 
 
@@ -343,16 +334,18 @@ def build_config(values: Dict[str, Any]) -> Config:
             settings[name] = tuple(value)
         elif name == "token_file":
             settings["token"] = _read_token(value)
-        elif name == "durable":
-            settings["durable"] = _boolean(name, value)
-        elif name == "state_dir":
-            if not str(value):
-                raise ConfigError("--state-dir must name a directory")
-            settings["state_dir"] = os.path.abspath(str(value))
+        elif name in _FLAGS or name == "durable":
+            if not isinstance(value, bool):
+                raise ConfigError(f"{name.replace('_', '-')} must be true or false")
+            settings[name] = value
         else:
             settings[name] = str(value)
     if "port" in settings:
         settings["port"] = endpoint_description(settings["port"])
+    if "state_dir" in settings:
+        if not settings["state_dir"]:
+            raise ConfigError("--state-dir must name a directory")
+        settings["state_dir"] = os.path.abspath(settings["state_dir"])
     _check_env_settings(settings)
     _check_origins(settings.get("allow_origin", ()))
     if "allow_host" in settings:
@@ -372,12 +365,6 @@ def build_config(values: Dict[str, Any]) -> Config:
     # Whether the port may listen without a token is judged from the address
     # it binds, when the service starts (check_listening).
     return Config(**settings)
-
-
-def _boolean(name: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    raise ConfigError(f"{name.replace('_', '-')} must be true or false")
 
 
 def _check_env_settings(settings: Dict[str, Any]) -> None:
@@ -519,6 +506,25 @@ class Options(usage.Options):
         ["max-http-sessions", None, None, "MCP sessions over HTTP at once [default: 64]."],
         ["http-session-idle", None, None, "Seconds an MCP HTTP session without an open stream lives idle [default: 120]."],
         [
+            "state-dir",
+            None,
+            None,
+            "Where programs' records and output journals are kept [default: "
+            "$STATE_DIRECTORY, else $XDG_STATE_HOME/ccx, else ~/.local/state/ccx].",
+        ],
+        [
+            "journal-bytes",
+            None,
+            None,
+            "Output journaled per program; past it the oldest goes [default: 67108864].",
+        ],
+        [
+            "journal-total-bytes",
+            None,
+            None,
+            "Output journaled by all programs together [default: 1073741824].",
+        ],
+        [
             "containment",
             None,
             None,
@@ -526,18 +532,16 @@ class Options(usage.Options):
             "fails at start where none can be written), process-group, or auto (a "
             "cgroup where one can be written) [default: auto].",
         ],
-        [
-            "state-dir",
-            None,
-            None,
-            "Where durable programs' records and journals, and the keeper's socket, are "
-            "kept [default: $STATE_DIRECTORY, else $XDG_STATE_HOME/ccx, else "
-            "~/.local/state/ccx].",
-        ],
     ]
 
     optFlags = [
         ["durable", None, "Start programs durable unless a client says otherwise."],
+        [
+            "no-journal",
+            None,
+            "Keep no journal and no records: output lives in memory only, and "
+            "nothing is written to the state dir.",
+        ],
     ]
 
     def __init__(self) -> None:
@@ -602,6 +606,9 @@ class Options(usage.Options):
             elif name == "durable":
                 if option:
                     values[name] = True
+            elif name in _FLAGS:
+                if self["no-" + name.replace("_", "-")]:
+                    values[name] = False
             elif option is not None:
                 values[name] = option
         self.config = build_config(values)

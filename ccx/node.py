@@ -46,6 +46,9 @@ class Node:
             config.keep_finished,
             config.max_finished,
             config.held_output_bytes,
+            # A burst of one request per connection waits rather than
+            # being refused while the programs before it are started.
+            max_waiting=config.max_processes + config.max_connections,
         )
         # The keeper of the state dir: started with the first durable program.
         self.keeper = KeeperLink(reactor, config.state_dir)

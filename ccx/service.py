@@ -12,8 +12,9 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import ILogObserver, Logger
 
-from ccx.config import Config, accepts_directly, check_listening
+from ccx.config import Config, ConfigError, accepts_directly, check_listening
 from ccx.fdlimit import RESERVE, open_file_limit, raise_open_file_limit
+from ccx.journal.statedir import StateDir, StateDirError
 from ccx.logs import make_observer
 from ccx.node import Node
 from ccx.web.port import PortService
@@ -40,6 +41,8 @@ class CCXService(MultiService):
         # Autobahn logs through txaio, whose level is global.
         txaio.set_global_log_level(config.log_level)
         self.node = Node(config, reactor)
+        if config.journal:
+            self._open_state_dir()
         self.site = build_site(self.node)
         endpoint = serverFromString(reactor, config.port)
         direct = accepts_directly(endpoint)
@@ -49,6 +52,22 @@ class CCXService(MultiService):
             check=lambda port: check_listening(config, port.getHost(), direct),
         )
         self.port_service.setServiceParent(self)
+
+    def _open_state_dir(self) -> None:
+        """
+        Keep records and journals in C{--state-dir}, and take up the finished
+        programs an earlier service left there.
+
+        @raise ConfigError: when it cannot be used.
+        """
+        config = self.config
+        try:
+            state_dir = StateDir(
+                config.state_dir, config.journal_bytes, config.journal_total_bytes
+            ).open()
+        except StateDirError as e:
+            raise ConfigError(f"--state-dir: {e}")
+        self.node.registry.use_state_dir(state_dir)
 
     def setServiceParent(self, parent: Any) -> None:
         """

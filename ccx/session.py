@@ -58,6 +58,8 @@ class Session:
         process, started = self._launcher.launch(
             spec, owner=self.session_id, check=self._check_argv
         )
+        # Kept unless it failed at once: one still waiting for its turn to
+        # start is cancelled with the connection as surely as a running one.
         if not process.finished:
             self.started.append(process)
 

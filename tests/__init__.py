@@ -1,9 +1,9 @@
 """
 ccx's tests.
 
-A service a test builds without a state dir of its own uses the default
-one (--state-dir): here a temporary directory for the whole run, never the
-user's own (~/.local/state/ccx), removed when the run ends.
+No test may write to the user's state dir: a service a test starts without
+naming one (twistd children inherit this environment) gets a directory of
+this test run's own, removed when it ends.
 """
 
 import atexit
@@ -12,6 +12,6 @@ import shutil
 import tempfile
 
 _STATE_HOME = tempfile.mkdtemp(prefix="ccx-tests-state-")
-os.environ.pop("STATE_DIRECTORY", None)
 os.environ["XDG_STATE_HOME"] = _STATE_HOME
+os.environ.pop("STATE_DIRECTORY", None)
 atexit.register(shutil.rmtree, _STATE_HOME, True)

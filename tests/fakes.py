@@ -190,6 +190,23 @@ class BindingReactor(MemoryReactor):
         return self.ports[-1]
 
 
+class TurnClock(Clock):
+    """
+    A L{Clock} that also runs one reactor turn at a time: L{turn} runs only
+    the calls due when it begins, as one iteration of a reactor does
+    (C{advance(0)} would also run the calls those schedule for now).
+    """
+
+    def turn(self) -> None:
+        due = [c for c in self.getDelayedCalls() if c.getTime() <= self.seconds()]
+        for call in due:
+            # An earlier call of this turn may have cancelled it.
+            if call.active():
+                self.calls.remove(call)
+                call.called = 1
+                call.func(*call.args, **call.kw)
+
+
 class FakeProcessTransport:
     """
     A process transport that records what is done to it.

@@ -191,9 +191,11 @@ class ServiceFixture:
             "allow": [program(name) for name in PROGRAMS],
             "kill_grace": 1.0,
             "keep_finished": 30.0,
-            # Never the user's own: each test's durable programs are its own.
+            # Records and journals in a directory of the test's own, removed
+            # after the service has stopped (cleanups run last first).
             "state_dir": os.path.abspath(testcase.mktemp()),
         }
+        testcase.addCleanup(shutil.rmtree, values["state_dir"], True)
         values.update(settings)
         self.config = build_config(values)
         self.service = CCXService(self.config, reactor)

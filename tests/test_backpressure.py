@@ -47,7 +47,7 @@ class BackPressureTests(TestCase):
 
     @inlineCallbacks
     def setUp(self):
-        self.ccx = yield ServiceFixture(self, buffer_bytes=BUFFER, kill_grace=0.5).start()
+        self.ccx = yield ServiceFixture(self, buffer_bytes=BUFFER, journal=False, kill_grace=0.5).start()
         self.client = yield self.ccx.connect()
         self.registry = self.ccx.service.node.registry
 
@@ -190,7 +190,7 @@ class EndingWhileHeldBackTests(TestCase):
 
     @inlineCallbacks
     def setUp(self):
-        self.ccx = yield ServiceFixture(self, buffer_bytes=BUFFER, kill_grace=0.5).start()
+        self.ccx = yield ServiceFixture(self, buffer_bytes=BUFFER, journal=False, kill_grace=0.5).start()
         self.registry = self.ccx.service.node.registry
 
     @inlineCallbacks

@@ -368,3 +368,19 @@ class RealCgroupTests(SynchronousTestCase):
         )
         self.assertEqual(error.missing, ["memory", "cpu", "pids"])
         self.assertFalse(os.path.exists(os.path.join(self.tree.base, "limited")))
+
+
+class RemoveCgroupsTests(SynchronousTestCase):
+    def test_killed_service(self) -> None:
+        """What a killed service left (a program still running in its cgroup) is ended and removed."""
+        from ccx.testing.cgroups import remove_cgroups
+
+        pid = 2**22 + 1  # above pid_max: no live service has it
+        tree = open_tree(pid=pid)
+        cgroup = tree.create("p1")
+        with cgroup.joined():
+            child = subprocess.Popen([program("sleep"), "300"])
+        self.assertEqual(cgroups_left(pid), [tree.base, cgroup.path])
+        remove_cgroups(pid)
+        self.assertEqual(cgroups_left(pid), [])
+        self.assertEqual(child.wait(), -signal.SIGKILL)

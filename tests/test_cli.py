@@ -345,7 +345,9 @@ class UsageTests(CLITestCase):
 
 class SmallBufferTests(CLITestCase):
     def settings(self):
-        return {"buffer_lines": 10}
+        # Output held in memory alone, so that the service no longer holds
+        # its start.
+        return {"buffer_lines": 10, "journal": False}
 
     @inlineCallbacks
     def test_attach_from_start_says_what_is_gone(self):
@@ -577,6 +579,10 @@ def until_listed(case, process_id, predicate, timeout=10.0):
 
 
 class ChildProcessTests(CLITestCase):
+    def settings(self):
+        # A slow reader holds a program back once its journal is full.
+        return {"journal_bytes": 1024 * 1024}
+
     @inlineCallbacks
     def test_ctrl_c_cancels(self):
         """Ctrl-C cancels the program and waits for it: nothing of its group is left; exit 130."""

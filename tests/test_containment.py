@@ -107,6 +107,8 @@ class CgroupContainmentTests(ContainedTestsMixin, TestCase):
         yield until(lambda: process.pid is not None)
         escapee = yield self.escapee_of(process)
         path = process.cgroup_path
+        # Recorded for the state dir, so that a later start can find it.
+        self.assertEqual(process.record().cgroup, path)
         self.assertEqual(sorted(os.listdir(os.path.dirname(path))).count(process.process_id), 1)
         self.assertIn(escapee, process.containment.members())
         process.cancel()

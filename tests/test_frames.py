@@ -184,7 +184,9 @@ class BinaryClientTests(TestCase):
 
     @inlineCallbacks
     def setUp(self):
-        self.ccx = yield ServiceFixture(self, buffer_bytes=256 * 1024, kill_grace=0.5).start()
+        self.ccx = yield ServiceFixture(
+            self, buffer_bytes=256 * 1024, journal_bytes=256 * 1024, kill_grace=0.5
+        ).start()
         self.client = yield self.ccx.connect(path="/ws")
 
     @inlineCallbacks

@@ -983,3 +983,65 @@ class ReadTextTests(TestCase):
         self.assertEqual(read_text(buffer, 0, 4), (0, "é", 2))
         self.assertEqual(read_text(buffer, 2, 2), (2, "", 2))
         self.assertEqual(read_text(buffer, 2, 3), (2, "€", 5))
+
+
+def cut_server_connections(port: int) -> int:
+    """
+    Drop every server-side connection of the service on C{port} the way the
+    reactor does when it stops (C{disconnectAll}): what Twisted still holds
+    for them is never sent.
+
+    @return: how many were dropped.
+    """
+    from twisted.internet import main, tcp
+    from twisted.python.failure import Failure
+
+    cut = 0
+    for selectable in set(reactor.getReaders()) | set(reactor.getWriters()):
+        if isinstance(selectable, tcp.Server) and selectable.getHost().port == port:
+            reactor.removeReader(selectable)
+            reactor.removeWriter(selectable)
+            selectable.connectionLost(Failure(main.CONNECTION_LOST))
+            cut += 1
+    return cut
+
+
+class HttpShutdownTests(HttpTestCase):
+    """
+    When the service stops, MCP clients over HTTP get their calls' last
+    progress and answers and their event streams end cleanly, before the
+    reactor stops (which cuts whatever connection is left).
+    """
+
+    @inlineCallbacks
+    def test_answers_flushed_before_the_reactor_stops(self):
+        """stopService fires only once the answer (the program cancelled) and the end of the event stream were sent."""
+        yield self.start()
+        session_id, _ = yield self.initialize()
+        stream = yield self.http.get(self.url, headers=self.headers(session_id, accept="text/event-stream"))
+        events = EventReader()
+        stream_body = treq.collect(stream, events)
+        response = yield self.post(
+            tool_call(7, "execute", {"command": ["sh", "-c", "echo hi; exec sleep 1000"]}, token=1),
+            session_id,
+        )
+        answer = EventReader()
+        answer_body = treq.collect(response, answer)
+        started = yield answer.wait_for(lambda m: m.get("method") == "notifications/progress")
+        self.ccx.groups.append(int(re.search(r"pid (\d+)", started["params"]["message"]).group(1)))
+        # Its output has been read: the answer must carry it.
+        yield answer.wait_for(
+            lambda m: m.get("method") == "notifications/progress"
+            and m["params"]["message"].startswith("hi")
+        )
+        stopped = self.ccx.service.stopService()
+        # As the reactor would once the service has stopped.
+        stopped.addCallback(lambda _: cut_server_connections(self.ccx.port))
+        cut = yield stopped
+        self.assertEqual(cut, 0, "connections left for the reactor to cut")
+        yield answer_body
+        [result] = [m for m in answer.messages if m.get("id") == 7]
+        self.assertEqual(result["result"]["structuredContent"]["status"], "cancelled")
+        self.assertEqual(result["result"]["structuredContent"]["stdout"], "hi\n")
+        yield stream_body
+        self.assertTrue(events.raw.startswith(b": ccx event stream\n\n"))

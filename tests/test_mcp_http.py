@@ -7,18 +7,24 @@ the same service end to end.
 """
 
 import json
-from typing import Any, Optional
+from typing import Any, Optional, Tuple
 from urllib.parse import urlencode
 
 from treq.testing import StubTreq
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import inlineCallbacks
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.error import ConnectionDone
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
+from twisted.web.server import Request
 
 from ccx.config import ConfigError, build_config
 from ccx.node import Node
 from ccx.web.access import AccessDenied, check_host
+from ccx.web.channel import ClientChannel
+from ccx.web.mcp_http import HttpSession, McpResource
+from ccx.web.websocket import CLOSE_TIMEOUT
 from ccx.web.site import build_site
 from tests.test_mcp import ORIGIN, TOKEN, initialize_params, mcp_headers, request
 
@@ -41,10 +47,17 @@ class McpHttpTestCase(TestCase):
                 "allow_origin": [ORIGIN],
                 "allow": [],
                 "token_file": token_file,
+                **self.settings(),
             }
         )
         self.node = Node(config, MemoryReactorClock())
         self.http = StubTreq(build_site(self.node).resource)
+
+    def settings(self) -> dict:
+        """
+        Settings beyond those every test here has.
+        """
+        return {}
 
     def headers(self, session_id: Optional[str] = None, **options: Any) -> dict:
         return mcp_headers(session_id, **options)
@@ -370,3 +383,111 @@ class SessionIdleTests(McpHttpTestCase):
         self.assertEqual(stream.code, 200)
         clock.advance(self.node.config.http_session_idle * 10)
         self.assertEqual(len(self.node.connections), 1)
+
+
+class RateLimitTests(McpHttpTestCase):
+    """
+    C{--max-requests} holds for an MCP session over HTTP, each POST one
+    message: the limit's worth is answered, one more is refused; the clock
+    (the node's) stands still unless the test moves it.
+    """
+
+    def settings(self) -> dict:
+        return {"max_requests": 5}
+
+    @inlineCallbacks
+    def ping(self, session_id: str, request_id: int) -> Any:
+        """
+        Fire with the error code of one ping (L{None} when answered).
+        """
+        response = yield self.post(request(request_id, "ping"), session_id)
+        self.assertEqual(response.code, 200)
+        body = yield response.json()
+        self.assertEqual(body["id"], request_id)
+        return body.get("error", {}).get("code")
+
+    @inlineCallbacks
+    def test_limit_holds(self):
+        """initialize, initialized and 3 pings (5 messages) are answered; the 6th gets -32001, and one more once a token came back."""
+        session_id = yield self.initialize()
+        codes = []
+        for n in range(3):
+            codes.append((yield self.ping(session_id, 10 + n)))
+        self.assertEqual(codes, [None] * 3)
+        response = yield self.post(request(20, "ping"), session_id)
+        self.assertEqual(response.code, 200)
+        error = (yield response.json())["error"]
+        self.assertEqual(error["code"], -32001)
+        self.assertIn("more than 5 requests per second", error["message"])
+        # A token comes back every 0.2 s: not yet at 0.19 s.
+        self.node.reactor.advance(0.19)
+        self.assertEqual((yield self.ping(session_id, 21)), -32001)
+        self.node.reactor.advance(0.2)
+        self.assertIsNone((yield self.ping(session_id, 22)))
+        self.assertEqual((yield self.ping(session_id, 23)), -32001)
+
+    @inlineCallbacks
+    def test_per_session(self):
+        """Each session has its own allowance: another is answered while the first is refused."""
+        first = yield self.initialize()
+        for n in range(3):
+            yield self.ping(first, n)
+        self.assertEqual((yield self.ping(first, 3)), -32001)
+        second = yield self.initialize()
+        self.assertIsNone((yield self.ping(second, 4)))
+
+
+class StopTests(McpHttpTestCase):
+    """
+    At stop, a session closes the connections its requests came on once
+    what was written to them is sent, or drops them after CLOSE_TIMEOUT.
+    """
+
+    def connection(self, session: HttpSession) -> Tuple[ClientChannel, StringTransport]:
+        """
+        A connection a request of C{session} came on.
+        """
+        channel = ClientChannel()
+        channel.site = build_site(self.node)
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        request = Request(channel)
+        session.track(request)
+        return channel, transport
+
+    def test_closed_once_sent(self):
+        """close asks each connection to close after its pending data, and fires once all are closed."""
+        session = HttpSession(self.node, McpResource(self.node))
+        (first, first_transport), (second, second_transport) = (
+            self.connection(session),
+            self.connection(session),
+        )
+        closed = session.close("ccx is stopping")
+        self.assertTrue(session.closed)
+        self.assertTrue(first_transport.disconnecting and second_transport.disconnecting)
+        self.assertNoResult(closed)
+        first.connectionLost(Failure(ConnectionDone()))
+        self.assertNoResult(closed)
+        second.connectionLost(Failure(ConnectionDone()))
+        self.successResultOf(closed)
+        self.assertEqual(self.node.reactor.getDelayedCalls(), [])
+
+    def test_dropped_after_the_deadline(self):
+        """A connection whose client does not read is aborted CLOSE_TIMEOUT seconds later, not before."""
+        session = HttpSession(self.node, McpResource(self.node))
+        channel, transport = self.connection(session)
+        closed = session.close("ccx is stopping")
+        self.node.reactor.advance(CLOSE_TIMEOUT - 0.001)
+        self.assertFalse(transport.disconnected)
+        self.node.reactor.advance(0.001)
+        self.assertTrue(transport.disconnected)
+        channel.connectionLost(Failure(ConnectionDone()))
+        self.successResultOf(closed)
+
+    def test_nothing_to_flush(self):
+        """A session none of whose connections is open closes at once."""
+        session = HttpSession(self.node, McpResource(self.node))
+        channel, _ = self.connection(session)
+        channel.connectionLost(Failure(ConnectionDone()))
+        self.successResultOf(session.close("ccx is stopping"))
+        self.assertEqual(self.node.reactor.getDelayedCalls(), [])

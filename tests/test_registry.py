@@ -4,15 +4,19 @@ fakes (see L{tests.test_managed}) and a L{Clock}.
 """
 
 import signal
+from typing import List
 
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from ccx.output.events import ProcessStarted
+from ccx.process.managed import State
 from ccx.process.registry import ProcessRegistry
-from ccx.process.errors import LimitReached, ProcessError, SpawnFailed
+from ccx.process.errors import InvalidState, LimitReached, ProcessError, SpawnFailed
+from ccx.process.group import GroupContainment
 from ccx.rpc.errors import LIMIT_EXCEEDED, PROCESS_NOT_FOUND, rpc_error
 from tests.fakes import FakeSink
-from tests.fakes import FakeSpawner, Harness
+from tests.fakes import PID, FakeSpawner, Harness, TurnClock
 
 
 class RegistryTests(SynchronousTestCase):
@@ -320,3 +324,138 @@ class MaxFinishedTests(SynchronousTestCase):
         fast.finish(0)
         self.assertEqual(sink.methods(), ["process.dropped", "process.completed"])
         self.assertEqual(slow.process.output.subscriptions, [])
+
+
+    def test_forgotten_before_its_reply(self) -> None:
+        """A subscription made for a reply not sent yet (a batch still starting others) gets the drop and the completion once activated, though max_finished forgot its process."""
+        clock = Clock()
+        registry = ProcessRegistry(clock, max_processes=10, keep_finished=30.0, max_finished=1)
+        early = Harness("early", clock=clock, start=False)
+        early.start(registry)
+        early.run()
+        sink = FakeSink()
+        subscription = early.process.output.subscribe(
+            sink, blocking=True, first=ProcessStarted("early", PID, ("prog",))
+        )
+        early.process.childDataReceived(1, b"lost")
+        early.finish(0)
+        later = Harness("later", clock=clock, start=False)
+        later.start(registry)
+        later.run()
+        later.finish(0)
+        self.assertIsNone(registry.find("early"))
+        self.assertEqual(sink.methods(), [])
+        subscription.activate()
+        self.assertEqual(
+            sink.methods(), ["process.started", "process.dropped", "process.completed"]
+        )
+        self.assertTrue(subscription.done)
+
+
+class PacedStartTests(SynchronousTestCase):
+    """
+    A burst of starts: a few spawn per reactor turn, the rest wait their
+    turn, and the limit is judged when each one's turn comes.
+    """
+
+    def setUp(self) -> None:
+        self.clock = TurnClock()
+        self.registry = ProcessRegistry(
+            self.clock, max_processes=5, keep_finished=30.0, max_waiting=3
+        )
+        self.assertEqual(self.registry.pacer.per_turn, 4)
+
+    def burst(self, count: int) -> List[Harness]:
+        """
+        C{count} processes asked for in one turn.
+        """
+        harnesses = []
+        for n in range(count):
+            h = Harness(f"p{n}", clock=self.clock, start=False)
+            h.start(self.registry)
+            harnesses.append(h)
+        return harnesses
+
+    def spawned(self, h: Harness) -> bool:
+        """
+        Whether C{h} was spawned; if so, its fakes are swapped in and it runs.
+        """
+        if h.spawner.transport is None:
+            return False
+        h.transport = h.spawner.transport
+        h.process.containment = GroupContainment(h.group)
+        if h.process.state == State.STARTING:
+            h.run()
+        return True
+
+    def test_waiting_ones_start_once_the_first_ended(self) -> None:
+        """Past the limit within one turn, the last wait; the first end meanwhile, and none is refused."""
+        harnesses = self.burst(6)
+        self.assertEqual([self.spawned(h) for h in harnesses], [True] * 4 + [False] * 2)
+        self.assertEqual(self.registry.live_count, 4)
+        self.assertIsNone(self.registry.find("p4"))
+        self.assertEqual(self.registry.pacer.waiting, 2)
+        for h in harnesses[:4]:
+            self.assertIs(self.successResultOf(h.started), h.process)
+            h.finish(0)
+        self.assertEqual(self.registry.live_count, 0)
+        self.clock.turn()
+        for h in harnesses[4:]:
+            self.assertTrue(self.spawned(h))
+            self.assertIs(self.successResultOf(h.started), h.process)
+            self.assertIs(self.registry.find(h.process.process_id), h.process)
+        self.assertEqual(self.registry.live_count, 2)
+
+    def test_limit_judged_at_its_turn(self) -> None:
+        """A waiting one starts if fewer than max_processes are live at its turn; the next, at the limit, gets -32001."""
+        harnesses = self.burst(6)
+        for h in harnesses[:4]:
+            self.spawned(h)
+        self.clock.turn()
+        fifth, sixth = harnesses[4:]
+        self.assertTrue(self.spawned(fifth))
+        self.assertIs(self.successResultOf(fifth.started), fifth.process)
+        self.assertEqual(self.registry.live_count, 5)
+        self.assertFalse(self.spawned(sixth))
+        error = rpc_error(self.failureResultOf(sixth.started, ProcessError).value)
+        self.assertEqual(error.code, LIMIT_EXCEEDED)
+        self.assertIn("--max-processes 5", error.message)
+        self.assertIsNone(self.registry.find("p5"))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_max_waiting(self) -> None:
+        """max_waiting may wait; one more is refused at once with -32001."""
+        self.burst(4 + 3)
+        h = Harness("extra", clock=self.clock, start=False)
+        error = rpc_error(self.assertRaises(ProcessError, h.start, self.registry))
+        self.assertEqual(error.code, LIMIT_EXCEEDED)
+        self.assertEqual(h.spawner.commands, [])
+
+    def test_cancelled_while_waiting_never_runs(self) -> None:
+        """A process terminated while it waits (its connection closed) is never spawned."""
+        harnesses = self.burst(5)
+        waiting = harnesses[4]
+        waiting.process.terminate()
+        self.clock.turn()
+        self.assertEqual(waiting.spawner.commands, [])
+        self.failureResultOf(waiting.started, InvalidState)
+        self.assertIsNone(self.registry.find("p4"))
+        self.assertEqual(self.registry.live_count, 4)
+
+    def test_shutdown_refuses_the_waiting(self) -> None:
+        """Shutdown refuses at once those waiting, and any start after it; none is spawned."""
+        harnesses = self.burst(5)
+        for h in harnesses[:4]:
+            self.spawned(h)
+        d = self.registry.shutdown()
+        failure = self.failureResultOf(harnesses[4].started, SpawnFailed)
+        self.assertIn("ccx is stopping", failure.value.message)
+        self.assertEqual(harnesses[4].spawner.commands, [])
+        late = Harness("late", clock=self.clock, start=False)
+        self.assertRaises(SpawnFailed, late.start, self.registry)
+        self.assertEqual(late.spawner.commands, [])
+        for h in harnesses[:4]:
+            h.finish(None, signal.SIGTERM)
+        self.assertIsNone(self.successResultOf(d))
+        self.clock.advance(60)
+        self.assertEqual(self.clock.getDelayedCalls(), [])

@@ -131,21 +131,15 @@ class NativeMethods:
         )
         session = self._session
         process, started = session.launch(spec)
-        if process.finished:
-            return started
 
         def running(_: object) -> dict:
-            # Subscribed once the program runs (its pid known; at once for
-            # a program ccx spawns itself, when the keeper answers for a
-            # durable one), from offset 0: nothing of it can be missed.
+            # Subscribed once it runs (it may have waited for its turn, with
+            # no pid yet), before the reactor can read any of its output.
             subscription = session.subscribe(
                 process,
                 self._sink(process, spec.encoding),
                 blocking=spec.blocking,
-                offsets={"stdout": 0, "stderr": 0},
-                first=ProcessStarted(
-                    process.process_id, process.pid, tuple(process.command.argv)
-                ),
+                first=ProcessStarted(process.process_id, process.pid, tuple(process.command.argv)),
             )
             call.after_reply(subscription.activate)
             return {

@@ -284,6 +284,8 @@ def process_entry(process: Any) -> Dict[str, Any]:
     entry["dropped_bytes"] = output.dropped_bytes
     entry["subscribers"] = len(output.subscriptions)
     entry["encoding"] = process.options.encoding
+    if output.store_error is not None:
+        entry["journal_error"] = output.store_error
     # What all of its processes used, from its cgroup (null without one;
     # memory only where the memory controller is enabled).
     usage = process.usage()

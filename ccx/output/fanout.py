@@ -8,7 +8,7 @@ point where back-pressure from the slowest blocking subscriber reaches the
 program.
 """
 
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from twisted.logger import Logger
 
@@ -22,7 +22,7 @@ from ccx.output.events import (
     ProcessStarted,
     StateChanged,
 )
-from ccx.output.interfaces import IOutputSink, IReadControl
+from ccx.output.interfaces import IOutputSink, IOutputStore, IReadControl
 
 # The most bytes one chunk carries: it bounds one event (a sink may ask for
 # less, IOutputSink.max_chunk).
@@ -65,6 +65,14 @@ class Subscription:
         """
         return self.active and not self.done
 
+    @property
+    def announcing(self) -> bool:
+        """
+        Whether it still has to tell its sink the announcement it was made
+        with (it is not activated yet).
+        """
+        return self._first is not None
+
     def activate(self) -> None:
         """
         Start delivering: first the announcement this subscription was made
@@ -99,15 +107,21 @@ class Subscription:
             for name in STREAMS:
                 buffer = streams[name]
                 cursor = self.cursors[name]
-                if cursor < buffer.start:
-                    sink.dropped(
-                        OutputDropped(process_id, name, cursor, buffer.start - cursor)
-                    )
-                    cursor = self.cursors[name] = buffer.start
+                held = output.next_held(name, cursor)
+                if cursor < held:
+                    sink.dropped(OutputDropped(process_id, name, cursor, held - cursor))
+                    cursor = self.cursors[name] = held
                     moved = True
                 if cursor >= buffer.end:
                     continue
-                first, data, when = buffer.read(cursor, max_chunk)
+                first, data, when = output.read(name, cursor, max_chunk)
+                if first > cursor:
+                    # Lost while being read (the journal failed).
+                    sink.dropped(OutputDropped(process_id, name, cursor, first - cursor))
+                    self.cursors[name] = first
+                    moved = True
+                    if not sink.writable:
+                        break
                 final = buffer.closed and first + len(data) == buffer.end
                 taken = sink.output(OutputChunk(process_id, name, first, data, when, final))
                 if taken:
@@ -136,6 +150,10 @@ class ProcessOutput:
     @ivar completion: how the process ended, once known.
     @ivar budget: the service's L{OutputBudget}, told how much this output
         holds, which may release it once the process is over.
+    @ivar store: where the output is kept beyond the buffers (the journal),
+        or L{None}: while it keeps every byte, the buffers are its cache.
+    @ivar store_error: why the store stopped keeping output, if it did:
+        the program goes on with the buffers alone.
     """
 
     log = Logger()
@@ -158,6 +176,106 @@ class ProcessOutput:
         self._released = False
         self.budget: Optional[OutputBudget] = None
         self._held = 0
+        self.store: Optional[IOutputStore] = None
+        self.store_error: Optional[str] = None
+
+    def set_store(self, store: Optional[IOutputStore]) -> None:
+        """
+        Keep the output in C{store} too, from the start of each stream.
+        """
+        self.store = store
+        self.store_error = None
+        if store is not None:
+            store.on_evicted = self._store_evicted
+
+    def restore(self, store: IOutputStore, lengths: Dict[str, int], dropped: int) -> None:
+        """
+        Stand for the output of a process that ran before this service:
+        nothing in memory, C{store} holding what it still has of streams
+        C{lengths} long.
+        """
+        self.set_store(store)
+        self.dropped_bytes = dropped
+        for name, buffer in self.streams.items():
+            buffer.start = buffer.end = max(lengths.get(name, 0), store.end(name))
+
+    @property
+    def journaling(self) -> bool:
+        """
+        Whether the store holds every byte read so far (and has not failed).
+        """
+        return self.store is not None and self.store_error is None
+
+    def _store_failed(self, error: OSError, doing: str) -> None:
+        self.store_error = f"journal {doing} failed: {error.strerror or error}"
+        self.log.error(
+            "process {process_id}: {error}; its output is held in memory only from now on",
+            process_id=self.process_id,
+            error=self.store_error,
+        )
+
+    def _store_evicted(self, stream: str, start: int, end: int) -> None:
+        """
+        The store evicted C{[start, end)} of C{stream}: what the buffer does
+        not hold of it is lost.  (Its subscribers learn it when next pumped.)
+        """
+        self._count_dropped(
+            stream, start, min(end, self.streams[stream].start), live=self.completion is None
+        )
+
+    def _count_lost(self, stream: str, start: int, end: int, live: bool = True) -> None:
+        """
+        The buffer evicted C{[start, end)} of C{stream}: count what the store
+        does not hold of it.
+        """
+        store = self.store
+        if store is None:
+            self._count_dropped(stream, start, end, live)
+            return
+        kept_from, kept_to = store.start(stream), store.end(stream)
+        if start < kept_from:
+            self._count_dropped(stream, start, min(end, kept_from), live)
+        if end > kept_to:
+            self._count_dropped(stream, max(start, kept_to), end, live)
+
+    def next_held(self, stream: str, offset: int) -> int:
+        """
+        The first offset at or after C{offset} still held, in the buffer or
+        the store (the stream's end when none is).
+        """
+        buffer = self.streams[stream]
+        if offset >= buffer.start:
+            return offset
+        store = self.store
+        if store is not None:
+            kept_from, kept_to = store.start(stream), store.end(stream)
+            if kept_from <= offset < kept_to:
+                return offset
+            if offset < kept_from < kept_to:
+                return min(kept_from, buffer.start)
+        return buffer.start
+
+    def read(self, stream: str, offset: int, max_bytes: int) -> Tuple[int, bytes, float]:
+        """
+        Read from C{offset} on, from the buffer, or from the store for what
+        the buffer no longer holds.
+
+        @return: as L{StreamBuffer.read}.
+        """
+        buffer = self.streams[stream]
+        store = self.store
+        if offset < buffer.start and store is not None:
+            try:
+                first, data, when = store.read(
+                    stream, offset, min(max_bytes, buffer.start - offset)
+                )
+            except OSError as e:
+                self._store_failed(e, "reading")
+                self.store = None
+            else:
+                if data:
+                    return first, data, when
+        return buffer.read(offset, max_bytes)
 
     @property
     def reading_paused(self) -> bool:
@@ -177,6 +295,11 @@ class ProcessOutput:
         Take bytes read from one of the program's pipes.
         """
         self.streams[stream].append(data, when)
+        if self.journaling:
+            try:
+                self.store.append(stream, data, when)
+            except OSError as e:
+                self._store_failed(e, "writing")
         self.pump_all()
 
     def end_stream(self, stream: str) -> None:
@@ -191,6 +314,8 @@ class ProcessOutput:
         for buffer in self.streams.values():
             buffer.close()
         self.completion = completion
+        if self.store is not None:
+            self.store.finish()
         self.pump_all()
         if self.budget is not None:
             self.budget.finished(self)
@@ -209,7 +334,7 @@ class ProcessOutput:
             byte held.
         @param first: the event to tell before any output.
         """
-        cursors = {name: buffer.start for name, buffer in self.streams.items()}
+        cursors = {name: self.next_held(name, 0) for name in self.streams}
         if offsets:
             cursors.update(offsets)
         subscription = Subscription(self, sink, blocking, cursors, first)
@@ -281,6 +406,9 @@ class ProcessOutput:
             subscription.done = True
         self.subscriptions = []
         self._reader = None
+        if self.store is not None:
+            self.store.close()
+            self.store = None
         self.streams = {name: StreamBuffer(0, 0) for name in STREAMS}
         self._forget_budget()
 
@@ -290,11 +418,22 @@ class ProcessOutput:
         Each subscriber still gets L{OutputDropped} for what it had not
         read, then the completion (at once when it can take them, else
         when its consumer pumps it).  A subscription never activated has
-        been told nothing and is told nothing more.
+        been told nothing and is told nothing more, unless it is to announce
+        the program to its starter: the reply that made it (say a batch's,
+        whose other programs still wait their turn to start) promised the
+        rest, so it is told the same once activated.
         """
         for subscription in self.subscriptions:
-            if not subscription.active:
+            if not subscription.active and not subscription.announcing:
                 subscription.done = True
+        store, self.store = self.store, None
+        if store is not None:
+            # What only the store held goes with it.
+            store.close()
+            for name, buffer in self.streams.items():
+                self._count_dropped(
+                    name, store.start(name), min(store.end(name), buffer.start), live=False
+                )
         for name, buffer in self.streams.items():
             buffer.max_bytes = buffer.max_lines = 0
             evicted_from = buffer.start
@@ -321,7 +460,7 @@ class ProcessOutput:
             taken = buffer.release_oldest(size - released)
             if not taken:
                 break
-            self._count_dropped(name, evicted_from, buffer.start, live=False)
+            self._count_lost(name, evicted_from, buffer.start, live=False)
             released += taken
         self._account()
         return released
@@ -360,20 +499,17 @@ class ProcessOutput:
         cursors = [s.cursors[stream] for s in self.subscriptions if s.blocking]
         if cursors:
             return min(cursors)
-        return None if self._released else self.streams[stream].start
+        if self._released:
+            return None
+        if self.journaling:
+            return self.store.start(stream)
+        return self.streams[stream].start
 
     def _rebalance(self) -> None:
-        full = False
-        for name, buffer in self.streams.items():
-            keep_from = self._keep_from(name)
-            if (
-                buffer.held_bytes > buffer.max_bytes or buffer.held_lines > buffer.max_lines
-            ) and (keep_from is None or keep_from > buffer.start):
-                evicted_from = buffer.start
-                if buffer.evict(keep_from):
-                    self._count_dropped(name, evicted_from, buffer.start)
-            if keep_from is not None and buffer.is_full(keep_from):
-                full = True
+        if self.journaling:
+            full = self._rebalance_journaled()
+        else:
+            full = self._rebalance_buffers()
         self._account()
         reader = self._reader
         if reader is None:
@@ -384,6 +520,43 @@ class ProcessOutput:
         elif not full and self._reading_paused:
             self._reading_paused = False
             reader.resumeProducing()
+
+    def _rebalance_journaled(self) -> bool:
+        """
+        The store holds everything: the buffers are a cache that evicts
+        freely, and the store's limits (and pins) decide what is lost and
+        when the pipes stop being read.
+
+        @return: whether the pipes must stop being read.
+        """
+        store = self.store
+        for name, buffer in self.streams.items():
+            store.pin(name, self._keep_from(name))
+            if buffer.held_bytes > buffer.max_bytes or buffer.held_lines > buffer.max_lines:
+                evicted_from = buffer.start
+                if buffer.evict():
+                    self._count_lost(name, evicted_from, buffer.start)
+        store.trim()
+        return store.is_full()
+
+    def _rebalance_buffers(self) -> bool:
+        """
+        The buffers alone hold the output (no store, or a failed one).
+
+        @return: whether the pipes must stop being read.
+        """
+        full = False
+        for name, buffer in self.streams.items():
+            keep_from = self._keep_from(name)
+            if (
+                buffer.held_bytes > buffer.max_bytes or buffer.held_lines > buffer.max_lines
+            ) and (keep_from is None or keep_from > buffer.start):
+                evicted_from = buffer.start
+                if buffer.evict(keep_from):
+                    self._count_lost(name, evicted_from, buffer.start)
+            if keep_from is not None and buffer.is_full(keep_from):
+                full = True
+        return full
 
     def _count_dropped(self, stream: str, start: int, end: int, live: bool = True) -> None:
         """

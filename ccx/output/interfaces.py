@@ -81,3 +81,70 @@ class IReadControl(Interface):
         """
         Read the program's output again.
         """
+
+
+class IOutputStore(Interface):
+    """
+    Where a process's output is kept beyond its memory buffer (the journal
+    on disk): appended to as it is read, read back by offset.  The memory
+    buffer is then a cache of it, and only what it no longer holds is lost.
+    Each stream holds bytes C{[start, end)}.
+    """
+
+    on_evicted = Attribute(
+        "Called with (stream, start, end) for each range the store evicts "
+        "(to keep within its limits), or None."
+    )
+
+    def start(stream: str) -> int:
+        """
+        The offset of the oldest byte held.
+        """
+
+    def end(stream: str) -> int:
+        """
+        The offset just after the newest byte held.
+        """
+
+    def append(stream: str, data: bytes, when: float) -> None:
+        """
+        Keep bytes read at C{when}, at the end of C{stream}; evict what the
+        limits require.
+
+        @raise OSError: when they could not be kept (disk full, an I/O
+            error): C{end} says how many were.
+        """
+
+    def read(stream: str, offset: int, max_bytes: int) -> tuple:
+        """
+        Read held bytes from C{offset} on.
+
+        @return: C{(first, data, time)}, as L{ccx.output.buffer.StreamBuffer.read}.
+        @raise OSError: when they cannot be read.
+        """
+
+    def pin(stream: str, keep_from: object) -> None:
+        """
+        Never evict bytes at or after C{keep_from} (an offset, or None for
+        no such limit): a blocking subscriber has not read them.
+        """
+
+    def trim() -> None:
+        """
+        Evict what the limits require now.
+        """
+
+    def is_full() -> bool:
+        """
+        Whether the store is at its limit with nothing it may evict.
+        """
+
+    def finish() -> None:
+        """
+        Nothing more will be appended.
+        """
+
+    def close() -> None:
+        """
+        The store is no longer used by this service (what it holds stays).
+        """

@@ -85,7 +85,6 @@ class Launcher:
     What starting a program needs, and nothing more: the allow-list, the
     registry, the reactor and the settings.
 
-    @ivar spawn: how to spawn (L{ccx.process.spawner.spawn}).
     @ivar spawn_durable: how to spawn a durable program (the keeper's
         L{ccx.durable.link.KeeperLink.spawn}), or L{None} where there is
         no keeper.
@@ -119,8 +118,10 @@ class Launcher:
         @param check: called with the checked command before it is spawned;
             what it raises refuses the command.
         @return: the process, and a L{Deferred} that fires once the program
-            runs or fails with L{SpawnFailed}.  When the spawn failed at
-            once, the process is already finished.
+            runs, or fails with L{SpawnFailed} (or the refusal of a program
+            that waited its turn to start: see L{ProcessRegistry.start}).
+            When the spawn failed at once, the process is already
+            C{finished}; until it runs, it has no C{pid}.
         @raise LimitReached: at the process limit.
         @raise InvalidCommand: for a malformed command.
         @raise NotAllowed: when the program is not allowed.

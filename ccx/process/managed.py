@@ -16,9 +16,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ccx.journal.record import Record
 from ccx.output.events import Completion, StateChanged
 from ccx.output.fanout import ProcessOutput
-from ccx.output.interfaces import IReadControl
+from ccx.output.interfaces import IOutputStore, IReadControl
 from ccx.process.command import Command
 from ccx.process.errors import InvalidState, LimitReached, ProcessNotFound, SpawnFailed
 from ccx.process.cgroup import Cgroup, CgroupError, Usage
@@ -536,6 +537,9 @@ class ManagedProcess(ProcessProtocol):
         if self._kill_call is not None and self._kill_call.active():
             self._kill_call.cancel()
         self.state = self.outcome
+        if self.ended_at is None:
+            # Ended with no exit seen (it never ran): now.
+            self.ended_at = self._clock.seconds()
         self._release_cgroup()
         completion = self.completion()
         self.log.info(
@@ -612,3 +616,65 @@ class ManagedProcess(ProcessProtocol):
             ended_at=self.ended_at,
             durable=self.options.durable,
         )
+
+    # -- records ------------------------------------------------------------
+
+    def record(self) -> Record:
+        """
+        This process as the state dir keeps it: how it ended once finished.
+        """
+        finished = self.finished
+        completion = self.completion()
+        return Record(
+            process_id=self.process_id,
+            argv=list(self.command.argv),
+            executable=self.command.executable,
+            cwd=self.command.cwd,
+            started_at=self.started_at,
+            pid=self.pid,
+            cgroup=self.cgroup_path,
+            encoding=self.options.encoding,
+            durable=self.options.durable,
+            status=completion.status if finished else None,
+            ended_at=self.ended_at,
+            exit_code=self.exit_code,
+            signal=self.signal_name,
+            duration=completion.duration,
+            stdout_bytes=completion.stdout_bytes,
+            stderr_bytes=completion.stderr_bytes,
+            dropped_bytes=completion.dropped_bytes,
+            error=completion.error,
+        )
+
+    @classmethod
+    def from_record(
+        cls, record: Record, store: IOutputStore, clock: IReactorTime
+    ) -> "ManagedProcess":
+        """
+        A process that finished before this service started, as its record
+        says, with its output in C{store}: listable and attachable, no more.
+        """
+        command = Command(record.executable, list(record.argv), record.cwd)
+        options = RunOptions(encoding=record.encoding, durable=record.durable)
+        process = cls(record.process_id, command, options, clock)
+        try:
+            process.state = State(record.status)
+        except ValueError:
+            process.state = State.FAILED
+        if not process.state.finished:
+            process.state = State.FAILED
+        process.pid = record.pid
+        process.exit_code = record.exit_code
+        process.signal_name = record.signal
+        process.started_at = record.started_at
+        process.ended_at = record.ended_at
+        process._duration = record.duration
+        process._error = record.error
+        process.output.restore(
+            store,
+            {"stdout": record.stdout_bytes, "stderr": record.stderr_bytes},
+            record.dropped_bytes,
+        )
+        process.output.complete(process.completion())
+        process.ended.callback(process)
+        return process

@@ -4,15 +4,20 @@ Every process the service knows, live or finished and still kept.
 
 import uuid
 from collections import Counter
+from functools import partial
 from typing import Callable, Dict, List, Optional
 
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from ccx.journal.record import Record
+from ccx.journal.statedir import StateDir
+from ccx.journal.store import ProgramJournal
 from ccx.output.budget import OutputBudget
-from ccx.process.managed import ManagedProcess, Spawner
-from ccx.process.errors import LimitReached, ProcessNotFound
+from ccx.process.managed import ManagedProcess, Spawner, State
+from ccx.process.errors import InvalidState, LimitReached, ProcessNotFound, SpawnFailed
+from ccx.process.pacing import SpawnPacer
 
 
 class ProcessRegistry:
@@ -29,7 +34,12 @@ class ProcessRegistry:
         many programs finish and however slowly clients read.
     @param held_output_bytes: the most output all processes together hold
         for their subscribers (see L{OutputBudget}).
+    @param max_waiting: how many programs may wait for their turn to start
+        (see L{SpawnPacer}); by default as many as may be live.
     @ivar held_output: that L{OutputBudget}.
+    @ivar state_dir: the L{StateDir} keeping each process's record and
+        journal (L{use_state_dir}), or L{None} for none.
+    @ivar pacer: the L{SpawnPacer} that starts them a few per reactor turn.
     """
 
     log = Logger()
@@ -41,6 +51,7 @@ class ProcessRegistry:
         keep_finished: float,
         max_finished: int = 64,
         held_output_bytes: int = 256 * 1024 * 1024,
+        max_waiting: Optional[int] = None,
     ) -> None:
         self._clock = clock
         self.max_processes = max_processes
@@ -56,9 +67,85 @@ class ProcessRegistry:
         # Output of processes no longer kept, so that totals never go down.
         self.retired_bytes: Counter = Counter()
         self.on_spawned: Optional[Callable[[float], None]] = None
+        self.state_dir: Optional[StateDir] = None
+        self._journals: Dict[str, ProgramJournal] = {}
+        self.pacer = SpawnPacer(clock, max_processes if max_waiting is None else max_waiting)
         # Told of each durable process forgotten while the service runs: its
         # record and journal may go too.
         self.on_forget_durable: Optional[Callable[[str], None]] = None
+
+    def use_state_dir(self, state_dir: StateDir) -> None:
+        """
+        Keep records and journals in C{state_dir}, and take up the finished
+        programs it holds (those whose C{keep_finished} has passed are
+        forgotten, their directories deleted).
+        """
+        self.state_dir = state_dir
+        finished = sorted(state_dir.finished_records(), key=lambda r: r.ended_at or 0.0)
+        now = self._clock.seconds() if finished else 0.0
+        for record in finished:
+            age = max(0.0, now - (record.ended_at or 0.0))
+            if age >= self.keep_finished or record.process_id in self._processes:
+                state_dir.remove(record.process_id)
+                continue
+            try:
+                journal = state_dir.load(record.process_id)
+            except OSError as e:
+                self.log.error(
+                    "cannot read the journal of process {process_id}: {error}",
+                    process_id=record.process_id,
+                    error=e.strerror,
+                )
+                continue
+            process = ManagedProcess.from_record(record, journal, self._clock)
+            self._journals[record.process_id] = journal
+            self._processes[record.process_id] = process
+            self._forget_calls[record.process_id] = self._clock.callLater(
+                self.keep_finished - age, self._expire, record.process_id
+            )
+        self._trim_finished()
+
+    def unfinished_records(self) -> List[Record]:
+        """
+        The records of programs still running when the service that started
+        them stopped: left in the state dir for whoever re-adopts them.
+        """
+        if self.state_dir is None:
+            return []
+        return self.state_dir.unfinished_records()
+
+    def _keep_journal(self, process: ManagedProcess) -> None:
+        """
+        Give a new process its journal; without one (the state dir cannot
+        be written) it runs with its memory buffer alone, and says why.
+        """
+        if self.state_dir is None:
+            return
+        try:
+            journal = self.state_dir.create(process.process_id)
+        except OSError as e:
+            process.output.store_error = f"journal cannot be created: {e.strerror}"
+            self.log.error(
+                "process {process_id}: {error}",
+                process_id=process.process_id,
+                error=process.output.store_error,
+            )
+            return
+        self._journals[process.process_id] = journal
+        process.output.set_store(journal)
+
+    def _write_record(self, process: ManagedProcess) -> None:
+        journal = self._journals.get(process.process_id)
+        if journal is None:
+            return
+        try:
+            journal.write_record(process.record())
+        except OSError as e:
+            self.log.error(
+                "process {process_id}: cannot write its record: {error}",
+                process_id=process.process_id,
+                error=e.strerror,
+            )
 
     @staticmethod
     def new_process_id() -> str:
@@ -82,44 +169,84 @@ class ProcessRegistry:
 
     def start(self, process: ManagedProcess, spawner: Spawner) -> Deferred:
         """
-        Track a process and spawn it.
+        Track a process and spawn it, now or once its turn comes: a few
+        start in one reactor turn (L{SpawnPacer}), so that a burst of
+        requests cannot keep the reactor from reaping the programs that
+        already exited, which would count against the limit meanwhile.
 
-        @return: L{ManagedProcess.start}'s L{Deferred}.
-        @raise LimitReached: when no further process may start.
+        The limit is checked when the program's turn comes: one that waited
+        is refused only if C{max_processes} are live then.  Until then the
+        process is not tracked (it has no pid to show); a process
+        L{terminated <ManagedProcess.terminate>} while it waits never runs.
+
+        @return: a L{Deferred} that fires with the process once the program
+            runs, or fails with L{SpawnFailed} saying why it could not start,
+            or with the L{ProcessError} that refused it after it waited.
+        @raise LimitReached: when no further process may start, or too many
+            wait.
+        @raise SpawnFailed: when the service is stopping.
         """
-        self.check_capacity()
-        return self._track(process, spawner).addCallback(self._spawned, self._clock.seconds())
+        self._check_running()
+        return self.pacer.submit(partial(self._spawn, process, spawner))
 
     def adopt(self, process: ManagedProcess, spawner: Spawner) -> Deferred:
         """
         Track a durable process this service did not start (it ran before
-        this start of ccx): as L{start}, whatever the process limit, which
-        bounds only what clients start.
+        this start of ccx), at once and whatever the process limit, which
+        bounds only what clients start.  Its output is read from the
+        keeper's journal: ccx keeps no second one.
         """
-        return self._track(process, spawner)
-
-    def _track(self, process: ManagedProcess, spawner: Spawner) -> Deferred:
         process.output.budget = self.held_output
         self._processes[process.process_id] = process
         self._live[process.process_id] = process
         process.ended.addCallback(self._ended)
         return process.start(spawner)
 
-    def _spawned(self, process: ManagedProcess, began: float) -> ManagedProcess:
-        self.started_total += 1
-        if self.on_spawned is not None:
-            self.on_spawned(self._clock.seconds() - began)
-        return process
+    def _check_running(self) -> None:
+        """
+        @raise SpawnFailed: once the service is stopping: a program it
+            started now would outlive it.
+        """
+        if self._stopping:
+            raise SpawnFailed("ccx is stopping; the program was not started")
+
+    def _spawn(self, process: ManagedProcess, spawner: Spawner) -> Deferred:
+        self._check_running()
+        if process.outcome is State.CANCELLED:
+            # Terminated while it waited (its connection closed, its MCP
+            # request was cancelled): nobody wants it to run any more.
+            raise InvalidState(f"process {process.process_id!r} was cancelled before it started")
+        self.check_capacity()
+        process.output.budget = self.held_output
+        self._keep_journal(process)
+        self._processes[process.process_id] = process
+        self._live[process.process_id] = process
+        process.ended.addCallback(self._ended)
+        began = self._clock.seconds()
+
+        def running(result: ManagedProcess) -> ManagedProcess:
+            self.started_total += 1
+            self._write_record(result)
+            if self.on_spawned is not None:
+                self.on_spawned(self._clock.seconds() - began)
+            return result
+
+        return process.start(spawner).addCallback(running)
 
     def _ended(self, process: ManagedProcess) -> ManagedProcess:
         self._live.pop(process.process_id, None)
         ran = process.output.completion is not None
         self.finished_total[process.state.value if ran else "spawn_failed"] += 1
+        if ran:
+            self._write_record(process)
         if self._stopping:
             # The service is stopping: nobody will list or attach to it, but
             # a connection still delivering its output gets it all first.
             if not self._delivering(process):
-                self._forget(process.process_id)
+                # Forgotten once everyone else waiting for its end (an MCP
+                # execute, whose answer carries its output) has had it: a
+                # callback added now runs after those already there.
+                process.ended.addBoth(self._forget_after, process.process_id)
         elif not ran:
             self._forget(process.process_id)
         else:
@@ -158,23 +285,35 @@ class ProcessRegistry:
             return
         self._forget(process_id)
 
+    def _forget_after(self, result: object, process_id: str) -> object:
+        self._forget(process_id)
+        return result
+
     def _forget(self, process_id: str) -> None:
         self._forget_calls.pop(process_id, None)
+        self._journals.pop(process_id, None)
         process = self._processes.pop(process_id, None)
         if process is None:
             return
         if process.options.durable and not self._stopping and self.on_forget_durable:
             self.on_forget_durable(process_id)
         output = process.output
-        if output.completion is None or self._stopping:
-            # Nobody is told anything more: the program never ran, or the
-            # service is stopping.
+        if self._stopping and output.completion is not None:
+            # The service is stopping: its record and journal stay, for
+            # the next start.
+            self.retired_bytes.update(output.totals())
+            output.close()
+            return
+        if output.completion is None:
+            # Nobody is told anything more: the program never ran.
             self.retired_bytes.update(output.totals())
             output.close()
         else:
             # Retiring counts as dropped what subscribers had not read.
             output.retire()
             self.retired_bytes.update(output.totals())
+        if self.state_dir is not None:
+            self.state_dir.remove(process_id)
 
     def output_totals(self) -> Counter:
         """
@@ -218,6 +357,8 @@ class ProcessRegistry:
             finished.
         """
         self._stopping = True
+        # Those still waiting for their turn are refused now, not after.
+        self.pacer.flush()
         waiting = []
         for process in self.live():
             if process.options.durable and not process.ending:

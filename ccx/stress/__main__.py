@@ -138,7 +138,11 @@ class Run:
             )
             return
         self.service = ServiceProcess(
-            [shutil.which(name) or name for name in PROGRAMS], SERVICE_SETTINGS
+            [shutil.which(name) or name for name in PROGRAMS],
+            SERVICE_SETTINGS,
+            # The scenarios judge back-pressure and drops against the memory
+            # buffer (--buffer-bytes): no journal behind it.
+            options=["--no-journal"],
         )
         await self.service.started(self.reactor)
         self.target = Target(

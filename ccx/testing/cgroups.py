@@ -4,6 +4,7 @@ or a benchmark, nothing should be.
 """
 
 import os
+import time
 from typing import List, Optional
 
 from ccx.process.cgroup import CgroupError, own_cgroup
@@ -36,3 +37,23 @@ def cgroups_left(pid: Optional[int] = None) -> List[str]:
     for path, names, _ in os.walk(top):
         left += [os.path.join(path, name) for name in names]
     return left
+
+
+def remove_cgroups(pid: int) -> None:
+    """
+    End and remove what a ccx service (process C{pid}) that was killed left
+    of its cgroups: a killed service cannot remove them itself.
+    """
+    for path in reversed(cgroups_left(pid)):
+        if os.path.exists(os.path.join(path, "cgroup.kill")) and path != programs_dir(pid):
+            with open(os.path.join(path, "cgroup.kill"), "w") as f:
+                f.write("1")
+        for _ in range(1000):
+            try:
+                os.rmdir(path)
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                # Still populated for the moment the kill takes.
+                time.sleep(0.001)

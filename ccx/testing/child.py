@@ -14,6 +14,7 @@ import time
 from typing import Any, Iterable, List, Optional, Sequence
 
 from ccx.process.group import ProcessGroup
+from ccx.testing.cgroups import remove_cgroups
 from ccx.testing.polling import Stuck, until
 from ccx.testing.ports import HOST
 from ccx.testing.proc import children_of, leftovers
@@ -212,6 +213,8 @@ class LaunchedChild:
         self.note(f"(pid {self.process.pid} still running after SIGTERM: killed)")
         for pgid in groups:
             ProcessGroup(pgid).signal(signal.SIGKILL)
+        # A killed service leaves its programs' cgroups (and escapees in them).
+        remove_cgroups(self.process.pid)
 
     def _ended(self) -> Optional[int]:
         if self.process is not None:

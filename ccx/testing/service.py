@@ -37,8 +37,10 @@ class ServiceProcess(ListeningChild):
     @param options: further C{twistd ccx} options, as they are written.
     @param python: the interpreter to run it with (L{default_python}).
     @param source_root: the directory holding the C{ccx} to run.
-    @ivar state_dir: its C{--state-dir}: C{settings["state_dir"]}, else a
-        temporary directory of its own, removed once it has stopped.
+    @ivar state_dir: its C{--state-dir}: the C{state_dir} setting when
+        given (its caller's to remove), else a temporary directory of its
+        own, removed once it has stopped, so that no service run from here
+        ever writes to the user's state dir.
     """
 
     def __init__(
@@ -50,11 +52,11 @@ class ServiceProcess(ListeningChild):
         source_root: str = SOURCE_ROOT,
     ) -> None:
         self.settings = {"log_level": "warn", **(settings or {})}
-        self._own_state_dir = "state_dir" not in self.settings
-        if self._own_state_dir:
-            # Never the user's own state dir: its programs are not ours.
-            self.settings["state_dir"] = tempfile.mkdtemp(prefix="ccx-state-")
-        self.state_dir = self.settings["state_dir"]
+        self._own_state_dir: Optional[str] = None
+        if "state_dir" not in self.settings:
+            self._own_state_dir = tempfile.mkdtemp(prefix="ccx-state-")
+            self.settings["state_dir"] = self._own_state_dir
+        self.state_dir = str(self.settings["state_dir"])
         port = free_port()
         argv = [
             python or default_python(),
@@ -79,8 +81,8 @@ class ServiceProcess(ListeningChild):
 
     def _ended(self) -> Optional[int]:
         returncode = super()._ended()
-        if self._own_state_dir:
-            shutil.rmtree(self.state_dir, ignore_errors=True)
+        if self._own_state_dir is not None and not self.running:
+            shutil.rmtree(self._own_state_dir, ignore_errors=True)
         return returncode
 
     @property

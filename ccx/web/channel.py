@@ -16,9 +16,10 @@ is, and a slow client holds its socket for a bounded time.
 
 from dataclasses import dataclass
 from io import BytesIO
-from typing import Any, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 from urllib.parse import parse_qs, unquote_to_bytes
 
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, ISSLTransport, ITCPTransport
 from twisted.logger import Logger
 from twisted.web.http import HTTPChannel
@@ -178,6 +179,7 @@ class ClientChannel(HTTPChannel):
     _refused = False
     _deadline: Optional[IDelayedCall] = None
     _linger: Optional[IDelayedCall] = None
+    _lost_waiters: Optional[List[Deferred]] = None
 
     @property
     def node(self) -> Node:
@@ -290,12 +292,29 @@ class ClientChannel(HTTPChannel):
             self.transport.loseConnection()
         self._close_soon()
 
+    def when_lost(self) -> Deferred:
+        """
+        @return: a L{Deferred} that fires once this connection is closed
+            (at once if it is): what was written to it before has then been
+            handed to the kernel, or dropped with it.
+        """
+        if not self._connected:
+            return succeed(None)
+        if self._lost_waiters is None:
+            self._lost_waiters = []
+        d: Deferred = Deferred()
+        self._lost_waiters.append(d)
+        return d
+
     def connectionLost(self, reason: Any) -> None:
         self._connected = False
         self._stop_waiting()
         if self._linger is not None and self._linger.active():
             self._linger.cancel()
         super().connectionLost(reason)
+        waiters, self._lost_waiters = self._lost_waiters or [], None
+        for d in waiters:
+            d.callback(None)
 
 
 def _fileno(transport: Any) -> Optional[int]:

@@ -21,8 +21,9 @@ C{--http-session-idle} seconds without a request or an open stream, or when
 the service stops.
 """
 
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.web.resource import Resource
@@ -44,9 +45,10 @@ from ccx.web.access import (
     check_web_request,
     header_text,
 )
-from ccx.web.channel import BoundedRequest
+from ccx.web.channel import BoundedRequest, ClientChannel
 from ccx.web.interfaces import IConnection
 from ccx.web.sse import EventStream, ResponseStream
+from ccx.web.websocket import CLOSE_TIMEOUT
 
 SESSION_HEADER = b"mcp-session-id"
 VERSION_HEADER = b"mcp-protocol-version"
@@ -107,8 +109,15 @@ class HttpSession:
         self._resource = resource
         self._tools = Tools(node, self.mcp)
         self._limiter = TokenBucket(node.reactor, node.config.max_requests)
+        # What a stream may hold for a client that does not read, and how
+        # long it is given to read on (L{ccx.web.sse.SessionStream}).
+        self.max_queued = node.config.max_message_size
+        self.drain_timeout = node.config.ping_interval
         self._busy = 0
         self._idle: IDelayedCall = self.clock.callLater(self._idle_timeout, self._expire)
+        # The connections its requests came on: what was written to them
+        # is sent before the service stops (L{close}).
+        self._channels: Set[ClientChannel] = set()
 
     @property
     def session_id(self) -> str:
@@ -133,6 +142,16 @@ class HttpSession:
             limiter=self._limiter,
             observer=self._node.metrics.observe_request,
         )
+
+    def track(self, request: Request) -> None:
+        """
+        A request of this session: at stop, its connection is closed once
+        what was written to it is sent.
+        """
+        channel = request.channel
+        if isinstance(channel, ClientChannel) and channel not in self._channels:
+            self._channels.add(channel)
+            channel.when_lost().addCallback(lambda _: self._channels.discard(channel))
 
     def request_started(self) -> None:
         self._busy += 1
@@ -163,9 +182,46 @@ class HttpSession:
         if self._busy or self.stream is not None:
             self._idle = self.clock.callLater(self._idle_timeout, self._expire)
             return
-        self.close(f"idle for {self._idle_timeout:g}s")
+        self.end(f"idle for {self._idle_timeout:g}s")
 
-    def close(self, reason: str) -> None:
+    def close(self, reason: str) -> Deferred:
+        """
+        The service is stopping: end the session, and close the connections
+        its requests came on once what was written to them (the answers of
+        the calls its cancelled programs ended, the end of its event stream)
+        is sent, before the reactor stops and cuts them; a client that has
+        not read it within L{CLOSE_TIMEOUT} seconds is dropped.
+
+        @return: a L{Deferred} that fires once they are closed.
+        """
+        self.end(reason)
+        channels = list(self._channels)
+        closed = DeferredList([c.when_lost() for c in channels])
+        for channel in channels:
+            # Twisted writes what is pending, then closes.
+            channel.loseConnection()
+        deadline = self.clock.callLater(CLOSE_TIMEOUT, self._drop, channels)
+
+        def done(result: object) -> None:
+            if deadline.active():
+                deadline.cancel()
+
+        return closed.addCallback(done)
+
+    def _drop(self, channels: List[ClientChannel]) -> None:
+        left = [c for c in channels if c in self._channels]
+        if left:
+            self.log.warn(
+                "MCP session {session_id}: dropped {count} connections: the client had not "
+                "read everything {seconds:g} s after the service began to stop",
+                session_id=self.session_id,
+                count=len(left),
+                seconds=CLOSE_TIMEOUT,
+            )
+        for channel in left:
+            channel.transport.abortConnection()
+
+    def end(self, reason: str) -> None:
         """
         End the session: cancel what it started, close its stream.
         """
@@ -308,6 +364,7 @@ class McpResource(Resource):
         session, refusal = self._session(request, request_id)
         if session is None:
             return refusal
+        session.track(request)
         version = header_text(request, VERSION_HEADER)
         if version is not None and version not in SUPPORTED_VERSIONS:
             return _error(
@@ -350,6 +407,7 @@ class McpResource(Resource):
                 code=LIMIT_EXCEEDED,
             )
         session = HttpSession(node, self)
+        session.track(request)
         stream = ResponseStream(request, session, json_ok, sse_ok)
         address = request.getClientAddress()
         peer = f"{getattr(address, 'host', address)}:{getattr(address, 'port', '')}"
@@ -367,7 +425,7 @@ class McpResource(Resource):
                 )
             stream.reply(reply)
             if not opened:
-                session.close("initialize failed")
+                session.end("initialize failed")
 
         session.dispatcher(stream).dispatch(body).addCallback(answered)
         return NOT_DONE_YET
@@ -383,6 +441,7 @@ class McpResource(Resource):
             return refusal
         if session.stream is not None:
             return _error(request, 409, "conflict: this session already has an open event stream")
+        session.track(request)
         session.open_stream(EventStream(request, session, self._node.config.ping_interval))
         return NOT_DONE_YET
 
@@ -394,6 +453,6 @@ class McpResource(Resource):
         session, refusal = self._session(request)
         if session is None:
             return refusal
-        session.close("ended by the client")
+        session.end("ended by the client")
         request.setResponseCode(204)
         return b""

@@ -2,13 +2,15 @@
 Server-sent event streams of MCP's Streamable HTTP transport (see
 L{ccx.web.mcp_http}): the answer to one POSTed message, and a session's
 standalone stream.  Each is its request's push producer, so that a client
-that does not read pauses what is sent to it.
+that does not read pauses what is sent to it, and what it holds for such a
+client is bounded.
 """
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Optional
 
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
 from twisted.web.server import Request
 from zope.interface import implementer
 
@@ -44,20 +46,70 @@ class SessionStream:
     socket is full it is paused, and resuming lets the session's
     subscriptions deliver again.
 
+    What is written while paused waits in memory, so it is bounded as a
+    WebSocket's replies are: past the session's C{max_queued} bytes (its
+    C{--max-message-size}), notifications are skipped, and a client that
+    has not read everything within C{drain_timeout} seconds (its
+    C{--ping-interval}) is dropped, which frees what waited for it.
+
     @ivar done: whether the stream is over (or the client went away).
+    @ivar queued: bytes written since the client's socket last filled (0
+        while it is not full).
     """
+
+    log = Logger()
 
     def __init__(self, request: Request, session: "HttpSession") -> None:
         self.done = False
+        self.queued = 0
         self._request = request
         self._session = session
         self._paused = False
+        self._drain_call: Optional[IDelayedCall] = None
+
+    def _write(self, data: bytes, skippable: bool = True) -> None:
+        """
+        Write C{data}, unless it is C{skippable} and more than the bound
+        already waits for the client.
+        """
+        if self._paused:
+            limit = self._session.max_queued
+            if skippable and self.queued > limit:
+                return
+            self.queued += len(data)
+            if self.queued > limit and self._drain_call is None:
+                self._drain_call = self._session.clock.callLater(
+                    self._session.drain_timeout, self._not_drained
+                )
+        self._request.write(data)
+
+    def _not_drained(self) -> None:
+        self._drain_call = None
+        self.log.warn(
+            "MCP session {session_id}: dropped an event stream: {queued} bytes went "
+            "unread for {seconds:g} s (--ping-interval)",
+            session_id=self._session.session_id,
+            queued=self.queued,
+            seconds=self._session.drain_timeout,
+        )
+        # Finishing would wait behind what the client does not read: cut
+        # the connection, and what waited in it is freed.
+        self._request.transport.abortConnection()
+
+    def _stop_waiting(self) -> None:
+        if self._drain_call is not None:
+            if self._drain_call.active():
+                self._drain_call.cancel()
+            self._drain_call = None
 
     def pauseProducing(self) -> None:
         self._paused = True
 
     def resumeProducing(self) -> None:
+        # Twisted resumes its producer once everything written was sent.
         self._paused = False
+        self.queued = 0
+        self._stop_waiting()
         self._session.session.pump()
 
     def stopProducing(self) -> None:
@@ -104,7 +156,7 @@ class ResponseStream(SessionStream):
         if self.done or not self._sse_ok:
             return
         self._stream()
-        self._request.write(sse_event(notification(method, params)))
+        self._write(sse_event(notification(method, params)))
 
     def _stream(self) -> None:
         if self.streaming:
@@ -126,7 +178,8 @@ class ResponseStream(SessionStream):
                 request.setResponseCode(202)
         elif self.streaming or not self._json_ok:
             self._stream()
-            request.write(sse_event(reply.payload))
+            # The answer is never skipped: it is what the client waits for.
+            self._write(sse_event(reply.payload), skippable=False)
         else:
             request.setResponseCode(self._status)
             request.setHeader(b"content-type", b"application/json")
@@ -137,6 +190,7 @@ class ResponseStream(SessionStream):
 
     def _finish(self) -> None:
         self.done = True
+        self._stop_waiting()
         if self.streaming:
             self._request.unregisterProducer()
         self._request.finish()
@@ -145,6 +199,7 @@ class ResponseStream(SessionStream):
     def _lost(self, reason: Any) -> None:
         # The client went away; per the transport, that is not a
         # cancellation: the call runs on and its answer is dropped.
+        self._stop_waiting()
         if not self.done:
             self.done = True
             self._session.request_done()
@@ -173,11 +228,11 @@ class EventStream(SessionStream):
 
     def send_notification(self, method: str, params: dict) -> None:
         if not self.done:
-            self._request.write(sse_event(notification(method, params)))
+            self._write(sse_event(notification(method, params)))
 
     def _ping(self) -> None:
         if not self.done:
-            self._request.write(b": ping\n\n")
+            self._write(b": ping\n\n")
 
     def finish(self) -> None:
         """
@@ -195,6 +250,7 @@ class EventStream(SessionStream):
 
     def _close(self) -> None:
         self.done = True
+        self._stop_waiting()
         if self._keepalive.running:
             self._keepalive.stop()
         self._session.stream_closed(self)

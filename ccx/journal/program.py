@@ -1,0 +1,237 @@
+"""
+One program's directory in the state dir: its record and a journal per
+stream, within a limit of bytes.
+"""
+
+import os
+import shutil
+from typing import Callable, Dict, Iterable, Optional, Tuple
+
+from ccx.journal.record import Record, read_record, write_record
+from ccx.journal.stream import StreamJournal, Write
+
+STREAMS = ("stdout", "stderr")
+
+# Told of each segment evicted: the stream and the range it held.
+Evicted = Callable[[str, int, int], None]
+
+
+class ProgramJournal:
+    """
+    A program's record and output on disk.
+
+    The oldest segment goes once the program holds more than C{limit_bytes}
+    (or the state dir more than its total), but never one holding bytes at
+    or after a stream's pin (what a blocking reader has not read).
+
+    @ivar pins: by stream, the oldest offset that must not be evicted, or
+        L{None}: set by whoever reads the journal.
+    @ivar on_evicted: told of each segment evicted.
+    """
+
+    def __init__(
+        self,
+        directory: str,
+        streams: Dict[str, StreamJournal],
+        limit_bytes: int,
+        space: Optional["Space"] = None,
+    ) -> None:
+        self.directory = directory
+        self.streams = streams
+        self.limit_bytes = limit_bytes
+        self.space = space
+        self.pins: Dict[str, Optional[int]] = {name: None for name in streams}
+        self.on_evicted: Optional[Evicted] = None
+
+    @classmethod
+    def create(
+        cls,
+        directory: str,
+        limit_bytes: int,
+        segment_bytes: int,
+        space: Optional["Space"] = None,
+        write: Write = os.write,
+    ) -> "ProgramJournal":
+        os.makedirs(directory, exist_ok=True)
+        streams = {
+            name: StreamJournal.create(os.path.join(directory, name), segment_bytes, 0, write)
+            for name in STREAMS
+        }
+        return cls(directory, streams, limit_bytes, space)
+
+    @classmethod
+    def open(
+        cls,
+        directory: str,
+        limit_bytes: int,
+        segment_bytes: int,
+        space: Optional["Space"] = None,
+        write: Write = os.write,
+    ) -> "ProgramJournal":
+        streams = {
+            name: StreamJournal.open(os.path.join(directory, name), segment_bytes, write)
+            for name in STREAMS
+        }
+        for stream in streams.values():
+            # Opened to be read: nothing is appended until asked.
+            stream.close()
+        return cls(directory, streams, limit_bytes, space)
+
+    @property
+    def held_bytes(self) -> int:
+        return sum(s.held_bytes for s in self.streams.values())
+
+    # -- the output's backing store (ccx.output.interfaces.IOutputStore) --
+
+    def start(self, stream: str) -> int:
+        return self.streams[stream].start
+
+    def end(self, stream: str) -> int:
+        return self.streams[stream].end
+
+    def append(self, stream: str, data: bytes, when: float) -> None:
+        """
+        Append bytes read from C{stream} at C{when}, then keep within the
+        limits.
+
+        @raise OSError: when they could not be written.
+        """
+        journal = self.streams[stream]
+        before = journal.end
+        try:
+            journal.append(data, when)
+        finally:
+            if self.space is not None:
+                self.space.held_bytes += journal.end - before
+        self.trim()
+
+    def read(self, stream: str, offset: int, max_bytes: int) -> Tuple[int, bytes, float]:
+        return self.streams[stream].read(offset, max_bytes)
+
+    def pin(self, stream: str, keep_from: Optional[int]) -> None:
+        self.pins[stream] = keep_from
+
+    def trim(self) -> None:
+        """
+        Evict the oldest segments while over this program's limit (and the
+        state dir's total).
+        """
+        while self.held_bytes > self.limit_bytes and self.evict_oldest():
+            pass
+        space = self.space
+        # Checked here first: this runs after every read of the program's pipes.
+        if space is not None and space.held_bytes > space.total_bytes:
+            space.trim()
+
+    def is_full(self) -> bool:
+        """
+        Whether this program is at its limit with nothing it may evict.
+        """
+        return self.held_bytes >= self.limit_bytes and self.oldest_evictable() is None
+
+    def finish(self) -> None:
+        """
+        Nothing more is appended: close the files being written.
+        """
+        for journal in self.streams.values():
+            journal.close()
+
+    # -- eviction ----------------------------------------------------------
+
+    def oldest_evictable(self) -> Optional[Tuple[float, str]]:
+        """
+        The time and stream of the oldest segment that may be evicted.
+        """
+        found = None
+        for name, journal in self.streams.items():
+            if not journal.held_bytes:
+                continue
+            pin = self.pins[name]
+            if pin is not None and journal.oldest_segment_end() > pin:
+                continue
+            candidate = (journal.oldest_time, name)
+            if found is None or candidate < found:
+                found = candidate
+        return found
+
+    def evict_oldest(self) -> int:
+        """
+        Evict the oldest segment that may go.
+
+        @return: how many bytes were dropped (0 when none may go).
+        """
+        found = self.oldest_evictable()
+        if found is None:
+            return 0
+        name = found[1]
+        journal = self.streams[name]
+        start = journal.start
+        size = journal.evict_oldest()
+        if self.space is not None:
+            self.space.change(-size)
+        if self.on_evicted is not None and size:
+            self.on_evicted(name, start, start + size)
+        return size
+
+    # -- record and directory ---------------------------------------------
+
+    def write_record(self, record: Record) -> None:
+        write_record(self.directory, record)
+
+    def read_record(self) -> Record:
+        return read_record(self.directory)
+
+    def close(self) -> None:
+        self.finish()
+        if self.space is not None:
+            self.space.forget(self)
+
+    def delete(self) -> None:
+        """
+        Forget the program: its directory goes.
+        """
+        self.close()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+class Space:
+    """
+    The total held by every journal of a state dir, bounded by
+    C{total_bytes}: past it, the oldest evictable segment of any program goes.
+    """
+
+    def __init__(self, total_bytes: int) -> None:
+        self.total_bytes = total_bytes
+        self.held_bytes = 0
+        self.journals: Dict[ProgramJournal, None] = {}
+        self._trimming = False
+
+    def add(self, journal: ProgramJournal) -> None:
+        self.journals[journal] = None
+        self.held_bytes += journal.held_bytes
+
+    def forget(self, journal: ProgramJournal) -> None:
+        if journal in self.journals:
+            del self.journals[journal]
+            self.held_bytes -= journal.held_bytes
+
+    def change(self, delta: int) -> None:
+        self.held_bytes += delta
+
+    def trim(self) -> None:
+        if self._trimming:
+            return
+        self._trimming = True
+        try:
+            while self.held_bytes > self.total_bytes:
+                candidates: Iterable = (
+                    (found, journal)
+                    for journal in self.journals
+                    for found in [journal.oldest_evictable()]
+                    if found is not None
+                )
+                oldest = min(candidates, key=lambda item: item[0], default=None)
+                if oldest is None or not oldest[1].evict_oldest():
+                    break
+        finally:
+            self._trimming = False

@@ -1,0 +1,258 @@
+"""
+One output stream's journal: append-only segment files named by the offset
+of their first byte, each with an index of the time each chunk was read.
+"""
+
+import os
+import struct
+from array import array
+from bisect import bisect_right
+from typing import Callable, List, Optional, Tuple
+
+# An index entry: the offset of a chunk's first byte and when it was read.
+INDEX_ENTRY = struct.Struct("<qd")
+DATA_SUFFIX = ".out"
+INDEX_SUFFIX = ".idx"
+# Reads within this many seconds of the last indexed one share its entry,
+# as the memory buffer merges them (ccx.output.buffer): a chunk's time is
+# that of each of its bytes within this resolution, and a program printing
+# line by line does not write an entry per line.
+TIME_RESOLUTION = 0.01
+_OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+
+# How bytes reach a file: os.write's signature (tests give one that fails).
+Write = Callable[[int, bytes], int]
+
+
+def segment_name(first: int) -> str:
+    return f"{first:020d}"
+
+
+class Segment:
+    """
+    One segment file: bytes C{[first, first + size)} of the stream, and the
+    offsets and times of its index.
+    """
+
+    def __init__(self, directory: str, first: int) -> None:
+        self.first = first
+        self.size = 0
+        self.offsets = array("q")
+        self.times = array("d")
+        base = os.path.join(directory, segment_name(first))
+        self.data_path = base + DATA_SUFFIX
+        self.index_path = base + INDEX_SUFFIX
+
+    @property
+    def end(self) -> int:
+        return self.first + self.size
+
+    def load(self) -> None:
+        """
+        Read its size and index from disk; an index entry past the data (a
+        crash between the two writes) or cut short is ignored.
+        """
+        self.size = os.stat(self.data_path).st_size
+        try:
+            with open(self.index_path, "rb") as f:
+                raw = f.read()
+        except FileNotFoundError:
+            raw = b""
+        whole = len(raw) - len(raw) % INDEX_ENTRY.size
+        for offset, when in INDEX_ENTRY.iter_unpack(raw[:whole]):
+            if self.first <= offset < self.end and (
+                not self.offsets or offset > self.offsets[-1]
+            ):
+                self.offsets.append(offset)
+                self.times.append(when)
+        if self.size and (not self.offsets or self.offsets[0] != self.first):
+            # Its first entry was lost: its bytes keep the earliest time known.
+            self.offsets.insert(0, self.first)
+            self.times.insert(0, self.times[0] if self.times else 0.0)
+
+    def time_at(self, offset: int) -> float:
+        index = bisect_right(self.offsets, offset) - 1
+        return self.times[max(index, 0)] if self.times else 0.0
+
+    def remove(self) -> None:
+        for path in (self.data_path, self.index_path):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+
+
+class StreamJournal:
+    """
+    The journal of one stream, in its own directory: bytes C{[start, end)}
+    are held, in segments of about C{segment_bytes}.  L{evict_oldest} drops
+    the oldest whole segment, so C{start} is always exact.  There is always
+    at least one segment file, if empty, so that the end survives a restart.
+
+    Bytes are handed to the kernel as they are appended (no buffering in
+    this process, no fsync): a crash of ccx loses nothing appended; a crash
+    of the machine loses what the kernel had not yet written back.
+
+    @param write: how bytes are written (C{os.write}).
+    """
+
+    def __init__(self, directory: str, segment_bytes: int, write: Write = os.write) -> None:
+        self.directory = directory
+        self.segment_bytes = segment_bytes
+        self._write = write
+        self.segments: List[Segment] = []
+        self._data_fd: Optional[int] = None
+        self._index_fd: Optional[int] = None
+
+    @classmethod
+    def create(
+        cls, directory: str, segment_bytes: int, start: int = 0, write: Write = os.write
+    ) -> "StreamJournal":
+        """
+        A new, empty journal whose first byte will be at offset C{start}.
+        """
+        os.makedirs(directory, exist_ok=True)
+        journal = cls(directory, segment_bytes, write)
+        journal._new_segment(start)
+        return journal
+
+    @classmethod
+    def open(
+        cls, directory: str, segment_bytes: int, write: Write = os.write
+    ) -> "StreamJournal":
+        """
+        The journal already in C{directory} (an empty one when there is none).
+        """
+        journal = cls(directory, segment_bytes, write)
+        try:
+            names = os.listdir(directory)
+        except FileNotFoundError:
+            return cls.create(directory, segment_bytes, 0, write)
+        firsts = sorted(
+            int(name[: -len(DATA_SUFFIX)])
+            for name in names
+            if name.endswith(DATA_SUFFIX) and name[: -len(DATA_SUFFIX)].isdigit()
+        )
+        for first in firsts:
+            segment = Segment(directory, first)
+            segment.load()
+            journal.segments.append(segment)
+        if not journal.segments:
+            journal._new_segment(0)
+        return journal
+
+    @property
+    def start(self) -> int:
+        return self.segments[0].first
+
+    @property
+    def end(self) -> int:
+        return self.segments[-1].end
+
+    @property
+    def held_bytes(self) -> int:
+        return self.end - self.start
+
+    @property
+    def oldest_time(self) -> float:
+        """
+        When the oldest byte held was read (infinity when nothing is held).
+        """
+        for segment in self.segments:
+            if segment.size:
+                return segment.times[0]
+        return float("inf")
+
+    def _new_segment(self, first: int) -> Segment:
+        self.close()
+        segment = Segment(self.directory, first)
+        # Created at once (empty): the name alone says where the stream is.
+        self._data_fd = os.open(segment.data_path, _OPEN_FLAGS, 0o600)
+        self._index_fd = os.open(segment.index_path, _OPEN_FLAGS, 0o600)
+        self.segments.append(segment)
+        return segment
+
+    def _writing(self) -> Segment:
+        segment = self.segments[-1]
+        if segment.size >= self.segment_bytes:
+            return self._new_segment(segment.end)
+        if self._data_fd is None:
+            self._data_fd = os.open(segment.data_path, _OPEN_FLAGS, 0o600)
+            self._index_fd = os.open(segment.index_path, _OPEN_FLAGS, 0o600)
+        return segment
+
+    def append(self, data: bytes, when: float) -> None:
+        """
+        Add bytes read at C{when}, at the end.
+
+        @raise OSError: when they could not all be written (disk full, an
+            I/O error); C{end} counts those that were.
+        """
+        if not data:
+            return
+        segment = self._writing()
+        first = segment.end
+        view = memoryview(data)
+        try:
+            while view:
+                written = self._write(self._data_fd, view)
+                segment.size += written
+                view = view[written:]
+        finally:
+            if segment.end > first and (
+                not segment.times or when - segment.times[-1] >= TIME_RESOLUTION
+            ):
+                segment.offsets.append(first)
+                segment.times.append(when)
+                self._write(self._index_fd, INDEX_ENTRY.pack(first, when))
+
+    def read(self, offset: int, max_bytes: int) -> Tuple[int, bytes, float]:
+        """
+        Read held bytes from C{offset} on, within one segment.
+
+        @return: C{(first, data, time)}, as L{ccx.output.buffer.StreamBuffer.read}.
+        @raise OSError: when the segment cannot be read.
+        """
+        offset = max(offset, self.start)
+        if offset >= self.end:
+            return offset, b"", 0.0
+        firsts = [s.first for s in self.segments]
+        segment = self.segments[bisect_right(firsts, offset) - 1]
+        size = min(max_bytes, segment.end - offset)
+        fd = os.open(segment.data_path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            data = os.pread(fd, size, offset - segment.first)
+        finally:
+            os.close(fd)
+        return offset, data, segment.time_at(offset)
+
+    def oldest_segment_end(self) -> int:
+        """
+        Where the held bytes would start once the oldest segment is evicted.
+        """
+        return self.segments[0].end
+
+    def evict_oldest(self) -> int:
+        """
+        Delete the oldest segment (when it is the only one, an empty one
+        takes its place at the end).
+
+        @return: how many bytes were dropped.
+        """
+        segment = self.segments[0]
+        if not segment.size and len(self.segments) == 1:
+            return 0
+        if len(self.segments) == 1:
+            self._new_segment(segment.end)
+        del self.segments[0]
+        segment.remove()
+        return segment.size
+
+    def close(self) -> None:
+        """
+        Close the files being written (appending reopens them).
+        """
+        for fd in (self._data_fd, self._index_fd):
+            if fd is not None:
+                os.close(fd)
+        self._data_fd = self._index_fd = None

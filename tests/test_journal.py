@@ -1,0 +1,362 @@
+"""
+Tests for L{ccx.journal}: segments, index times, eviction with exact
+ranges, limits per program and in total, failures, records, the state dir.
+"""
+
+import errno
+import os
+import shutil
+
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
+
+from ccx.journal.program import ProgramJournal, Space
+from ccx.journal.record import RECORD_NAME, Record, RecordError, read_record
+from ccx.journal.statedir import (
+    FORMAT_VERSION,
+    StateDir,
+    StateDirError,
+    default_state_dir,
+)
+from ccx.journal.stream import StreamJournal
+from ccx.journal.store import ProgramJournal as StoreJournal
+from ccx.output.interfaces import IOutputStore
+
+FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "state-v1")
+
+
+class FailingWrite:
+    """
+    os.write that fails with C{error} once armed, after writing C{partial}
+    bytes of the call that fails.
+    """
+
+    def __init__(self, error: int = errno.ENOSPC, partial: int = 0) -> None:
+        self.error = error
+        self.partial = partial
+        self.armed = False
+
+    def __call__(self, fd: int, data: bytes) -> int:
+        if self.armed:
+            if self.partial:
+                written = os.write(fd, bytes(data[: self.partial]))
+                self.partial = 0
+                return written
+            raise OSError(self.error, os.strerror(self.error))
+        return os.write(fd, data)
+
+
+class StreamJournalTests(SynchronousTestCase):
+    def journal(self, segment_bytes: int = 10, **kwargs) -> StreamJournal:
+        return StreamJournal.create(self.mktemp(), segment_bytes, **kwargs)
+
+    def test_append_and_read_with_offsets_and_times(self):
+        """Bytes come back at their offsets with the time they were read."""
+        j = self.journal(segment_bytes=100)
+        j.append(b"hello ", 1.0)
+        j.append(b"world", 2.0)
+        self.assertEqual((j.start, j.end), (0, 11))
+        self.assertEqual(j.read(0, 100), (0, b"hello world", 1.0))
+        self.assertEqual(j.read(6, 100), (6, b"world", 2.0))
+        self.assertEqual(j.read(5, 1), (5, b" ", 1.0))
+        self.assertEqual(j.read(11, 100), (11, b"", 0.0))
+
+    def test_close_reads_within_the_time_resolution_share_an_entry(self):
+        """Reads 10 ms apart get entries of their own; closer ones share one."""
+        j = self.journal(segment_bytes=100)
+        j.append(b"a", 1.0)
+        j.append(b"b", 1.009)
+        j.append(b"c", 1.019)
+        self.assertEqual(list(j.segments[0].offsets), [0, 2])
+        self.assertEqual(j.read(1, 1)[2], 1.0)
+        self.assertEqual(j.read(2, 1)[2], 1.019)
+
+    def test_segments_named_by_first_offset(self):
+        """A segment past its size starts the next, named by its first offset."""
+        j = self.journal(segment_bytes=10)
+        for i in range(3):
+            j.append(b"x" * 10, float(i))
+        names = sorted(os.listdir(j.directory))
+        self.assertEqual(
+            names,
+            [f"{n:020d}.{ext}" for n in (0, 10, 20) for ext in ("idx", "out")],
+        )
+        # A read stops at the end of its segment.
+        self.assertEqual(j.read(5, 100), (5, b"x" * 5, 0.0))
+        self.assertEqual(j.read(10, 100)[2], 1.0)
+
+    def test_evict_oldest_exact_range(self):
+        """Eviction drops whole segments; the start is exact."""
+        j = self.journal(segment_bytes=10)
+        for i in range(3):
+            j.append(bytes([65 + i]) * 10, float(i))
+        self.assertEqual(j.evict_oldest(), 10)
+        self.assertEqual((j.start, j.end), (10, 30))
+        self.assertEqual(j.read(0, 5), (10, b"BBBBB", 1.0))
+
+    def test_evict_the_only_segment_keeps_the_end(self):
+        """Evicting the last segment leaves an empty one at the end, which a reopen finds."""
+        j = self.journal(segment_bytes=100)
+        j.append(b"abc", 1.0)
+        self.assertEqual(j.evict_oldest(), 3)
+        self.assertEqual(j.evict_oldest(), 0)
+        self.assertEqual((j.start, j.end), (3, 3))
+        j.append(b"de", 2.0)
+        j.close()
+        again = StreamJournal.open(j.directory, 100)
+        self.assertEqual((again.start, again.end), (3, 5))
+        self.assertEqual(again.read(0, 10), (3, b"de", 2.0))
+
+    def test_reopen(self):
+        """A journal reopened reads back the same bytes, offsets and times."""
+        j = self.journal(segment_bytes=4)
+        j.append(b"abcd", 1.0)
+        j.append(b"efgh", 2.0)
+        j.evict_oldest()
+        j.close()
+        again = StreamJournal.open(j.directory, 4)
+        self.assertEqual((again.start, again.end), (4, 8))
+        self.assertEqual(again.read(4, 10), (4, b"efgh", 2.0))
+
+    def test_index_entry_past_the_data_ignored(self):
+        """A crash between the data and its index leaves an entry that a reopen ignores."""
+        j = self.journal(segment_bytes=100)
+        j.append(b"abc", 1.0)
+        j.close()
+        with open(j.segments[0].index_path, "ab") as f:
+            f.write(b"\x03" + b"\0" * 15 + b"\x01\x02")
+        again = StreamJournal.open(j.directory, 100)
+        self.assertEqual(list(again.segments[0].offsets), [0])
+        self.assertEqual(again.read(0, 10), (0, b"abc", 1.0))
+
+    def test_disk_full_counts_what_was_written(self):
+        """A write cut short by ENOSPC raises; the end counts the bytes that were written."""
+        write = FailingWrite(errno.ENOSPC, partial=2)
+        j = self.journal(segment_bytes=100, write=write)
+        j.append(b"ab", 1.0)
+        write.armed = True
+        with self.assertRaises(OSError) as caught:
+            j.append(b"cdef", 2.0)
+        self.assertEqual(caught.exception.errno, errno.ENOSPC)
+        self.assertEqual(j.end, 4)
+        self.assertEqual(j.read(0, 10), (0, b"abcd", 1.0))
+
+    def test_eio(self):
+        """An I/O error is raised as such, with nothing counted."""
+        write = FailingWrite(errno.EIO)
+        j = self.journal(segment_bytes=100, write=write)
+        write.armed = True
+        with self.assertRaises(OSError):
+            j.append(b"ab", 1.0)
+        self.assertEqual(j.end, 0)
+
+
+class ProgramJournalTests(SynchronousTestCase):
+    def program(self, limit: int, segment: int = 10, space=None) -> ProgramJournal:
+        return ProgramJournal.create(self.mktemp(), limit, segment, space)
+
+    def test_provides_the_store_interface(self):
+        """A program's journal is the output's IOutputStore."""
+        self.assertIs(StoreJournal, ProgramJournal)
+        self.assertTrue(verifyObject(IOutputStore, self.program(100)))
+
+    def test_limit_evicts_oldest_segments_with_exact_ranges(self):
+        """Past its limit the oldest segment of either stream goes, and is reported exactly."""
+        j = self.program(limit=30)
+        evicted = []
+        j.on_evicted = lambda *r: evicted.append(r)
+        j.append("stdout", b"a" * 10, 1.0)
+        j.append("stderr", b"b" * 10, 2.0)
+        j.append("stdout", b"c" * 10, 3.0)
+        self.assertEqual(evicted, [])
+        j.append("stderr", b"d" * 1, 4.0)
+        self.assertEqual(evicted, [("stdout", 0, 10)])
+        self.assertEqual(j.start("stdout"), 10)
+        self.assertEqual(j.held_bytes, 21)
+
+    def test_limit_exactly_reached_evicts_nothing(self):
+        """At its limit exactly, nothing goes (the near miss: one byte more does)."""
+        j = self.program(limit=20)
+        j.append("stdout", b"a" * 10, 1.0)
+        j.append("stdout", b"b" * 10, 2.0)
+        self.assertEqual(j.start("stdout"), 0)
+        j.append("stdout", b"c", 3.0)
+        self.assertEqual(j.start("stdout"), 10)
+
+    def test_pin_blocks_eviction_and_is_full(self):
+        """Bytes a blocking reader has not read are never evicted: the journal is full instead."""
+        j = self.program(limit=20)
+        j.pin("stdout", 0)
+        for i in range(3):
+            j.append("stdout", b"x" * 10, float(i))
+        self.assertEqual(j.start("stdout"), 0)
+        self.assertTrue(j.is_full())
+        # The reader moves past the first segment: it may go.
+        j.pin("stdout", 10)
+        self.assertFalse(j.is_full())
+        j.trim()
+        self.assertEqual(j.start("stdout"), 10)
+
+    def test_pin_inside_a_segment(self):
+        """A pin one byte before a segment's end keeps the segment (the near miss)."""
+        j = self.program(limit=10)
+        j.append("stdout", b"x" * 10, 1.0)
+        j.pin("stdout", 9)
+        j.append("stdout", b"y" * 10, 2.0)
+        self.assertEqual(j.start("stdout"), 0)
+        j.pin("stdout", 10)
+        j.trim()
+        self.assertEqual(j.start("stdout"), 10)
+
+    def test_total_over_programs(self):
+        """Past the state dir's total, the oldest segment of any program goes."""
+        space = Space(total_bytes=30)
+        first = self.program(limit=100, space=space)
+        second = self.program(limit=100, space=space)
+        space.add(first)
+        space.add(second)
+        evicted = []
+        first.on_evicted = lambda *r: evicted.append(("first",) + r)
+        second.on_evicted = lambda *r: evicted.append(("second",) + r)
+        first.append("stdout", b"a" * 10, 1.0)
+        second.append("stdout", b"b" * 10, 2.0)
+        first.append("stdout", b"c" * 10, 3.0)
+        self.assertEqual(evicted, [])
+        second.append("stdout", b"d", 4.0)
+        self.assertEqual(evicted, [("first", "stdout", 0, 10)])
+        self.assertEqual(space.held_bytes, 21)
+        first.delete()
+        self.assertEqual(space.held_bytes, 11)
+        self.assertFalse(os.path.exists(first.directory))
+
+    def test_record_written_atomically(self):
+        """A record replaces the old one whole, through a temporary file renamed."""
+        j = self.program(limit=100)
+        record = Record("p1", ["echo", "hi"], "/bin/echo", "/tmp", started_at=1.5, pid=42)
+        j.write_record(record)
+        self.assertEqual(j.read_record(), record)
+        done = Record("p1", ["echo", "hi"], "/bin/echo", "/tmp", status="completed", exit_code=0)
+        j.write_record(done)
+        self.assertEqual(read_record(j.directory), done)
+        self.assertEqual(
+            sorted(os.listdir(j.directory)), [RECORD_NAME, "stderr", "stdout"]
+        )
+
+    def test_record_not_written_when_the_disk_is_full(self):
+        """A failed write leaves the old record in place."""
+        j = self.program(limit=100)
+        old = Record("p1", ["true"], "/bin/true", "/")
+        j.write_record(old)
+        os.mkdir(os.path.join(j.directory, RECORD_NAME + ".tmp"))
+        with self.assertRaises(OSError):
+            j.write_record(Record("p1", ["true"], "/bin/true", "/", status="failed"))
+        self.assertEqual(j.read_record(), old)
+
+
+class RecordTests(SynchronousTestCase):
+    def test_unknown_fields_kept(self):
+        """Fields a later release wrote survive a read and a rewrite."""
+        raw = Record("p", ["a"], "/a", "/").to_json()
+        raw["future"] = 1
+        record = Record.from_json(raw)
+        self.assertEqual(record.extra, {"future": 1})
+        self.assertEqual(Record.from_json(record.to_json()).extra, {"future": 1})
+
+    def test_not_a_record(self):
+        for raw in ([], {"argv": []}, {"process_id": 1, "argv": [], "executable": "", "cwd": ""}):
+            self.assertRaises(RecordError, Record.from_json, raw)
+
+    def test_unreadable(self):
+        directory = self.mktemp()
+        os.mkdir(directory)
+        self.assertRaises(RecordError, read_record, directory)
+        with open(os.path.join(directory, RECORD_NAME), "w") as f:
+            f.write("{")
+        self.assertRaises(RecordError, read_record, directory)
+
+
+class StateDirTests(SynchronousTestCase):
+    def test_default(self):
+        """$STATE_DIRECTORY (systemd), else $XDG_STATE_HOME/ccx, else ~/.local/state/ccx."""
+        self.assertEqual(default_state_dir({"STATE_DIRECTORY": "/var/lib/a:/b"}), "/var/lib/a")
+        self.assertEqual(default_state_dir({"XDG_STATE_HOME": "/x"}), "/x/ccx")
+        # A relative XDG_STATE_HOME is invalid by the spec: ignored.
+        self.assertEqual(
+            default_state_dir({"XDG_STATE_HOME": "x"}),
+            os.path.expanduser("~/.local/state/ccx"),
+        )
+        self.assertEqual(default_state_dir({}), os.path.expanduser("~/.local/state/ccx"))
+
+    def test_tests_never_use_the_users_state_dir(self):
+        """The test run has a state dir of its own."""
+        self.assertNotEqual(default_state_dir(), os.path.expanduser("~/.local/state/ccx"))
+        self.assertNotIn("STATE_DIRECTORY", os.environ)
+
+    def test_created_with_format(self):
+        path = self.mktemp()
+        StateDir(path, 100, 1000).open()
+        with open(os.path.join(path, "format")) as f:
+            self.assertEqual(f.read(), f"ccx-state {FORMAT_VERSION}\n")
+
+    def test_later_format_refused(self):
+        """A state dir of a later format is refused, plainly (one version more: the near miss)."""
+        path = self.mktemp()
+        os.makedirs(path)
+        with open(os.path.join(path, "format"), "w") as f:
+            f.write(f"ccx-state {FORMAT_VERSION + 1}\n")
+        error = self.assertRaises(StateDirError, StateDir(path, 100, 1000).open)
+        self.assertIn("later ccx", str(error))
+        with open(os.path.join(path, "format"), "w") as f:
+            f.write(f"ccx-state {FORMAT_VERSION}\n")
+        StateDir(path, 100, 1000).open()
+
+    def test_not_a_state_dir(self):
+        path = self.mktemp()
+        os.makedirs(path)
+        with open(os.path.join(path, "format"), "w") as f:
+            f.write("something else\n")
+        self.assertRaises(StateDirError, StateDir(path, 100, 1000).open)
+
+    def test_unwritable(self):
+        path = self.mktemp()
+        with open(path, "w"):
+            pass
+        error = self.assertRaises(StateDirError, StateDir(path, 100, 1000).open)
+        self.assertIn(path, str(error))
+
+    def test_records_finished_and_unfinished(self):
+        state = StateDir(self.mktemp(), 100, 1000).open()
+        running = state.create("a")
+        running.write_record(Record("a", ["sleep"], "/bin/sleep", "/", started_at=1.0))
+        done = state.create("b")
+        done.write_record(Record("b", ["true"], "/bin/true", "/", started_at=2.0, status="completed"))
+        # A directory without a readable record is skipped, not deleted.
+        os.makedirs(state.directory("c"))
+        self.assertEqual([r.process_id for r in state.finished_records()], ["b"])
+        self.assertEqual([r.process_id for r in state.unfinished_records()], ["a"])
+        state.remove("b")
+        self.assertEqual(state.finished_records(), [])
+        self.assertTrue(os.path.isdir(state.directory("c")))
+
+    def test_fixture_of_format_1(self):
+        """
+        What this release (format 1) left is read by every later one: a
+        committed state dir lists its program and replays its output with
+        the offsets and times it was read at.
+        """
+        path = self.mktemp()
+        shutil.copytree(FIXTURE, path)
+        state = StateDir(path, 1024, 4096).open()
+        [record] = state.finished_records()
+        self.assertEqual(record.process_id, "0123456789abcdef0123456789abcdef")
+        self.assertEqual(record.argv, ["sh", "-c", "echo one; echo two >&2; echo three"])
+        self.assertEqual((record.status, record.exit_code), ("completed", 0))
+        self.assertEqual((record.stdout_bytes, record.stderr_bytes), (10, 4))
+        self.assertEqual(state.unfinished_records()[0].process_id, "fedcba9876543210fedcba9876543210")
+        journal = state.load(record.process_id)
+        self.assertEqual(journal.read("stdout", 0, 100), (0, b"one\n", 1700000000.0))
+        self.assertEqual(journal.read("stdout", 4, 100), (4, b"three\n", 1700000000.5))
+        self.assertEqual(journal.read("stdout", 0, 100)[1] + journal.read("stdout", 4, 100)[1], b"one\nthree\n")
+        self.assertEqual(journal.start("stdout"), 0)
+        self.assertEqual(journal.end("stderr"), 4)
+        self.assertEqual(journal.read("stderr", 0, 100), (0, b"two\n", 1700000000.25))
