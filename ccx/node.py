@@ -10,9 +10,9 @@ from twisted.logger import Logger
 
 from ccx import __version__
 from ccx.config import Config, ConfigError
-from ccx.durable.adoption import readopt, remove_record, report_orphans
-from ccx.durable.orphans import RunningMarks, remove_stale_bases
+from ccx.durable.adoption import readopt, remove_record
 from ccx.durable.link import KeeperLink
+from ccx.durable.orphans import remove_stale_bases
 from ccx.metrics import Metrics
 from ccx.process.allowlist import AllowList
 from ccx.process.cgroup import CgroupError, open_tree
@@ -68,42 +68,23 @@ class Node:
                 allow_env=config.allow_env,
                 deny_env=config.deny_env,
             ),
-            spawn_durable=self.keeper.spawn,
-            watch_running=self._mark_running,
+            # Durable programs need the state dir, which --no-journal leaves alone.
+            spawn_durable=self.keeper.spawn if config.journal else None,
         )
-        self.running_marks = RunningMarks(config.state_dir)
         self.connections: Set[IConnection] = set()
         self.handshakes = 0
         self.metrics = Metrics(self)
         self.registry.on_spawned = self.metrics.observe_spawn
         self._started = time.monotonic()
 
-    def _mark_running(self, process: Any) -> None:
-        """
-        Mark a program that is not durable in the state dir while it runs.
-        """
-        self.running_marks.add(process)
-        process.ended.addBoth(self._unmark, process.process_id)
-
-    def _unmark(self, result: Any, process_id: str) -> Any:
-        self.running_marks.remove(process_id)
-        return result
-
     def readopt(self) -> int:
         """
-        At start: end and report the programs that a ccx killed abruptly
-        left running, and take back the durable programs of the state dir.
+        At start: take back the durable programs of the state dir.
 
-        @return: how many durable programs were taken back.
+        @return: how many.
         """
-        orphans = report_orphans(
-            self.running_marks,
-            self.keeper,
-            self.registry,
-            self.launcher.settings,
-            self.reactor,
-            self.launcher.cgroups,
-        )
+        if not self.config.journal:
+            return 0
         adopted = readopt(
             self.keeper,
             self.registry,
@@ -115,7 +96,7 @@ class Node:
         # What a dead ccx left in the cgroup hierarchy goes once the
         # programs it held there are over.
         remove_stale_bases(self.launcher.cgroups)
-        for process in orphans + adopted:
+        for process in adopted:
             process.ended.addBoth(self._after_adopted)
         return len(adopted)
 

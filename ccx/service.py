@@ -13,6 +13,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.logger import ILogObserver, Logger
 
 from ccx.config import Config, ConfigError, accepts_directly, check_listening
+from ccx.durable.orphans import end_orphans
 from ccx.fdlimit import RESERVE, open_file_limit, raise_open_file_limit
 from ccx.journal.statedir import StateDir, StateDirError
 from ccx.logs import make_observer
@@ -67,6 +68,8 @@ class CCXService(MultiService):
             ).open()
         except StateDirError as e:
             raise ConfigError(f"--state-dir: {e}")
+        # What a killed ccx left running is ended first, and listed failed.
+        end_orphans(state_dir, self.node.reactor)
         self.node.registry.use_state_dir(state_dir)
 
     def setServiceParent(self, parent: Any) -> None:

@@ -1,94 +1,85 @@
 """
-Tests for L{ccx.durable.orphans}: the marks of running programs that are
-not durable, and what a start does with those a dead ccx left.
+Tests for L{ccx.durable.orphans}: what a start does with the unfinished
+records of programs that are not durable (their ccx was killed).
 """
 
-import json
 import os
 import signal
 import subprocess
+import time
 
 from twisted.internet.task import Clock
-from twisted.logger import LogLevel, capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
-from ccx.durable.orphans import RunningMarks, end_orphan
-from ccx.keeper.records import proc_start_time
+from ccx.durable.orphans import ORPHAN_ERROR, end_orphans, process_started_at
+from ccx.journal.record import Record, read_record, write_record
+from ccx.journal.statedir import StateDir
 from ccx.process.group import ProcessGroup
-from tests.fakes import Harness
 
 
-class MarksTests(SynchronousTestCase):
+class EndOrphansTests(SynchronousTestCase):
     def setUp(self):
-        self.state_dir = os.path.abspath(self.mktemp())
-        self.marks = RunningMarks(self.state_dir)
+        self.state_dir = StateDir(os.path.abspath(self.mktemp()), 1 << 20, 1 << 24).open()
+        self.clock = Clock()
+        self.clock.advance(5000)
 
-    def write(self, name, mark):
-        os.makedirs(self.marks.directory, exist_ok=True)
-        with open(os.path.join(self.marks.directory, name), "w") as f:
-            f.write(mark if isinstance(mark, str) else json.dumps(mark))
-
-    def test_add_and_remove(self):
-        """A running program's mark names it, its start time and its ccx; remove drops it."""
-        h = Harness("p1").run()
-        self.marks.add(h.process)
-        with open(os.path.join(self.marks.directory, "p1.json")) as f:
-            mark = json.load(f)
-        self.assertEqual(
-            (mark["process_id"], mark["pid"], mark["ccx_pid"], mark["argv"]),
-            ("p1", h.process.pid, os.getpid(), h.process.command.argv),
-        )
-        self.assertEqual(mark["ccx_start"], proc_start_time(os.getpid()))
-        self.marks.remove("p1")
-        self.marks.remove("p1")
-        self.assertEqual(os.listdir(self.marks.directory), [])
-
-    def test_left_by_a_dead_ccx_only(self):
-        """
-        left() gives (and removes) the marks of a ccx no longer running:
-        one whose pid runs with another start time is gone too; those of a
-        running ccx, a file being written, stay.
-        """
-        me = {"pid": 1, "ccx_pid": os.getpid(), "ccx_start": proc_start_time(os.getpid())}
-        recycled = dict(me, ccx_start=me["ccx_start"] - 1)
-        self.write("mine.json", dict(me, process_id="mine"))
-        self.write("dead.json", dict(recycled, process_id="dead"))
-        self.write("writing.json.new", "{")
-        self.write("broken.json", "{")
-        self.assertEqual([m["process_id"] for m in self.marks.left()], ["dead"])
-        self.assertEqual(
-            sorted(os.listdir(self.marks.directory)), ["mine.json", "writing.json.new"]
-        )
-
-    def test_unwritable(self):
-        """A state dir that cannot be written is logged, never fatal."""
-        with open(self.state_dir, "w"):
-            pass
-        h = Harness("p1").run()
-        with capturedLogs() as events:
-            self.marks.add(h.process)
-        [event] = events
-        self.assertEqual(event["log_level"], LogLevel.warn)
-        self.assertIn("cannot mark it running", event["log_format"])
-
-
-class EndOrphanTests(SynchronousTestCase):
     def start(self):
         child = subprocess.Popen(["sleep", "300"], start_new_session=True)
         self.addCleanup(child.wait)
         self.addCleanup(ProcessGroup(child.pid).signal, signal.SIGKILL)
         return child
 
-    def test_ends_the_marked_group(self):
-        """The group of a leader that is still the marked process is killed."""
+    def record(self, process_id, pid, started_at, durable=False):
+        record = Record(
+            process_id=process_id,
+            argv=["sleep", "300"],
+            executable="/usr/bin/sleep",
+            cwd="/",
+            started_at=started_at,
+            pid=pid,
+            durable=durable,
+        )
+        directory = self.state_dir.directory(process_id)
+        os.makedirs(directory)
+        write_record(directory, record)
+        return directory
+
+    def test_ended_and_recorded_failed(self):
+        """
+        The group of a leader that is still the recorded process is killed,
+        and its record finished: failed, saying why, ended now.
+        """
         child = self.start()
-        mark = {"pid": child.pid, "proc_start": proc_start_time(child.pid)}
-        self.assertTrue(end_orphan(mark, Clock(), None))
+        directory = self.record("p1", child.pid, process_started_at(child.pid))
+        self.assertEqual(end_orphans(self.state_dir, self.clock), ["p1"])
         self.assertEqual(child.wait(), -signal.SIGKILL)
+        record = read_record(directory)
+        self.assertEqual(
+            (record.status, record.error, record.ended_at), ("failed", ORPHAN_ERROR, 5000)
+        )
 
     def test_recycled_pid_spared(self):
-        """A pid now another process's (another start time) is never signalled."""
+        """
+        A pid whose process started more than the tolerance away from the
+        record's start (a recycled pid) is never signalled; the record is
+        finished all the same.
+        """
         child = self.start()
-        mark = {"pid": child.pid, "proc_start": proc_start_time(child.pid) + 1}
-        self.assertFalse(end_orphan(mark, Clock(), None))
+        self.record("p1", child.pid, process_started_at(child.pid) - 2.5)
+        self.assertEqual(end_orphans(self.state_dir, self.clock), ["p1"])
         self.assertIsNone(child.poll())
+
+    def test_durable_left_to_the_keeper(self):
+        """An unfinished durable record is the keeper's: untouched."""
+        child = self.start()
+        directory = self.record("p1", child.pid, process_started_at(child.pid), durable=True)
+        self.assertEqual(end_orphans(self.state_dir, self.clock), [])
+        self.assertIsNone(child.poll())
+        self.assertIsNone(read_record(directory).status)
+
+    def test_process_started_at(self):
+        """A process's start, from /proc, in seconds since the epoch; None when gone."""
+        child = self.start()
+        began = process_started_at(child.pid)
+        self.assertLess(abs(began - time.time()), 60)
+        self.assertIsNone(process_started_at(2**22 + 1))

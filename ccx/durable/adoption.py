@@ -10,9 +10,7 @@ from typing import Any, Dict, List
 
 from twisted.logger import Logger
 
-from ccx.durable.link import KeeperLink, replay
-from ccx.durable.orphans import ORPHAN_ERROR, RunningMarks, end_orphan
-from ccx.durable.transport import KeeperTransport
+from ccx.durable.link import KeeperLink
 from ccx.keeper.records import program_dir, read_records
 from ccx.process.cgroup import Cgroup
 from ccx.process.command import Command
@@ -107,51 +105,6 @@ def readopt(
             state_dir=link.state_dir,
         )
     return adopted
-
-
-def report_orphans(
-    marks: RunningMarks,
-    link: KeeperLink,
-    registry: ProcessRegistry,
-    settings: LaunchSettings,
-    reactor: Any,
-    cgroups: Any = None,
-) -> List[ManagedProcess]:
-    """
-    End the programs that are not durable and that a ccx killed abruptly
-    left running (L{ccx.durable.orphans}), and list them as failed, with
-    an error that says why.
-
-    @return: the processes now tracked for them.
-    """
-    reported = []
-    for mark in marks.left():
-        try:
-            ran = end_orphan(mark, reactor, cgroups)
-            record = dict(mark, returncode=None, proc_start=None, stdin=False, meta={})
-            process = recorded_process(record, settings, reactor, durable=False)
-        except (KeyError, TypeError, ValueError) as e:
-            log.error("a malformed running mark in the state dir: {error}", error=repr(e))
-            continue
-        log.warn(
-            "process {process_id} ({argv}) was left by a ccx that stopped abruptly; "
-            "{what}",
-            process_id=mark["process_id"],
-            argv=mark.get("argv"),
-            what="ended it" if ran else "it had ended",
-        )
-        registry.adopt(
-            process,
-            lambda protocol, command, record=record: _lost(link, record, protocol),
-        ).addErrback(lambda _: None)
-        reported.append(process)
-    return reported
-
-
-def _lost(link: KeeperLink, record: Dict[str, Any], protocol: Any) -> KeeperTransport:
-    transport = KeeperTransport(link.reactor, link, link.state_dir, record["process_id"], protocol)
-    replay(transport, record, lost=ORPHAN_ERROR)
-    return transport
 
 
 def remove_record(state_dir: str, process_id: str) -> None:

@@ -1,147 +1,126 @@
 """
-Programs that are not durable must not outlive ccx unmanaged.  While one
-runs, a small mark in the state dir names it (pid, start time, cgroup);
-the mark goes when it ends.  A mark found at start belongs to a program
-whose ccx died abruptly (SIGKILL, a crash): the program is ended
-(C{cgroup.kill}, or its process group when its leader is still the process
-the mark names) and reported failed, with an error that says why.
+Programs that are not durable must not outlive ccx unmanaged.  The journal
+keeps a record of each program from the moment it runs (its pid, start
+time, cgroup) until it ends; an unfinished record of a program that is not
+durable, found at start, belongs to a program whose ccx died abruptly
+(SIGKILL, a crash).  The program is ended (C{cgroup.kill}, or its process
+group when its leader is still the process the record names) and its
+record finished as failed, with an error that says why: the registry then
+lists it like any finished program.
 """
 
-import json
 import os
 import signal
-from typing import Any, Dict, List, Optional
+from dataclasses import replace
+from typing import Any, List, Optional
 
 from twisted.logger import Logger
 
-from ccx.keeper.records import proc_start_time
+from ccx.journal.record import Record, write_record
+from ccx.journal.statedir import StateDir
 from ccx.process.cgroup import Cgroup, CgroupError, CgroupTree
 from ccx.process.group import ProcessGroup
 
 log = Logger()
 
-MARKS_DIR = "running"
 ORPHAN_ERROR = (
     "ccx stopped abruptly while it ran (killed or crashed); the next start ended it"
 )
+# How far a process's start, as /proc has it, may be from the start its
+# record says for it to be the same process: the record is written once
+# the program runs, milliseconds after it started; a recycled pid started
+# later.
+START_TOLERANCE = 2.0
 # How long the cgroup of an ended orphan is waited for to empty, and how
 # often it is looked at.
 _CGROUP_WAIT = 5.0
 _CGROUP_POLL = 0.02
 
 
-class RunningMarks:
+def process_started_at(pid: int) -> Optional[float]:
     """
-    The marks of the programs that are not durable and run now.
+    When process C{pid} started, in seconds since the epoch (from
+    C{/proc}: the boot time and the process's start in clock ticks), or
+    L{None} when there is no such process.
     """
-
-    def __init__(self, state_dir: str) -> None:
-        self.directory = os.path.join(state_dir, MARKS_DIR)
-
-    def _path(self, process_id: str) -> str:
-        return os.path.join(self.directory, process_id + ".json")
-
-    def add(self, process: Any) -> None:
-        """
-        Mark a program that runs (a L{ccx.process.managed.ManagedProcess}
-        with its pid); what cannot be written is logged, never fatal.
-        """
-        mark = {
-            "process_id": process.process_id,
-            "pid": process.pid,
-            "proc_start": proc_start_time(process.pid),
-            "cgroup": process.cgroup_path,
-            "argv": list(process.command.argv),
-            "executable": process.command.executable,
-            "cwd": process.command.cwd,
-            "started_at": process.started_at,
-            "encoding": process.options.encoding,
-            # The ccx that runs it: a mark is an orphan's once that is gone.
-            "ccx_pid": os.getpid(),
-            "ccx_start": proc_start_time(os.getpid()),
-        }
-        try:
-            os.makedirs(self.directory, mode=0o700, exist_ok=True)
-            temporary = self._path(process.process_id) + ".new"
-            with open(temporary, "w") as f:
-                json.dump(mark, f)
-            os.replace(temporary, self._path(process.process_id))
-        except OSError as e:
-            log.warn(
-                "process {process_id}: cannot mark it running in the state dir: {error}",
-                process_id=process.process_id,
-                error=str(e),
-            )
-
-    @staticmethod
-    def _discard(path: str) -> None:
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
-
-    def remove(self, process_id: str) -> None:
-        try:
-            os.unlink(self._path(process_id))
-        except FileNotFoundError:
-            pass
-        except OSError as e:
-            log.warn("cannot remove the mark of {process_id}: {error}", process_id=process_id, error=str(e))
-
-    def left(self) -> List[Dict[str, Any]]:
-        """
-        The marks a ccx no longer running left behind (read, and removed);
-        those of a ccx that runs (sharing the state dir) are its own.
-        """
-        try:
-            names = sorted(os.listdir(self.directory))
-        except FileNotFoundError:
-            return []
-        marks = []
-        for name in names:
-            if not name.endswith(".json"):
-                continue  # being written
-            path = os.path.join(self.directory, name)
-            try:
-                with open(path) as f:
-                    mark = json.load(f)
-            except (OSError, ValueError):
-                mark = None
-            if not isinstance(mark, dict) or not isinstance(mark.get("pid"), int):
-                self._discard(path)
-                continue
-            ccx_pid = mark.get("ccx_pid")
-            if isinstance(ccx_pid, int) and proc_start_time(ccx_pid) == mark.get("ccx_start"):
-                continue
-            self._discard(path)
-            marks.append(mark)
-        return marks
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            ticks = int(f.read().rsplit(b")", 1)[1].split()[19])
+        with open("/proc/stat", "rb") as f:
+            boot = next(int(line.split()[1]) for line in f if line.startswith(b"btime "))
+    except (OSError, IndexError, ValueError, StopIteration):
+        return None
+    return boot + ticks / os.sysconf("SC_CLK_TCK")
 
 
-def end_orphan(mark: Dict[str, Any], reactor: Any, cgroups: Optional[CgroupTree]) -> bool:
+def is_same_process(pid: int, started_at: Optional[float]) -> bool:
+    """
+    Whether C{pid} is still the process that started at C{started_at}.
+    """
+    began = process_started_at(pid)
+    return began is not None and started_at is not None and abs(began - started_at) <= START_TOLERANCE
+
+
+def end_orphan(record: Record, reactor: Any, own_base: Optional[str] = None) -> bool:
     """
     End what is left of a program a dead ccx left running: every process of
     its cgroup, and its process group when its leader is still the process
-    the mark names (a recycled pid is never signalled).
+    the record names (a recycled pid is never signalled).
 
-    @param cgroups: this ccx's cgroup tree, when it uses one.
+    @param own_base: this ccx's directory of program cgroups, never removed.
     @return: whether anything of it was still running.
     """
     found = False
-    path = mark.get("cgroup")
-    if path and os.path.isdir(path):
-        cgroup = Cgroup(path, cgroups.home if cgroups is not None else "")
+    if record.cgroup and os.path.isdir(record.cgroup):
+        cgroup = Cgroup(record.cgroup, "")
         try:
             found = bool(cgroup.procs())
             cgroup.kill()
         except CgroupError as e:
-            log.warn("cannot end cgroup {path}: {error}", path=path, error=str(e))
-        own = cgroups.base if cgroups is not None else None
-        _remove_when_empty(cgroup, reactor, reactor.seconds() + _CGROUP_WAIT, own)
-    pid = mark["pid"]
-    if mark.get("proc_start") is not None and proc_start_time(pid) == mark["proc_start"]:
-        found = ProcessGroup(pid).signal(signal.SIGKILL) or found
+            log.warn("cannot end cgroup {path}: {error}", path=record.cgroup, error=str(e))
+        _remove_when_empty(cgroup, reactor, reactor.seconds() + _CGROUP_WAIT, own_base)
+    if record.pid is not None and is_same_process(record.pid, record.started_at):
+        found = ProcessGroup(record.pid).signal(signal.SIGKILL) or found
     return found
+
+
+def end_orphans(state_dir: StateDir, reactor: Any) -> List[str]:
+    """
+    End every program that is not durable and that a ccx no longer
+    running left unfinished in C{state_dir}, and finish its record (failed,
+    with L{ORPHAN_ERROR}), so that the registry takes it up as finished.
+
+    @return: the ids of those programs.
+    """
+    ended = []
+    now = reactor.seconds()
+    for record in state_dir.unfinished_records():
+        if record.durable:
+            continue  # the keeper's
+        ran = end_orphan(record, reactor)
+        log.warn(
+            "process {process_id} ({argv}) was left by a ccx that stopped abruptly; {what}",
+            process_id=record.process_id,
+            argv=record.argv,
+            what="ended it" if ran else "it had ended",
+        )
+        finished = replace(
+            record,
+            status="failed",
+            ended_at=record.ended_at or now,
+            error=ORPHAN_ERROR,
+        )
+        try:
+            write_record(state_dir.directory(record.process_id), finished)
+        except OSError as e:
+            log.error(
+                "process {process_id}: cannot write its record: {error}",
+                process_id=record.process_id,
+                error=e.strerror,
+            )
+            continue
+        ended.append(record.process_id)
+    return ended
 
 
 def _remove_when_empty(cgroup: Cgroup, reactor: Any, deadline: float, own: Optional[str]) -> None:

@@ -100,9 +100,6 @@ class Launcher:
     settings: LaunchSettings
     spawn: SpawnFunction = spawn
     spawn_durable: Optional[Spawner] = None
-    # Told of each program that is not durable once it runs (ccx marks it
-    # in the state dir, so that a ccx killed meanwhile leaves no orphan).
-    watch_running: Optional[Callable[[ManagedProcess], None]] = None
     cgroups: Optional[CgroupTree] = None
 
     def launch(
@@ -131,8 +128,9 @@ class Launcher:
         settings = self.settings
         if spec.durable and self.spawn_durable is None:
             raise InvalidCommand(
-                "durable programs need the keeper, which this service has not",
-                parameter="durable",
+                "durable programs need the state dir, which this service keeps no "
+                "journal in",
+                setting="no_journal",
             )
         # Refused at the limit before any work on the command (the allow-list
         # looks at files); registry.start checks again, for its other callers.
@@ -182,14 +180,6 @@ class Launcher:
             if cgroup is not None:
                 cgroup.remove()
             raise
-        if self.watch_running is not None and not spec.durable:
-            watch = self.watch_running
-
-            def running(result: ManagedProcess) -> ManagedProcess:
-                watch(result)
-                return result
-
-            started.addCallback(running)
         return process, started
 
     def _make_cgroup(self, process_id: str, limits: Optional[Limits]) -> Optional[Cgroup]:
