@@ -10,8 +10,9 @@ from twisted.logger import Logger
 
 from ccx import __version__
 from ccx.config import Config, ConfigError
-from ccx.durable.adoption import readopt, remove_record
+from ccx.durable.adoption import readopt
 from ccx.durable.link import KeeperLink
+from ccx.journal.statedir import StateDir
 from ccx.durable.orphans import remove_stale_bases
 from ccx.metrics import Metrics
 from ccx.process.allowlist import AllowList
@@ -51,9 +52,11 @@ class Node:
             max_waiting=config.max_processes + config.max_connections,
         )
         # The keeper of the state dir: started with the first durable program.
-        self.keeper = KeeperLink(reactor, config.state_dir)
-        self.registry.on_forget_durable = lambda process_id: remove_record(
-            config.state_dir, process_id
+        self.keeper = KeeperLink(
+            reactor,
+            config.state_dir,
+            config.journal_bytes,
+            StateDir(config.state_dir, config.journal_bytes, config.journal_total_bytes).segment_bytes,
         )
         self.launcher = Launcher(
             self.allow_list,
@@ -90,7 +93,6 @@ class Node:
             self.registry,
             self.launcher.settings,
             self.reactor,
-            self.config.keep_finished,
             self.launcher.cgroups,
         )
         # What a dead ccx left in the cgroup hierarchy goes once the

@@ -6,7 +6,6 @@ checks that nothing of them is left.
 """
 
 import os
-import shutil
 import signal
 
 from autobahn.twisted.websocket import WebSocketClientFactory
@@ -15,7 +14,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.trial.unittest import TestCase
 
-from ccx.keeper.records import journal_path, program_dir, read_record
+from ccx.journal.record import read_record
+from ccx.journal.statedir import PROGRAMS
 from ccx.process.cgroup import own_cgroup
 from ccx.process.group import ProcessGroup, group_states
 from ccx.testing.polling import until
@@ -114,10 +114,16 @@ class ServiceRestarts:
         await until(reactor, lambda: not service.running, 10, 0.01, "ccx dies")
 
     def journaled(self, process_id: str, stream: str = "stdout") -> int:
+        """
+        How many bytes of C{stream} the program's journal holds (its
+        segments' data files).
+        """
+        folder = os.path.join(self.state_dir, PROGRAMS, process_id, stream)
         try:
-            return os.path.getsize(journal_path(self.state_dir, process_id, stream))
+            names = os.listdir(folder)
         except OSError:
             return 0
+        return sum(os.path.getsize(os.path.join(folder, n)) for n in names if n.endswith(".out"))
 
     async def entry(self, client: Client, process_id: str) -> dict:
         listed = await client.call("list")
@@ -177,31 +183,27 @@ class DurableServiceTests(ServiceRestarts, TestCase):
         await until(reactor, lambda: client.output(process_id) == b"before\n", what="output")
         await self.kill(first)
         self.flag("go")
-        folder = program_dir(self.state_dir, process_id)
+        folder = os.path.join(self.state_dir, PROGRAMS, process_id)
         record = await until(
-            reactor,
-            lambda: (read_record(folder) or {}).get("ended_at") and read_record(folder),
-            what="its end recorded",
+            reactor, lambda: read_record(folder).status and read_record(folder), what="its end recorded"
         )
-        self.assertEqual(record["returncode"], 5)
+        self.assertEqual((record.exit_code, record.status), (5, "failed"))
 
         second = await self.start_service()
         client = await self.connect(second)
         entry = await self.entry(client, process_id)
         self.assertEqual(
             (entry["state"], entry["exit_code"], entry["ended_at"], entry["started_at"]),
-            ("exited", 5, record["ended_at"], record["started_at"]),
+            ("exited", 5, record.ended_at, record.started_at),
         )
         await client.call("attach", {"process_id": process_id, "offsets": {"stdout": 0, "stderr": 0}})
         completed = await client.notification("process.completed", process_id)
         self.assertEqual(client.output(process_id), b"before\n")
         self.assertEqual(client.output(process_id, "stderr"), b"after\n")
         self.assertEqual(
-            (completed["exit_code"], completed["ended_at"]), (5, record["ended_at"])
+            (completed["exit_code"], completed["ended_at"]), (5, record.ended_at)
         )
-        self.assertAlmostEqual(
-            completed["duration"], record["ended_at"] - record["started_at"], places=5
-        )
+        self.assertAlmostEqual(completed["duration"], record.ended_at - record.started_at, places=5)
 
     async def test_steered_after_readoption(self):
         """
@@ -361,7 +363,7 @@ class DurableParamsTests(TestCase):
         response = await client.request("execute", {"command": [script], "durable": True})
         self.assertEqual(response["error"]["code"], -32005)
         self.assertIn(f"{script!r}: No such file or directory", response["error"]["message"])
-        self.assertEqual(os.listdir(os.path.join(fixture.config.state_dir, "durable")), [])
+        self.assertEqual(os.listdir(os.path.join(fixture.config.state_dir, PROGRAMS)), [])
 
 
 class OrphanTests(ServiceRestarts, TestCase):
@@ -406,46 +408,3 @@ class OrphanTests(ServiceRestarts, TestCase):
         await until(reactor, lambda: not os.path.exists(cgroup), what="its cgroup removed")
 
 
-FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
-
-
-class FormatFixtureTests(TestCase):
-    """
-    A state dir written by the first release that had durable programs
-    (format 1) is taken back by this one: the promise to later releases.
-    """
-
-    async def test_format_1(self):
-        state_dir = os.path.abspath(self.mktemp())
-        shutil.copytree(os.path.join(FIXTURES, "durable-1"), state_dir)
-        process_id = "0123456789abcdef0123456789abcdef"
-        fixture = ServiceFixture(self, state_dir=state_dir, keep_finished=1e9)
-        await fixture.start()
-        client = await fixture.connect()
-        [entry] = (await client.call("list"))["processes"]
-        self.assertEqual(
-            {k: entry[k] for k in ("process_id", "state", "exit_code", "started_at", "ended_at", "durable")},
-            {
-                "process_id": process_id,
-                "state": "exited",
-                "exit_code": 3,
-                "started_at": 1700000000.25,
-                "ended_at": 1700000042.5,
-                "durable": True,
-            },
-        )
-        await client.call("attach", {"process_id": process_id, "offsets": {"stdout": 0, "stderr": 0}})
-        completed = await client.notification("process.completed", process_id)
-        self.assertEqual(client.output(process_id), b"written by a durable program\nwhile ccx was away\n")
-        self.assertEqual(client.output(process_id, "stderr"), b"and to stderr\n")
-        self.assertEqual((completed["status"], completed["duration"]), ("failed", 42.25))
-
-    async def test_ended_long_ago_removed(self):
-        """A record of a program that ended longer than --keep-finished ago goes, with its journal."""
-        state_dir = os.path.abspath(self.mktemp())
-        shutil.copytree(os.path.join(FIXTURES, "durable-1"), state_dir)
-        fixture = ServiceFixture(self, state_dir=state_dir)
-        await fixture.start()
-        client = await fixture.connect()
-        self.assertEqual((await client.call("list"))["processes"], [])
-        self.assertEqual(os.listdir(os.path.join(state_dir, "durable")), [])

@@ -17,7 +17,9 @@ import time
 from twisted.trial.unittest import SynchronousTestCase
 
 from ccx.keeper import messages as m
-from ccx.keeper.records import journal_path, program_dir, read_record, read_records
+from ccx.journal.program import ProgramJournal
+from ccx.journal.record import read_record
+from ccx.keeper.server import program_dir
 from ccx.keeper.server import READ_SIZE, Keeper
 from ccx.process.group import ProcessGroup
 from ccx.testing.proc import keeper_pids
@@ -85,6 +87,8 @@ class KeeperTests(SynchronousTestCase):
         self.addCleanup(self.end_programs)
         self.received = b""
         self.fds = []
+        # Every message received, across calls of messages().
+        self.everything = []
 
     def end_programs(self):
         for fd in self.fds:
@@ -128,11 +132,21 @@ class KeeperTests(SynchronousTestCase):
                 self.received += data
                 *lines, self.received = self.received.split(b"\n")
                 found += [m.decode(line) for line in lines]
+                self.everything += [m.decode(line) for line in lines]
             if until(found):
                 break
             self.turn()
         self.fds += fds
         return found, fds
+
+    def journaled(self, process_id, stream):
+        """
+        What a program's journal holds of C{stream}, from its start.
+        """
+        journal = ProgramJournal.open(program_dir(self.state_dir, process_id), 1 << 30, 1 << 20)
+        first, data, _ = journal.read(stream, 0, 1 << 20)
+        self.assertEqual(first, 0)
+        return data
 
     def spawn(self, client, argv, **extra):
         message = {
@@ -144,6 +158,7 @@ class KeeperTests(SynchronousTestCase):
             "env": {},
             "stdin": False,
             "journal_bytes": 1 << 20,
+            "segment_bytes": 1 << 16,
             "blocking": True,
         }
         message.update(extra)
@@ -205,7 +220,7 @@ class KeeperTests(SynchronousTestCase):
             },
         )
         self.assertEqual(self.keeper.programs, {})
-        self.assertEqual(read_records(self.state_dir), [])
+        self.assertFalse(os.path.exists(program_dir(self.state_dir, "p1")))
 
     def test_id_taken(self):
         """A second spawn with an id in use is refused."""
@@ -236,13 +251,13 @@ class KeeperTests(SynchronousTestCase):
             self.assertEqual(about, [m.OUTPUT, m.CLOSED])
         exited = [f for f in found if f["type"] == m.EXITED][0]
         self.assertEqual(exited["returncode"], 3)
-        with open(journal_path(self.state_dir, "p1", "stdout"), "rb") as f:
-            self.assertEqual(f.read(), b"out\n")
+        self.assertEqual(self.journaled("p1", "stdout"), b"out\n")
         record = read_record(program_dir(self.state_dir, "p1"))
-        self.assertEqual(record["returncode"], 3)
-        self.assertEqual(record["ended_at"], exited["ended_at"])
-        self.assertLessEqual(before, record["started_at"])
-        self.assertEqual(record["argv"], [SH, "-c", "echo out; echo err >&2; exit 3"])
+        self.assertEqual((record.exit_code, record.status, record.durable), (3, "failed", True))
+        self.assertEqual(record.ended_at, exited["ended_at"])
+        self.assertEqual((record.stdout_bytes, record.stderr_bytes), (4, 4))
+        self.assertLessEqual(before, record.started_at)
+        self.assertEqual(record.argv, [SH, "-c", "echo out; echo err >&2; exit 3"])
         # Over: the keeper holds it no more.
         self.assertEqual(self.keeper.programs, {})
 
@@ -252,16 +267,15 @@ class KeeperTests(SynchronousTestCase):
         held is lost and logged, the program goes on and ends as ever, and
         the ends count only what the journal holds.
         """
-        real_splice = os.splice
         failures = []
 
-        def splice(*args, **kwargs):
+        def write(fd, data):
             if not failures:
                 failures.append(True)
                 raise OSError(errno.ENOSPC, "No space left on device")
-            return real_splice(*args, **kwargs)
+            return os.write(fd, data)
 
-        self.patch(os, "splice", splice)
+        self.keeper._write = write
         client = self.connect()
         self.spawn(client, [SH, "-c", "echo lost; read x; echo kept"], stdin=True)
         _, [stdin] = self.messages(client, lambda f: any(x["type"] == m.SPAWNED for x in f))
@@ -278,8 +292,7 @@ class KeeperTests(SynchronousTestCase):
         [lost] = [line for line in self.logged if "bytes of" in line]
         self.assertIn("5 bytes of stdout lost", lost)
         self.assertIn("No space left on device", lost)
-        with open(journal_path(self.state_dir, "p1", "stdout"), "rb") as f:
-            self.assertEqual(f.read(), b"kept\n")
+        self.assertEqual(self.journaled("p1", "stdout"), b"kept\n")
         ends = [f["end"] for f in found if f["type"] == m.OUTPUT and f["stream"] == "stdout"]
         self.assertEqual(ends[-1], 5)
 
@@ -307,12 +320,12 @@ class KeeperTests(SynchronousTestCase):
     def hold_test(self, hold, expect_paused):
         client = self.connect()
         limit = 256 * 1024
-        self.spawn(client, [YES], journal_bytes=limit)
+        self.spawn(client, [YES], journal_bytes=limit, segment_bytes=limit // 4)
         self.messages(client, lambda f: any(x["type"] == m.OUTPUT for x in f))
         self.send(client, {"type": m.HOLD, "id": "p1", "offsets": hold})
         program = self.keeper.programs["p1"]
         for _ in range(2000):
-            if program.paused or program.ends["stdout"] > 4 * limit:
+            if program.paused if expect_paused else program.journal.end("stdout") > 8 * limit:
                 break
             self.turn(0.01)
         self.assertEqual(program.paused, expect_paused)
@@ -320,26 +333,43 @@ class KeeperTests(SynchronousTestCase):
 
     def test_hold_pauses_at_the_limit(self):
         """
-        A blocking program is held back once its journal holds its limit
-        past the offset ccx holds: exactly the limit, at most one read more.
+        A blocking program is held back once its journal holds its limit of
+        bytes past the offset ccx holds (pinned: never evicted): the limit,
+        at most one read more.
         """
         client, program, limit = self.hold_test({"stdout": 0, "stderr": 0}, True)
-        end = program.ends["stdout"]
-        self.assertGreaterEqual(end, limit)
+        end, start = program.journal.end("stdout"), program.journal.start("stdout")
+        # (It may have evicted before the hold came: nothing since.)
+        self.assertGreaterEqual(program.journal.held_bytes, limit)
         # One read past the limit at most.
-        self.assertLess(end, limit + READ_SIZE)
+        self.assertLess(program.journal.held_bytes, limit + READ_SIZE)
         for _ in range(20):
             self.turn(0.01)
-        self.assertEqual(program.ends["stdout"], end)
+        self.assertEqual(
+            (program.journal.start("stdout"), program.journal.end("stdout")), (start, end)
+        )
         # A hold moved on reads again; released, it reads on.
         self.send(client, {"type": m.HOLD, "id": "p1", "offsets": {"stdout": end, "stderr": 0}})
         self.assertFalse(program.paused)
+        self.assertGreater(program.journal.start("stdout"), start)
         self.send(client, {"type": m.HOLD, "id": "p1", "offsets": None})
         self.assertFalse(program.paused)
 
     def test_no_hold_no_pause(self):
-        """Nothing held (no blocking subscriber): the journal grows past the limit."""
-        self.hold_test(None, False)
+        """
+        Nothing held (no ccx reading, no blocking subscriber): the journal
+        evicts its oldest segments and ccx is told each exact range.
+        """
+        client, program, limit = self.hold_test(None, False)
+        start = program.journal.start("stdout")
+        self.assertGreater(start, 0)
+        self.assertLessEqual(program.journal.held_bytes, limit + READ_SIZE)
+        self.messages(client, turns=5)
+        evicted = [(f["start"], f["end"]) for f in self.everything if f["type"] == m.EVICTED]
+        self.assertEqual(evicted[0][0], 0)
+        for (_, end), (start_next, _) in zip(evicted, evicted[1:]):
+            self.assertEqual(end, start_next)
+        self.assertLessEqual(evicted[-1][1], program.journal.start("stdout"))
 
     def test_drop_mode_never_held(self):
         """A program in drop mode is never held back, whatever ccx holds."""
@@ -350,10 +380,10 @@ class KeeperTests(SynchronousTestCase):
         program = self.keeper.programs["p1"]
         for _ in range(200):
             self.turn(0.01)
-            if program.ends["stdout"] > 256 * 1024:
+            if program.journal.end("stdout") > 256 * 1024:
                 break
         self.assertFalse(program.paused)
-        self.assertGreater(program.ends["stdout"], 256 * 1024)
+        self.assertGreater(program.journal.end("stdout"), 256 * 1024)
 
     def test_ccx_gone_releases(self):
         """When ccx goes, nothing holds a program back any more."""
@@ -417,13 +447,19 @@ class KeeperTests(SynchronousTestCase):
         client.close()
         self.turn()
 
-    def test_record_format(self):
-        """A record says its format, so that a later release can read it."""
+    def test_record_while_running(self):
+        """
+        While the program runs its record is the journal's, unfinished, with
+        what a later ccx needs to take it back (durable, pid, stdin, mode).
+        """
         client = self.connect()
-        self.spawn(client, [SH, "-c", "true"])
-        self.messages(client, lambda f: any(x["type"] == m.EXITED for x in f))
-        with open(os.path.join(program_dir(self.state_dir, "p1"), "record.json")) as f:
-            self.assertEqual(json.load(f)["format"], 1)
+        self.spawn(client, [SH, "-c", "exec cat"], stdin=True, blocking=False)
+        found, _ = self.messages(client, lambda f: any(x["type"] == m.SPAWNED for x in f))
+        record = read_record(program_dir(self.state_dir, "p1"))
+        self.assertEqual(
+            (record.durable, record.status, record.pid, record.extra["stdin"], record.extra["blocking"]),
+            (True, None, found[-1]["pid"], True, False),
+        )
 
 
 class KeeperProcessTests(SynchronousTestCase):

@@ -12,7 +12,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from ccx.durable.transport import KeeperTransport
-from ccx.keeper.records import journal_path, program_dir
+from ccx.journal.program import ProgramJournal
+from ccx.journal.statedir import PROGRAMS
 from ccx.process.interfaces import IRecordedProcess
 
 
@@ -21,6 +22,7 @@ class FakeLink:
         self.sent = []
 
     def hold(self, process_id, offsets):
+        # Only what tests look at: the holds a pause would have sent.
         self.sent.append(("hold", process_id, offsets))
 
     def close_stdin(self, process_id):
@@ -69,11 +71,11 @@ class RecordingProtocol:
 class KeeperTransportTests(SynchronousTestCase):
     def setUp(self):
         self.state_dir = os.path.abspath(self.mktemp())
-        os.makedirs(program_dir(self.state_dir, "p1"))
-        self.journals = {}
-        for stream in ("stdout", "stderr"):
-            self.journals[stream] = journal_path(self.state_dir, "p1", stream)
-            open(self.journals[stream], "wb").close()
+        # The program's journal, as the keeper writes it.
+        self.keeper_journal = ProgramJournal.create(
+            os.path.join(self.state_dir, PROGRAMS, "p1"), 1 << 30, 1 << 20
+        )
+        self.addCleanup(self.keeper_journal.close)
         self.reactor = MemoryReactorClock()
         self.link = FakeLink()
         self.protocol = RecordingProtocol()
@@ -82,9 +84,8 @@ class KeeperTransportTests(SynchronousTestCase):
         )
 
     def journal(self, stream, data):
-        with open(self.journals[stream], "ab") as f:
-            f.write(data)
-        return os.path.getsize(self.journals[stream])
+        self.keeper_journal.append(stream, data, 1000.0)
+        return self.keeper_journal.end(stream)
 
     def test_interfaces(self):
         verifyObject(IProcessTransport, self.transport)
@@ -109,22 +110,36 @@ class KeeperTransportTests(SynchronousTestCase):
         self.transport.output("stdout", end)  # an older end changes nothing
         self.assertEqual(self.protocol.data[1], b"hello beyond")
 
-    def test_pause_holds_and_resume_reads_on(self):
+    def test_pause_and_hold(self):
         """
-        Paused, it reads no more and tells the keeper how far it read;
-        resumed, it releases the hold and reads the rest in the next turn.
+        What ccx has read is what the keeper may evict before (the hold
+        follows the reading); paused, it reads no more, so the hold stays;
+        resumed, it reads the rest in the next turn.
         """
         self.transport.spawned(42, 1000.0)
         self.transport.output("stdout", self.journal("stdout", b"a" * 10))
+        self.assertEqual(self.link.sent[-1], ("hold", "p1", {"stdout": 10, "stderr": 0}))
         self.transport.pauseProducing()
         self.transport.output("stdout", self.journal("stdout", b"b" * 5))
         self.assertEqual(self.protocol.data[1], b"a" * 10)
-        self.assertEqual(self.link.sent, [("hold", "p1", {"stdout": 10, "stderr": 0})])
         self.transport.resumeProducing()
-        self.assertEqual(self.link.sent[-1], ("hold", "p1", None))
         self.assertEqual(self.protocol.data[1], b"a" * 10)
         self.reactor.advance(0)
         self.assertEqual(self.protocol.data[1], b"a" * 10 + b"b" * 5)
+
+    def test_pins_held(self):
+        """
+        The store's pins (what blocking subscribers have not read) are held
+        too: the lower of pin and reading, sent at once when it moves back.
+        """
+        self.transport.spawned(42, 1000.0)
+        self.transport.output("stdout", self.journal("stdout", b"a" * 10))
+        self.transport.store.pin("stdout", 4)
+        self.assertEqual(self.link.sent[-1], ("hold", "p1", {"stdout": 4, "stderr": 0}))
+        self.transport.store.pin("stdout", None)
+        # Moving on by less than a step is not worth a message (a hold
+        # that lags only keeps more).
+        self.assertEqual(self.link.sent[-1], ("hold", "p1", {"stdout": 4, "stderr": 0}))
 
     def test_end_order(self):
         """
@@ -174,7 +189,10 @@ class KeeperTransportTests(SynchronousTestCase):
             group_gone=True,
         )
         self.assertTrue(self.transport.group_gone)
-        self.assertEqual(self.protocol.data[1], b"all of it")
+        # Handed on from where the journal ends: what it holds is read from it.
+        self.assertEqual(self.transport.offsets, {"stdout": 9, "stderr": 0})
+        self.assertEqual(self.protocol.data[1], b"")
+        self.assertEqual(self.transport.store.read("stdout", 0, 100)[:2], (0, b"all of it"))
         kind, value = self.protocol.calls[-1]
         self.assertEqual((kind, value.exitCode), ("ended", 3))
 

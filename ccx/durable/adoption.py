@@ -1,17 +1,18 @@
 """
-Taking back, at start, the durable programs of the state dir: those the
-keeper still holds, and those that ended while ccx was away.
+Taking back, at start, the durable programs the keeper holds: those whose
+records in the state dir are not finished.  (Those that ended while ccx was
+away have finished records, which the registry takes up like any
+finished program's.)
 """
 
 import os
-import shutil
 from functools import partial
-from typing import Any, Dict, List
+from typing import Any, List
 
 from twisted.logger import Logger
 
 from ccx.durable.link import KeeperLink
-from ccx.keeper.records import program_dir, read_records
+from ccx.journal.record import Record
 from ccx.process.cgroup import Cgroup
 from ccx.process.command import Command
 from ccx.process.launch import LaunchSettings
@@ -22,11 +23,7 @@ log = Logger()
 
 
 def recorded_process(
-    record: Dict[str, Any],
-    settings: LaunchSettings,
-    reactor: Any,
-    cgroups: Any = None,
-    durable: bool = True,
+    record: Record, settings: LaunchSettings, reactor: Any, cgroups: Any = None
 ) -> ManagedProcess:
     """
     The L{ManagedProcess} of a durable program's record (no environment:
@@ -37,28 +34,25 @@ def recorded_process(
         back, ccx going home to the tree's.
     """
     cgroup = None
-    path = record.get("cgroup")
-    if path and cgroups is not None and os.path.isdir(path):
-        cgroup = Cgroup(path, cgroups.home)
-    meta = record.get("meta") or {}
+    if record.cgroup and cgroups is not None and os.path.isdir(record.cgroup):
+        cgroup = Cgroup(record.cgroup, cgroups.home)
     command = Command(
-        executable=record["executable"],
-        argv=list(record["argv"]),
-        cwd=record["cwd"],
+        executable=record.executable,
+        argv=list(record.argv),
+        cwd=record.cwd,
         env={},
-        stdin=bool(record.get("stdin")),
+        stdin=bool(record.extra.get("stdin")),
     )
     options = RunOptions(
-        blocking=bool(record.get("blocking", True)),
+        blocking=bool(record.extra.get("blocking", True)),
         cancel_on_disconnect=False,
-        encoding=str(meta.get("encoding", "utf-8")),
+        encoding=record.encoding,
         kill_grace=settings.kill_grace,
         buffer_bytes=settings.buffer_bytes,
         buffer_lines=settings.buffer_lines,
-        durable=durable,
-        journal_bytes=int(record.get("journal_bytes", settings.journal_bytes)),
+        durable=True,
     )
-    return ManagedProcess(record["process_id"], command, options, reactor, cgroup=cgroup)
+    return ManagedProcess(record.process_id, command, options, reactor, cgroup=cgroup)
 
 
 def readopt(
@@ -66,36 +60,21 @@ def readopt(
     registry: ProcessRegistry,
     settings: LaunchSettings,
     reactor: Any,
-    keep_finished: float,
     cgroups: Any = None,
 ) -> List[ManagedProcess]:
     """
-    Track every durable program recorded in the state dir: those that run
-    are taken back from the keeper (C{list} shows them at once, their pid
-    once the keeper has answered), those that ended are reported with
-    their exit status and end time.  Records of programs that ended more
-    than C{keep_finished} seconds ago are deleted with their journals.
+    Track every durable program whose record is not finished: taken back
+    from the keeper (C{list} shows them at once, their pid once the keeper
+    has answered); one the keeper no longer holds is reported from its
+    record (ended meanwhile, or lost with its keeper).
 
     @return: the processes now tracked.
     """
     adopted = []
-    now = reactor.seconds()
-    for record in read_records(link.state_dir):
-        ended_at = record.get("ended_at")
-        if ended_at is not None and now - ended_at > keep_finished:
-            shutil.rmtree(program_dir(link.state_dir, record["process_id"]), ignore_errors=True)
+    for record in registry.unfinished_records():
+        if not record.durable or registry.find(record.process_id) is not None:
             continue
-        if registry.find(record["process_id"]) is not None:
-            continue
-        try:
-            process = recorded_process(record, settings, reactor, cgroups)
-        except (KeyError, TypeError, ValueError) as e:
-            log.error(
-                "cannot re-adopt durable process {process_id}: its record is malformed ({error})",
-                process_id=record.get("process_id"),
-                error=repr(e),
-            )
-            continue
+        process = recorded_process(record, settings, reactor, cgroups)
         registry.adopt(process, partial(link.adopt, record)).addErrback(lambda _: None)
         adopted.append(process)
     if adopted:
@@ -105,12 +84,3 @@ def readopt(
             state_dir=link.state_dir,
         )
     return adopted
-
-
-def remove_record(state_dir: str, process_id: str) -> None:
-    """
-    Delete a forgotten durable program's record and journal.
-    """
-    folder = program_dir(state_dir, process_id)
-    if os.path.isdir(folder):
-        shutil.rmtree(folder, ignore_errors=True)

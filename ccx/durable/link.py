@@ -23,7 +23,9 @@ from zope.interface import implementer
 
 from ccx.durable.transport import KeeperTransport
 from ccx.keeper import messages as m
-from ccx.keeper.records import journal_path, proc_start_time, program_dir, read_record
+from ccx.durable.orphans import is_same_process
+from ccx.journal.record import Record, RecordError, read_record
+from ccx.journal.statedir import PROGRAMS
 from ccx.process.cgroup import Cgroup
 from ccx.process.command import Command
 from ccx.process.group import ProcessGroup
@@ -124,9 +126,23 @@ class KeeperLink:
 
     log = Logger()
 
-    def __init__(self, reactor: Any, state_dir: str, python: str = sys.executable) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        state_dir: str,
+        journal_bytes: int = 64 * 1024 * 1024,
+        segment_bytes: int = 8 * 1024 * 1024,
+        python: str = sys.executable,
+    ) -> None:
+        """
+        @param journal_bytes: the most output each program's journal holds
+            (C{--journal-bytes}).
+        @param segment_bytes: the size of its segments (the state dir's).
+        """
         self.reactor = reactor
         self.state_dir = os.path.abspath(state_dir)
+        self.journal_bytes = journal_bytes
+        self.segment_bytes = segment_bytes
         self.python = python
         self.keeper_pid: Optional[int] = None
         self._protocol: Optional[KeeperProtocol] = None
@@ -253,9 +269,7 @@ class KeeperLink:
         one: a L{ccx.process.managed.Spawner}.  The transport reports the
         outcome when the keeper answers.
         """
-        transport = KeeperTransport(
-            self.reactor, self, self.state_dir, protocol.process_id, protocol
-        )
+        transport = self._transport(protocol.process_id, protocol)
         self._transports[protocol.process_id] = transport
         options = protocol.options
         message = {
@@ -267,9 +281,10 @@ class KeeperLink:
             "env": dict(command.env),
             "stdin": command.stdin,
             "blocking": options.blocking,
-            "journal_bytes": options.journal_bytes,
+            "journal_bytes": self.journal_bytes,
+            "segment_bytes": self.segment_bytes,
             "cgroup": None if cgroup is None else cgroup.path,
-            "meta": {"encoding": options.encoding},
+            "encoding": options.encoding,
         }
 
         def refused(failure: Failure) -> None:
@@ -279,16 +294,18 @@ class KeeperLink:
         self.connect(start=True).addCallbacks(lambda _: self._send(message), refused)
         return transport
 
-    def adopt(self, record: Dict[str, Any], protocol: Any, command: Command) -> KeeperTransport:
+    def _transport(self, process_id: str, protocol: Any) -> KeeperTransport:
+        return KeeperTransport(
+            self.reactor, self, self.state_dir, process_id, protocol, self.segment_bytes
+        )
+
+    def adopt(self, record: Record, protocol: Any, command: Command) -> KeeperTransport:
         """
         Take back a durable program of this state dir for C{protocol}: from
         the keeper when it holds it, else from its record and journal.
         """
-        process_id = record["process_id"]
-        transport = KeeperTransport(self.reactor, self, self.state_dir, process_id, protocol)
-        if record.get("returncode") is not None:
-            replay(transport, record)
-            return transport
+        process_id = record.process_id
+        transport = self._transport(process_id, protocol)
         self._transports[process_id] = transport
 
         def ask(hello: Dict[str, Any]) -> None:
@@ -306,11 +323,12 @@ class KeeperLink:
         The keeper does not hold a program its record says runs: it ended
         meanwhile (the record says how), or its keeper is gone.
         """
-        record = read_record(program_dir(self.state_dir, process_id))
-        if record is None:
-            transport.spawn_failed("its record is gone")
-        else:
-            replay(transport, record)
+        try:
+            record = read_record(os.path.join(self.state_dir, PROGRAMS, process_id))
+        except RecordError as e:
+            transport.spawn_failed(f"its record cannot be read: {e}")
+            return
+        replay(transport, record)
 
     def hold(self, process_id: str, offsets: Optional[Dict[str, int]]) -> None:
         self._send({"type": m.HOLD, "id": process_id, "offsets": offsets})
@@ -364,23 +382,15 @@ class KeeperLink:
             transport.output(message["stream"], message["end"])
         elif kind == m.CLOSED:
             transport.closed(message["stream"])
+        elif kind == m.EVICTED:
+            transport.evicted(message["stream"], message["start"], message["end"])
         elif kind == m.EXITED:
             transport.exited(message["returncode"], message.get("ended_at"))
 
 
-def journal_sizes(state_dir: str, process_id: str) -> Dict[str, int]:
-    sizes = {}
-    for stream in m.STREAMS:
-        try:
-            sizes[stream] = os.path.getsize(journal_path(state_dir, process_id, stream))
-        except OSError:
-            sizes[stream] = 0
-    return sizes
-
-
 def replay(
     transport: KeeperTransport,
-    record: Dict[str, Any],
+    record: Record,
     lost: str = "its keeper ended while it ran: how it ended is unknown",
 ) -> None:
     """
@@ -389,18 +399,17 @@ def replay(
     that it was lost, for the reason C{lost} (what is left of its group is
     killed first, when its leader is still the process the record names).
     """
-    pid = record["pid"]
-    ended = record.get("returncode") is not None
-    alive = not ended and proc_start_time(pid) == record.get("proc_start")
+    pid = record.pid
+    ended = record.exit_code is not None
+    alive = not ended and pid is not None and is_same_process(pid, record.started_at)
     transport.spawned(
         pid,
-        record["started_at"],
-        ends=journal_sizes(transport.state_dir, record["process_id"]),
+        record.started_at,
         closed=m.STREAMS,
         group_gone=not alive,
     )
     if ended:
-        transport.exited(record["returncode"], record.get("ended_at"))
+        transport.exited(record.exit_code, record.ended_at)
         return
     if alive:
         ProcessGroup(pid).signal(signal.SIGKILL)

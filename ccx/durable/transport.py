@@ -21,7 +21,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ccx.keeper.records import journal_path
+from ccx.durable.store import DurableStore
+from ccx.journal.statedir import PROGRAMS
 from ccx.process.interfaces import IRecordedProcess
 from ccx.process.pipes import PipeWriter
 from ccx.process.transport import ProcessAddress, exit_reason
@@ -60,11 +61,14 @@ class KeeperTransport:
         state_dir: str,
         process_id: str,
         protocol: IProcessProtocol,
+        segment_bytes: int = 8 * 1024 * 1024,
     ) -> None:
         """
         @param link: the L{ccx.durable.link.KeeperLink} that carries this
             program's messages (C{hold}, C{close_stdin}).
+        @param segment_bytes: the size of the journal's segments.
         """
+        self.segment_bytes = segment_bytes
         self.reactor = reactor
         self.link = link
         self.state_dir = state_dir
@@ -74,7 +78,8 @@ class KeeperTransport:
         self.started_at: Optional[float] = None
         self.exited_at: Optional[float] = None
         self.group_gone = False
-        self._journals: Dict[str, int] = {}
+        self.store: Optional[DurableStore] = None
+        self.offsets: Dict[str, int] = {s: 0 for s in STREAM_FDS}
         self._read: Dict[str, int] = {s: 0 for s in STREAM_FDS}
         self._ends: Dict[str, int] = {s: 0 for s in STREAM_FDS}
         self._closing: Set[str] = set()
@@ -108,6 +113,16 @@ class KeeperTransport:
         self.pid = pid
         self.started_at = started_at
         self.group_gone = group_gone
+        # Its journal is its output's store; in memory it starts where the
+        # journal ends now (what came before is read from the journal).
+        self.store = DurableStore(
+            os.path.join(self.state_dir, PROGRAMS, self.process_id),
+            self.segment_bytes,
+            lambda offsets: self.link.hold(self.process_id, offsets),
+        )
+        self.offsets = {s: self.store.end(s) for s in STREAM_FDS}
+        self._read = dict(self.offsets)
+        self._ends = dict(self.offsets)
         if stdin is not None:
             self._stdin = PipeWriter(self.reactor, self, 0, stdin)
         self._connected = True
@@ -135,9 +150,17 @@ class KeeperTransport:
         """
         The stream's journal now ends at offset C{end}.
         """
-        if end > self._ends[stream]:
+        if self.store is not None and end > self._ends[stream]:
+            self.store.grew(stream, end)
             self._ends[stream] = end
             self._pump()
+
+    def evicted(self, stream: str, start: int, end: int) -> None:
+        """
+        The keeper evicted C{[start, end)} of the stream's journal.
+        """
+        if self.store is not None:
+            self.store.evicted(stream, start, end)
 
     def closed(self, stream: str) -> None:
         """
@@ -184,14 +207,6 @@ class KeeperTransport:
 
     # -- the journal ------------------------------------------------------
 
-    def _journal(self, stream: str) -> int:
-        fd = self._journals.get(stream)
-        if fd is None:
-            fd = self._journals[stream] = os.open(
-                journal_path(self.state_dir, self.process_id, stream), os.O_RDONLY
-            )
-        return fd
-
     def _pump(self) -> None:
         """
         Hand the protocol what the journal holds past what it was given,
@@ -207,23 +222,24 @@ class KeeperTransport:
                     continue
                 position, end = self._read[stream], self._ends[stream]
                 if position < end:
-                    data = os.pread(
-                        self._journal(stream), min(READ_SIZE, end - position), position
+                    first, data, _ = self.store.read(
+                        stream, position, min(READ_SIZE, end - position)
                     )
-                    if not data:
-                        # The keeper counts only what it wrote: this
-                        # cannot be short unless the file was cut.
+                    if first != position or not data:
+                        # Never, while ccx holds what it has not read: the
+                        # journal was cut or evicted under it.
                         self.log.error(
-                            "durable process {process_id}: {stream} journal ends at "
-                            "{position}, short of {end}",
+                            "durable process {process_id}: its {stream} journal no longer "
+                            "holds offset {position}; its output stops there",
                             process_id=self.process_id,
                             stream=stream,
                             position=position,
-                            end=end,
                         )
+                        self._closing.add(stream)
                         self._ends[stream] = position
                         continue
                     self._read[stream] = position + len(data)
+                    self.store.reading(stream, self._read[stream])
                     self.protocol.childDataReceived(child_fd, data)
                     moved = True
                 elif stream in self._closing:
@@ -232,9 +248,6 @@ class KeeperTransport:
 
     def _end_stream(self, stream: str) -> None:
         self._open.discard(stream)
-        fd = self._journals.pop(stream, None)
-        if fd is not None:
-            os.close(fd)
         try:
             self.protocol.childConnectionLost(STREAM_FDS[stream])
         except Exception:
@@ -256,19 +269,16 @@ class KeeperTransport:
 
     def pauseProducing(self) -> None:
         """
-        Stop reading the journal; the keeper goes on filling it up to the
-        program's journal limit past what was read, then holds it back.
+        Stop reading the journal: what ccx has not read stays held (the
+        store's hold), and the keeper holds the program back once its
+        journal is full of it.
         """
-        if self._paused:
-            return
         self._paused = True
-        self.link.hold(self.process_id, dict(self._read))
 
     def resumeProducing(self) -> None:
         if not self._paused:
             return
         self._paused = False
-        self.link.hold(self.process_id, None)
         # As a pipe reader resumes: in the next turn, not inside the caller.
         self.reactor.callLater(0, self._pump)
 

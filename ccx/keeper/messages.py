@@ -39,6 +39,7 @@ ADOPTED = "adopted"
 UNKNOWN = "unknown"
 OUTPUT = "output"
 CLOSED = "closed"
+EVICTED = "evicted"
 EXITED = "exited"
 ERROR = "error"
 

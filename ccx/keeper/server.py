@@ -3,7 +3,6 @@ The keeper's loop: the programs it started, their pipes and journals, and
 the ccx connections on its socket.  One thread, one C{selectors} loop.
 """
 
-import errno
 import fcntl
 import os
 import selectors
@@ -13,22 +12,22 @@ import socket
 import sys
 import time
 from collections import deque
+from dataclasses import replace
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from ccx.keeper import messages as m
-from ccx.keeper.records import journal_path, program_dir, proc_start_time, write_record
+from ccx.journal.program import ProgramJournal
+from ccx.journal.record import Record
+from ccx.journal.statedir import PROGRAMS
 from ccx.process.cgroup import Cgroup, CgroupError, own_cgroup
 from ccx.process.child import start_program
 from ccx.process.errors import SpawnFailed
 
 # A program's output pipes are made this large (where the system lets
 # them: F_SETPIPE_SZ), and read as much at once: fewer turns of the loop,
-# writes and notices per MiB, which is most of what the keeper costs.
+# writes and notices per MiB.
 PIPE_SIZE = 1024 * 1024
 READ_SIZE = PIPE_SIZE
-_NONBLOCK = os.SPLICE_F_NONBLOCK | os.SPLICE_F_MOVE
-# What writing a journal can fail with (the pipe is then still full).
-_JOURNAL_ERRORS = frozenset((errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG, errno.EROFS))
 # Seconds a keeper nobody has connected to waits for its first ccx.
 FIRST_CONNECTION = 30.0
 # The most a ccx may leave unread on the socket before it is dropped.
@@ -43,50 +42,54 @@ def log(text: str) -> None:
     sys.stderr.flush()
 
 
+def program_dir(state_dir: str, process_id: str) -> str:
+    """
+    A program's directory in the state dir (the journal's layout).
+
+    @raise ValueError: for an id that is not a plain name (it comes from
+        ccx, but a path must never be built from a separator or C{..}).
+    """
+    if not process_id or process_id in (".", "..") or "/" in process_id or "\0" in process_id:
+        raise ValueError(f"not a process id: {process_id!r}")
+    return os.path.join(state_dir, PROGRAMS, process_id)
+
+
 class Program:
     """
     One durable program the keeper started and still holds: its child, the
     read ends of its output pipes, the write end of its standard input, and
-    its journal files.
+    its journal (L{ProgramJournal}, the format ccx keeps every program's in).
 
-    @ivar ends: the bytes appended to each stream's journal so far.
-    @ivar hold: the offsets ccx's blocking subscribers have not read past,
-        by stream; L{None} when none is behind.
+    @ivar record: its L{Record}, as written in its directory.
+    @ivar blocking: it is held back rather than lose output (C{on_full:
+        "block"}): its journal's pins (what ccx's blocking subscribers have
+        not read) are never evicted, and its pipes stop being read once the
+        journal is full of them.
+    @ivar returncode: its exit status once reaped (C{-N} for signal N).
     """
 
-    def __init__(self, record: Dict[str, Any], popen: Any, pidfd: int) -> None:
+    def __init__(
+        self, record: Record, journal: ProgramJournal, popen: Any, pidfd: int, blocking: bool
+    ) -> None:
         self.record = record
-        self.process_id: str = record["process_id"]
+        self.journal = journal
+        self.process_id: str = record.process_id
         self.popen = popen
         self.pid: int = popen.pid
         self.pidfd: Optional[int] = pidfd
+        self.blocking = blocking
         self.readers: Dict[str, int] = {}
-        self.journals: Dict[str, int] = {}
         self.stdin: Optional[int] = None
-        self.ends = {stream: 0 for stream in m.STREAMS}
-        self.hold: Optional[Dict[str, int]] = None
+        self.returncode: Optional[int] = None
         self.paused = False
-
-    @property
-    def blocking(self) -> bool:
-        return bool(self.record.get("blocking"))
-
-    @property
-    def journal_bytes(self) -> int:
-        return int(self.record["journal_bytes"])
 
     @property
     def over(self) -> bool:
         """
-        Whether the journal holds C{journal_bytes} or more that a blocking
-        subscriber has not read: the program is then held back.
+        Whether the program must be held back: its journal is at its limit
+        with nothing it may evict.
         """
-        if not self.blocking or self.hold is None:
-            return False
-        return any(
-            self.ends[s] - int(self.hold.get(s, self.ends[s])) >= self.journal_bytes
-            for s in self.readers
-        )
+        return self.blocking and self.journal.is_full()
 
     @property
     def done(self) -> bool:
@@ -96,12 +99,13 @@ class Program:
         return {
             "id": self.process_id,
             "pid": self.pid,
-            "started_at": self.record["started_at"],
+            "started_at": self.record.started_at,
             "stdin": self.stdin is not None,
-            "ends": dict(self.ends),
+            "starts": {s: self.journal.start(s) for s in m.STREAMS},
+            "ends": {s: self.journal.end(s) for s in m.STREAMS},
             "closed": [s for s in m.STREAMS if s not in self.readers],
-            "returncode": self.record.get("returncode"),
-            "ended_at": self.record.get("ended_at"),
+            "returncode": self.returncode,
+            "ended_at": self.record.ended_at,
         }
 
 
@@ -125,6 +129,7 @@ class Keeper:
     @param listener: its listening unix socket.
     @param clock: the time of day, in seconds since the epoch.
     @param log: where its lines go (L{log}: its standard error).
+    @param write: how journal bytes are written (C{os.write}).
     """
 
     def __init__(
@@ -134,9 +139,11 @@ class Keeper:
         clock: Callable[[], float] = time.time,
         first_connection: float = FIRST_CONNECTION,
         log: Callable[[str], None] = log,
+        write: Callable[[int, bytes], int] = os.write,
     ) -> None:
         self.state_dir = state_dir
         self.log = log
+        self._write = write
         self.listener = listener
         self.clock = clock
         self.selector = selectors.DefaultSelector()
@@ -251,8 +258,7 @@ class Keeper:
         if not self.clients:
             # No ccx, so no blocking subscriber: nothing holds a program back.
             for program in self.programs.values():
-                program.hold = None
-                self._balance(program)
+                self._pin(program, {s: None for s in m.STREAMS})
 
     def _reply(self, client: Client, message: Dict[str, Any], fds: List[int] = ()) -> None:
         """
@@ -356,8 +362,9 @@ class Keeper:
             and isinstance(message["executable"], str)
             and isinstance(message["cwd"], str)
             and int(message["journal_bytes"]) > 0
+            and int(message["segment_bytes"]) > 0
         ):
-            raise ValueError("argv, env, executable, cwd or journal_bytes")
+            raise ValueError("argv, env, executable, cwd, journal_bytes or segment_bytes")
         folder = program_dir(self.state_dir, process_id)
         if process_id in self.programs or os.path.exists(folder):
             self._reply(
@@ -382,7 +389,7 @@ class Keeper:
                 "type": m.SPAWNED,
                 "id": process_id,
                 "pid": program.pid,
-                "started_at": program.record["started_at"],
+                "started_at": program.record.started_at,
                 "stdin": bool(fds),
             },
             fds,
@@ -411,17 +418,17 @@ class Keeper:
                 ours[stream], theirs[stream] = os.pipe()
                 opened.append(ours[stream])
                 child_ends.append(theirs[stream])
-            journals = {}
-            for stream in m.STREAMS:
-                # Written at the offsets the keeper keeps (splice cannot
-                # append to an O_APPEND file); the keeper is its one writer.
-                journals[stream] = os.open(
-                    journal_path(self.state_dir, process_id, stream),
-                    os.O_WRONLY | os.O_CREAT | os.O_EXCL,
-                    0o600,
-                )
-                opened.append(journals[stream])
-            popen = self._start_program(message, stdin_child, theirs)
+            journal = ProgramJournal.create(
+                program_dir(self.state_dir, process_id),
+                int(message["journal_bytes"]),
+                int(message["segment_bytes"]),
+                write=self._write,
+            )
+            try:
+                popen = self._start_program(message, stdin_child, theirs)
+            except BaseException:
+                journal.close()
+                raise
         except BaseException:
             for fd in opened:
                 os.close(fd)
@@ -431,27 +438,28 @@ class Keeper:
                 os.close(fd)
         # Opened while the child is unreaped: it names this child for good.
         pidfd = os.pidfd_open(popen.pid)
-        record = {
-            "process_id": process_id,
-            "argv": message["argv"],
-            "executable": message["executable"],
-            "cwd": message["cwd"],
-            "stdin": bool(message.get("stdin")),
-            "blocking": bool(message.get("blocking", True)),
-            "journal_bytes": int(message["journal_bytes"]),
-            "meta": message.get("meta") or {},
-            "cgroup": message.get("cgroup"),
-            "pid": popen.pid,
-            "proc_start": proc_start_time(popen.pid),
-            "started_at": self.clock(),
-            "ended_at": None,
-            "returncode": None,
-            "keeper_pid": os.getpid(),
-        }
-        program = Program(record, popen, pidfd)
+        record = Record(
+            process_id=process_id,
+            argv=list(message["argv"]),
+            executable=message["executable"],
+            cwd=message["cwd"],
+            started_at=self.clock(),
+            pid=popen.pid,
+            encoding=str(message.get("encoding", "utf-8")),
+            durable=True,
+            cgroup=message.get("cgroup"),
+            extra={
+                "stdin": bool(message.get("stdin")),
+                "blocking": bool(message.get("blocking", True)),
+                "keeper_pid": os.getpid(),
+            },
+        )
+        program = Program(record, journal, popen, pidfd, bool(message.get("blocking", True)))
         program.stdin = stdin_ours
-        program.journals = journals
-        write_record(self.state_dir, record)
+        journal.on_evicted = lambda stream, start, end: self._notice(
+            {"type": m.EVICTED, "id": process_id, "stream": stream, "start": start, "end": end}
+        )
+        self._write_record(program)
         for stream, fd in ours.items():
             os.set_blocking(fd, False)
             try:
@@ -513,10 +521,19 @@ class Keeper:
         program = self.programs.get(message["id"])
         if program is None:
             return
-        offsets = message.get("offsets")
-        if offsets is not None:
-            offsets = {s: int(offsets[s]) for s in m.STREAMS if s in offsets}
-        program.hold = offsets
+        offsets = message.get("offsets") or {}
+        self._pin(program, {s: offsets.get(s) for s in m.STREAMS})
+
+    def _pin(self, program: Program, offsets: Dict[str, Optional[int]]) -> None:
+        """
+        Never evict from each stream's journal what ccx has not read (or a
+        blocking subscriber of it has not): C{offsets}, by stream, or
+        L{None} for no such limit.  Then evict what the limit asks, and
+        hold the program back, or read on, as its journal now says.
+        """
+        for stream, offset in offsets.items():
+            program.journal.pin(stream, None if offset is None else int(offset))
+        program.journal.trim()
         self._balance(program)
 
     def _close_stdin(self, client: Client, message: Dict[str, Any]) -> None:
@@ -532,50 +549,40 @@ class Keeper:
 
     def _read(self, program: Program, stream: str) -> None:
         """
-        Move what the pipe holds to the end of the stream's journal, in the
-        kernel (C{splice}: the bytes never pass through Python).
-        """
-        fd = program.readers[stream]
-        journal = program.journals[stream]
-        try:
-            moved = os.splice(
-                fd, journal, READ_SIZE, offset_dst=program.ends[stream], flags=_NONBLOCK
-            )
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as e:
-            if e.errno in _JOURNAL_ERRORS:
-                self._lose(program, stream, e)
-                return
-            moved = 0  # the pipe itself failed: as its end
-        if not moved:
-            self._close_pipe(program, stream)
-            return
-        self._appended(program, stream, moved)
-        self._balance(program)
-
-    def _lose(self, program: Program, stream: str, error: OSError) -> None:
-        """
-        The journal cannot be written (the disk is full): what the pipe
-        holds is read and lost, logged, so that the program goes on;
-        offsets count what the journal holds, so that ccx reads exactly
+        Append what the pipe holds to the stream's journal.  What cannot be
+        written (the disk is full) is logged and lost, and the program goes
+        on: offsets count what the journal holds, so that ccx reads exactly
         what they say.
         """
+        fd = program.readers[stream]
         try:
-            lost = len(os.read(program.readers[stream], READ_SIZE))
+            data = os.read(fd, READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
         except OSError:
-            lost = 0
-        self.log(
-            f"{program.process_id}: {lost} bytes of {stream} lost: the journal cannot "
-            f"be written: {error}"
-        )
+            data = b""
+        if not data:
+            self._close_pipe(program, stream)
+            return
+        journal = program.journal
+        before = journal.end(stream)
+        try:
+            journal.append(stream, data, self.clock())
+        except OSError as e:
+            lost = len(data) - (journal.end(stream) - before)
+            self.log(
+                f"{program.process_id}: {lost} bytes of {stream} lost: the journal cannot "
+                f"be written: {e}"
+            )
+        if journal.end(stream) > before:
+            self._appended(program, stream)
+        self._balance(program)
 
-    def _appended(self, program: Program, stream: str, size: int) -> None:
+    def _appended(self, program: Program, stream: str) -> None:
         """
-        C{size} bytes were added to the stream's journal: ccx is told its
-        new end (one notice per stream per turn of the loop).
+        The stream's journal grew: ccx is told its new end (one notice per
+        stream per turn of the loop).
         """
-        program.ends[stream] += size
         key = (program.process_id, stream)
         notice = self._pending_output.get(key)
         if notice is None:
@@ -585,7 +592,7 @@ class Keeper:
                 "stream": stream,
             }
             self._notice(notice)
-        notice["end"] = program.ends[stream]
+        notice["end"] = program.journal.end(stream)
         notice["time"] = self.clock()
 
     def _close_pipe(self, program: Program, stream: str) -> None:
@@ -593,7 +600,6 @@ class Keeper:
         if not program.paused:
             self.selector.unregister(fd)
         os.close(fd)
-        os.close(program.journals.pop(stream))
         self._pending_output.pop((program.process_id, stream), None)
         self._notice({"type": m.CLOSED, "id": program.process_id, "stream": stream})
         self._maybe_forget(program)
@@ -622,22 +628,34 @@ class Keeper:
         self.selector.unregister(program.pidfd)
         os.close(program.pidfd)
         program.pidfd = None
-        program.record["returncode"] = returncode
-        program.record["ended_at"] = self.clock()
-        try:
-            write_record(self.state_dir, program.record)
-        except OSError as e:
-            self.log(f"{program.process_id}: could not record its end: {e}")
+        program.returncode = returncode
+        now = self.clock()
+        # Its exit, even while no ccx is connected; "finished" (a status)
+        # only once its pipes are closed too (_maybe_forget).
+        program.record = replace(
+            program.record,
+            ended_at=now,
+            exit_code=returncode,
+            signal=signal.Signals(-returncode).name if returncode < 0 else None,
+            duration=round(max(0.0, now - (program.record.started_at or now)), 6),
+        )
+        self._write_record(program)
         self.log(f"{program.process_id} exited with {returncode}")
         self._notice(
             {
                 "type": m.EXITED,
                 "id": program.process_id,
                 "returncode": returncode,
-                "ended_at": program.record["ended_at"],
+                "ended_at": now,
             }
         )
         self._maybe_forget(program)
+
+    def _write_record(self, program: Program) -> None:
+        try:
+            program.journal.write_record(program.record)
+        except OSError as e:
+            self.log(f"{program.process_id}: cannot write its record: {e}")
 
     def _maybe_forget(self, program: Program) -> None:
         """
@@ -649,4 +667,20 @@ class Keeper:
         if program.stdin is not None:
             os.close(program.stdin)
             program.stdin = None
+        journal = program.journal
+        program.record = replace(
+            program.record,
+            status="completed" if program.returncode == 0 else "failed",
+            stdout_bytes=journal.end("stdout"),
+            stderr_bytes=journal.end("stderr"),
+        )
+        self._write_record(program)
+        journal.finish()
+        if program.record.cgroup:
+            # Its cgroup goes with it, once empty (ccx, if connected, also
+            # tries; what is left in it is ended by ccx).
+            try:
+                os.rmdir(program.record.cgroup)
+            except OSError:
+                pass
         del self.programs[program.process_id]

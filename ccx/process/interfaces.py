@@ -49,3 +49,13 @@ class IRecordedProcess(Interface):
         "nothing of its process group may be signalled (its id may be "
         "another's by now)."
     )
+
+    store = Attribute(
+        "The store (ccx.output.interfaces.IOutputStore) that holds the "
+        "program's output, written by whoever holds its pipes, or None."
+    )
+
+    offsets = Attribute(
+        "Where, in each stream, what this transport hands on begins (the "
+        "store holds what came before): a dict of stream name to offset."
+    )

@@ -215,6 +215,10 @@ class ManagedProcess(ProcessProtocol):
             self.started_at = self.transport.started_at
             if self.transport.group_gone:
                 group = EndedGroup(self.pid)
+            if self.transport.store is not None:
+                # Its output is in the store already, up to where the
+                # transport starts handing it on.
+                self.output.restore(self.transport.store, self.transport.offsets, 0)
         if self.cgroup is not None:
             self.containment = CgroupContainment(group, self.cgroup, self._clock)
         else:

@@ -11,7 +11,7 @@ from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from ccx.journal.record import Record
+from ccx.journal.record import Record, write_record
 from ccx.journal.statedir import StateDir
 from ccx.journal.store import ProgramJournal
 from ccx.output.budget import OutputBudget
@@ -70,9 +70,6 @@ class ProcessRegistry:
         self.state_dir: Optional[StateDir] = None
         self._journals: Dict[str, ProgramJournal] = {}
         self.pacer = SpawnPacer(clock, max_processes if max_waiting is None else max_waiting)
-        # Told of each durable process forgotten while the service runs: its
-        # record and journal may go too.
-        self.on_forget_durable: Optional[Callable[[str], None]] = None
 
     def use_state_dir(self, state_dir: StateDir) -> None:
         """
@@ -119,7 +116,8 @@ class ProcessRegistry:
         Give a new process its journal; without one (the state dir cannot
         be written) it runs with its memory buffer alone, and says why.
         """
-        if self.state_dir is None:
+        if self.state_dir is None or process.options.durable:
+            # A durable program's journal is the keeper's to write.
             return
         try:
             journal = self.state_dir.create(process.process_id)
@@ -136,10 +134,17 @@ class ProcessRegistry:
 
     def _write_record(self, process: ManagedProcess) -> None:
         journal = self._journals.get(process.process_id)
-        if journal is None:
+        if process.options.durable and process.finished and self.state_dir is not None:
+            # The keeper writes a durable program's record while it runs;
+            # ccx has the last word on how it ended (cancelled, timeout).
+            directory = self.state_dir.directory(process.process_id)
+            write = lambda record: write_record(directory, record)  # noqa: E731
+        elif journal is not None:
+            write = journal.write_record
+        else:
             return
         try:
-            journal.write_record(process.record())
+            write(process.record())
         except OSError as e:
             self.log.error(
                 "process {process_id}: cannot write its record: {error}",
@@ -295,8 +300,6 @@ class ProcessRegistry:
         process = self._processes.pop(process_id, None)
         if process is None:
             return
-        if process.options.durable and not self._stopping and self.on_forget_durable:
-            self.on_forget_durable(process_id)
         output = process.output
         if self._stopping and output.completion is not None:
             # The service is stopping: its record and journal stay, for
