@@ -4,7 +4,6 @@ over its real socket, with real programs.
 """
 
 import errno
-import json
 import os
 import select
 import shutil

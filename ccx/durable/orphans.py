@@ -93,10 +93,10 @@ def end_orphans(state_dir: StateDir, reactor: Any) -> List[str]:
     @return: the ids of those programs.
     """
     ended = []
-    now = reactor.seconds()
     for record in state_dir.unfinished_records():
         if record.durable:
             continue  # the keeper's
+        now = reactor.seconds()
         ran = end_orphan(record, reactor)
         log.warn(
             "process {process_id} ({argv}) was left by a ccx that stopped abruptly; {what}",
