@@ -119,9 +119,19 @@ def start_programs(client: Client, count: int, command: str) -> List[float]:
 
 
 def journaled(state_dir: str, size: int) -> bool:
-    folder = os.path.join(state_dir, "durable")
-    names = os.listdir(folder)
-    return all(os.path.getsize(os.path.join(folder, n, "stdout")) >= size for n in names)
+    """
+    Whether every program's journal holds C{size} bytes of its stdout
+    (its records say how far each stream got).
+    """
+    folder = os.path.join(state_dir, "programs")
+    for name in os.listdir(folder):
+        stream = os.path.join(folder, name, "stdout")
+        held = sum(
+            os.path.getsize(os.path.join(stream, n)) for n in os.listdir(stream) if n.endswith(".out")
+        )
+        if held < size:
+            return False
+    return True
 
 
 
