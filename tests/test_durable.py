@@ -14,8 +14,9 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.trial.unittest import TestCase
 
-from ccx.journal.record import read_record
-from ccx.journal.statedir import PROGRAMS
+from ccx.journal.program import ProgramJournal
+from ccx.journal.record import Record, read_record
+from ccx.journal.statedir import PROGRAMS, StateDir
 from ccx.process.cgroup import own_cgroup
 from ccx.process.group import ProcessGroup, group_states
 from ccx.testing.polling import until
@@ -408,3 +409,63 @@ class OrphanTests(ServiceRestarts, TestCase):
         await until(reactor, lambda: not os.path.exists(cgroup), what="its cgroup removed")
 
 
+
+
+class KeeperGoneTests(TestCase):
+    """
+    A durable program whose keeper is gone: its pipes went with it.
+    """
+
+    async def service(self):
+        fixture = ServiceFixture(self, kill_grace=1.0)
+        await fixture.start()
+        return fixture, await fixture.connect()
+
+    async def test_keeper_killed_while_ccx_runs(self):
+        """
+        The keeper dies under a running ccx: the program is killed (nothing
+        of it runs on unmanaged) and completes failed, saying why.
+        """
+        fixture, client = await self.service()
+        result = await fixture.execute(
+            client, {"command": [program("sleep"), "300"], "durable": True}
+        )
+        [keeper] = keeper_pids(fixture.config.state_dir)
+        os.kill(keeper, signal.SIGKILL)
+        completed = await client.notification("process.completed", result["process_id"])
+        self.assertEqual(completed["status"], "failed")
+        self.assertIn("keeper", completed["error"])
+        self.assertEqual(ProcessGroup(result["pgid"]).members(), [])
+
+    async def test_unfinished_record_without_keeper(self):
+        """
+        At start, an unfinished durable record with no keeper to hold it (the
+        machine rebooted, say) is reported failed, saying why; nothing is
+        signalled (its pid is not the recorded process's any more).
+        """
+        state_dir = os.path.abspath(self.mktemp())
+        StateDir(state_dir, 1 << 20, 1 << 24).open()
+        journal = ProgramJournal.create(
+            os.path.join(state_dir, PROGRAMS, "p" * 32), 1 << 20, 1 << 16
+        )
+        journal.append("stdout", b"before the reboot\n", 1000.0)
+        journal.write_record(
+            Record(
+                process_id="p" * 32,
+                argv=["sleep", "300"],
+                executable=program("sleep"),
+                cwd="/",
+                started_at=1000.0,
+                pid=os.getpid(),
+                durable=True,
+            )
+        )
+        journal.close()
+        fixture = ServiceFixture(self, state_dir=state_dir)
+        await fixture.start()
+        client = await fixture.connect()
+        await client.call("attach", {"process_id": "p" * 32, "offsets": {"stdout": 0, "stderr": 0}})
+        completed = await client.notification("process.completed", "p" * 32)
+        self.assertEqual((completed["status"], completed["durable"]), ("failed", True))
+        self.assertIn("keeper", completed["error"])
+        self.assertEqual(client.output("p" * 32), b"before the reboot\n")
