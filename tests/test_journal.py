@@ -151,6 +151,45 @@ class StreamJournalTests(SynchronousTestCase):
         self.assertEqual(j.end, 0)
 
 
+class AppendFromTests(SynchronousTestCase):
+    """
+    L{StreamJournal.append_from}: a pipe's bytes moved to the end in the
+    kernel (the keeper's way), beside L{StreamJournal.append}.
+    """
+
+    def setUp(self):
+        self.journal = StreamJournal.create(os.path.abspath(self.mktemp()), 8)
+        self.addCleanup(self.journal.close)
+        self.read_end, self.write_end = os.pipe()
+        os.set_blocking(self.read_end, False)
+        self.addCleanup(os.close, self.read_end)
+
+    def test_moves_and_indexes(self):
+        """
+        Bytes moved land at the end, after appended ones, in segments as
+        appended ones do; each read time is indexed; an empty pipe raises
+        BlockingIOError; end of file is 0.
+        """
+        self.journal.append(b"abc", 1.0)
+        self.assertRaises(BlockingIOError, self.journal.append_from, self.read_end, 100, 2.0)
+        os.write(self.write_end, b"defgh")
+        self.assertEqual(self.journal.append_from(self.read_end, 100, 2.0), 5)
+        os.write(self.write_end, b"ijklmn")
+        # At most what is asked for, the rest left in the pipe.
+        self.assertEqual(self.journal.append_from(self.read_end, 4, 3.0), 4)
+        self.assertEqual(self.journal.end, 12)
+        self.assertEqual(self.journal.read(0, 100), (0, b"abcdefgh", 1.0))
+        self.assertEqual(self.journal.read(8, 100), (8, b"ijkl", 3.0))
+        self.assertEqual(self.journal.read(5, 100)[2], 2.0)
+        os.close(self.write_end)
+        self.assertEqual(self.journal.append_from(self.read_end, 100, 4.0), 2)
+        self.assertEqual(self.journal.append_from(self.read_end, 100, 4.0), 0)
+        reopened = StreamJournal.open(self.journal.directory, 8)
+        self.addCleanup(reopened.close)
+        self.assertEqual((reopened.start, reopened.end), (0, 14))
+        self.assertEqual(reopened.read(12, 100)[:2], (12, b"mn"))
+
+
 class ProgramJournalTests(SynchronousTestCase):
     def program(self, limit: int, segment: int = 10, space=None) -> ProgramJournal:
         return ProgramJournal.create(self.mktemp(), limit, segment, space)

@@ -267,14 +267,15 @@ class KeeperTests(SynchronousTestCase):
         the ends count only what the journal holds.
         """
         failures = []
+        real_splice = os.splice
 
-        def write(fd, data):
+        def splice(*args, **kwargs):
             if not failures:
                 failures.append(True)
                 raise OSError(errno.ENOSPC, "No space left on device")
-            return os.write(fd, data)
+            return real_splice(*args, **kwargs)
 
-        self.keeper._write = write
+        self.patch(os, "splice", splice)
         client = self.connect()
         self.spawn(client, [SH, "-c", "echo lost; read x; echo kept"], stdin=True)
         _, [stdin] = self.messages(client, lambda f: any(x["type"] == m.SPAWNED for x in f))

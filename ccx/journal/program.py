@@ -105,6 +105,23 @@ class ProgramJournal:
                 self.space.held_bytes += journal.end - before
         self.trim()
 
+    def append_from(self, stream: str, fd: int, max_bytes: int, when: float) -> int:
+        """
+        Move what the pipe C{fd} holds (up to C{max_bytes}) to the end of
+        C{stream}, in the kernel (L{StreamJournal.append_from}), then keep
+        within the limits.
+
+        @return: how many bytes were moved; 0 at the pipe's end of file.
+        @raise BlockingIOError: when the pipe is empty.
+        @raise OSError: when they could not be written.
+        """
+        moved = self.streams[stream].append_from(fd, max_bytes, when)
+        if moved:
+            if self.space is not None:
+                self.space.held_bytes += moved
+            self.trim()
+        return moved
+
     def read(self, stream: str, offset: int, max_bytes: int) -> Tuple[int, bytes, float]:
         return self.streams[stream].read(offset, max_bytes)
 

@@ -103,6 +103,8 @@ class StreamJournal:
         self.segments: List[Segment] = []
         self._data_fd: Optional[int] = None
         self._index_fd: Optional[int] = None
+        # The segment's data file opened without O_APPEND, for splice.
+        self._splice_fd: Optional[int] = None
 
     @classmethod
     def create(
@@ -206,6 +208,32 @@ class StreamJournal:
                 segment.times.append(when)
                 self._write(self._index_fd, INDEX_ENTRY.pack(first, when))
 
+    def append_from(self, fd: int, max_bytes: int, when: float) -> int:
+        """
+        Move up to C{max_bytes} from the pipe C{fd} to the end, read at
+        C{when}, in the kernel (C{splice}: the bytes never pass through
+        this process).
+
+        @return: how many bytes were moved; 0 at the pipe's end of file.
+        @raise BlockingIOError: when the pipe is empty.
+        @raise OSError: when the journal cannot be written; nothing was
+            taken from the pipe then.
+        """
+        segment = self._writing()
+        if self._splice_fd is None:
+            self._splice_fd = os.open(segment.data_path, os.O_WRONLY | os.O_CLOEXEC)
+        first = segment.end
+        moved = os.splice(
+            fd, self._splice_fd, max_bytes, offset_dst=segment.size, flags=os.SPLICE_F_NONBLOCK
+        )
+        if moved:
+            segment.size += moved
+            if not segment.times or when - segment.times[-1] >= TIME_RESOLUTION:
+                segment.offsets.append(first)
+                segment.times.append(when)
+                self._write(self._index_fd, INDEX_ENTRY.pack(first, when))
+        return moved
+
     def read(self, offset: int, max_bytes: int) -> Tuple[int, bytes, float]:
         """
         Read held bytes from C{offset} on, within one segment.
@@ -252,7 +280,7 @@ class StreamJournal:
         """
         Close the files being written (appending reopens them).
         """
-        for fd in (self._data_fd, self._index_fd):
+        for fd in (self._data_fd, self._index_fd, self._splice_fd):
             if fd is not None:
                 os.close(fd)
-        self._data_fd = self._index_fd = None
+        self._data_fd = self._index_fd = self._splice_fd = None

@@ -3,6 +3,7 @@ The keeper's loop: the programs it started, their pipes and journals, and
 the ccx connections on its socket.  One thread, one C{selectors} loop.
 """
 
+import errno
 import fcntl
 import os
 import selectors
@@ -28,6 +29,8 @@ from ccx.process.errors import SpawnFailed
 # writes and notices per MiB.
 PIPE_SIZE = 1024 * 1024
 READ_SIZE = PIPE_SIZE
+# What writing a journal can fail with (the bytes are then still in the pipe).
+_JOURNAL_ERRORS = frozenset((errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG, errno.EROFS))
 # Seconds a keeper nobody has connected to waits for its first ccx.
 FIRST_CONNECTION = 30.0
 # The most a ccx may leave unread on the socket before it is dropped.
@@ -549,34 +552,38 @@ class Keeper:
 
     def _read(self, program: Program, stream: str) -> None:
         """
-        Append what the pipe holds to the stream's journal.  What cannot be
-        written (the disk is full) is logged and lost, and the program goes
-        on: offsets count what the journal holds, so that ccx reads exactly
-        what they say.
+        Move what the pipe holds to the end of the stream's journal, in the
+        kernel (C{splice}: the bytes never pass through Python).  What cannot
+        be written (the disk is full) is read, logged and lost, and the
+        program goes on: offsets count what the journal holds, so that ccx
+        reads exactly what they say.
         """
         fd = program.readers[stream]
         try:
-            data = os.read(fd, READ_SIZE)
+            moved = program.journal.append_from(stream, fd, READ_SIZE, self.clock())
         except (BlockingIOError, InterruptedError):
             return
-        except OSError:
-            data = b""
-        if not data:
+        except OSError as e:
+            if e.errno not in _JOURNAL_ERRORS:
+                moved = 0  # the pipe itself failed: as its end
+            else:
+                self._lose(program, stream, e)
+                return
+        if not moved:
             self._close_pipe(program, stream)
             return
-        journal = program.journal
-        before = journal.end(stream)
-        try:
-            journal.append(stream, data, self.clock())
-        except OSError as e:
-            lost = len(data) - (journal.end(stream) - before)
-            self.log(
-                f"{program.process_id}: {lost} bytes of {stream} lost: the journal cannot "
-                f"be written: {e}"
-            )
-        if journal.end(stream) > before:
-            self._appended(program, stream)
+        self._appended(program, stream)
         self._balance(program)
+
+    def _lose(self, program: Program, stream: str, error: OSError) -> None:
+        try:
+            lost = len(os.read(program.readers[stream], READ_SIZE))
+        except OSError:
+            lost = 0
+        self.log(
+            f"{program.process_id}: {lost} bytes of {stream} lost: the journal cannot "
+            f"be written: {error}"
+        )
 
     def _appended(self, program: Program, stream: str) -> None:
         """
