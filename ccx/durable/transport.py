@@ -29,9 +29,10 @@ from ccx.process.transport import ProcessAddress, exit_reason
 
 # The child descriptor each stream is reported on, as for any program.
 STREAM_FDS = {"stdout": 1, "stderr": 2}
-# The most read from a journal at once: as much as the keeper reads from
-# a pipe at once, the journal being on disk already.
-READ_SIZE = 1024 * 1024
+# The most read from a journal at once: one chunk as a subscriber takes it
+# (ccx.output.fanout.MAX_CHUNK).  Larger reads measured slower: each is a
+# fresh buffer of its own (glibc maps large ones), faulted in page by page.
+READ_SIZE = 128 * 1024
 
 
 @implementer(IProcessTransport, IPushProducer, IConsumer, IRecordedProcess)
