@@ -52,6 +52,9 @@ _PROCESS = _object(
         "command": _COMMAND_OUT,
         "state": {"type": "string", "enum": ["running", "paused", "exited"]},
         "started_at": _nullable("number", "When it started, in seconds since the epoch."),
+        "ended_at": _nullable(
+            "number", "When it ended, in seconds since the epoch; null while it runs."
+        ),
         "exit_code": _nullable(
             "integer", "Its exit status once exited; -N when ended by signal N."
         ),
@@ -85,6 +88,7 @@ _PROCESS = _object(
         "command",
         "state",
         "started_at",
+        "ended_at",
         "exit_code",
         "stdout_bytes",
         "stderr_bytes",

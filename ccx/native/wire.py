@@ -273,6 +273,7 @@ def process_entry(process: Any) -> Dict[str, Any]:
         "command": process.command.argv,
         "state": list_state(process),
         "started_at": process.started_at,
+        "ended_at": process.ended_at,
         "exit_code": process.exit_code,
     }
     for name in STREAMS:
