@@ -19,7 +19,7 @@ from ccx.cli.console import MemoryConsole
 from ccx.cli.listing import format_status, format_table, human_bytes, human_duration, short_ids
 from ccx.cli.main import Options, run_cli
 from ccx.cli.manpage import manpage
-from ccx.process.group import ProcessGroup, group_states
+from ccx.process.group import ProcessGroup
 from ccx.testing.service import ServiceProcess
 from tests.support import program, until
 from tests.test_cli import ROOT, CLIProcess, CLITestCase, until_listed
