@@ -223,6 +223,7 @@ class StartTests(SynchronousTestCase):
                 "command": ["prog", "--flag"],
                 "state": "running",
                 "started_at": START_TIME,
+                "ended_at": None,
                 "exit_code": None,
                 "stdout_bytes": 0,
                 "stderr_bytes": 0,
