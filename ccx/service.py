@@ -4,21 +4,55 @@ together.
 """
 
 import sys
-from typing import IO, Any, Optional
+from typing import IO, Any, Dict, Optional
+from urllib.parse import quote
 
 import txaio
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.address import UNIXAddress
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import ILogObserver, Logger
 
-from ccx.config import Config, ConfigError, accepts_directly, check_listening
+from ccx.config import (
+    Config,
+    ConfigError,
+    accepts_directly,
+    check_listening,
+    listen_refusal,
+)
 from ccx.fdlimit import RESERVE, open_file_limit, raise_open_file_limit
 from ccx.journal.statedir import StateDir, StateDirError
 from ccx.logs import make_observer
 from ccx.node import Node
 from ccx.web.port import PortService
 from ccx.web.site import build_site
+
+
+def service_urls(address: Any, tls: bool = False) -> Dict[str, str]:
+    """
+    Where clients connect, built from the address the port bound: the
+    WebSocket (C{websocket}, C{websocket_mcp}), MCP over HTTP (C{mcp}),
+    C{health} and C{metrics}.  On a UNIX socket the WebSocket's are as the
+    ccx CLI takes them (C{ws://unix:PATH:/ws}), the others C{http+unix:}
+    URLs with the socket's path quoted.
+    """
+    web, ws = ("https", "wss") if tls else ("http", "ws")
+    if isinstance(address, UNIXAddress):
+        path = address.name.decode() if isinstance(address.name, bytes) else str(address.name)
+        sockets, web = f"{ws}://unix:{path}:", f"{web}+unix://{quote(path, safe='')}"
+    else:
+        host = getattr(address, "host", "localhost")
+        authority = f"[{host}]" if ":" in host else host
+        authority = f"{authority}:{getattr(address, 'port', '')}"
+        sockets, web = f"{ws}://{authority}", f"{web}://{authority}"
+    return {
+        "websocket": f"{sockets}/ws",
+        "websocket_mcp": f"{sockets}/ws/mcp",
+        "mcp": f"{web}/mcp",
+        "health": f"{web}/health",
+        "metrics": f"{web}/metrics",
+    }
 
 
 class CCXService(MultiService):
@@ -50,6 +84,7 @@ class CCXService(MultiService):
             endpoint,
             self.site,
             check=lambda port: check_listening(config, port.getHost(), direct),
+            explain=listen_refusal,
         )
         self.port_service.setServiceParent(self)
 
@@ -148,6 +183,10 @@ class CCXService(MultiService):
             )
 
     def _listening(self, port: Any) -> None:
+        """
+        Say where to connect (from the address actually bound), what is
+        allowed, and which allowed programs can run anything.
+        """
         address = port.getHost()
         self.log.info(
             "ccx {version} listening on {endpoint} ({address}); {allowed} programs allowed",
@@ -158,6 +197,21 @@ class CCXService(MultiService):
             port=getattr(address, "port", None),
             allowed=len(self.node.allow_list),
         )
+        urls = service_urls(address, tls=self.config.port.startswith("ssl:"))
+        self.log.info(
+            "connect: WebSocket {websocket} (MCP: subprotocol mcp, or {websocket_mcp}); "
+            "MCP over HTTP {mcp}; health {health}; metrics {metrics}",
+            **urls,
+        )
+        entries = self.node.allow_list.entries()
+        self.log.info(
+            "allowed: {programs}",
+            programs="; ".join(f"{path} as {', '.join(names)}" for path, names in entries)
+            or "nothing (give --allow PROGRAM)",
+            allow=[path for path, names in entries],
+        )
+        for name in self.node.allow_list.runs_anything():
+            self.log.warn("{program} is allowed: any command can run", program=name)
 
     @inlineCallbacks
     def stopService(self) -> Deferred:
