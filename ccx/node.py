@@ -107,11 +107,13 @@ class Node:
         if tree is not None and not tree.close():
             log.warn("could not remove cgroup {base}: it is not empty", base=tree.base)
 
-    def new_session(self) -> Session:
+    def new_session(self, peer: str = "unknown") -> Session:
         """
         The share of the service a new connection gets.
+
+        @param peer: who is connected, for the audit trail.
         """
-        return Session(self.launcher, lambda: self.config.max_message_size)
+        return Session(self.launcher, lambda: self.config.max_message_size, peer)
 
     def open_connections(self) -> int:
         """

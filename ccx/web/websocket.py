@@ -112,7 +112,7 @@ class CCXServerProtocol(WebSocketServerProtocol):
 
     def onOpen(self) -> None:
         self._open = True
-        self.session = self.node.new_session()
+        self.session = self.node.new_session(self.peer)
         if self.speaks_mcp:
             methods = websocket_methods(self.node, self.session, self)
         else:
