@@ -92,6 +92,11 @@ class RunOptions(_Options):
         ],
         ["detach", "d", "Start it in the background: print its id and exit (implies --keep)."],
         [
+            "merge-stderr",
+            None,
+            "Send the program's stderr to its stdout, interleaved as a terminal shows them.",
+        ],
+        [
             "verbose",
             "v",
             "Say when the program starts, when it is paused, resumed or cancelled, and "

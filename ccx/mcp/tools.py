@@ -337,6 +337,7 @@ class Tools:
                 "env",
                 "timeout",
                 "limits",
+                "merge_stderr",
                 "input",
                 "max_output_bytes",
             ),
@@ -426,7 +427,17 @@ class Tools:
         r = ParamReader(
             arguments,
             "start",
-            ("command", "shell", "cwd", "env", "timeout", "limits", "stdin", "on_disconnect"),
+            (
+                "command",
+                "shell",
+                "cwd",
+                "env",
+                "timeout",
+                "limits",
+                "merge_stderr",
+                "stdin",
+                "on_disconnect",
+            ),
         )
         spec = r.launch_spec(
             stdin=r.boolean("stdin", False),

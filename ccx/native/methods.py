@@ -117,6 +117,7 @@ class NativeMethods:
                 "timeout",
                 "limits",
                 "stdin",
+                "merge_stderr",
                 "on_full",
                 "on_disconnect",
                 "encoding",

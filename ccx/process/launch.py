@@ -37,6 +37,7 @@ class LaunchSpec:
         the edges).
     @ivar limits: what all of its processes together may use (needs a
         cgroup with the controllers).
+    @ivar merge_stderr: its standard error goes to its standard output.
     """
 
     command: Any
@@ -49,6 +50,7 @@ class LaunchSpec:
     cancel_on_disconnect: bool = True
     encoding: str = "utf-8"
     limits: Optional[Limits] = None
+    merge_stderr: bool = False
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,7 @@ class Launcher:
             base_env=settings.base_env,
             allow_env=settings.allow_env,
             deny_env=settings.deny_env,
+            merge_stderr=spec.merge_stderr,
         )
         if check is not None:
             check(program)
