@@ -504,7 +504,7 @@ def _read_token(path: str) -> str:
     try:
         return read_token_file(path)
     except TokenFileError as e:
-        raise ConfigError(str(e))
+        raise ConfigError(str(e)) from None
 
 
 class Options(usage.Options):
