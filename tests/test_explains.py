@@ -27,9 +27,10 @@ from ccx.node import Node
 from ccx.process.allowlist import AllowList, runs_anything
 from ccx.process.errors import NotAllowed
 from ccx.process.launch import LaunchSpec
-from ccx.service import CCXService, service_urls
+from ccx.service import CCXService
 from ccx.testing.service import SOURCE_ROOT
 from ccx.web.site import build_site
+from ccx.web.urls import service_urls
 from tests.support import Client, ServiceFixture, program, until
 from tests.test_mcp import initialize_params
 
