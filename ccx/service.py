@@ -4,12 +4,14 @@ together.
 """
 
 import sys
-from typing import IO, Any, Optional
+from types import TracebackType
+from typing import IO, Any, Optional, Type
 
 import txaio
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
 from twisted.logger import ILogObserver, Logger
 
 from ccx.config import (
@@ -26,6 +28,36 @@ from ccx.node import Node
 from ccx.web.port import PortService
 from ccx.web.site import build_site
 from ccx.web.urls import service_urls
+
+
+# What refuses a start for a reason the user can act on: a setting, a port
+# taken or a state dir that cannot be used.  twistd lets an exception from
+# makeService or privilegedStartService reach the top of the interpreter.
+REFUSALS = (ConfigError, CannotListenError)
+
+
+def show_refusals_briefly(stream: Optional[IO[str]] = None) -> None:
+    """
+    Show a refusal at start (L{REFUSALS}) as its one line, C{ccx: WHY},
+    rather than a traceback; the exit status stays 1.  Anything else
+    uncaught is shown as Python shows it.
+
+    @param stream: where the line goes (C{sys.stderr} at that time: twistd
+        may have made it its log by then).
+    """
+    previous = sys.excepthook
+
+    def excepthook(
+        kind: Type[BaseException], value: BaseException, traceback: Optional[TracebackType]
+    ) -> None:
+        if issubclass(kind, REFUSALS):
+            out = stream if stream is not None else sys.stderr
+            out.write(f"ccx: {value}\n")
+            out.flush()
+        else:
+            previous(kind, value, traceback)
+
+    sys.excepthook = excepthook
 
 
 class CCXService(MultiService):
@@ -74,7 +106,7 @@ class CCXService(MultiService):
                 config.state_dir, config.journal_bytes, config.journal_total_bytes
             ).open()
         except StateDirError as e:
-            raise ConfigError(f"--state-dir: {e}")
+            raise ConfigError(f"--state-dir: {e}") from None
         self.node.registry.use_state_dir(state_dir)
 
     def setServiceParent(self, parent: Any) -> None:

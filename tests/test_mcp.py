@@ -545,6 +545,22 @@ class HttpTransportTests(HttpTestCase):
         yield answer.content()
 
     @inlineCallbacks
+    def test_status_shows_journal_error(self):
+        """status says why a program's journal failed, as list does; and nothing while it has not."""
+        session_id, _ = yield self.initialize()
+        started = yield self.tool(session_id, "start", {"command": ["cat"], "stdin": True})
+        self.ccx.groups.append(started["pgid"])
+        process_id = started["process_id"]
+        status = yield self.tool(session_id, "status", {"process_id": process_id})
+        self.assertNotIn("journal_error", status)
+        process = self.ccx.service.node.registry.get(process_id)
+        process.output.store_error = "journal writing failed: No space left on device"
+        status = yield self.tool(session_id, "status", {"process_id": process_id})
+        self.assertEqual(status["journal_error"], "journal writing failed: No space left on device")
+        yield self.tool(session_id, "write", {"process_id": process_id, "data": "", "eof": True})
+        yield until(lambda: process.finished)
+
+    @inlineCallbacks
     def test_start_write_output(self):
         """start returns at once; write feeds stdin; output reads from offsets; status tells the end."""
         session_id, _ = yield self.initialize()

@@ -119,7 +119,11 @@ class ConnectTests(ServiceTestCase):
         self.assertEqual(body["processes"], 0)
         self.assertEqual(body["containment"], "cgroup")
         self.assertEqual(
-            set(body), {"status", "version", "uptime", "connections", "processes", "containment"}
+            set(body),
+            {
+                "status", "version", "uptime", "connections", "processes", "containment",
+                "journal", "state_dir_bytes", "journal_errors",
+            },
         )
 
 

@@ -80,6 +80,11 @@ _PROCESS = _object(
             "Memory all its processes hold now (the last figure once it ended); "
             "null without a cgroup or where the memory controller is not enabled.",
         ),
+        "journal_error": {
+            "type": "string",
+            "description": "Why its journal stopped keeping its output (disk full, an I/O "
+            "error): present only then; its output goes on in memory alone.",
+        },
     },
     (
         "process_id",

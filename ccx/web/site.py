@@ -13,7 +13,7 @@ from twisted.web.server import Site
 
 from ccx.web.channel import BoundedRequest, ClientChannel
 from ccx.web.mcp_http import McpResource
-from ccx.metrics import CONTENT_TYPE
+from ccx.metrics import CONTENT_TYPE, journal_state
 from ccx.node import Node
 from ccx.web.access import (
     AccessDenied,
@@ -41,7 +41,7 @@ class HealthResource(Resource):
     def render_GET(self, request) -> bytes:
         request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"cache-control", b"no-store")
-        health = self._node.health()
+        health = dict(self._node.health(), **journal_state(self._node.registry))
         authorization = header_text(request, b"authorization")
         if not carries_token(self._node.config, authorization, token_parameters(request.args)):
             health = {"status": health["status"]}
