@@ -107,13 +107,12 @@ class Node:
         if tree is not None and not tree.close():
             log.warn("could not remove cgroup {base}: it is not empty", base=tree.base)
 
-    def new_session(self, peer: str = "unknown") -> Session:
+    def new_session(self) -> Session:
         """
-        The share of the service a new connection gets.
-
-        @param peer: who is connected, for the audit trail.
+        The share of the service a new connection gets (its edge sets its
+        C{peer}).
         """
-        return Session(self.launcher, lambda: self.config.max_message_size, peer)
+        return Session(self.launcher, lambda: self.config.max_message_size)
 
     def open_connections(self) -> int:
         """

@@ -288,6 +288,12 @@ class IndexPageTests(SynchronousTestCase):
         response, _ = self.get("/nothing")
         self.assertEqual(response.code, 404)
 
+    def test_not_for_a_websocket(self):
+        """A WebSocket handshake sent to / is not found: / is no WebSocket."""
+        response, body = self.get(headers={"Upgrade": "websocket", "Connection": "Upgrade"})
+        self.assertEqual(response.code, 404)
+        self.assertNotIn("/ws/mcp", body)
+
 
 class AuditTests(TestCase):
     """
@@ -308,7 +314,8 @@ class AuditTests(TestCase):
 
     @inlineCallbacks
     def test_started(self):
-        session = self.node.new_session("tcp4:127.0.0.1:5555")
+        session = self.node.new_session()
+        session.peer = "tcp4:127.0.0.1:5555"
         process, started = session.launch(LaunchSpec([program("seq"), "1"]))
         yield started
         yield process.ended
@@ -320,7 +327,8 @@ class AuditTests(TestCase):
         )
 
     def test_refused(self):
-        session = self.node.new_session("tcp4:127.0.0.1:5556")
+        session = self.node.new_session()
+        session.peer = "tcp4:127.0.0.1:5556"
         self.assertRaises(NotAllowed, session.launch, LaunchSpec(["id"]))
         [event] = self.audit()
         self.assertEqual(event["log_level"].name, "warn")
@@ -332,7 +340,8 @@ class AuditTests(TestCase):
 
     def test_refused_under_another_name(self):
         """The near miss: an allowed program under a name it was not allowed under."""
-        session = self.node.new_session("tcp4:127.0.0.1:5557")
+        session = self.node.new_session()
+        session.peer = "tcp4:127.0.0.1:5557"
         link = os.path.abspath(self.mktemp())
         os.symlink(program("seq"), link)
         self.assertRaises(NotAllowed, session.launch, LaunchSpec([link, "1"]))

@@ -100,7 +100,8 @@ class HttpSession:
     holds_socket = False
 
     def __init__(self, node: Node, resource: "McpResource", peer: str = "unknown") -> None:
-        self.session = node.new_session(peer)
+        self.session = node.new_session()
+        self.session.peer = peer
         self.mcp = McpSession(self.session, standalone=self)
         self.clock = node.reactor
         self.closed = False

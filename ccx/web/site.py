@@ -83,6 +83,9 @@ class IndexPage(Resource):
         self._node = node
 
     def render_GET(self, request) -> bytes:
+        if request.getHeader(b"upgrade") is not None:
+            # A WebSocket client that tried the wrong path: / is not one.
+            return NoResource().render(request)
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
         request.setHeader(b"cache-control", b"no-store")
         request.setHeader(b"x-content-type-options", b"nosniff")
