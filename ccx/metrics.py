@@ -6,7 +6,7 @@ and dropped, connections) are read when scraped, so the output path pays
 nothing for them; requests and spawns are observed as they happen.
 """
 
-from typing import Any, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -20,6 +20,21 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 )
+
+
+def journal_state(registry: Any) -> Dict[str, Any]:
+    """
+    What C{/health} and C{/metrics} say of the journal: whether it is on,
+    the bytes its journals hold in the state dir (C{--journal-total-bytes}
+    bounds them), and how many of the programs known have a journal that
+    failed (disk full, an I/O error: C{journal_error} in their entry).
+    """
+    state_dir = registry.state_dir
+    return {
+        "journal": state_dir is not None,
+        "state_dir_bytes": state_dir.space.held_bytes if state_dir is not None else 0,
+        "journal_errors": sum(1 for p in registry.all() if p.output.store_error is not None),
+    }
 
 
 class _NodeCollector(Collector):
@@ -71,11 +86,27 @@ class _NodeCollector(Collector):
         yield dropped
 
         yield from self._usage(registry.all())
+        yield from self._journal(registry)
 
         connections = GaugeMetricFamily("ccx_connections", "Open client connections (WebSockets and MCP HTTP sessions).")
         connections.add_metric([], len(self._node.connections))
         yield connections
 
+
+    @staticmethod
+    def _journal(registry: Any) -> Iterator[Any]:
+        state = journal_state(registry)
+        for name, help_text, value in (
+            ("ccx_journal_enabled", "1 when output is kept in a journal on disk (--state-dir).",
+             int(state["journal"])),
+            ("ccx_state_dir_bytes", "Output bytes the journals hold in the state dir.",
+             state["state_dir_bytes"]),
+            ("ccx_journal_errors", "Programs known whose journal failed (disk full, an I/O error).",
+             state["journal_errors"]),
+        ):
+            gauge = GaugeMetricFamily(name, help_text)
+            gauge.add_metric([], value)
+            yield gauge
 
     @staticmethod
     def _usage(processes: List[Any]) -> Iterator[Any]:

@@ -2,6 +2,7 @@
 The state one ccx service shares between its connections.
 """
 
+import os
 import time
 from typing import Any, Optional, Set
 
@@ -13,10 +14,9 @@ from ccx.config import Config, ConfigError
 from ccx.durable.adoption import readopt
 from ccx.durable.link import KeeperLink
 from ccx.journal.statedir import StateDir
-from ccx.durable.orphans import remove_stale_bases
 from ccx.metrics import Metrics
-from ccx.process.allowlist import AllowList
-from ccx.process.cgroup import CgroupError, open_tree
+from ccx.process.allowlist import AllowList, AllowListError
+from ccx.process.cgroup import CgroupError, open_tree, remove_stale
 from ccx.process.command import base_environment
 from ccx.process.launch import Launcher, LaunchSettings
 from ccx.process.registry import ProcessRegistry
@@ -40,7 +40,10 @@ class Node:
     def __init__(self, config: Config, reactor: Any) -> None:
         self.config = config
         self.reactor = reactor
-        self.allow_list = AllowList(config.allow)
+        try:
+            self.allow_list = AllowList(config.allow)
+        except AllowListError as e:
+            raise ConfigError(str(e)) from None
         self.registry = ProcessRegistry(
             reactor,
             config.max_processes,
@@ -97,13 +100,14 @@ class Node:
         )
         # What a dead ccx left in the cgroup hierarchy goes once the
         # programs it held there are over.
-        remove_stale_bases(self.launcher.cgroups)
         for process in adopted:
             process.ended.addBoth(self._after_adopted)
         return len(adopted)
 
     def _after_adopted(self, result: Any) -> Any:
-        remove_stale_bases(self.launcher.cgroups)
+        tree = self.launcher.cgroups
+        if tree is not None and tree.owned:
+            remove_stale(os.path.dirname(tree.base), os.getpid())
         return result
 
     @property
@@ -149,7 +153,8 @@ class Node:
 
     def new_session(self) -> Session:
         """
-        The share of the service a new connection gets.
+        The share of the service a new connection gets (its edge sets its
+        C{peer}).
         """
         return Session(self.launcher, lambda: self.config.max_message_size)
 

@@ -4,15 +4,23 @@ together.
 """
 
 import sys
-from typing import IO, Any, Optional
+from types import TracebackType
+from typing import IO, Any, Optional, Type
 
 import txaio
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
 from twisted.logger import ILogObserver, Logger
 
-from ccx.config import Config, ConfigError, accepts_directly, check_listening
+from ccx.config import (
+    Config,
+    ConfigError,
+    accepts_directly,
+    check_listening,
+    listen_refusal,
+)
 from ccx.durable.orphans import end_orphans
 from ccx.fdlimit import RESERVE, open_file_limit, raise_open_file_limit
 from ccx.journal.statedir import StateDir, StateDirError
@@ -20,6 +28,37 @@ from ccx.logs import make_observer
 from ccx.node import Node
 from ccx.web.port import PortService
 from ccx.web.site import build_site
+from ccx.web.urls import service_urls
+
+
+# What refuses a start for a reason the user can act on: a setting, a port
+# taken or a state dir that cannot be used.  twistd lets an exception from
+# makeService or privilegedStartService reach the top of the interpreter.
+REFUSALS = (ConfigError, CannotListenError)
+
+
+def show_refusals_briefly(stream: Optional[IO[str]] = None) -> None:
+    """
+    Show a refusal at start (L{REFUSALS}) as its one line, C{ccx: WHY},
+    rather than a traceback; the exit status stays 1.  Anything else
+    uncaught is shown as Python shows it.
+
+    @param stream: where the line goes (C{sys.stderr} at that time: twistd
+        may have made it its log by then).
+    """
+    previous = sys.excepthook
+
+    def excepthook(
+        kind: Type[BaseException], value: BaseException, traceback: Optional[TracebackType]
+    ) -> None:
+        if issubclass(kind, REFUSALS):
+            out = stream if stream is not None else sys.stderr
+            out.write(f"ccx: {value}\n")
+            out.flush()
+        else:
+            previous(kind, value, traceback)
+
+    sys.excepthook = excepthook
 
 
 class CCXService(MultiService):
@@ -51,6 +90,7 @@ class CCXService(MultiService):
             endpoint,
             self.site,
             check=lambda port: check_listening(config, port.getHost(), direct),
+            explain=listen_refusal,
         )
         self.port_service.setServiceParent(self)
 
@@ -67,7 +107,7 @@ class CCXService(MultiService):
                 config.state_dir, config.journal_bytes, config.journal_total_bytes
             ).open()
         except StateDirError as e:
-            raise ConfigError(f"--state-dir: {e}")
+            raise ConfigError(f"--state-dir: {e}") from None
         # What a killed ccx left running is ended first, and listed failed.
         end_orphans(state_dir, self.node.reactor)
         self.node.registry.use_state_dir(state_dir)
@@ -153,6 +193,10 @@ class CCXService(MultiService):
             )
 
     def _listening(self, port: Any) -> None:
+        """
+        Say where to connect (from the address actually bound), what is
+        allowed, and which allowed programs can run anything.
+        """
         address = port.getHost()
         self.log.info(
             "ccx {version} listening on {endpoint} ({address}); {allowed} programs allowed",
@@ -163,6 +207,21 @@ class CCXService(MultiService):
             port=getattr(address, "port", None),
             allowed=len(self.node.allow_list),
         )
+        urls = service_urls(address, tls=self.config.port.startswith("ssl:"))
+        self.log.info(
+            "connect: WebSocket {websocket} (MCP: subprotocol mcp, or {websocket_mcp}); "
+            "MCP over HTTP {mcp}; health {health}; metrics {metrics}",
+            **urls,
+        )
+        entries = self.node.allow_list.entries()
+        self.log.info(
+            "allowed: {programs}",
+            programs="; ".join(f"{path} as {', '.join(names)}" for path, names in entries)
+            or "nothing (give --allow PROGRAM)",
+            allow=[path for path, names in entries],
+        )
+        for name in self.node.allow_list.runs_anything():
+            self.log.warn("{program} is allowed: any command can run", program=name)
 
     @inlineCallbacks
     def stopService(self) -> Deferred:

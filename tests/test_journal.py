@@ -268,6 +268,71 @@ class ProgramJournalTests(SynchronousTestCase):
         self.assertEqual(space.held_bytes, 11)
         self.assertFalse(os.path.exists(first.directory))
 
+    def test_total_full_of_pinned_bytes_holds_programs_back(self):
+        """
+        Past the total with every byte pinned, nothing is evicted: the
+        programs are full instead, and told once there is room (a reader
+        moved past a segment), the way their own limit holds them back.
+        """
+        space = Space(total_bytes=30)
+        first = self.program(limit=100, space=space)
+        second = self.program(limit=100, space=space)
+        space.add(first)
+        space.add(second)
+        rooms = []
+        first.on_room = lambda: rooms.append("first")
+        second.on_room = lambda: rooms.append("second")
+        first.pin("stdout", 0)
+        second.pin("stdout", 0)
+        first.append("stdout", b"a" * 10, 1.0)
+        second.append("stdout", b"b" * 10, 2.0)
+        first.append("stdout", b"c" * 9, 3.0)
+        # One byte short of the total: neither is full (the near miss).
+        self.assertEqual(space.held_bytes, 29)
+        self.assertFalse(first.is_full())
+        self.assertFalse(second.is_full())
+        first.append("stdout", b"c", 3.5)
+        self.assertEqual(space.held_bytes, 30)
+        self.assertTrue(first.is_full())
+        self.assertTrue(second.is_full())
+        self.assertEqual((first.start("stdout"), second.start("stdout")), (0, 0))
+        self.assertEqual(rooms, [])
+        # The first program's reader moves on: its oldest segment may go,
+        # and the second program, held back by the total, is told.
+        first.pin("stdout", 10)
+        first.trim()
+        self.assertEqual(rooms, ["second"])
+        self.assertFalse(second.is_full())
+        second.append("stdout", b"d", 4.0)
+        self.assertEqual(first.start("stdout"), 10)
+        self.assertEqual(space.held_bytes, 21)
+
+    def test_forgetting_a_program_makes_room_in_the_total(self):
+        """A program forgotten (its journal deleted) frees the total for those it held back."""
+        space = Space(total_bytes=20)
+        first = self.program(limit=100, space=space)
+        second = self.program(limit=100, space=space)
+        space.add(first)
+        space.add(second)
+        rooms = []
+        second.on_room = lambda: rooms.append("second")
+        first.pin("stdout", 0)
+        second.pin("stdout", 0)
+        first.append("stdout", b"a" * 10, 1.0)
+        second.append("stdout", b"b" * 10, 2.0)
+        self.assertTrue(second.is_full())
+        first.delete()
+        self.assertEqual(rooms, ["second"])
+        self.assertFalse(second.is_full())
+
+    def test_held_bytes_follow_appends_and_evictions(self):
+        """The held count kept as bytes come and go matches what the streams hold."""
+        j = self.program(limit=25)
+        for i in range(5):
+            j.append("stdout" if i % 2 else "stderr", b"z" * 7, float(i))
+            self.assertEqual(j.held_bytes, sum(s.held_bytes for s in j.streams.values()))
+        self.assertLessEqual(j.held_bytes, 25)
+
     def test_record_written_atomically(self):
         """A record replaces the old one whole, through a temporary file renamed."""
         j = self.program(limit=100)

@@ -6,10 +6,11 @@ failing disk.
 """
 
 import errno
+import os
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from ccx.journal.program import ProgramJournal
+from ccx.journal.program import ProgramJournal, Space
 from ccx.output.budget import OutputBudget
 from tests.fakes import COMPLETION, FakeSink
 from tests.test_fanout import make_output, spans, subscribe
@@ -98,6 +99,47 @@ class JournaledOutputTests(SynchronousTestCase):
         self.assertEqual(reader.pauses, 1)
         self.assertEqual(self.journal.start("stdout"), 0)
 
+    def test_total_full_of_unread_bytes_holds_programs_back(self):
+        """
+        The state dir's total full of bytes blocking subscribers have not
+        read: block programs are held back (nothing is evicted, nothing
+        dropped) until a reader moves on; the total is never passed by more
+        than the read that reached it.
+        """
+        space = Space(total_bytes=40)
+        outputs, readers, sinks = [], [], []
+        for _ in range(2):
+            output, reader = make_output(True, max_bytes=10)
+            journal = ProgramJournal.create(self.mktemp(), 100, 10, space)
+            space.add(journal)
+            output.set_store(journal)
+            sinks.append(subscribe(output, blocking=True, writable=False))
+            outputs.append(output)
+            readers.append(reader)
+        outputs[0].receive("stdout", b"a" * 20, 0.0)
+        outputs[1].receive("stdout", b"b" * 19, 1.0)
+        self.assertEqual([r.pauses for r in readers], [0, 0], "one byte short of the total")
+        outputs[1].receive("stdout", b"b", 2.0)
+        self.assertEqual(space.held_bytes, 40)
+        self.assertEqual([r.pauses for r in readers], [0, 1])
+        # The first program is held back at its next read.
+        outputs[0].receive("stdout", b"a", 3.0)
+        self.assertEqual([r.pauses for r in readers], [1, 1])
+        self.assertEqual(space.held_bytes, 41)
+        self.assertEqual([o.dropped_bytes for o in outputs], [0, 0])
+        # The first program's reader reads everything: its segments may go,
+        # and both programs go on.
+        sinks[0].writable = True
+        outputs[0].pump_all()
+        self.assertEqual([r.resumes for r in readers], [1, 1])
+        self.assertEqual(sinks[0].data(), b"a" * 21)
+        outputs[1].receive("stdout", b"b" * 10, 4.0)
+        self.assertLessEqual(space.held_bytes, 40)
+        sinks[1].writable = True
+        outputs[1].pump_all()
+        self.assertEqual(sinks[1].data(), b"b" * 30)
+        self.assertEqual([o.dropped_bytes for o in outputs], [0, 0])
+
     def test_disk_full_goes_on_in_memory(self):
         """ENOSPC: the error is kept, output goes on in memory, and what the journal held is still read."""
         write = FailingWrite(errno.ENOSPC)
@@ -129,6 +171,76 @@ class JournaledOutputTests(SynchronousTestCase):
         sink = subscribe(output, blocking=False, offsets={"stdout": 0})
         self.assertIn("journal reading failed", output.store_error)
         self.assertEqual(spans(sink, "stdout"), [("process.dropped", 0, 20), ("process.output", 20, 30)])
+        self.assertEqual(output.dropped_bytes, 20)
+        self.assertEqual(output.totals()["dropped"], 20)
+
+    def test_read_error_counts_what_only_the_journal_held_once(self):
+        """
+        A segment that cannot be read: what only the journal held, of both
+        streams, counts in dropped_bytes once, whoever is told; bytes the
+        slowest reader already had do not count (the near miss: it read up
+        to one byte before the buffer).
+        """
+        output, _ = self.journaled(blocking=False, limit=100)
+        for i in range(3):
+            output.receive("stdout", b"x" * 10, float(i))
+            output.receive("stderr", b"y" * 10, float(i))
+        self.assertEqual(output.streams["stderr"].start, 20)
+        behind = subscribe(output, blocking=False, writable=False, offsets={"stdout": 0, "stderr": 19})
+        other = subscribe(output, blocking=False, writable=False, offsets={"stdout": 0, "stderr": 19})
+        for segment in self.journal.streams["stdout"].segments[:2]:
+            segment.remove()
+        behind.writable = True
+        output.pump_all()
+        self.assertIn("journal reading failed", output.store_error)
+        # stdout [0, 20) and stderr [19, 20): 21 bytes, told to both readers.
+        self.assertEqual(output.dropped_bytes, 21)
+        other.writable = True
+        output.pump_all()
+        self.assertEqual(output.dropped_bytes, 21)
+        for sink in (behind, other):
+            self.assertEqual(spans(sink, "stdout")[0], ("process.dropped", 0, 20))
+            self.assertEqual(spans(sink, "stderr")[0], ("process.dropped", 19, 20))
+
+    def test_read_error_unpins_the_journal(self):
+        """A journal given up after a read error no longer holds back other programs' eviction."""
+        output, _ = self.journaled(blocking=True, limit=100)
+        subscribe(output, blocking=True, writable=False)
+        output.receive("stdout", b"x" * 10, 0.0)
+        output.receive("stdout", b"x" * 10, 1.0)
+        self.assertEqual(self.journal.pins["stdout"], 0)
+        self.journal.streams["stdout"].segments[0].remove()
+        subscribe(output, blocking=False, offsets={"stdout": 0})
+        self.assertIsNone(output.store)
+        self.assertEqual(self.journal.pins, {"stdout": None, "stderr": None})
+
+    def test_live_reader_behind_the_buffer_reads_one_open_file(self):
+        """
+        A reader behind the memory buffer of a running program reads on from
+        the segment file it opened (no open per chunk); once the program is
+        over, no file is kept open for a reader.
+        """
+        output, _ = self.journaled(blocking=False, limit=100, segment=40)
+        sink = subscribe(output, blocking=False, writable=False)
+        for i in range(4):
+            output.receive("stdout", bytes([65 + i]) * 10, float(i))
+        stream = self.journal.streams["stdout"]
+        opened = []
+        real_open = os.open
+        self.patch(os, "open", lambda *a, **k: opened.append(a[0]) or real_open(*a, **k))
+        sink.max_chunk = 10
+        sink.writable = True
+        output.pump_all()
+        self.assertEqual(sink.data(), b"A" * 10 + b"B" * 10 + b"C" * 10 + b"D" * 10)
+        self.assertEqual(opened, [stream.segments[0].data_path])
+        output.complete(COMPLETION)
+        self.assertIsNone(stream._read_fd)
+        opened.clear()
+        for _ in range(2):
+            late = subscribe(output, blocking=False, offsets={"stdout": 0})
+            self.assertEqual(late.data()[:10], b"A" * 10)
+        self.assertEqual(len(opened), 2)
+        self.assertIsNone(stream._read_fd)
 
     def test_budget_releases_memory_only(self):
         """The held-output budget releases a finished program's memory: nothing is dropped that the journal holds."""

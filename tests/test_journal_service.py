@@ -94,6 +94,7 @@ class JournalServiceTests(TestCase):
         first = yield Deferred.fromCoroutine(
             ServiceProcess([program("seq")], settings=settings).started(reactor)
         )
+        self.addCleanup(lambda: self.assertEqual(first.cgroups_left(), []))
         self.addCleanup(lambda: Deferred.fromCoroutine(first.stopped(reactor)))
         client = yield self.connect(first.port)
         result = yield client.call("execute", {"command": ["seq", "1", "50000"]})
@@ -106,6 +107,7 @@ class JournalServiceTests(TestCase):
         second = yield Deferred.fromCoroutine(
             ServiceProcess([program("seq")], settings=settings).started(reactor)
         )
+        self.addCleanup(lambda: self.assertEqual(second.cgroups_left(), []))
         self.addCleanup(lambda: Deferred.fromCoroutine(second.stopped(reactor)))
         client = yield self.connect(second.port)
         listed = yield client.call("list")

@@ -48,7 +48,7 @@ HTTP_CLIENT = os.path.join(HERE, "clients", "mcp_http_client.py")
 WS_CLIENT = os.path.join(HERE, "clients", "mcp_ws_client.py")
 TOKEN = "mcp-test-token"
 ORIGIN = "http://app.example"
-TOOLS = ["cancel", "execute", "list", "output", "pause", "resume", "start", "status", "write"]
+TOOLS = ["cancel", "execute", "forget", "list", "output", "pause", "resume", "start", "status", "write"]
 
 
 def _sdk_missing() -> Optional[str]:
@@ -543,6 +543,22 @@ class HttpTransportTests(HttpTestCase):
         answer = yield self.post(cancel, session_id)
         self.assertEqual(answer.code, 202)
         yield answer.content()
+
+    @inlineCallbacks
+    def test_status_shows_journal_error(self):
+        """status says why a program's journal failed, as list does; and nothing while it has not."""
+        session_id, _ = yield self.initialize()
+        started = yield self.tool(session_id, "start", {"command": ["cat"], "stdin": True})
+        self.ccx.groups.append(started["pgid"])
+        process_id = started["process_id"]
+        status = yield self.tool(session_id, "status", {"process_id": process_id})
+        self.assertNotIn("journal_error", status)
+        process = self.ccx.service.node.registry.get(process_id)
+        process.output.store_error = "journal writing failed: No space left on device"
+        status = yield self.tool(session_id, "status", {"process_id": process_id})
+        self.assertEqual(status["journal_error"], "journal writing failed: No space left on device")
+        yield self.tool(session_id, "write", {"process_id": process_id, "data": "", "eof": True})
+        yield until(lambda: process.finished)
 
     @inlineCallbacks
     def test_start_write_output(self):

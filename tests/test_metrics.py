@@ -3,6 +3,7 @@ GET /metrics after real activity: what Prometheus would scrape.
 """
 
 import json
+from types import SimpleNamespace
 from urllib.parse import urlencode
 
 import treq
@@ -13,6 +14,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import TestCase
 
 from ccx.config import build_config
+from ccx.journal.statedir import StateDir
 from ccx.node import Node
 from ccx.web.site import build_site
 from tests.support import ServiceFixture, until
@@ -76,7 +78,10 @@ class MetricsTests(TestCase):
 
 
 TOKEN = "s3cret-token-for-tests"
-CONTRACT_KEYS = {"status", "version", "uptime", "connections", "processes"}
+CONTRACT_KEYS = {
+    "status", "version", "uptime", "connections", "processes",
+    "journal", "state_dir_bytes", "journal_errors",
+}
 
 
 class TokenGuardedHttpTests(TestCase):
@@ -172,6 +177,39 @@ class TokenGuardedHttpTests(TestCase):
             health = json.loads(body)
             self.assertLessEqual(CONTRACT_KEYS, set(health))
             self.assertEqual(health["status"], "ok")
+
+    @inlineCallbacks
+    def test_journal_in_health_and_metrics(self):
+        """
+        With the token, /health says whether the journal is on, the bytes
+        the state dir holds and how many programs' journals failed; so does
+        /metrics; without the token /health still says only its status.
+        """
+        http = self.site()
+        response, body = yield self.get(http, "/health", token=TOKEN)
+        health = json.loads(body)
+        self.assertEqual(
+            (health["journal"], health["state_dir_bytes"], health["journal_errors"]), (False, 0, 0)
+        )
+        state_dir = StateDir(self.mktemp(), 1000, 10000).open()
+        self.node.registry.use_state_dir(state_dir)
+        state_dir.create("p1").append("stdout", b"x" * 10, 0.0)
+        failed = SimpleNamespace(output=SimpleNamespace(store_error="journal writing failed: I/O error"))
+        fine = SimpleNamespace(output=SimpleNamespace(store_error=None))
+        self.patch(self.node.registry, "all", lambda: [failed, fine])
+        response, body = yield self.get(http, "/health", token=TOKEN)
+        health = json.loads(body)
+        self.assertEqual(
+            (health["journal"], health["state_dir_bytes"], health["journal_errors"]), (True, 10, 1)
+        )
+        response, body = yield self.get(http, "/health")
+        self.assertEqual(json.loads(body), {"status": "ok"})
+        self.patch(self.node.registry, "all", lambda: [])
+        response, body = yield self.get(http, "/metrics", token=TOKEN)
+        found = samples(body.decode())
+        self.assertEqual(found[("ccx_journal_enabled", ())], 1)
+        self.assertEqual(found[("ccx_state_dir_bytes", ())], 10)
+        self.assertEqual(found[("ccx_journal_errors", ())], 0)
 
     @inlineCallbacks
     def test_health_without_a_configured_token(self):

@@ -236,6 +236,7 @@ class NeverReadingClientTests(TestCase):
     @inlineCallbacks
     def stop_service(self):
         yield Deferred.fromCoroutine(self.service.stopped(reactor))
+        self.assertEqual(self.service.cgroups_left(), [], "cgroups left behind")
 
     def logged(self, text: str) -> bool:
         return any(text in line for line in self.service.log_lines())

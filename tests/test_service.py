@@ -121,7 +121,10 @@ class ConnectTests(ServiceTestCase):
         self.assertEqual(body["containment"], "cgroup")
         self.assertEqual(
             set(body),
-            {"status", "version", "uptime", "connections", "processes", "containment", "durable"},
+            {
+                "status", "version", "uptime", "connections", "processes", "containment",
+                "journal", "state_dir_bytes", "journal_errors", "durable",
+            },
         )
 
 

@@ -19,6 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
 from ccx.process.group import ProcessGroup
+from ccx.testing.cgroups import cgroups_left, remove_cgroups
 from tests.support import ServiceFixture, program, until
 from tests.test_cli import CLIProcess
 
@@ -89,7 +90,10 @@ class TwistdTests(TestCase):
         environment.update(env or {})
         directory = self.mktemp()
         os.makedirs(directory)
-        reactor.spawnProcess(twistd, sys.executable, TWISTD + args, env=environment, path=directory)
+        transport = reactor.spawnProcess(
+            twistd, sys.executable, TWISTD + args, env=environment, path=directory
+        )
+        self.addCleanup(self.assertNoCgroupLeft, twistd, transport.pid)
         self.addCleanup(self._stop, twistd)
         return twistd
 
@@ -137,15 +141,29 @@ class TwistdTests(TestCase):
         argv = ["sh", "-c", 'export LISTEN_PID=$$; exec "$@"', "sh"] + TWISTD + [
             "-n", "--pidfile=", "ccx", "--port", "systemd:domain=INET:index=0", *args
         ]
-        reactor.spawnProcess(
+        transport = reactor.spawnProcess(
             twistd, program("sh"), argv, env=environment, path=directory,
             childFDs={0: "w", 1: "r", 2: "r", 3: listener.fileno()},
         )
+        # exec: the shell's pid is the service's.
+        self.addCleanup(self.assertNoCgroupLeft, twistd, transport.pid)
         self.addCleanup(self._stop, twistd)
         return twistd, listener.getsockname()[1]
 
+    def assertNoCgroupLeft(self, twistd, pid):
+        """
+        The service (process C{pid}), once ended, left no cgroup; one killed
+        by the test's cleanup (L{_stop}) cannot remove its own: they are
+        removed.
+        """
+        left = cgroups_left(pid)
+        remove_cgroups(pid)
+        if not getattr(twistd, "killed", False):
+            self.assertEqual(left, [], "cgroups left behind")
+
     def _stop(self, twistd):
         if not twistd.ended.called:
+            twistd.killed = True
             twistd.transport.signalProcess("KILL")
             return twistd.ended
 

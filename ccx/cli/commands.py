@@ -3,19 +3,21 @@ The subcommands of C{ccx}: each takes a L{Context} and its parsed options
 and returns a Deferred that fires with the command's exit status.
 """
 
-import shlex
+import json
 import signal
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Optional
 
 from twisted.internet.defer import Deferred, inlineCallbacks
 
 from ccx.cli.client import CallError, RPCClientProtocol, ServiceError
 from ccx.cli.context import Context
+from ccx.cli.listing import format_status, format_table
 from ccx.cli.relay import OutputRelay
 from ccx.cli.status import (
     EXIT_BROKEN_PIPE,
     EXIT_INTERRUPTED,
     EXIT_NOT_ALLOWED,
+    EXIT_REFUSED,
     EXIT_SPAWN_FAILED,
     exit_status,
 )
@@ -24,6 +26,7 @@ from ccx.protocol import (
     BINARY,
     COMMAND_NOT_ALLOWED,
     CONTROLS,
+    INVALID_STATE,
     PROCESS_NOT_FOUND,
     SPAWN_FAILED,
     STREAMS,
@@ -58,6 +61,8 @@ def run(context: Context, options: Any) -> Any:
         params["on_full"] = "drop"
     if options["stdin"]:
         params["stdin"] = True
+    if options["merge-stderr"]:
+        params["merge_stderr"] = True
     if options["cwd"] is not None:
         params["cwd"] = options["cwd"]
     if options.env:
@@ -66,6 +71,7 @@ def run(context: Context, options: Any) -> Any:
         params["timeout"] = options["timeout"]
 
     state: Dict[str, Any] = {"interrupted": False, "process_id": None}
+    keep = options["keep"]
 
     def cancel() -> None:
         process_id = state["process_id"]
@@ -83,11 +89,21 @@ def run(context: Context, options: Any) -> Any:
 
         d.addErrback(failed)
 
+    def detach() -> None:
+        # --keep: Ctrl-C leaves the program running, and says how to return.
+        process_id = state["process_id"]
+        console.say(f"detached; {process_id} runs on: ccx attach {process_id}")
+        context.finish(EXIT_INTERRUPTED)
+
     def interrupted() -> None:
         if state["interrupted"]:
             context.finish(EXIT_INTERRUPTED, abrupt=True)
             return
         state["interrupted"] = True
+        if keep:
+            if state["process_id"] is not None:
+                detach()
+            return  # detached once execute has answered
         console.say("cancelling the program (Ctrl-C again to leave at once)")
         cancel()
 
@@ -105,21 +121,31 @@ def run(context: Context, options: Any) -> Any:
         relay.discard()
         raise
     process_id = state["process_id"] = result["process_id"]
+    if options["detach"]:
+        relay.discard()
+        console.stdout.write(f"{process_id}\n".encode("ascii"))
+        return 0
     relay.follow(process_id)
+    if keep:
+        relay.on_lost = f"; to follow it again: ccx attach {process_id}"
     if options["verbose"] or keep:
         console.say(f"started {process_id} (pid {result.get('pid')})")
-    if state["interrupted"] or relay.broken:
+    if options["verbose"]:
+        relay.on_change = _say_change(context, state)
+    if state["interrupted"]:
+        if keep:
+            detach()
+            return EXIT_INTERRUPTED
+        cancel()
+    elif relay.broken:
         cancel()
     forwarder = None
     if options["stdin"]:
         forwarder = StdinForwarder(context, client, process_id)
+        forwarder.done.addErrback(lambda _: None)  # the relay tells how it ended
         forwarder.start()
     try:
         completed = yield relay.finished
-    except ServiceError as e:
-        if keep:
-            e.message += f"; the program runs on: ccx attach {process_id}"
-        raise e
     finally:
         if forwarder is not None:
             forwarder.stop()
@@ -128,6 +154,20 @@ def run(context: Context, options: Any) -> Any:
     if options["verbose"]:
         console.say(_summary(completed))
     return exit_status(completed, interrupted=state["interrupted"])
+
+
+def _say_change(context: Context, state: Dict[str, Any]) -> Callable[[str], None]:
+    """
+    C{-v}: say when the program was paused, resumed or cancelled, except
+    for a cancel this ccx asked for (Ctrl-C, already told).
+    """
+
+    def said(change: str) -> None:
+        if change == "cancelled" and state.get("interrupted"):
+            return
+        context.console.say(f"the program was {change}")
+
+    return said
 
 
 def _summary(completed: dict) -> str:
@@ -157,12 +197,12 @@ def resolve_process(client: RPCClientProtocol, given: str) -> Any:
     matches = [p for p in processes if str(p.get("process_id", "")).startswith(given)]
     if len(matches) > 1:
         ids = ", ".join(p["process_id"] for p in matches)
-        raise ServiceError(f"{given!r} is ambiguous: it begins {ids}", 1)
+        raise ServiceError(f"{given!r} is ambiguous: it begins {ids}", EXIT_REFUSED)
     return matches[0] if matches else None
 
 
 def _not_found(given: str) -> ServiceError:
-    return ServiceError(f"no process {given!r} (see `ccx ls`)", 1)
+    return ServiceError(f"no process {given!r} (see `ccx ls`)", EXIT_REFUSED)
 
 
 @inlineCallbacks
@@ -193,6 +233,9 @@ def attach(context: Context, options: Any) -> Any:
     context.on_interrupt(None)
     relay = OutputRelay(context, client, encoding=encoding)
     relay.follow(process_id)
+    relay.on_lost = f"; to follow it again: ccx attach {process_id}"
+    if options["verbose"]:
+        relay.on_change = _say_change(context, {})
     try:
         yield client.call("attach", params)
     except BaseException:
@@ -202,61 +245,212 @@ def attach(context: Context, options: Any) -> Any:
     return exit_status(completed)
 
 
-def _cell(value: Any) -> str:
-    return "-" if value is None else str(value)
-
-
-def _exit_cell(process: dict) -> str:
-    code = process.get("exit_code")
-    if not isinstance(code, int):
-        return "-"
-    if code < 0:
-        try:
-            return signal.Signals(-code).name
-        except ValueError:
-            return str(code)
-    return str(code)
-
-
-def format_table(processes: List[dict]) -> str:
-    """
-    The C{ccx ls} table: one row per process, oldest first.
-    """
-    header = ("ID", "PID", "STATE", "EXIT", "STDOUT", "STDERR", "COMMAND")
-    rows = [header]
-    for p in sorted(processes, key=lambda p: p.get("started_at") or 0):
-        command = p.get("command") or []
-        rows.append(
-            (
-                _cell(p.get("process_id")),
-                _cell(p.get("pid")),
-                _cell(p.get("state")),
-                _exit_cell(p),
-                _cell(p.get("stdout_bytes")),
-                _cell(p.get("stderr_bytes")),
-                shlex.join(str(a) for a in command),
-            )
-        )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
-    lines = []
-    for row in rows:
-        cells = [cell.ljust(width) for cell, width in zip(row, widths)]
-        lines.append("  ".join(cells + [row[-1]]).rstrip())
-    return "\n".join(lines) + "\n"
+def _selected(processes: List[dict], options: Any) -> List[dict]:
+    state = options["state"]
+    if options["running"]:
+        return [p for p in processes if p.get("state") in ("running", "paused")]
+    if options["finished"]:
+        return [p for p in processes if p.get("state") == "exited"]
+    if state is not None:
+        return [p for p in processes if p.get("state") == state]
+    return processes
 
 
 @inlineCallbacks
 def ls(context: Context, options: Any) -> Any:
     """
-    C{ccx ls}: a table of the processes the service knows.
+    C{ccx ls}: a table of the processes the service knows (C{--json}: their
+    entries; C{-q}: their ids).
     """
     client = yield context.connect()
     listed = yield client.call("list", {})
-    processes = listed.get("processes", [])
-    if processes:
-        context.console.stdout.write(format_table(processes).encode("utf-8", "replace"))
+    processes = _selected(listed.get("processes", []), options)
+    processes.sort(key=lambda p: p.get("started_at") or 0)
+    out = context.console.stdout
+    if options["json"]:
+        out.write(json.dumps(processes, indent=2).encode("utf-8") + b"\n")
+    elif options["quiet"]:
+        out.write("".join(f"{p.get('process_id')}\n" for p in processes).encode("utf-8"))
+    elif processes:
+        out.write(format_table(processes).encode("utf-8", "replace"))
     else:
         context.console.say("no processes")
+    return 0
+
+
+@inlineCallbacks
+def _known(context: Context, given: str) -> Any:
+    """
+    Connect, and find the process a person means by C{given}.
+
+    @return: a Deferred firing with (client, its C{list} entry).
+    @raise ServiceError: (exit 1) when there is none such, or several.
+    """
+    client = yield context.connect()
+    process = yield resolve_process(client, given)
+    if process is None:
+        raise _not_found(given)
+    return client, process
+
+
+@inlineCallbacks
+def status(context: Context, options: Any) -> Any:
+    """
+    C{ccx status ID}: one process, for a person (C{--json}: its entry).
+    """
+    _client, process = yield _known(context, options.process_id)
+    if options["json"]:
+        text = json.dumps(process, indent=2) + "\n"
+    else:
+        text = format_status(process)
+    context.console.stdout.write(text.encode("utf-8", "replace"))
+    return 0
+
+
+class _StreamCursor(OutputRelay):
+    """
+    C{ccx logs}: the output of the chosen streams, and where each has got
+    to; with C{until}, the relay ends once every chosen stream reached it.
+    """
+
+    def __init__(
+        self,
+        context: Context,
+        client: RPCClientProtocol,
+        encoding: Optional[str],
+        streams: List[str],
+        positions: Dict[str, int],
+        until: Optional[Dict[str, int]],
+    ) -> None:
+        super().__init__(context, client, encoding=encoding)
+        self.streams = streams
+        self.positions = dict(positions)
+        self.until = until
+
+    def reached(self) -> bool:
+        return self.until is not None and all(
+            self.positions[s] >= self.until[s] for s in self.streams
+        )
+
+    def _advance(self, stream: str, end: int) -> None:
+        self.positions[stream] = max(self.positions[stream], end)
+        if self.reached():
+            self._end(None)
+
+    def output_received(self, stream: str, offset: int, data: bytes) -> None:
+        if stream not in self.streams:
+            return
+        super().output_received(stream, offset, data)
+        self._advance(stream, offset + len(data))
+
+    def dropped_received(self, stream: str, offset: int, size: int) -> None:
+        if stream in self.streams:
+            super().dropped_received(stream, offset, size)
+            self._advance(stream, offset + size)
+
+
+@inlineCallbacks
+def logs(context: Context, options: Any) -> Any:
+    """
+    C{ccx logs ID}: what the service holds of a process's output, from
+    C{--since} (byte 0 by default); with C{-f}, then what comes, until it ends.
+    """
+    client, process = yield _known(context, options.process_id)
+    process_id = process["process_id"]
+    streams = options.streams
+    ends = {stream: int(process.get(f"{stream}_bytes") or 0) for stream in STREAMS}
+    start = {stream: min(options["since"], ends[stream]) for stream in STREAMS}
+    follow = options["follow"] and process.get("state") != "exited"
+    context.on_interrupt(None)  # Ctrl-C leaves; the program runs on
+    until = None if follow else ends
+    params: Dict[str, Any] = {"process_id": process_id, "offsets": start}
+    encoding = yield client.output_encoding()
+    if encoding == BINARY:
+        params["encoding"] = BINARY
+    else:
+        encoding = process.get("encoding")  # as attach does
+    cursor = _StreamCursor(context, client, encoding, streams, start, until)
+    if cursor.reached():
+        cursor.discard()
+        return 0
+    cursor.follow(process_id)
+    try:
+        yield client.call("attach", params)
+    except BaseException:
+        cursor.discard()
+        raise
+    yield cursor.finished
+    return 0
+
+
+class _Completion(OutputRelay):
+    """
+    C{ccx wait}: only how the process ends.
+    """
+
+    def output_received(self, stream: str, offset: int, data: bytes) -> None:
+        pass
+
+    def dropped_received(self, stream: str, offset: int, size: int) -> None:
+        pass
+
+
+@inlineCallbacks
+def wait(context: Context, options: Any) -> Any:
+    """
+    C{ccx wait ID}: wait for a process to end; exit with its status.
+    """
+    client, process = yield _known(context, options.process_id)
+    process_id = process["process_id"]
+    context.on_interrupt(None)
+    relay = _Completion(context, client)
+    relay.follow(process_id)
+    # From the live end: the service sends nothing but what comes, then
+    # process.completed (at once for a finished process).
+    offsets = {stream: int(process.get(f"{stream}_bytes") or 0) for stream in STREAMS}
+    params: Dict[str, Any] = {"process_id": process_id, "offsets": offsets}
+    encoding = yield client.output_encoding()
+    if encoding == BINARY:
+        params["encoding"] = BINARY
+    try:
+        yield client.call("attach", params)
+    except BaseException:
+        relay.discard()
+        raise
+    completed = yield relay.finished
+    return exit_status(completed)
+
+
+@inlineCallbacks
+def write(context: Context, options: Any) -> Any:
+    """
+    C{ccx write ID}: this command's standard input to the program's, then
+    end of file.
+    """
+    client, process = yield _known(context, options.process_id)
+    forwarder = StdinForwarder(context, client, process["process_id"], report_errors=False)
+    forwarder.start()
+    try:
+        yield forwarder.done
+    except CallError as e:
+        if e.code == INVALID_STATE:
+            raise ServiceError(e.message + " (see `ccx run --stdin`)", EXIT_REFUSED)
+        raise
+    return 0
+
+
+@inlineCallbacks
+def rm(context: Context, options: Any) -> Any:
+    """
+    C{ccx rm ID...}: forget finished processes, their output and journal.
+    """
+    client = yield context.connect()
+    for given in options.process_ids:
+        process = yield resolve_process(client, given)
+        if process is None:
+            raise _not_found(given)
+        result = yield client.call("forget", {"process_id": process["process_id"]})
+        context.console.stdout.write(f"removed {result.get('process_id')}\n".encode("utf-8"))
     return 0
 
 

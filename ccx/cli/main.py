@@ -17,7 +17,7 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 
 from ccx import __version__
-from ccx.cli import commands, mcp_stdio
+from ccx.cli import commands, completion, mcp_stdio
 from ccx.cli.client import DEFAULT_URL, ServiceError, check_url
 from ccx.cli.console import Console, TerminalConsole
 from ccx.cli.context import Context
@@ -78,7 +78,8 @@ class RunOptions(_Options):
         "Run PROGRAM on the service and relay it: its stdout to stdout, its stderr to "
         "stderr, as they arrive. Exits with the program's status (128+N when signal N "
         "killed it, 124 on --timeout, 130 when Ctrl-C cancelled it). Ctrl-C cancels the "
-        "program and waits for it; a second Ctrl-C leaves at once."
+        "program and waits for it; a second Ctrl-C leaves at once. With --keep, Ctrl-C "
+        "detaches instead: the program runs on (ccx attach ID)."
     )
     optFlags = [
         ["keep", "k", "Keep the program running if this client goes away (see ccx attach)."],
@@ -89,8 +90,24 @@ class RunOptions(_Options):
             "(implies --keep).",
         ],
         ["drop", None, "Drop output rather than slow the program when this client lags."],
-        ["stdin", "i", "Pass this command's standard input to the program."],
-        ["verbose", "v", "Say when the program starts and how it ended."],
+        [
+            "stdin",
+            "i",
+            "Pass this command's standard input to the program (with -d: keep the "
+            "program's stdin open for ccx write).",
+        ],
+        ["detach", "d", "Start it in the background: print its id and exit (implies --keep)."],
+        [
+            "merge-stderr",
+            None,
+            "Send the program's stderr to its stdout, interleaved as a terminal shows them.",
+        ],
+        [
+            "verbose",
+            "v",
+            "Say when the program starts, when it is paused, resumed or cancelled, and "
+            "how it ended.",
+        ],
     ]
     optParameters = [
         ["cwd", "C", None, "Working directory of the program (on the service's host)."],
@@ -131,10 +148,125 @@ class RunOptions(_Options):
             raise usage.UsageError("give the program to run: ccx run [options] -- PROGRAM ARGS")
         self.argv = list(argv)
 
+    def postOptions(self) -> None:
+        if self["detach"]:
+            # With --stdin, its stdin stays open for `ccx write ID`.
+            self["keep"] = True
+
+
+LS_STATES = ("running", "paused", "exited")
+
 
 class LsOptions(_Options):
-    synopsis = "ccx ls"
-    longdesc = "List the processes the service knows, running and recently finished."
+    synopsis = "ccx ls [--json | -q] [--running | --finished | --state STATE]"
+    longdesc = (
+        "List the processes the service knows, running and recently finished, oldest "
+        "first: short id (a unique prefix of 12 characters or more), pid, state, start "
+        "time, duration, exit status, output sizes and command."
+    )
+    optFlags = [
+        ["json", None, "Print the full entries as a JSON array."],
+        ["quiet", "q", "Print only the ids, one a line."],
+        ["running", None, "Only those still running (or paused)."],
+        ["finished", None, "Only those that have ended."],
+    ]
+    optParameters = [["state", None, None, "Only those in this state: running, paused or exited."]]
+    compData = usage.Completions(optActions={"state": usage.CompleteList(list(LS_STATES))})
+
+    def postOptions(self) -> None:
+        chosen = [f"--{f}" for f in ("running", "finished") if self[f]]
+        if self["state"] is not None:
+            if self["state"] not in LS_STATES:
+                raise usage.UsageError(
+                    f"--state {self['state']}: give one of {', '.join(LS_STATES)}"
+                )
+            chosen.append("--state")
+        if len(chosen) > 1:
+            raise usage.UsageError(f"{' and '.join(chosen)} do not go together: give one")
+        if self["json"] and self["quiet"]:
+            raise usage.UsageError("--json and -q do not go together: give one")
+
+
+class LogsOptions(_OneProcess):
+    synopsis = "ccx logs [-f] [--stdout | --stderr] [--since OFFSET] ID"
+    longdesc = (
+        "Print the output of process ID that the service still holds (with a journal, "
+        "from the program's first byte), stdout to stdout and stderr to stderr; with -f, "
+        "then follow it until it ends. Ctrl-C leaves; the program runs on."
+    )
+    optFlags = [
+        ["follow", "f", "Then follow the output as it comes, until the program ends."],
+        ["stdout", None, "Only its standard output."],
+        ["stderr", None, "Only its standard error."],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["since"] = 0
+
+    def opt_since(self, offset: str) -> None:
+        """
+        Start at this byte offset of each stream (0: the first byte).
+        """
+        if not offset.isdigit():
+            raise usage.UsageError(f"--since {offset}: give a byte offset, 0 or more")
+        self["since"] = int(offset)
+
+    def postOptions(self) -> None:
+        chosen = [s for s in ("stdout", "stderr") if self[s]]
+        self.streams = chosen or ["stdout", "stderr"]
+
+
+class WaitOptions(_OneProcess):
+    synopsis = "ccx wait ID"
+    longdesc = (
+        "Wait until process ID ends and exit with its status, as ccx run does "
+        "(at once for one that has ended)."
+    )
+
+
+class StatusOptions(_OneProcess):
+    synopsis = "ccx status [--json] ID"
+    longdesc = "Show one process: state, pid, times, exit status, output sizes, CPU and memory."
+    optFlags = [["json", None, "Print its full entry as JSON."]]
+
+
+class WriteOptions(_OneProcess):
+    synopsis = "ccx write ID < INPUT"
+    longdesc = (
+        "Pass this command's standard input (a pipe, a file or the terminal: end it "
+        "with Ctrl-D) to the standard input of process ID, then close it. The program "
+        "must have been started with its stdin open: ccx run -d --stdin -- PROGRAM."
+    )
+
+
+class RmOptions(_Options):
+    synopsis = "ccx rm ID [ID...]"
+    longdesc = (
+        "Forget finished processes: their record, the output the service holds and "
+        "their journal. A process still running is refused (cancel it first)."
+    )
+
+    def parseArgs(self, *process_ids: str) -> None:
+        if not process_ids:
+            raise usage.UsageError("give the id of a finished process: ccx rm ID")
+        self.process_ids = list(process_ids)
+
+
+class CompletionOptions(_Options):
+    synopsis = "ccx completion bash|zsh"
+    longdesc = (
+        "Print a shell completion script: eval \"$(ccx completion bash)\" in ~/.bashrc, or "
+        "ccx completion zsh > ~/.zfunc/_ccx with ~/.zfunc on $fpath."
+    )
+    compData = usage.Completions(extraActions=[usage.CompleteList(list(completion.SHELLS))])
+
+    def parseArgs(self, shell: str) -> None:
+        if shell not in completion.SHELLS:
+            raise usage.UsageError(
+                f"no completion for {shell!r}: give one of {', '.join(completion.SHELLS)}"
+            )
+        self.shell = shell
 
 
 class AttachOptions(_OneProcess):
@@ -144,7 +276,10 @@ class AttachOptions(_OneProcess):
         "or from the oldest output the service still holds with --from-start, and exit "
         "with its status. Ctrl-C leaves; the program runs on."
     )
-    optFlags = [["from-start", "s", "Replay the output still held from the start."]]
+    optFlags = [
+        ["from-start", "s", "Replay the output still held from the start."],
+        ["verbose", "v", "Say when the program is paused, resumed or cancelled."],
+    ]
 
 
 class PauseOptions(_OneProcess):
@@ -187,11 +322,17 @@ COMMANDS: Dict[str, Callable[[Context, Any], Deferred]] = {
     "run": commands.run,
     "ls": commands.ls,
     "attach": commands.attach,
+    "logs": commands.logs,
+    "wait": commands.wait,
+    "status": commands.status,
+    "write": commands.write,
+    "rm": commands.rm,
     "pause": commands.control("PAUSE"),
     "resume": commands.control("RESUME"),
     "cancel": commands.control("CANCEL"),
     "signal": commands.send_signal,
     "mcp-stdio": mcp_stdio.mcp_stdio,
+    "completion": completion.completion,
 }
 
 
@@ -205,11 +346,17 @@ class Options(_Options):
         ["run", None, RunOptions, "Run a program and relay its output and status."],
         ["ls", None, LsOptions, "List processes."],
         ["attach", None, AttachOptions, "Relay a process's output until it ends."],
+        ["logs", None, LogsOptions, "Print (and follow) the output the service holds."],
+        ["wait", None, WaitOptions, "Wait for a process to end; exit with its status."],
+        ["status", None, StatusOptions, "Show one process."],
+        ["write", None, WriteOptions, "Pass standard input to a process's stdin."],
+        ["rm", None, RmOptions, "Forget finished processes and their output."],
         ["pause", None, PauseOptions, "Pause a process."],
         ["resume", None, ResumeOptions, "Resume a process."],
         ["cancel", None, CancelOptions, "Cancel a process."],
         ["signal", None, SignalOptions, "Send a signal to a process."],
         ["mcp-stdio", None, McpStdioOptions, "Serve MCP on stdin/stdout, bridged to the service."],
+        ["completion", None, CompletionOptions, "Print a bash or zsh completion script."],
     ]
 
     def postOptions(self) -> None:
@@ -374,4 +521,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     """
     The C{ccx} console script.
     """
-    react(_react_main, [sys.argv[1:] if argv is None else list(argv)])
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if len(argv) > 1 and argv[-2] == "--_shell-completion":
+        # zsh asks what to complete (`ccx completion zsh`): Twisted answers
+        # on stdout and exits, before any reactor runs.
+        Options().parseOptions(argv)
+    react(_react_main, [argv])

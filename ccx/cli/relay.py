@@ -14,7 +14,7 @@ from zope.interface import implementer
 
 from ccx.cli.client import RPCClientProtocol, ServiceError
 from ccx.cli.context import Context
-from ccx.cli.status import EXIT_BROKEN_PIPE
+from ccx.cli.status import EXIT_BROKEN_PIPE, EXIT_TERMINATED
 from ccx.protocol import BASE64, UTF8, OutputFrame
 
 
@@ -83,10 +83,16 @@ class OutputRelay:
     @ivar broken: standard output or error broke (EPIPE).
     @ivar on_broken: called when an output breaks; by default the command
         ends at once with status 141, as a program killed by SIGPIPE would.
+    @ivar on_change: called with C{"paused"}, C{"resumed"} or C{"cancelled"}
+        when the process's state changes (whoever changed it).
+    @ivar on_lost: what is said of the program when the connection closes
+        before it ended (how to follow it again).
     """
 
     broken = False
     on_broken: Optional[Callable[[], None]] = None
+    on_change: Optional[Callable[[str], None]] = None
+    on_lost = ""
 
     def __init__(
         self,
@@ -161,14 +167,23 @@ class OutputRelay:
                 params.get("type"), params.get("offset"), self._decode(params.get("data", ""))
             )
         elif method == "process.dropped":
-            self._console.say(
-                f"{params.get('bytes')} bytes of the program's {params.get('type')} (from "
-                f"byte {params.get('offset')}) were dropped: the service no longer held them"
-            )
+            self.dropped_received(params.get("type"), params.get("offset"), params.get("bytes"))
+        elif method in ("process.paused", "process.resumed", "process.cancelled"):
+            if self.on_change is not None:
+                self.on_change(method.partition(".")[2])
         elif method == "process.completed":
             if params.get("error"):
                 self._console.say(str(params["error"]))
             self._end(params)
+
+    def dropped_received(self, stream: str, offset: int, size: int) -> None:
+        """
+        The bytes C{[offset, offset+size)} of C{stream} will not come: say so.
+        """
+        self._console.say(
+            f"{size} bytes of the program's {stream} (from "
+            f"byte {offset}) were dropped: the service no longer held them"
+        )
 
     def discard(self) -> None:
         """
@@ -191,9 +206,13 @@ class OutputRelay:
     def _closed(self, lost: ServiceError) -> None:
         if not self._done:
             self.discard()
-            self.finished.errback(
-                ServiceError(f"lost the connection to the service at {self._context.url}: {lost}")
+            # The service stopped (or the network broke) before the program
+            # ended: as a program ended by SIGTERM, whatever became of it.
+            message = (
+                f"the connection to the service at {self._context.url} closed before "
+                "the program ended (did the service stop?)"
             )
+            self.finished.errback(ServiceError(message + self.on_lost, EXIT_TERMINATED))
 
     def _transport_call(self, name: str) -> None:
         transport = self._client.transport

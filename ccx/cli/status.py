@@ -6,6 +6,9 @@ the program a command relayed (docs/cli.md, "Exit status").
 import signal
 
 EXIT_USAGE = 2
+# The service refused the request (unknown process, an ambiguous prefix, rm
+# of a live program, write to a program without stdin, ...).
+EXIT_REFUSED = 1
 # Unexpected ends (lost connection, refused subprotocol): as wrong arguments
 # and an unreachable service, status 2.
 EXIT_LOST = 2

@@ -17,18 +17,34 @@ class StdinForwarder:
     Sends the console's standard input to the program with C{write}, one
     chunk at a time (reading pauses while a write is in flight), and closes
     the program's stdin at end of file.
+
+    @ivar done: fires once the program's stdin was closed after everything
+        was written (or once L{stop} was called), or fails with the
+        L{ServiceError} that stopped the writing.
     """
 
     # Seconds to wait before sending again a write refused by the service's
     # request rate limit (-32001).
     retry_delay = 0.1
 
-    def __init__(self, context: Context, client: RPCClientProtocol, process_id: str) -> None:
+    def __init__(
+        self,
+        context: Context,
+        client: RPCClientProtocol,
+        process_id: str,
+        report_errors: bool = True,
+    ) -> None:
+        """
+        @param report_errors: say on stderr why the input could not be
+            passed on (else only L{done} tells).
+        """
+        self._report_errors = report_errors
         self._context = context
         self._client = client
         self._process_id = process_id
         self._reader: Any = None
         self._done = False
+        self.done: Deferred = Deferred()
 
     def start(self) -> None:
         self._reader = self._context.console.read_stdin(self)
@@ -37,6 +53,15 @@ class StdinForwarder:
         self._done = True
         if self._reader is not None:
             self._reader.stop()
+        self._end(None)
+
+    def _end(self, error: Any) -> None:
+        if self.done.called:
+            return
+        if error is None:
+            self.done.callback(None)
+        else:
+            self.done.errback(error)
 
     def data_received(self, data: bytes) -> None:
         if self._done:
@@ -48,7 +73,8 @@ class StdinForwarder:
     def input_ended(self) -> None:
         if not self._done:
             self._done = True
-            self._write("", eof=True)
+            d = self._write("", eof=True)
+            d.addCallback(lambda sent: sent and self._end(None))
 
     def _write(self, data: str, eof: bool) -> Deferred:
         """
@@ -71,9 +97,16 @@ class StdinForwarder:
             if self._done and not eof:
                 return False
             return deferLater(self._context.reactor, self.retry_delay, self._write, data, eof)
+        error = failure.value if failure.check(ServiceError) else None
+        if error is not None:
+            # Told to whoever waits on done before stop() ends it quietly.
+            self._end(error)
         self.stop()
         if failure.check(CallError):
-            if failure.value.code not in (PROCESS_NOT_FOUND, INVALID_STATE):
+            if self._report_errors and failure.value.code not in (
+                PROCESS_NOT_FOUND,
+                INVALID_STATE,
+            ):
                 self._context.console.say(
                     f"could not pass standard input on: {failure.value.message}"
                 )

@@ -285,6 +285,7 @@ class KeeperLink:
             "segment_bytes": self.segment_bytes,
             "cgroup": None if cgroup is None else cgroup.path,
             "encoding": options.encoding,
+            "merge_stderr": command.merge_stderr,
         }
 
         def refused(failure: Failure) -> None:
@@ -363,7 +364,12 @@ class KeeperLink:
                 self.log.error("the keeper said: {message}", message=message.get("message"))
             return
         if kind == m.SPAWNED:
-            transport.spawned(message["pid"], message["started_at"], descriptor)
+            transport.spawned(
+                message["pid"],
+                message["started_at"],
+                descriptor,
+                closed=message.get("closed", ()),
+            )
         elif kind == m.ADOPTED:
             self._unknown.pop(process_id, None)
             transport.spawned(

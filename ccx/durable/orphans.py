@@ -18,7 +18,7 @@ from twisted.logger import Logger
 
 from ccx.journal.record import Record, write_record
 from ccx.journal.statedir import StateDir
-from ccx.process.cgroup import Cgroup, CgroupError, CgroupTree
+from ccx.process.cgroup import Cgroup, CgroupError, remove_stale
 from ccx.process.group import ProcessGroup
 
 log = Logger()
@@ -61,13 +61,12 @@ def is_same_process(pid: int, started_at: Optional[float]) -> bool:
     return began is not None and started_at is not None and abs(began - started_at) <= START_TOLERANCE
 
 
-def end_orphan(record: Record, reactor: Any, own_base: Optional[str] = None) -> bool:
+def end_orphan(record: Record, reactor: Any) -> bool:
     """
     End what is left of a program a dead ccx left running: every process of
     its cgroup, and its process group when its leader is still the process
     the record names (a recycled pid is never signalled).
 
-    @param own_base: this ccx's directory of program cgroups, never removed.
     @return: whether anything of it was still running.
     """
     found = False
@@ -78,7 +77,7 @@ def end_orphan(record: Record, reactor: Any, own_base: Optional[str] = None) -> 
             cgroup.kill()
         except CgroupError as e:
             log.warn("cannot end cgroup {path}: {error}", path=record.cgroup, error=str(e))
-        _remove_when_empty(cgroup, reactor, reactor.seconds() + _CGROUP_WAIT, own_base)
+        _remove_when_empty(cgroup, reactor, reactor.seconds() + _CGROUP_WAIT)
     if record.pid is not None and is_same_process(record.pid, record.started_at):
         found = ProcessGroup(record.pid).signal(signal.SIGKILL) or found
     return found
@@ -123,47 +122,17 @@ def end_orphans(state_dir: StateDir, reactor: Any) -> List[str]:
     return ended
 
 
-def _remove_when_empty(cgroup: Cgroup, reactor: Any, deadline: float, own: Optional[str]) -> None:
+def _remove_when_empty(cgroup: Cgroup, reactor: Any, deadline: float) -> None:
     """
     Remove an orphan's cgroup once its killed processes are gone (SIGKILL
     takes effect asynchronously), and the directory a dead ccx made for
-    its programs' cgroups once that is empty (never this ccx's, C{own}).
+    its programs' cgroups once that is empty (L{remove_stale}).
     """
     if cgroup.remove():
-        parent = os.path.dirname(cgroup.path)
-        if os.path.basename(parent).startswith("ccx-") and parent != own:
-            try:
-                os.rmdir(parent)
-            except OSError:
-                pass  # other programs' cgroups (durable ones) are still in it
+        # The killed ccx's own directory too, once nothing is left in it.
+        remove_stale(os.path.dirname(os.path.dirname(cgroup.path)), os.getpid())
         return
     if reactor.seconds() < deadline:
-        reactor.callLater(_CGROUP_POLL, _remove_when_empty, cgroup, reactor, deadline, own)
+        reactor.callLater(_CGROUP_POLL, _remove_when_empty, cgroup, reactor, deadline)
     else:
         log.warn("cgroup {path} is still not empty; left", path=cgroup.path)
-
-
-def remove_stale_bases(cgroups: Optional[CgroupTree]) -> None:
-    """
-    Remove the empty directories that ccx processes no longer running made
-    for their programs' cgroups beside this one's (C{ccx-PID}, in the
-    hierarchy's root): a ccx killed abruptly leaves its own, and the
-    durable programs it held in it are ended by a later ccx.
-    """
-    if cgroups is None or not cgroups.owned:
-        return
-    parent = os.path.dirname(cgroups.base)
-    try:
-        names = os.listdir(parent)
-    except OSError:
-        return
-    for name in names:
-        if not name.startswith("ccx-") or not name[4:].isdigit():
-            continue
-        path = os.path.join(parent, name)
-        if path == cgroups.base or os.path.exists(f"/proc/{name[4:]}"):
-            continue
-        try:
-            os.rmdir(path)
-        except OSError:
-            pass  # durable programs' cgroups are still in it

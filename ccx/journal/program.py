@@ -22,11 +22,14 @@ class ProgramJournal:
 
     The oldest segment goes once the program holds more than C{limit_bytes}
     (or the state dir more than its total), but never one holding bytes at
-    or after a stream's pin (what a blocking reader has not read).
+    or after a stream's pin (what a blocking reader has not read): the
+    journal is then full (L{is_full}), and its program is held back.
 
     @ivar pins: by stream, the oldest offset that must not be evicted, or
         L{None}: set by whoever reads the journal.
     @ivar on_evicted: told of each segment evicted.
+    @ivar on_room: called, once, when the state dir's total, which made
+        this journal full, has room again (or something may be evicted).
     """
 
     def __init__(
@@ -42,6 +45,10 @@ class ProgramJournal:
         self.space = space
         self.pins: Dict[str, Optional[int]] = {name: None for name in streams}
         self.on_evicted: Optional[Evicted] = None
+        self.on_room: Optional[Callable[[], None]] = None
+        # Kept as it changes rather than summed: it is asked after every read
+        # of the program's pipes.
+        self._held = sum(s.held_bytes for s in streams.values())
 
     @classmethod
     def create(
@@ -79,7 +86,7 @@ class ProgramJournal:
 
     @property
     def held_bytes(self) -> int:
-        return sum(s.held_bytes for s in self.streams.values())
+        return self._held
 
     # -- the output's backing store (ccx.output.interfaces.IOutputStore) --
 
@@ -101,8 +108,10 @@ class ProgramJournal:
         try:
             journal.append(data, when)
         finally:
+            added = journal.end - before
+            self._held += added
             if self.space is not None:
-                self.space.held_bytes += journal.end - before
+                self.space.held_bytes += added
         self.trim()
 
     def append_from(self, stream: str, fd: int, max_bytes: int, when: float) -> int:
@@ -133,18 +142,33 @@ class ProgramJournal:
         Evict the oldest segments while over this program's limit (and the
         state dir's total).
         """
-        while self.held_bytes > self.limit_bytes and self.evict_oldest():
+        while self._held > self.limit_bytes and self.evict_oldest():
             pass
         space = self.space
+        if space is None:
+            return
         # Checked here first: this runs after every read of the program's pipes.
-        if space is not None and space.held_bytes > space.total_bytes:
+        if space.held_bytes > space.total_bytes:
             space.trim()
+        if space.waiting:
+            # This journal's pins may have moved: those the total held back
+            # may go on (this one judges for itself, after its trim).
+            space.waiting.pop(self, None)
+            space.wake()
 
     def is_full(self) -> bool:
         """
-        Whether this program is at its limit with nothing it may evict.
+        Whether this program must not grow: it is at its limit with nothing
+        it may evict, or the state dir is at its total with nothing any
+        program may evict (then L{on_room} is called once it has room).
         """
-        return self.held_bytes >= self.limit_bytes and self.oldest_evictable() is None
+        if self._held >= self.limit_bytes and self.oldest_evictable() is None:
+            return True
+        space = self.space
+        if space is not None and space.is_full():
+            space.waiting[self] = None
+            return True
+        return False
 
     def finish(self) -> None:
         """
@@ -184,6 +208,7 @@ class ProgramJournal:
         journal = self.streams[name]
         start = journal.start
         size = journal.evict_oldest()
+        self._held -= size
         if self.space is not None:
             self.space.change(-size)
         if self.on_evicted is not None and size:
@@ -200,6 +225,7 @@ class ProgramJournal:
 
     def close(self) -> None:
         self.finish()
+        self.on_room = None
         if self.space is not None:
             self.space.forget(self)
 
@@ -214,26 +240,72 @@ class ProgramJournal:
 class Space:
     """
     The total held by every journal of a state dir, bounded by
-    C{total_bytes}: past it, the oldest evictable segment of any program goes.
+    C{total_bytes}: past it, the oldest evictable segment of any program
+    goes; when none may go (every byte pinned by a blocking reader), the
+    programs that would add to it are held back (L{ProgramJournal.is_full})
+    until there is room again.
+
+    @ivar waiting: the journals held back by the total, to be told when
+        there is room.
     """
 
     def __init__(self, total_bytes: int) -> None:
         self.total_bytes = total_bytes
         self.held_bytes = 0
         self.journals: Dict[ProgramJournal, None] = {}
+        self.waiting: Dict[ProgramJournal, None] = {}
         self._trimming = False
+        self._waking = False
 
     def add(self, journal: ProgramJournal) -> None:
         self.journals[journal] = None
         self.held_bytes += journal.held_bytes
 
     def forget(self, journal: ProgramJournal) -> None:
+        self.waiting.pop(journal, None)
         if journal in self.journals:
             del self.journals[journal]
             self.held_bytes -= journal.held_bytes
+            self.wake()
 
     def change(self, delta: int) -> None:
         self.held_bytes += delta
+
+    def oldest_evictable(self) -> Optional[Tuple[Tuple[float, str], ProgramJournal]]:
+        """
+        The oldest segment any program may evict: its time and stream, and
+        its journal.
+        """
+        candidates: Iterable = (
+            (found, journal)
+            for journal in self.journals
+            for found in [journal.oldest_evictable()]
+            if found is not None
+        )
+        return min(candidates, key=lambda item: item[0], default=None)
+
+    def is_full(self) -> bool:
+        """
+        Whether the total is reached with nothing any program may evict.
+        """
+        return self.held_bytes >= self.total_bytes and self.oldest_evictable() is None
+
+    def wake(self) -> None:
+        """
+        Tell the journals held back by the total that they may go on, once
+        it has room (or something may be evicted); those still held back
+        wait again (L{ProgramJournal.is_full}).
+        """
+        if self._waking or not self.waiting or self.is_full():
+            return
+        self._waking = True
+        try:
+            waiting, self.waiting = self.waiting, {}
+            for journal in waiting:
+                if journal.on_room is not None:
+                    journal.on_room()
+        finally:
+            self._waking = False
 
     def trim(self) -> None:
         if self._trimming:
@@ -241,13 +313,7 @@ class Space:
         self._trimming = True
         try:
             while self.held_bytes > self.total_bytes:
-                candidates: Iterable = (
-                    (found, journal)
-                    for journal in self.journals
-                    for found in [journal.oldest_evictable()]
-                    if found is not None
-                )
-                oldest = min(candidates, key=lambda item: item[0], default=None)
+                oldest = self.oldest_evictable()
                 if oldest is None or not oldest[1].evict_oldest():
                     break
         finally:

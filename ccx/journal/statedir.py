@@ -88,14 +88,28 @@ class StateDir:
             if version is None:
                 with open(os.path.join(self.path, FORMAT_NAME), "w") as f:
                     f.write(f"{FORMAT_TAG} {FORMAT_VERSION}\n")
+            else:
+                self._check_writable()
         except OSError as e:
-            raise StateDirError(f"state dir {self.path}: {e.strerror}")
+            raise StateDirError(f"state dir {self.path}: {e.strerror}") from None
         if version is not None and version > FORMAT_VERSION:
             raise StateDirError(
                 f"state dir {self.path} was written by a later ccx (format {version}; "
                 f"this one reads up to {FORMAT_VERSION}): give another --state-dir"
             )
         return self
+
+    def _check_writable(self) -> None:
+        """
+        Make and remove a file where programs' directories go: a state dir
+        already there may have become read-only (a mount, a permission), and
+        would otherwise fail each program in turn.
+
+        @raise OSError: when it cannot be written.
+        """
+        probe = os.path.join(self.programs, f".probe-{os.getpid()}")
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600))
+        os.unlink(probe)
 
     def _read_format(self) -> Optional[int]:
         try:

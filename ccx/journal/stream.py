@@ -105,6 +105,11 @@ class StreamJournal:
         self._index_fd: Optional[int] = None
         # The segment's data file opened without O_APPEND, for splice.
         self._splice_fd: Optional[int] = None
+        # The segment last read and its file, kept open while the journal is
+        # written: a live reader behind the memory buffer reads on, chunk
+        # after chunk, from the same segment (one pread, no open per chunk).
+        self._read_segment: Optional[Segment] = None
+        self._read_fd: Optional[int] = None
 
     @classmethod
     def create(
@@ -244,15 +249,32 @@ class StreamJournal:
         offset = max(offset, self.start)
         if offset >= self.end:
             return offset, b"", 0.0
-        firsts = [s.first for s in self.segments]
-        segment = self.segments[bisect_right(firsts, offset) - 1]
+        segment = self._read_segment
+        if segment is None or not segment.first <= offset < segment.end:
+            firsts = [s.first for s in self.segments]
+            segment = self.segments[bisect_right(firsts, offset) - 1]
         size = min(max_bytes, segment.end - offset)
+        if segment is self._read_segment and self._read_fd is not None:
+            return offset, os.pread(self._read_fd, size, offset - segment.first), segment.time_at(offset)
         fd = os.open(segment.data_path, os.O_RDONLY | os.O_CLOEXEC)
         try:
             data = os.pread(fd, size, offset - segment.first)
-        finally:
+        except BaseException:
             os.close(fd)
+            raise
+        if self._data_fd is None:
+            # Nothing is written (a finished program): no file is kept open
+            # for a reader that may never come back.
+            os.close(fd)
+        else:
+            self._close_reading()
+            self._read_segment, self._read_fd = segment, fd
         return offset, data, segment.time_at(offset)
+
+    def _close_reading(self) -> None:
+        if self._read_fd is not None:
+            os.close(self._read_fd)
+        self._read_segment = self._read_fd = None
 
     def oldest_segment_end(self) -> int:
         """
@@ -273,14 +295,18 @@ class StreamJournal:
         if len(self.segments) == 1:
             self._new_segment(segment.end)
         del self.segments[0]
+        if segment is self._read_segment:
+            self._close_reading()
         segment.remove()
         return segment.size
 
     def close(self) -> None:
         """
-        Close the files being written (appending reopens them).
+        Close the files being written, and the one being read (appending
+        reopens them).
         """
         for fd in (self._data_fd, self._index_fd, self._splice_fd):
             if fd is not None:
                 os.close(fd)
         self._data_fd = self._index_fd = self._splice_fd = None
+        self._close_reading()

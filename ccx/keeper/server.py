@@ -394,6 +394,7 @@ class Keeper:
                 "pid": program.pid,
                 "started_at": program.record.started_at,
                 "stdin": bool(fds),
+                "closed": [s for s in m.STREAMS if s not in program.readers],
             },
             fds,
         )
@@ -417,10 +418,14 @@ class Keeper:
             child_ends.append(stdin_child)
             ours: Dict[str, int] = {}
             theirs: Dict[str, int] = {}
-            for stream in m.STREAMS:
+            # merge_stderr: one pipe for both, so that what the program
+            # writes to either arrives in the order it wrote it.
+            streams = ("stdout",) if message.get("merge_stderr") else m.STREAMS
+            for stream in streams:
                 ours[stream], theirs[stream] = os.pipe()
                 opened.append(ours[stream])
                 child_ends.append(theirs[stream])
+            theirs.setdefault("stderr", theirs["stdout"])
             journal = ProgramJournal.create(
                 program_dir(self.state_dir, process_id),
                 int(message["journal_bytes"]),

@@ -53,7 +53,7 @@ _PROCESS = _object(
         "state": {"type": "string", "enum": ["running", "paused", "exited"]},
         "started_at": _nullable("number", "When it started, in seconds since the epoch."),
         "ended_at": _nullable(
-            "number", "When it exited, in seconds since the epoch (null while it runs)."
+            "number", "When it ended, in seconds since the epoch; null while it runs."
         ),
         "durable": {
             "type": "boolean",
@@ -84,6 +84,11 @@ _PROCESS = _object(
             "Memory all its processes hold now (the last figure once it ended); "
             "null without a cgroup or where the memory controller is not enabled.",
         ),
+        "journal_error": {
+            "type": "string",
+            "description": "Why its journal stopped keeping its output (disk full, an I/O "
+            "error): present only then; its output goes on in memory alone.",
+        },
     },
     (
         "process_id",
@@ -92,6 +97,7 @@ _PROCESS = _object(
         "command",
         "state",
         "started_at",
+        "ended_at",
         "exit_code",
         "stdout_bytes",
         "stderr_bytes",
@@ -147,6 +153,14 @@ _RUN_PROPERTIES: Dict[str, Any] = {
         "description": (
             "Keep the program running when the service stops, restarts or dies; the "
             "next start takes it back (default: the service's --durable)."
+        ),
+    },
+    "merge_stderr": {
+        "type": "boolean",
+        "default": False,
+        "description": (
+            "Send the program's standard error to its standard output, so that both "
+            "arrive as stdout in the order it wrote them (as a terminal shows them)."
         ),
     },
     "limits": _object(

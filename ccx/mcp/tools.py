@@ -290,6 +290,16 @@ class Tools:
                 reading,
                 self.list,
             ),
+            Tool(
+                "forget",
+                "Forget a finished process",
+                "Remove a finished process from the service: its record, the output it "
+                "holds and its journal. A process still running is refused: cancel it first.",
+                ONLY_PROCESS_ID,
+                control_output("forgotten"),
+                {"readOnlyHint": False, "destructiveHint": True, "idempotentHint": False},
+                self.forget,
+            ),
         ]
 
     # -- starting ---------------------------------------------------------
@@ -327,6 +337,7 @@ class Tools:
                 "env",
                 "timeout",
                 "limits",
+                "merge_stderr",
                 "input",
                 "max_output_bytes",
                 "durable",
@@ -428,6 +439,7 @@ class Tools:
                 "env",
                 "timeout",
                 "limits",
+                "merge_stderr",
                 "stdin",
                 "on_disconnect",
                 "durable",
@@ -535,6 +547,13 @@ class Tools:
     def list(self, arguments: Dict[str, Any], call: ToolCall) -> Dict[str, Any]:
         ParamReader(arguments, "list", ())
         return {"processes": [process_entry(p) for p in self._node.registry.all()]}
+
+
+    def forget(self, arguments: Dict[str, Any], call: ToolCall) -> Dict[str, Any]:
+        r = ParamReader(arguments, "forget", ("process_id",))
+        process_id = r.string("process_id")
+        self._node.registry.forget(process_id)
+        return {"process_id": process_id, "status": "forgotten"}
 
 
 def error_message(failure: Failure) -> Optional[str]:

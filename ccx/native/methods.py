@@ -35,6 +35,7 @@ CAPABILITIES = (
     "list",
     "attach",
     "detach",
+    "forget",
     "batch",
     "base64",
     "back-pressure",
@@ -72,6 +73,7 @@ class NativeMethods:
             "list": self.list,
             "attach": self.attach,
             "detach": self.detach,
+            "forget": self.forget,
             "ping": self.ping,
             "pong": self.ping,
         }
@@ -115,6 +117,7 @@ class NativeMethods:
                 "timeout",
                 "limits",
                 "stdin",
+                "merge_stderr",
                 "on_full",
                 "on_disconnect",
                 "encoding",
@@ -219,6 +222,12 @@ class NativeMethods:
         if not self._session.unsubscribe(process_id):
             self._node.registry.get(process_id)
         return {}
+
+    def forget(self, params: Any, call: Call) -> dict:
+        r = ParamReader(params, "forget", ("process_id",))
+        process_id = r.string("process_id")
+        self._node.registry.forget(process_id)
+        return {"process_id": process_id, "status": "forgotten"}
 
     def ping(self, params: Any, call: Call) -> dict:
         return {}

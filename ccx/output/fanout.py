@@ -187,6 +187,7 @@ class ProcessOutput:
         self.store_error = None
         if store is not None:
             store.on_evicted = self._store_evicted
+            store.on_room = self._rebalance
 
     def restore(self, store: IOutputStore, lengths: Dict[str, int], dropped: int) -> None:
         """
@@ -238,6 +239,28 @@ class ProcessOutput:
         if end > kept_to:
             self._count_dropped(stream, max(start, kept_to), end, live)
 
+    def _drop_store(self) -> None:
+        """
+        Go on without the store: what only it held is lost, counted as
+        dropped as its readers are told (when next pumped).
+        """
+        store, self.store = self.store, None
+        live = self.completion is None
+        for name, buffer in self.streams.items():
+            self._count_dropped(
+                name, store.start(name), min(store.end(name), buffer.start), live=live
+            )
+        self._unpin(store)
+        store.finish()
+
+    def _unpin(self, store: IOutputStore) -> None:
+        """
+        Nothing holds C{store}'s bytes any more: its pins must not hold
+        back the programs sharing its total.
+        """
+        for name in self.streams:
+            store.pin(name, None)
+
     def next_held(self, stream: str, offset: int) -> int:
         """
         The first offset at or after C{offset} still held, in the buffer or
@@ -271,7 +294,7 @@ class ProcessOutput:
                 )
             except OSError as e:
                 self._store_failed(e, "reading")
-                self.store = None
+                self._drop_store()
             else:
                 if data:
                     return first, data, when
@@ -300,6 +323,7 @@ class ProcessOutput:
                 self.store.append(stream, data, when)
             except OSError as e:
                 self._store_failed(e, "writing")
+                self._unpin(self.store)
         self.pump_all()
 
     def end_stream(self, stream: str) -> None:

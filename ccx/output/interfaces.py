@@ -96,6 +96,12 @@ class IOutputStore(Interface):
         "(to keep within its limits), or None."
     )
 
+    on_room = Attribute(
+        "Called with no arguments, once, when a store that was full because "
+        "of a limit shared with other stores (the state dir's total) may take "
+        "more, or None."
+    )
+
     def start(stream: str) -> int:
         """
         The offset of the oldest byte held.

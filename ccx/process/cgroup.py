@@ -372,6 +372,58 @@ def _enable_controllers(path: str) -> None:
             continue
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _populated(path: str) -> bool:
+    try:
+        return _keyed(os.path.join(path, "cgroup.events")).get("populated") != "0"
+    except OSError:
+        return True
+
+
+def remove_stale(directory: str, own_pid: int) -> List[str]:
+    """
+    Remove the C{ccx-PID} cgroups that services killed with SIGKILL left in
+    C{directory} (a service removes its own when it stops): only those of a
+    PID that is no longer running, and only when no process is left in them
+    (with the empty program cgroups in them).  Another running service's,
+    and a killed one's that still holds programs, are never touched.
+
+    @return: the cgroups removed.
+    """
+    removed: List[str] = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return removed
+    for name in names:
+        prefix, _, number = name.partition("-")
+        if prefix != "ccx" or not number.isdigit() or number.startswith("0"):
+            continue
+        pid = int(number)
+        path = os.path.join(directory, name)
+        # A PID in use may be another service's, even when it is not
+        # recognisably ccx (a test runner embeds one): never touched.
+        if pid == own_pid or _alive(pid) or _populated(path):
+            continue
+        inside = [os.path.join(p, d) for p, dirs, _ in os.walk(path) for d in dirs]
+        for cgroup in reversed(inside + [path]):
+            try:
+                os.rmdir(cgroup)
+            except OSError:
+                break
+            removed.append(cgroup)
+    return removed
+
+
 def open_tree(
     mountinfo: str = "/proc/self/mountinfo",
     cgroup: str = "/proc/self/cgroup",
@@ -392,6 +444,7 @@ def open_tree(
     is_root = not os.path.exists(os.path.join(own, "cgroup.type"))
     if is_root:
         base, home = os.path.join(own, f"ccx-{pid}"), own
+        remove_stale(own, pid)
         try:
             os.mkdir(base)
         except FileExistsError:

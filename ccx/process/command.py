@@ -24,6 +24,8 @@ class Command:
     @ivar env: the whole environment: the base environment and what the
         client set.
     @ivar stdin: whether standard input stays open for C{write}.
+    @ivar merge_stderr: whether its standard error is its standard output's
+        pipe (one stream, in the order the program wrote it).
     """
 
     executable: str
@@ -31,6 +33,7 @@ class Command:
     cwd: str
     env: Dict[str, str] = field(default_factory=dict)
     stdin: bool = False
+    merge_stderr: bool = False
 
 
 def _argv(command: Union[str, list], shell: bool) -> List[str]:
@@ -136,6 +139,7 @@ def build_command(
     base_env: Optional[Mapping[str, str]] = None,
     allow_env: Sequence[str] = (),
     deny_env: Sequence[str] = (),
+    merge_stderr: bool = False,
 ) -> Command:
     """
     Check a client's command and turn it into a L{Command}.
@@ -144,6 +148,8 @@ def build_command(
         L{base_environment} on the allow-list's search path.
     @param allow_env: patterns of the variables C{env} may set (none by default).
     @param deny_env: patterns of the variables C{env} may never set.
+    @param merge_stderr: give the program its standard output's pipe as
+        its standard error too.
 
     @raise InvalidCommand: for a malformed command.
     @raise NotAllowed: when the program is not allowed.
@@ -156,4 +162,4 @@ def build_command(
     if base_env is None:
         base_env = base_environment(allow_list.search_path)
     environment = _env(base_env, env or {}, allow_env, deny_env)
-    return Command(executable, argv, directory, environment, stdin)
+    return Command(executable, argv, directory, environment, stdin, merge_stderr)

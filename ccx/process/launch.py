@@ -38,6 +38,7 @@ class LaunchSpec:
     @ivar durable: run it under the keeper, so that it outlives ccx.
     @ivar limits: what all of its processes together may use (needs a
         cgroup with the controllers).
+    @ivar merge_stderr: its standard error goes to its standard output.
     """
 
     command: Any
@@ -51,6 +52,7 @@ class LaunchSpec:
     encoding: str = "utf-8"
     durable: bool = False
     limits: Optional[Limits] = None
+    merge_stderr: bool = False
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,7 @@ class Launcher:
             base_env=settings.base_env,
             allow_env=settings.allow_env,
             deny_env=settings.deny_env,
+            merge_stderr=spec.merge_stderr,
         )
         if check is not None:
             check(program)

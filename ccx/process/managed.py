@@ -273,7 +273,8 @@ class ManagedProcess(ProcessProtocol):
         # of it can arrive.
         if self.state == State.RUNNING:
             self.output.set_reader(self)
-        self.log.info(
+        # The audit trail (ccx.session) logs it at info, with who asked.
+        self.log.debug(
             "process {process_id} started: {argv} (pid {pid})",
             argv=self.command.argv,
             pid=self.pid,

@@ -290,6 +290,25 @@ class ProcessRegistry:
             return
         self._forget(process_id)
 
+    def forget(self, process_id: str) -> None:
+        """
+        Forget a finished process now, as C{keep_finished} would later: its
+        record, its held output and its journal.
+
+        @raise ProcessNotFound: when there is no such process.
+        @raise InvalidState: when it has not finished.
+        """
+        process = self.get(process_id)
+        if not process.finished:
+            raise InvalidState(
+                f"process {process_id!r} is still running: cancel it or wait for it "
+                "to end before forgetting it"
+            )
+        call = self._forget_calls.get(process_id)
+        if call is not None:
+            call.cancel()
+        self._forget(process_id)
+
     def _forget_after(self, result: object, process_id: str) -> object:
         self._forget(process_id)
         return result

@@ -150,6 +150,17 @@ class LaunchedChild:
             raise
         return self
 
+    async def exited(self, reactor: Any, timeout: float = 30.0) -> Optional[int]:
+        """
+        Start it and wait, without blocking, until it exits by itself (a
+        start refused); its log stays until L{stop}.
+
+        @return: its exit status.
+        """
+        self.spawn()
+        await until(reactor, lambda: not self.running, timeout, 0.05, f"{self.argv[0]} did not exit")
+        return self.returncode
+
     # Stopping ----------------------------------------------------------------
 
     def stop(self, timeout: float = 15.0, strays: Iterable[int] = ()) -> Optional[int]:

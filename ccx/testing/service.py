@@ -13,6 +13,7 @@ import tempfile
 from typing import Any, Dict, List, Optional, Sequence
 
 import ccx
+from ccx.testing.cgroups import cgroups_left
 from ccx.testing.child import ListeningChild
 from ccx.testing.ports import HOST, free_port
 
@@ -37,6 +38,8 @@ class ServiceProcess(ListeningChild):
     @param options: further C{twistd ccx} options, as they are written.
     @param python: the interpreter to run it with (L{default_python}).
     @param source_root: the directory holding the C{ccx} to run.
+    @param wrapper: a command that runs the service's command line given
+        after it (C{unshare -m sh -c '...; exec "$@"' sh}, say).
     @ivar state_dir: its C{--state-dir}: the C{state_dir} setting when
         given (its caller's to remove), else a temporary directory of its
         own, removed once it has stopped, so that no service run from here
@@ -50,6 +53,7 @@ class ServiceProcess(ListeningChild):
         options: Sequence[str] = (),
         python: Optional[str] = None,
         source_root: str = SOURCE_ROOT,
+        wrapper: Sequence[str] = (),
     ) -> None:
         self.settings = {"log_level": "warn", **(settings or {})}
         self._own_state_dir: Optional[str] = None
@@ -73,6 +77,7 @@ class ServiceProcess(ListeningChild):
         for name, value in self.settings.items():
             argv += [f"--{name.replace('_', '-')}", str(value)]
         argv += options
+        argv = [*wrapper, *argv]
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [source_root, env.get("PYTHONPATH")]))
         # "python -c" puts the working directory first on sys.path: run in
@@ -84,6 +89,13 @@ class ServiceProcess(ListeningChild):
         if self._own_state_dir is not None and not self.running:
             shutil.rmtree(self._own_state_dir, ignore_errors=True)
         return returncode
+
+    def cgroups_left(self) -> List[str]:
+        """
+        The cgroups this service left once it has ended (none, unless it
+        was killed: a killed service cannot remove them).
+        """
+        return [] if self.pid is None else cgroups_left(self.pid)
 
     @property
     def url(self) -> str:
