@@ -71,7 +71,6 @@ def run(context: Context, options: Any) -> Any:
         params["timeout"] = options["timeout"]
 
     state: Dict[str, Any] = {"interrupted": False, "process_id": None}
-    keep = options["keep"]
 
     def cancel() -> None:
         process_id = state["process_id"]
