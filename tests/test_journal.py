@@ -190,6 +190,24 @@ class AppendFromTests(SynchronousTestCase):
         self.assertEqual(reopened.read(12, 100)[:2], (12, b"mn"))
 
 
+class ProgramAppendFromTests(SynchronousTestCase):
+    def test_counted_and_trimmed(self):
+        """
+        What append_from moves counts in the program's held bytes, and the
+        limit evicts the oldest segments as for append.
+        """
+        journal = ProgramJournal.create(os.path.abspath(self.mktemp()), 8, 4)
+        self.addCleanup(journal.close)
+        read_end, write_end = os.pipe()
+        self.addCleanup(os.close, read_end)
+        self.addCleanup(os.close, write_end)
+        for chunk in (b"abcd", b"efgh", b"ijkl"):
+            os.write(write_end, chunk)
+            self.assertEqual(journal.append_from("stdout", read_end, 100, 1.0), 4)
+        self.assertEqual(journal.held_bytes, 8)
+        self.assertEqual((journal.start("stdout"), journal.end("stdout")), (4, 12))
+
+
 class ProgramJournalTests(SynchronousTestCase):
     def program(self, limit: int, segment: int = 10, space=None) -> ProgramJournal:
         return ProgramJournal.create(self.mktemp(), limit, segment, space)

@@ -328,7 +328,11 @@ class KeeperTests(SynchronousTestCase):
             if program.paused if expect_paused else program.journal.end("stdout") > 8 * limit:
                 break
             self.turn(0.01)
-        self.assertEqual(program.paused, expect_paused)
+        self.assertEqual(
+            program.paused,
+            expect_paused,
+            (program.journal.start("stdout"), program.journal.end("stdout"), program.returncode),
+        )
         return client, program, limit
 
     def test_hold_pauses_at_the_limit(self):

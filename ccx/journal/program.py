@@ -126,6 +126,7 @@ class ProgramJournal:
         """
         moved = self.streams[stream].append_from(fd, max_bytes, when)
         if moved:
+            self._held += moved
             if self.space is not None:
                 self.space.held_bytes += moved
             self.trim()
