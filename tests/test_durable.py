@@ -156,9 +156,15 @@ class DurableServiceTests(ServiceRestarts, TestCase):
 
         second = await self.start_service()
         client = await self.connect(second)
+        # Listed at once; its pid once the keeper has answered.
         entry = await self.entry(client, process_id)
-        self.assertEqual(
-            (entry["state"], entry["pid"], entry["durable"]), ("running", started["pid"], True)
+        self.assertEqual((entry["state"], entry["durable"]), ("running", True))
+        await until(
+            reactor,
+            lambda: Deferred.fromCoroutine(self.entry(client, process_id)).addCallback(
+                lambda e: e["pid"] == started["pid"]
+            ),
+            what="taken back from the keeper",
         )
         attached = await client.call(
             "attach", {"process_id": process_id, "offsets": {"stdout": 0, "stderr": 0}, "on_full": "block"}
