@@ -434,7 +434,12 @@ class HttpTransportTests(HttpTestCase):
         self.assertEqual(kind, "application/json")
         result = messages[0]["result"]
         out = result["structuredContent"]
-        self.assertEqual(json.loads(result["content"][0]["text"]), out)
+        # The text is for a model to read: the outcome, then labelled output.
+        self.assertRegex(
+            result["content"][0]["text"],
+            r"^failed: exit 3 after \d+\.\d s\nprocess \w+: sh -c 'printf out; printf err >&2; exit 3'\n"
+            r"--- stdout: 3 bytes ---\nout\n--- stderr: 3 bytes ---\nerr$",
+        )
         self.assertFalse(result["isError"])
         self.assertEqual(
             (out["stdout"], out["stderr"], out["status"], out["exit_code"]),
@@ -609,6 +614,58 @@ class HttpTransportTests(HttpTestCase):
         process = self.ccx.service.node.registry.get(process_id)
         yield until(lambda: process.finished)
         self.assertEqual(ProcessGroup(pgid).members(), [])
+
+    @inlineCallbacks
+    def test_cancel_a_finished_process(self):
+        """cancel is idempotent: on a finished process it succeeds, says how it ended and changes nothing."""
+        session_id, _ = yield self.initialize()
+        ran = yield self.tool(session_id, "execute", {"command": ["sh", "-c", "exit 4"]})
+        _, messages = yield self.call(
+            session_id, tool_call(3, "cancel", {"process_id": ran["process_id"]})
+        )
+        result = messages[0]["result"]
+        self.assertFalse(result["isError"])
+        self.assertEqual(
+            result["structuredContent"], {"process_id": ran["process_id"], "status": "failed"}
+        )
+        self.assertTrue(result["content"][0]["text"].startswith("failed: exit 4 after "))
+        self.assertIn("had already ended", result["content"][0]["text"])
+        again = yield self.tool(session_id, "cancel", {"process_id": ran["process_id"]})
+        self.assertEqual(again["status"], "failed")
+        # The native control keeps its contract: a finished process is an error.
+        client = yield self.ccx.connect(headers={"Authorization": f"Bearer {TOKEN}"})
+        response = yield client.request(
+            "control", {"process_id": ran["process_id"], "type": "CANCEL"}
+        )
+        self.assertIn("error", response)
+
+    @inlineCallbacks
+    def test_unknown_process_says_where_to_look(self):
+        """An unknown id is a tool error that names the list tool; a finished one for write says so."""
+        session_id, _ = yield self.initialize()
+        for name in ("status", "output", "cancel", "write", "forget"):
+            _, messages = yield self.call(session_id, tool_call(3, name, {"process_id": "nope"}))
+            result = messages[0]["result"]
+            self.assertTrue(result["isError"], name)
+            self.assertIn("no process 'nope'; the list tool shows", result["content"][0]["text"])
+
+    @inlineCallbacks
+    def test_allowed_programs_named(self):
+        """execute's description and a refusal name what is allowed; a word that is no program is not told --allow."""
+        session_id, _ = yield self.initialize()
+        _, listed = yield self.call(session_id, request(2, "tools/list"))
+        [execute] = [t for t in listed[0]["result"]["tools"] if t["name"] == "execute"]
+        self.assertIn("Allowed programs: cat, head, printf, seq, sh, sleep, true, yes.", execute["description"])
+        _, messages = yield self.call(session_id, tool_call(3, "execute", {"command": ["id"]}))
+        text = messages[0]["result"]["content"][0]["text"]
+        self.assertIn("start ccx with --allow id to allow it", text)
+        self.assertIn("the programs allowed are: cat, head, printf", text)
+        _, messages = yield self.call(session_id, tool_call(4, "execute", {"command": "cd /tmp"}))
+        text = messages[0]["result"]["content"][0]["text"]
+        self.assertTrue(messages[0]["result"]["isError"])
+        self.assertNotIn("--allow", text)
+        self.assertIn("no program of that name exists", text)
+        self.assertIn("the programs allowed are: cat, head, printf", text)
 
     @inlineCallbacks
     def test_event_stream_and_delete(self):

@@ -7,7 +7,6 @@ sends while it runs goes to the I{channel} it is given (the WebSocket, or
 the HTTP request's SSE stream).
 """
 
-import json
 import os
 from typing import Any, Dict, Optional
 
@@ -17,7 +16,7 @@ from twisted.python.failure import Failure
 
 from ccx.mcp.progress import ProgressToken
 from ccx.mcp.session import LOG_LEVELS, McpSession, at_least, negotiate
-from ccx.mcp.tools import ToolCall, Tools, error_message
+from ccx.mcp.tools import Answer, ToolCall, Tools
 from ccx.native.methods import NativeMethods
 from ccx.node import Node
 from ccx.rpc.errors import INVALID_REQUEST, RPCError, invalid_params
@@ -169,19 +168,17 @@ class McpMethods:
             d.addBoth(finished)
         return d
 
-    def _tool_result(self, structured: Dict[str, Any]) -> Dict[str, Any]:
+    def _tool_result(self, answer: Answer) -> Dict[str, Any]:
         result: Dict[str, Any] = {
-            "content": [
-                {"type": "text", "text": json.dumps(structured, ensure_ascii=False)}
-            ],
+            "content": [{"type": "text", "text": answer.text}],
             "isError": False,
         }
         if at_least(self._mcp.protocol_version, "2025-06-18"):
-            result["structuredContent"] = structured
+            result["structuredContent"] = answer.structured
         return result
 
     def _tool_error(self, failure: Failure, name: str) -> Any:
-        message = error_message(failure)
+        message = self._tools.explain(failure)
         if message is None:
             return failure
         self.log.info(

@@ -369,6 +369,22 @@ def control_output(status: str) -> Dict[str, Any]:
     )
 
 
+CANCEL_OUTPUT = _object(
+    {
+        "process_id": _PROCESS_ID,
+        "status": {
+            "type": "string",
+            "enum": ["cancelled", "completed", "failed", "timeout"],
+            "description": (
+                "cancelled: this call is ending it (SIGTERM to its group, SIGKILL after "
+                "the grace period); completed, failed or timeout: it had already ended "
+                "so, and was left as it was."
+            ),
+        },
+    },
+    ("process_id", "status"),
+)
+
 LIST_INPUT: Dict[str, Any] = {"type": "object", "additionalProperties": False}
 LIST_OUTPUT = _object(
     {"processes": {"type": "array", "items": _PROCESS}}, ("processes",)

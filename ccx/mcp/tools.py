@@ -12,6 +12,7 @@ that into a result with C{isError: true}, as MCP asks of tool execution
 errors.
 """
 
+import shutil
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -31,19 +32,29 @@ from ccx.mcp.schemas import (
     START_INPUT,
     START_OUTPUT,
     STATUS_OUTPUT,
+    CANCEL_OUTPUT,
     WRITE_INPUT,
     WRITE_OUTPUT,
     control_output,
 )
 from ccx.mcp.session import McpSession, at_least
+from ccx.mcp.text import (
+    command_line,
+    list_text,
+    outcome,
+    output_text,
+    run_text,
+    status_text,
+    stream_view,
+)
 from ccx.native.wire import process_entry, whole_characters
 from ccx.node import Node
 from ccx.output.buffer import StreamBuffer
 from ccx.output.events import STREAMS
-from ccx.process.errors import ProcessError
+from ccx.process.errors import NotAllowed, ProcessError, ProcessNotFound
 from ccx.process.launch import LaunchSpec
 from ccx.process.managed import ManagedProcess, State
-from ccx.rpc.errors import as_rpc_error, invalid_params
+from ccx.rpc.errors import PROCESS_NOT_FOUND, RPCError, as_rpc_error, invalid_params
 from ccx.rpc.interfaces import INotificationChannel
 from ccx.rpc.jsonrpc import Call
 from ccx.rpc.params import ParamReader, check_offsets
@@ -92,6 +103,17 @@ class ToolCall:
 
     def send_log(self, level: str, data: Any) -> None:
         self.mcp.send_log(level, data, self.channel)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """
+    A tool's result: the structured object its output schema describes, and
+    the text a model reads (L{ccx.mcp.text}).
+    """
+
+    structured: Dict[str, Any]
+    text: str
 
 
 ToolHandler = Callable[[Dict[str, Any], ToolCall], Any]
@@ -182,6 +204,10 @@ def _status(process: ManagedProcess) -> str:
     return state.value
 
 
+# How many allowed program names a description or a refusal lists.
+MAX_NAMES = 24
+
+
 class Tools:
     """
     The tools of one MCP session.
@@ -194,19 +220,32 @@ class Tools:
             tool.name: tool for tool in self._definitions()
         }
 
+    def allowed_names(self) -> str:
+        """
+        The names the allowed programs run under, kept short.
+        """
+        names = sorted({n for _, names in self._node.allow_list.entries() for n in names})
+        if not names:
+            return "none yet (the operator allows programs with --allow)"
+        shown = ", ".join(names[:MAX_NAMES])
+        if len(names) > MAX_NAMES:
+            shown += f" and {len(names) - MAX_NAMES} more"
+        return shown
+
     def _definitions(self) -> List[Tool]:
         destructive = {"readOnlyHint": False, "destructiveHint": True, "openWorldHint": True}
         control = {"readOnlyHint": False, "destructiveHint": False, "idempotentHint": True}
         reading = {"readOnlyHint": True, "openWorldHint": False}
+        allowed = f" Allowed programs: {self.allowed_names()}."
         return [
             Tool(
                 "execute",
                 "Run a program to completion",
                 "Run an allow-listed program, wait for it to finish, and return its exit "
-                "status and output (the end of each stream when there is more than the "
-                "service holds). With a progress token, output is streamed as progress "
-                "notifications while it runs; cancelling the request ends the program "
-                "and everything it started.",
+                "status and output (the head and tail of a long stream, with the offsets "
+                "to read the rest with output). With a progress token, output is streamed "
+                "as progress notifications while it runs; cancelling the request ends the "
+                "program and everything it started." + allowed,
                 EXECUTE_INPUT,
                 EXECUTE_OUTPUT,
                 destructive,
@@ -216,7 +255,8 @@ class Tools:
                 "start",
                 "Start a program in the background",
                 "Start an allow-listed program and return its process_id at once; follow "
-                "it with status and output, steer it with write, pause, resume and cancel.",
+                "it with wait, status and output, steer it with write, pause, resume and "
+                "cancel." + allowed,
                 START_INPUT,
                 START_OUTPUT,
                 destructive,
@@ -275,9 +315,10 @@ class Tools:
                 "cancel",
                 "Cancel a process",
                 "End a process and everything it started: SIGTERM to its group, SIGKILL "
-                "after the grace period if anything is left.",
+                "after the grace period if anything is left. Cancelling a process that "
+                "has already ended does nothing and says how it ended.",
                 ONLY_PROCESS_ID,
-                control_output("cancelled"),
+                CANCEL_OUTPUT,
                 dict(control, destructiveHint=True),
                 self.cancel,
             ),
@@ -301,6 +342,49 @@ class Tools:
                 self.forget,
             ),
         ]
+
+    # -- errors -------------------------------------------------------------
+
+    def explain(self, failure: Failure) -> Optional[str]:
+        """
+        The text of a tool execution error, or L{None} when C{failure} is
+        not one (an internal error, answered as a JSON-RPC error).  A
+        program refused by the allow-list is told what is allowed; a word
+        that names no program at all is not told to ask for C{--allow}.
+        """
+        error = failure.value
+        if isinstance(error, NotAllowed) and error.setting == "allow" and error.value:
+            return self._refused(error)
+        return error_message(failure)
+
+    def _refused(self, error: NotAllowed) -> str:
+        word = str(error.value)
+        allowed = f"the programs allowed are: {self.allowed_names()}"
+        if "/" not in word and shutil.which(word, path=self._node.allow_list.search_path) is None:
+            return (
+                f"command not allowed: {error.message}, and no program of that name "
+                "exists (a shell builtin or shell syntax runs only with shell: true, "
+                f"when sh is allowed); {allowed}"
+            )
+        message = error_message(Failure(error)) or error.message
+        return f"{message}; {allowed}"
+
+    def _get(self, process_id: str, live: bool = False) -> ManagedProcess:
+        """
+        The process a tool names; an unknown id says where to look.
+        """
+        try:
+            return self._node.registry.get(process_id, live=live)
+        except ProcessNotFound as e:
+            if e.finished:
+                raise
+            keep = self._node.config.keep_finished
+            raise RPCError(
+                PROCESS_NOT_FOUND,
+                f"process not found: no process {process_id!r}; the list tool shows "
+                "every process ccx knows (process ids look like the process_id that "
+                f"execute and start return; a finished one is kept {keep:g} s).",
+            ) from None
 
     # -- starting ---------------------------------------------------------
 
@@ -326,6 +410,16 @@ class Tools:
             "exit_code": completion.exit_code,
         }
 
+    def output_limit(self, requested: Optional[int] = None) -> int:
+        """
+        The most bytes of each stream a result shows.  Each stream's text
+        appears twice in the result (structured and as text content), and
+        JSON escaping can grow it: keep the whole reply well inside the
+        largest message a WebSocket may carry.
+        """
+        cap = self._node.config.max_message_size // 16
+        return cap if requested is None else min(requested, cap)
+
     def execute(self, arguments: Dict[str, Any], call: ToolCall) -> Deferred:
         r = ParamReader(
             arguments,
@@ -344,11 +438,7 @@ class Tools:
         )
         stdin_text = r.string("input", None)
         spec = r.launch_spec(stdin=stdin_text is not None, blocking=False)
-        # Each stream's text appears twice in the result (structured and as
-        # text content), and JSON escaping can grow it: keep the whole reply
-        # well inside the largest message a WebSocket may carry.
-        cap = self._node.config.max_message_size // 16
-        limit = min(r.offset("max_output_bytes", cap), cap)
+        limit = self.output_limit(r.offset("max_output_bytes", None))
         process, started = self._launch(spec, call)
         if process.finished:
             return started
@@ -363,7 +453,7 @@ class Tools:
         call: ToolCall,
         stdin_text: Optional[str],
         limit: int,
-    ) -> Dict[str, Any]:
+    ) -> Answer:
         """
         The rest of C{execute}: wait for the program to run, report its
         output as progress while it runs, and return how it ended.
@@ -401,27 +491,37 @@ class Tools:
                     reporter.finish()
                 session.unsubscribe(key)
         call.send_log("info", self._finished_event(process))
-        return self._execute_result(process, limit)
+        return self.run_answer(process, limit)
 
-    def _execute_result(self, process: ManagedProcess, limit: Optional[int]) -> Dict[str, Any]:
+    def run_answer(self, process: ManagedProcess, limit: Optional[int] = None) -> Answer:
+        """
+        How a program ran (or runs so far): C{execute}'s result.
+        """
+        limit = self.output_limit(limit)
+        running = process.output.completion is None
         completion = process.output.completion or process.completion()
         result: Dict[str, Any] = {
             "process_id": process.process_id,
             "command": process.command.argv,
-            "status": completion.status,
-            "exit_code": completion.exit_code,
-            "signal": completion.signal,
+            "status": _status(process) if running else completion.status,
+            "exit_code": None if running else completion.exit_code,
+            "signal": None if running else completion.signal,
             "duration": completion.duration,
         }
         totals = {"stdout": completion.stdout_bytes, "stderr": completion.stderr_bytes}
+        if running:
+            totals = process.output.totals()
         for name in STREAMS:
             text, shown = _tail(process.output.streams[name], limit)
             result[name] = text
             result[f"{name}_bytes"] = totals[name]
             result[f"{name}_truncated"] = shown < totals[name]
-        result["dropped_bytes"] = completion.dropped_bytes
-        result["error"] = completion.error
-        return result
+        result["dropped_bytes"] = (
+            process.output.dropped_bytes if running else completion.dropped_bytes
+        )
+        result["error"] = None if running else completion.error
+        views = [stream_view(n, process.output.streams[n], limit) for n in STREAMS]
+        return Answer(result, run_text(result, views))
 
     def start(self, arguments: Dict[str, Any], call: ToolCall) -> Deferred:
         r = ParamReader(
@@ -446,16 +546,22 @@ class Tools:
         )
         process, started = self._launch(spec, call)
 
-        def running(_: object) -> Dict[str, Any]:
+        def running(_: object) -> Answer:
             call.send_log("info", self._started_event(process))
             process.ended.addCallback(self._report_end)
-            return {
+            result = {
                 "process_id": process.process_id,
                 "pid": process.pid,
                 "pgid": process.pid,
                 "command": process.command.argv,
                 "status": "started",
             }
+            text = (
+                f"started: process {process.process_id} (pid {process.pid}): "
+                f"{command_line(process.command.argv)}\n"
+                "follow it with wait or output, end it with cancel"
+            )
+            return Answer(result, text)
 
         return started.addCallback(running)
 
@@ -471,9 +577,9 @@ class Tools:
 
     def _process(self, arguments: Dict[str, Any], tool: str, live: bool) -> ManagedProcess:
         r = ParamReader(arguments, tool, ("process_id",))
-        return self._node.registry.get(r.string("process_id"), live=live)
+        return self._get(r.string("process_id"), live=live)
 
-    def status(self, arguments: Dict[str, Any], call: ToolCall) -> Dict[str, Any]:
+    def status(self, arguments: Dict[str, Any], call: ToolCall) -> Answer:
         process = self._process(arguments, "status", live=False)
         completion = process.output.completion
         result = process_entry(process)
@@ -481,9 +587,10 @@ class Tools:
         result["signal"] = process.signal_name
         result["duration"] = completion.duration if completion else None
         result["error"] = completion.error if completion else None
-        return result
+        # While it runs, the text says for how long so far.
+        return Answer(result, status_text(result, process.completion().duration))
 
-    def output(self, arguments: Dict[str, Any], call: ToolCall) -> Dict[str, Any]:
+    def output(self, arguments: Dict[str, Any], call: ToolCall) -> Answer:
         r = ParamReader(arguments, "output", ("process_id", "offsets", "max_bytes"))
         process_id = r.string("process_id")
         requested = r.offsets()
@@ -492,9 +599,12 @@ class Tools:
         )
         if max_bytes < 1:
             raise invalid_params("invalid params: output's 'max_bytes' must be 1 or more")
-        process = self._node.registry.get(process_id)
+        process = self._get(process_id)
         offsets = {name: requested.get(name, 0) for name in STREAMS}
         check_offsets(offsets, process.output.totals())
+        return self._read(process, offsets, max_bytes)
+
+    def _read(self, process: ManagedProcess, offsets: Dict[str, int], max_bytes: int) -> Answer:
         result: Dict[str, Any] = {"process_id": process.process_id, "status": _status(process)}
         done = process.output.completion is not None
         for name in STREAMS:
@@ -510,42 +620,74 @@ class Tools:
             }
             done = done and next_offset >= buffer.end
         result["finished"] = done
-        return result
+        return Answer(result, output_text(result))
 
-    def write(self, arguments: Dict[str, Any], call: ToolCall) -> Dict[str, Any]:
+    def write(self, arguments: Dict[str, Any], call: ToolCall) -> Answer:
         r = ParamReader(arguments, "write", ("process_id", "data", "eof"))
         process_id = r.string("process_id")
         data = r.string("data", "").encode("utf-8", "surrogatepass")
         eof = r.boolean("eof", False)
-        process = self._node.registry.get(process_id, live=True)
+        process = self._get(process_id, live=True)
         process.write(data, eof)
-        return {"process_id": process.process_id, "bytes": len(data)}
+        closed = ", and closed it" if eof else ""
+        return Answer(
+            {"process_id": process.process_id, "bytes": len(data)},
+            f"wrote {len(data)} bytes to the standard input of {process.process_id}{closed}",
+        )
 
-    def pause(self, arguments: Dict[str, Any], call: ToolCall) -> Dict[str, Any]:
+    def pause(self, arguments: Dict[str, Any], call: ToolCall) -> Answer:
         process = self._process(arguments, "pause", live=True)
         process.pause()
-        return {"process_id": process.process_id, "status": "paused"}
+        return Answer(
+            {"process_id": process.process_id, "status": "paused"},
+            f"paused: process {process.process_id} and everything it started",
+        )
 
-    def resume(self, arguments: Dict[str, Any], call: ToolCall) -> Dict[str, Any]:
+    def resume(self, arguments: Dict[str, Any], call: ToolCall) -> Answer:
         process = self._process(arguments, "resume", live=True)
         process.resume()
-        return {"process_id": process.process_id, "status": "resumed"}
+        return Answer(
+            {"process_id": process.process_id, "status": "resumed"},
+            f"resumed: process {process.process_id}",
+        )
 
-    def cancel(self, arguments: Dict[str, Any], call: ToolCall) -> Dict[str, Any]:
-        process = self._process(arguments, "cancel", live=True)
+    def cancel(self, arguments: Dict[str, Any], call: ToolCall) -> Answer:
+        """
+        End a process; one that has already ended is left as it is, and the
+        answer says how it ended (the tool is idempotent, as declared).
+        """
+        process = self._process(arguments, "cancel", live=False)
+        completion = process.output.completion
+        if completion is not None:
+            line = outcome(
+                completion.status, completion.exit_code, completion.signal, completion.duration
+            )
+            return Answer(
+                {"process_id": process.process_id, "status": completion.status},
+                f"{line}\nprocess {process.process_id} had already ended; nothing to cancel",
+            )
         process.cancel()
-        return {"process_id": process.process_id, "status": "cancelled"}
+        grace = self._node.config.kill_grace
+        return Answer(
+            {"process_id": process.process_id, "status": "cancelled"},
+            f"cancelled: process {process.process_id} is being ended (SIGTERM to its "
+            f"group, SIGKILL after {grace:g} s if anything is left)",
+        )
 
-    def list(self, arguments: Dict[str, Any], call: ToolCall) -> Dict[str, Any]:
+    def list(self, arguments: Dict[str, Any], call: ToolCall) -> Answer:
         ParamReader(arguments, "list", ())
-        return {"processes": [process_entry(p) for p in self._node.registry.all()]}
+        processes = [process_entry(p) for p in self._node.registry.all()]
+        return Answer({"processes": processes}, list_text(processes))
 
-
-    def forget(self, arguments: Dict[str, Any], call: ToolCall) -> Dict[str, Any]:
+    def forget(self, arguments: Dict[str, Any], call: ToolCall) -> Answer:
         r = ParamReader(arguments, "forget", ("process_id",))
         process_id = r.string("process_id")
+        self._get(process_id)
         self._node.registry.forget(process_id)
-        return {"process_id": process_id, "status": "forgotten"}
+        return Answer(
+            {"process_id": process_id, "status": "forgotten"},
+            f"forgotten: process {process_id}, its record and its output",
+        )
 
 
 def error_message(failure: Failure) -> Optional[str]:
