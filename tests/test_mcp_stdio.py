@@ -31,7 +31,7 @@ from tests.support import ServiceFixture, until
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STDIO_CLIENT = os.path.join(ROOT, "tests", "clients", "mcp_stdio_client.py")
 TOKEN = "stdio-test-token"
-TOOLS = ["cancel", "execute", "forget", "list", "output", "pause", "resume", "start", "status", "write"]
+TOOLS = ["cancel", "execute", "forget", "list", "output", "pause", "resume", "start", "status", "wait", "write"]
 
 
 
@@ -251,7 +251,11 @@ class SessionTests(BridgeTestCase):
         self.assertEqual(
             (out["status"], out["exit_code"], out["stdout"]), ("completed", 0, "1\n2\n3\n")
         )
-        self.assertEqual(json.loads(result["content"][0]["text"]), out)
+        # The text content is for a model to read (tests/test_mcp_text.py).
+        self.assertRegex(
+            result["content"][0]["text"],
+            r"^completed: exit 0 after [\d.]+ s\nprocess \w+: seq 1 3\n--- stdout: 6 bytes ---\n1\n2\n3$",
+        )
 
         bridge.transport.closeStdin()
         yield bridge.ended

@@ -8,7 +8,7 @@ the HTTP request's SSE stream).
 """
 
 import os
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
@@ -214,14 +214,16 @@ class McpMethods:
 
 def websocket_methods(
     node: Node, session: Session, connection: INotificationChannel
-) -> Dict[str, Handler]:
+) -> Tuple[Dict[str, Handler], McpSession]:
     """
     The methods of a WebSocket that chose the C{mcp} subprotocol: MCP's,
     and the native ones beside them (a client that calls C{execute} or
     C{attach} gets the C{process.*} notifications it asked for; MCP tools
     send none).
+
+    @return: the method table, and the MCP session to close with the connection.
     """
     mcp = McpSession(session, standalone=connection)
     table = NativeMethods(node, session, connection).table()
     table.update(McpMethods(node, mcp, Tools(node, mcp), connection).table())
-    return table
+    return table, mcp

@@ -251,6 +251,38 @@ EXECUTE_OUTPUT = _object(
     ),
 )
 
+WAIT_INPUT = _object(
+    {
+        "process_id": _PROCESS_ID,
+        "wait_seconds": {
+            "type": "number",
+            "minimum": 0,
+            "maximum": 60,
+            "default": 30,
+            "description": (
+                "Answer as soon as the program ends, or after this many seconds with "
+                "how it runs so far (status running)."
+            ),
+        },
+        "max_output_bytes": EXECUTE_INPUT["properties"]["max_output_bytes"],
+    },
+    ("process_id",),
+)
+
+WAIT_OUTPUT = _object(
+    dict(
+        EXECUTE_OUTPUT["properties"],
+        status=dict(
+            _STATUS,
+            description=(
+                "completed, failed, cancelled or timeout once it ended (as execute says); "
+                "running, paused or exiting when the wait ended first."
+            ),
+        ),
+    ),
+    tuple(EXECUTE_OUTPUT["required"]),
+)
+
 START_INPUT = _object(
     dict(
         _RUN_PROPERTIES,
@@ -306,6 +338,16 @@ OUTPUT_INPUT = _object(
             "minimum": 1,
             "default": DEFAULT_READ_BYTES,
             "description": "The most bytes to return of each stream.",
+        },
+        "wait_seconds": {
+            "type": "number",
+            "minimum": 0,
+            "maximum": 60,
+            "default": 0,
+            "description": (
+                "When nothing past the offsets is there yet, wait up to this many "
+                "seconds for new output or the program's end (instead of polling)."
+            ),
         },
     },
     ("process_id",),

@@ -8,6 +8,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from twisted.logger import Logger
 
+from ccx.mcp.waiting import WaitBudget
 from ccx.protocol import id_key
 from ccx.rpc.interfaces import INotificationChannel
 from ccx.session import Session
@@ -47,20 +48,29 @@ class McpSession:
         WebSocket, or the HTTP session's C{GET} stream).
     @ivar protocol_version: the negotiated version, once C{initialize} was answered.
     @ivar initialized: whether C{notifications/initialized} arrived.
+    @ivar waits: the bound on its waiting requests (shared by the requests of
+        one client in the stateless era).
     @ivar log_level: the least severity the client wants C{notifications/message}
         for, or L{None} until it sends C{logging/setLevel}.
     """
 
     log = Logger()
 
-    def __init__(self, session: Session, standalone: INotificationChannel) -> None:
+    def __init__(
+        self,
+        session: Session,
+        standalone: INotificationChannel,
+        waits: Optional[WaitBudget] = None,
+    ) -> None:
         self.session = session
         self.standalone = standalone
+        self.waits = waits if waits is not None else WaitBudget()
         self.protocol_version: Optional[str] = None
         self.client_info: Dict[str, Any] = {}
         self.initialized = False
         self.log_level: Optional[str] = None
         self._in_flight: Dict[str, List[Callable[[], None]]] = {}
+        self._waiting: List[Callable[[], None]] = []
 
     @property
     def session_id(self) -> str:
@@ -95,6 +105,24 @@ class McpSession:
         for action in actions:
             action()
         return bool(actions)
+
+    def waiting(self, finish: Callable[[], None]) -> Callable[[], None]:
+        """
+        Note a waiting request, ended by C{finish} when the client goes.
+
+        @return: what to call once it has answered.
+        """
+        self._waiting.append(finish)
+        return lambda: finish in self._waiting and self._waiting.remove(finish)
+
+    def close(self) -> None:
+        """
+        The client went: its waiting requests answer now (to nobody), so
+        that none holds a timer or a subscription after it.
+        """
+        for finish in list(self._waiting):
+            finish()
+        self._waiting = []
 
     def wants(self, level: str) -> bool:
         return self.log_level is not None and LOG_LEVELS.index(level) >= LOG_LEVELS.index(

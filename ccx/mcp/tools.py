@@ -30,6 +30,8 @@ from ccx.mcp.schemas import (
     OUTPUT_INPUT,
     OUTPUT_OUTPUT,
     START_INPUT,
+    WAIT_INPUT,
+    WAIT_OUTPUT,
     START_OUTPUT,
     STATUS_OUTPUT,
     CANCEL_OUTPUT,
@@ -47,6 +49,7 @@ from ccx.mcp.text import (
     status_text,
     stream_view,
 )
+from ccx.mcp.waiting import Wait, wait_seconds
 from ccx.native.wire import process_entry, whole_characters
 from ccx.node import Node
 from ccx.output.buffer import StreamBuffer
@@ -263,6 +266,17 @@ class Tools:
                 self.start,
             ),
             Tool(
+                "wait",
+                "Wait for a process to end",
+                "Wait until a process ends (or wait_seconds pass, 30 by default, at most "
+                "60) and return what execute returns: its outcome and output. Call it "
+                "again while it says running.",
+                WAIT_INPUT,
+                WAIT_OUTPUT,
+                reading,
+                self.wait,
+            ),
+            Tool(
                 "status",
                 "Status of a process",
                 "The state of a process started by execute or start: running, paused, "
@@ -277,7 +291,9 @@ class Tools:
                 "Read a process's output",
                 "Read what a process wrote to stdout and stderr from given byte offsets "
                 "(pass back next_offset to read on). The service holds the end of each "
-                "stream; skipped_bytes says how much before it is no longer held.",
+                "stream; skipped_bytes says how much before it is no longer held. With "
+                "wait_seconds, it waits for new output or the end instead of answering "
+                "with nothing new.",
                 OUTPUT_INPUT,
                 OUTPUT_OUTPUT,
                 reading,
@@ -590,8 +606,10 @@ class Tools:
         # While it runs, the text says for how long so far.
         return Answer(result, status_text(result, process.completion().duration))
 
-    def output(self, arguments: Dict[str, Any], call: ToolCall) -> Answer:
-        r = ParamReader(arguments, "output", ("process_id", "offsets", "max_bytes"))
+    def output(self, arguments: Dict[str, Any], call: ToolCall) -> Any:
+        r = ParamReader(
+            arguments, "output", ("process_id", "offsets", "max_bytes", "wait_seconds")
+        )
         process_id = r.string("process_id")
         requested = r.offsets()
         max_bytes = min(
@@ -602,7 +620,42 @@ class Tools:
         process = self._get(process_id)
         offsets = {name: requested.get(name, 0) for name in STREAMS}
         check_offsets(offsets, process.output.totals())
+        seconds = wait_seconds(arguments, "output")
+        streams = process.output.streams
+        nothing_new = all(streams[n].end <= offsets[n] for n in STREAMS)
+        if seconds and nothing_new and process.output.completion is None:
+            wait = self._wait(call, seconds).for_output(process, offsets)
+            return wait.done.addCallback(lambda _: self._read(process, offsets, max_bytes))
         return self._read(process, offsets, max_bytes)
+
+    def _wait(self, call: ToolCall, seconds: float) -> Wait:
+        """
+        A waiting request of this client's, counted against its bound
+        until it answers (or the client cancels it).
+        """
+        waits = self._mcp.waits
+        waits.take()
+        wait = Wait(self._node.reactor, seconds)
+        call.on_cancel(wait.finish)
+        answered = self._mcp.waiting(wait.finish)
+
+        def done(result: Any) -> Any:
+            waits.give()
+            answered()
+            return result
+
+        wait.done.addBoth(done)
+        return wait
+
+    def wait(self, arguments: Dict[str, Any], call: ToolCall) -> Any:
+        r = ParamReader(arguments, "wait", ("process_id", "wait_seconds", "max_output_bytes"))
+        process = self._get(r.string("process_id"))
+        seconds = wait_seconds(arguments, "wait", 30.0)
+        limit = self.output_limit(r.offset("max_output_bytes", None))
+        if seconds and process.output.completion is None:
+            wait = self._wait(call, seconds).for_end(process)
+            return wait.done.addCallback(lambda _: self.run_answer(process, limit))
+        return self.run_answer(process, limit)
 
     def _read(self, process: ManagedProcess, offsets: Dict[str, int], max_bytes: int) -> Answer:
         result: Dict[str, Any] = {"process_id": process.process_id, "status": _status(process)}

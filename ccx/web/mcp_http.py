@@ -240,6 +240,7 @@ class HttpSession:
                 "MCP session {session_id} closed: {why}", session_id=self.session_id, why=reason
             )
         self.session.close()
+        self.mcp.close()
 
 
 class McpResource(Resource):
