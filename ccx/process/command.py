@@ -10,6 +10,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Union
 
 from ccx.process.allowlist import SHELL, AllowList
 from ccx.process.errors import InvalidCommand, NotAllowed
+from ccx.process.terminal import TERM, WindowSize
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,8 @@ class Command:
     @ivar env: the whole environment: the base environment and what the
         client set.
     @ivar stdin: whether standard input stays open for C{write}.
+    @ivar pty: the window size of the pseudo-terminal the program runs on,
+        or L{None} to run it on pipes.
     """
 
     executable: str
@@ -31,6 +34,7 @@ class Command:
     cwd: str
     env: Dict[str, str] = field(default_factory=dict)
     stdin: bool = False
+    pty: Optional[WindowSize] = None
 
 
 def _argv(command: Union[str, list], shell: bool) -> List[str]:
@@ -136,6 +140,7 @@ def build_command(
     base_env: Optional[Mapping[str, str]] = None,
     allow_env: Sequence[str] = (),
     deny_env: Sequence[str] = (),
+    pty: Optional[WindowSize] = None,
 ) -> Command:
     """
     Check a client's command and turn it into a L{Command}.
@@ -144,6 +149,9 @@ def build_command(
         L{base_environment} on the allow-list's search path.
     @param allow_env: patterns of the variables C{env} may set (none by default).
     @param deny_env: patterns of the variables C{env} may never set.
+    @param pty: run it on a terminal of this size: its input is open (the
+        terminal's), and C{TERM} says what the terminal is unless C{env}
+        sets it.
 
     @raise InvalidCommand: for a malformed command.
     @raise NotAllowed: when the program is not allowed.
@@ -155,5 +163,7 @@ def build_command(
     allow_list.check_name(argv[0], executable)
     if base_env is None:
         base_env = base_environment(allow_list.search_path)
+    if pty is not None:
+        base_env = {**base_env, "TERM": TERM}
     environment = _env(base_env, env or {}, allow_env, deny_env)
-    return Command(executable, argv, directory, environment, stdin)
+    return Command(executable, argv, directory, environment, stdin or pty is not None, pty)

@@ -18,6 +18,7 @@ from ccx.process.errors import LimitsUnavailable, SpawnFailed
 from ccx.process.managed import ManagedProcess, RunOptions
 from ccx.process.registry import ProcessRegistry
 from ccx.process.spawner import spawn
+from ccx.process.terminal import WindowSize
 
 # How to spawn with a given reactor (L{ccx.process.spawner.spawn}): with
 # the reactor bound, a L{ccx.process.managed.Spawner}.
@@ -37,6 +38,8 @@ class LaunchSpec:
         the edges).
     @ivar limits: what all of its processes together may use (needs a
         cgroup with the controllers).
+    @ivar pty: run it on a pseudo-terminal of this size (one C{pty} stream,
+        input always open) instead of pipes.
     """
 
     command: Any
@@ -49,6 +52,7 @@ class LaunchSpec:
     cancel_on_disconnect: bool = True
     encoding: str = "utf-8"
     limits: Optional[Limits] = None
+    pty: Optional[WindowSize] = None
 
 
 @dataclass(frozen=True)
@@ -131,6 +135,7 @@ class Launcher:
             base_env=settings.base_env,
             allow_env=settings.allow_env,
             deny_env=settings.deny_env,
+            pty=spec.pty,
         )
         if check is not None:
             check(program)
