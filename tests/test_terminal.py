@@ -46,3 +46,120 @@ class TerminalServiceTests(TestCase):
         self.assertTrue(output.endswith(b"done"), output)
         self.assertEqual(done["pty_bytes"], len(output))
         self.assertEqual((done["stdout_bytes"], done["stderr_bytes"]), (0, 0))
+
+    @inlineCallbacks
+    def test_the_terminal_is_the_controlling_terminal(self):
+        """/dev/tty opens (only a controlling terminal makes it), and the program leads its session."""
+        started = yield self.ccx.execute(
+            self.client,
+            {"command": ["sh", "-c", "printf tty-ok >/dev/tty && ps -o sid= -p $$"], "pty": {"rows": 24, "cols": 80}},
+        )
+        done = yield self.client.notification("process.completed", started["process_id"])
+        output = pty_output(self.client, started["process_id"])
+        self.assertEqual(done["status"], "completed", output)
+        self.assertEqual(output.split(b"\r\n")[0].replace(b" ", b""), b"tty-ok" + str(started["pid"]).encode())
+
+    @inlineCallbacks
+    def test_resize_sends_sigwinch_and_the_new_size(self):
+        """After resize, a trap on WINCH fires and stty size shows the new size."""
+        started = yield self.ccx.execute(
+            self.client,
+            {
+                "command": ["sh", "-c", "trap 'stty size; kill $!; exit 0' WINCH; printf ready; sleep 100 & wait"],
+                "pty": {"rows": 24, "cols": 80},
+            },
+        )
+        process_id = started["process_id"]
+        yield self.output_contains(process_id, b"ready")
+        result = yield self.client.call("resize", {"process_id": process_id, "rows": 50, "cols": 132})
+        self.assertEqual(result, {"process_id": process_id, "rows": 50, "cols": 132})
+        done = yield self.client.notification("process.completed", process_id)
+        self.assertEqual(done["status"], "completed")
+        self.assertEqual(pty_output(self.client, process_id), b"ready50 132\r\n")
+
+    @inlineCallbacks
+    def test_write_types_and_ctrl_c_interrupts(self):
+        """What write sends is typed: a line is read, Ctrl-C (0x03) becomes SIGINT for the program."""
+        started = yield self.ccx.execute(
+            self.client,
+            {
+                "command": ["sh", "-c", "trap 'printf INT; exit 3' INT; read x; printf \"got:$x;\"; sleep 100 & wait"],
+                "pty": {"rows": 24, "cols": 80},
+            },
+        )
+        process_id = started["process_id"]
+        yield self.client.call("write", {"process_id": process_id, "data": "hello\n"})
+        yield self.output_contains(process_id, b"got:hello;")
+        yield self.client.call("write", {"process_id": process_id, "data": "\u0003"})
+        done = yield self.client.notification("process.completed", process_id)
+        self.assertEqual((done["status"], done["exit_code"]), ("failed", 3))
+        # The terminal echoes what was typed, as it would for a person.
+        self.assertEqual(pty_output(self.client, process_id), b"hello\r\ngot:hello;^CINT")
+
+    @inlineCallbacks
+    def test_eof_types_ctrl_d(self):
+        """write's eof on a terminal types Ctrl-D: cat sees end of input and exits."""
+        started = yield self.ccx.execute(
+            self.client, {"command": ["cat"], "pty": {"rows": 24, "cols": 80}}
+        )
+        process_id = started["process_id"]
+        yield self.client.call("write", {"process_id": process_id, "data": "abc\n", "eof": True})
+        done = yield self.client.notification("process.completed", process_id)
+        self.assertEqual(done["status"], "completed")
+        self.assertEqual(pty_output(self.client, process_id), b"abc\r\nabc\r\n")
+
+    @inlineCallbacks
+    def test_byte_exact_through_pause_resume_and_attach(self):
+        """Typed while paused, read on after resume: every byte, in order, live and on attach."""
+        started = yield self.ccx.execute(
+            self.client,
+            {
+                "command": ["sh", "-c", "read x; seq 1 3000"],
+                "pty": {"rows": 24, "cols": 80},
+                "on_disconnect": "keep",
+                "encoding": "binary",
+            },
+        )
+        process_id = started["process_id"]
+        paused = yield self.client.call("control", {"type": "PAUSE", "process_id": process_id})
+        self.assertEqual(paused["status"], "paused")
+        yield self.client.call("write", {"process_id": process_id, "data": "go\n"})
+        yield self.client.call("control", {"type": "RESUME", "process_id": process_id})
+        done = yield self.client.notification("process.completed", process_id)
+        expected = b"go\r\n" + b"".join(b"%d\r\n" % n for n in range(1, 3001))
+        self.assertEqual(done["pty_bytes"], len(expected))
+        self.assertEqual(self.client.output(process_id, "pty", binary=True), expected)
+        listed = yield self.client.call("list")
+        [entry] = [p for p in listed["processes"] if p["process_id"] == process_id]
+        self.assertEqual(
+            (entry["pty_bytes"], entry["pty"], entry["stdout_bytes"]),
+            (len(expected), {"rows": 24, "cols": 80}, 0),
+        )
+        other = yield self.ccx.connect("/ws")
+        attached = yield other.call(
+            "attach", {"process_id": process_id, "offsets": {"pty": 4}, "encoding": "utf-8"}
+        )
+        self.assertEqual(attached["offsets"], {"pty": 4})
+        yield other.notification("process.completed", process_id)
+        self.assertEqual(other.output(process_id, "pty", start=4), expected[4:])
+
+    @inlineCallbacks
+    def test_refusals(self):
+        """resize of a program on pipes, offsets of a stream it lacks, sizes just outside the bounds."""
+        started = yield self.ccx.execute(self.client, {"command": ["sleep", "100"]})
+        process_id = started["process_id"]
+        response = yield self.client.request("resize", {"process_id": process_id, "rows": 10, "cols": 10})
+        self.assertEqual(response["error"]["code"], -32004)
+        self.assertIn("does not run on a terminal", response["error"]["message"])
+        response = yield self.client.request("attach", {"process_id": process_id, "offsets": {"pty": 0}})
+        self.assertEqual(response["error"]["code"], -32602)
+        self.assertIn("no pty stream", response["error"]["message"])
+        for params in ({"rows": 0, "cols": 80}, {"rows": 24, "cols": 1001}, {"rows": 24.0, "cols": 80}):
+            response = yield self.client.request("resize", dict(process_id=process_id, **params))
+            self.assertEqual(response["error"]["code"], -32602, params)
+        for pty in ({"rows": 1001, "cols": 80}, {"rows": 24, "cols": 0}, {"rows": 24}, [24, 80]):
+            response = yield self.client.request("execute", {"command": ["true"], "pty": pty})
+            self.assertEqual(response["error"]["code"], -32602, pty)
+        yield self.client.call("control", {"type": "CANCEL", "process_id": process_id})
+        connected = self.client.messages[0]
+        self.assertIn("pty", connected["params"]["capabilities"])
