@@ -5,10 +5,14 @@ C{pty} stream byte-exact through pause, resume and attach, and nothing left
 behind.
 """
 
+from typing import Any
+
+import jsonschema
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 
-from tests.support import ServiceFixture
+from ccx.mcp.session import LATEST_VERSION
+from tests.support import ServiceFixture, until
 
 
 def pty_output(client, process_id: str, start: int = 0) -> bytes:
@@ -163,3 +167,67 @@ class TerminalServiceTests(TestCase):
         yield self.client.call("control", {"type": "CANCEL", "process_id": process_id})
         connected = self.client.messages[0]
         self.assertIn("pty", connected["params"]["capabilities"])
+
+
+class TerminalMcpTests(TestCase):
+    """
+    The MCP tools with pty: execute, start, resize, output, status.
+    """
+
+    timeout = 30
+
+    @inlineCallbacks
+    def setUp(self):
+        self.ccx = yield ServiceFixture(self).start()
+        self.client = yield self.ccx.connect("/ws", protocols=("mcp",))
+        yield self.client.call("initialize", {
+            "protocolVersion": LATEST_VERSION,
+            "capabilities": {},
+            "clientInfo": {"name": "ccx-tests", "version": "0"},
+        })
+        self.client.send_json({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        listed = yield self.client.call("tools/list")
+        self.tools = {tool["name"]: tool for tool in listed["tools"]}
+
+    @inlineCallbacks
+    def tool(self, name: str, arguments: dict) -> Any:
+        result = yield self.client.call("tools/call", {"name": name, "arguments": arguments})
+        if not result.get("isError"):
+            jsonschema.validate(result["structuredContent"], self.tools[name]["outputSchema"])
+        return result
+
+    @inlineCallbacks
+    def test_execute_on_a_terminal(self):
+        """execute with pty returns the terminal's text in pty; stdout and stderr are empty."""
+        result = yield self.tool(
+            "execute", {"command": ["sh", "-c", "stty size; echo err >&2"], "pty": {"rows": 7, "cols": 33}}
+        )
+        content = result["structuredContent"]
+        self.assertEqual(content["pty"], "7 33\r\nerr\r\n")
+        self.assertEqual((content["pty_bytes"], content["stdout"], content["stdout_bytes"]), (11, "", 0))
+
+    @inlineCallbacks
+    def test_start_resize_output_status(self):
+        """start with pty, resize (SIGWINCH), then output and status show the pty stream."""
+        started = yield self.tool(
+            "start",
+            {
+                "command": ["sh", "-c", "trap 'stty size; kill $!; exit 0' WINCH; printf ready; sleep 100 & wait"],
+                "pty": {"rows": 24, "cols": 80},
+            },
+        )
+        process_id = started["structuredContent"]["process_id"]
+        self.ccx.groups.append(started["structuredContent"]["pgid"])
+        process = self.ccx.service.node.registry.get(process_id)
+        yield until(lambda: process.output.streams["pty"].end >= 5)
+        resized = yield self.tool("resize", {"process_id": process_id, "rows": 1000, "cols": 1})
+        self.assertEqual(resized["structuredContent"], {"process_id": process_id, "rows": 1000, "cols": 1})
+        yield until(lambda: process.finished)
+        output = yield self.tool("output", {"process_id": process_id, "offsets": {"pty": 5}})
+        self.assertEqual(output["structuredContent"]["pty"]["text"], "1000 1\r\n")
+        self.assertTrue(output["structuredContent"]["finished"])
+        status = yield self.tool("status", {"process_id": process_id})
+        self.assertEqual(status["structuredContent"]["pty"], {"rows": 1000, "cols": 1})
+        refused = yield self.tool("resize", {"process_id": process_id, "rows": 1001, "cols": 1})
+        self.assertTrue(refused["isError"])
+        self.assertIn("from 1 to 1000", refused["content"][0]["text"])
