@@ -3,8 +3,10 @@ The service's configuration: command-line options, optionally read from a
 TOML file with the same names.
 """
 
+import errno
 import ipaddress
 import os
+import re
 import sys
 from dataclasses import dataclass, field, fields
 from fnmatch import fnmatchcase
@@ -18,6 +20,7 @@ from twisted.internet.endpoints import (
     TCP6ServerEndpoint,
     UNIXServerEndpoint,
 )
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IAddress, IStreamServerEndpoint
 from twisted.python import usage
 
@@ -26,6 +29,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from ccx import __version__
 from ccx.journal.statedir import default_state_dir
 from ccx.tokenfile import TokenFileError, read_token_file
 
@@ -241,6 +245,33 @@ def check_listening(config: Config, address: IAddress, direct: bool) -> None:
         )
 
 
+def listen_refusal(error: Exception) -> Exception:
+    """
+    What to tell the user when the port cannot be opened: a L{ConfigError}
+    saying what to do for a L{CannotListenError} (port in use, a port only
+    root may open, an address this machine does not have), else C{error}.
+    """
+    if not isinstance(error, CannotListenError):
+        return error
+    cause = error.socketError
+    number = getattr(cause, "errno", None)
+    where = error.port if not error.interface else f"{error.interface}:{error.port}"
+    if number == errno.EADDRINUSE:
+        return ConfigError(f"port {error.port} is in use; choose another with --port")
+    if number == errno.EACCES and isinstance(error.port, int):
+        return ConfigError(
+            f"cannot listen on port {error.port}: permission denied (ports below 1024 "
+            "need root or CAP_NET_BIND_SERVICE); choose another with --port"
+        )
+    if number == errno.EADDRNOTAVAIL:
+        return ConfigError(
+            f"cannot listen on {where}: this machine has no such address; "
+            "choose another interface in --port"
+        )
+    why = getattr(cause, "strerror", None) or str(cause)
+    return ConfigError(f"cannot listen on {where}: {why}")
+
+
 _NUMBERS: Dict[str, type] = {
     "kill_grace": float,
     "buffer_bytes": int,
@@ -301,7 +332,7 @@ def read_toml(path: str) -> Dict[str, Any]:
     except OSError as e:
         raise ConfigError(f"--config {path}: {e.strerror}")
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"--config {path}: not valid TOML: {e}")
+        raise ConfigError(f"--config {toml_error_place(path, str(e))}") from None
     values = {}
     for key, value in raw.items():
         name = key.replace("-", "_")
@@ -311,6 +342,28 @@ def read_toml(path: str) -> Dict[str, Any]:
             value = [value]
         values[name] = value
     return values
+
+
+def toml_error_place(path: str, message: str) -> str:
+    """
+    Where a TOML file is wrong and why, as an editor shows it: C{FILE:LINE:
+    not valid TOML: WHY} (tomllib says "at line N, column M", or "at end of
+    document", the file's last line).
+    """
+    why, _, where = message.rpartition(" (at ")
+    if not why:
+        return f"{path}: not valid TOML: {message}"
+    found = re.fullmatch(r"line (\d+), column (\d+)\)", where)
+    if found is not None:
+        place = f"{path}:{found.group(1)}:{found.group(2)}"
+    else:
+        try:
+            with open(path, "rb") as f:
+                lines = f.read().count(b"\n") or 1
+        except OSError:
+            lines = 1
+        place = f"{path}:{lines}"
+    return f"{place}: not valid TOML: {why[:1].lower()}{why[1:]}"
 
 
 def build_config(values: Dict[str, Any]) -> Config:
@@ -451,7 +504,7 @@ def _read_token(path: str) -> str:
     try:
         return read_token_file(path)
     except TokenFileError as e:
-        raise ConfigError(str(e))
+        raise ConfigError(str(e)) from None
 
 
 class Options(usage.Options):
@@ -551,6 +604,14 @@ class Options(usage.Options):
         self["deny_env"] = []
         self["pass_env"] = []
 
+    def opt_version(self) -> None:
+        """
+        Display ccx's version and exit.
+        """
+        sys.stdout.write(f"ccx {__version__}\n")
+        sys.stdout.flush()
+        raise SystemExit(0)
+
     def opt_allow(self, program: str) -> None:
         """
         Allow a program: a name looked up on PATH, or an absolute path (repeatable).
@@ -592,7 +653,25 @@ class Options(usage.Options):
         """
         self["allow_host"].append(host)
 
-    def postOptions(self) -> None:
+    _config: Optional[Config] = None
+
+    @property
+    def config(self) -> Config:
+        """
+        The settings given, checked (once, when first asked for).
+
+        Checked here rather than in C{postOptions}: twistd answers a
+        L{usage.UsageError} from parsing with the whole usage text, where a
+        wrong setting needs one line (C{makeService} asks for it, and a
+        L{ConfigError} there is shown as its line).
+
+        @raise ConfigError: when a setting is wrong, saying what to change.
+        """
+        if self._config is None:
+            self._config = self._build()
+        return self._config
+
+    def _build(self) -> Config:
         values: Dict[str, Any] = {}
         if self["config"]:
             values.update(read_toml(self["config"]))
@@ -606,4 +685,4 @@ class Options(usage.Options):
                     values[name] = False
             elif option is not None:
                 values[name] = option
-        self.config = build_config(values)
+        return build_config(values)

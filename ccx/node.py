@@ -11,7 +11,7 @@ from twisted.logger import Logger
 from ccx import __version__
 from ccx.config import Config, ConfigError
 from ccx.metrics import Metrics
-from ccx.process.allowlist import AllowList
+from ccx.process.allowlist import AllowList, AllowListError
 from ccx.process.cgroup import CgroupError, open_tree
 from ccx.process.command import base_environment
 from ccx.process.launch import Launcher, LaunchSettings
@@ -36,7 +36,10 @@ class Node:
     def __init__(self, config: Config, reactor: Any) -> None:
         self.config = config
         self.reactor = reactor
-        self.allow_list = AllowList(config.allow)
+        try:
+            self.allow_list = AllowList(config.allow)
+        except AllowListError as e:
+            raise ConfigError(str(e)) from None
         self.registry = ProcessRegistry(
             reactor,
             config.max_processes,
@@ -106,7 +109,8 @@ class Node:
 
     def new_session(self) -> Session:
         """
-        The share of the service a new connection gets.
+        The share of the service a new connection gets (its edge sets its
+        C{peer}).
         """
         return Session(self.launcher, lambda: self.config.max_message_size)
 

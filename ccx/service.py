@@ -14,13 +14,20 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.logger import ILogObserver, Logger
 
-from ccx.config import Config, ConfigError, accepts_directly, check_listening
+from ccx.config import (
+    Config,
+    ConfigError,
+    accepts_directly,
+    check_listening,
+    listen_refusal,
+)
 from ccx.fdlimit import RESERVE, open_file_limit, raise_open_file_limit
 from ccx.journal.statedir import StateDir, StateDirError
 from ccx.logs import make_observer
 from ccx.node import Node
 from ccx.web.port import PortService
 from ccx.web.site import build_site
+from ccx.web.urls import service_urls
 
 
 # What refuses a start for a reason the user can act on: a setting, a port
@@ -82,6 +89,7 @@ class CCXService(MultiService):
             endpoint,
             self.site,
             check=lambda port: check_listening(config, port.getHost(), direct),
+            explain=listen_refusal,
         )
         self.port_service.setServiceParent(self)
 
@@ -180,6 +188,10 @@ class CCXService(MultiService):
             )
 
     def _listening(self, port: Any) -> None:
+        """
+        Say where to connect (from the address actually bound), what is
+        allowed, and which allowed programs can run anything.
+        """
         address = port.getHost()
         self.log.info(
             "ccx {version} listening on {endpoint} ({address}); {allowed} programs allowed",
@@ -190,6 +202,21 @@ class CCXService(MultiService):
             port=getattr(address, "port", None),
             allowed=len(self.node.allow_list),
         )
+        urls = service_urls(address, tls=self.config.port.startswith("ssl:"))
+        self.log.info(
+            "connect: WebSocket {websocket} (MCP: subprotocol mcp, or {websocket_mcp}); "
+            "MCP over HTTP {mcp}; health {health}; metrics {metrics}",
+            **urls,
+        )
+        entries = self.node.allow_list.entries()
+        self.log.info(
+            "allowed: {programs}",
+            programs="; ".join(f"{path} as {', '.join(names)}" for path, names in entries)
+            or "nothing (give --allow PROGRAM)",
+            allow=[path for path, names in entries],
+        )
+        for name in self.node.allow_list.runs_anything():
+            self.log.warn("{program} is allowed: any command can run", program=name)
 
     @inlineCallbacks
     def stopService(self) -> Deferred:

@@ -7,15 +7,19 @@ import uuid
 from typing import Callable, Dict, List, Optional, Tuple
 
 from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from ccx.output.fanout import Subscription
 from ccx.output.events import ProcessStarted
 from ccx.output.interfaces import IOutputSink
-from ccx.process.errors import InvalidCommand
+from ccx.process.errors import InvalidCommand, ProcessError
 from ccx.process.command import Command
 from ccx.process.launch import Launcher, LaunchSpec
 from ccx.process.managed import ManagedProcess, State
 from ccx.rpc.jsonrpc import encode
+
+log = Logger()
 
 
 class Session:
@@ -26,6 +30,7 @@ class Session:
     @param max_message_size: returns the largest message the connection
         carries (the service's setting as it is now): a program's argv,
         which C{process.started} and C{list} repeat, must fit in half of it.
+    @param peer: who is connected (its address), for the audit trail.
     @ivar session_id: the id announced in C{connected}, and logged with
         every event that concerns this connection.
     """
@@ -34,8 +39,10 @@ class Session:
         self,
         launcher: Optional[Launcher] = None,
         max_message_size: Callable[[], int] = lambda: 1024 * 1024,
+        peer: str = "unknown",
     ) -> None:
         self.session_id = uuid.uuid4().hex
+        self.peer = peer
         self.closed = False
         self.subscriptions: Dict[str, Subscription] = {}
         self.started: List[ManagedProcess] = []
@@ -55,8 +62,15 @@ class Session:
         @raise ProcessError: as L{Launcher.launch}, and L{InvalidCommand}
             when the command is too long to report back in one message.
         """
-        process, started = self._launcher.launch(
-            spec, owner=self.session_id, check=self._check_argv
+        try:
+            process, started = self._launcher.launch(
+                spec, owner=self.session_id, check=self._check_argv
+            )
+        except ProcessError as e:
+            self._refused(spec.command, e)
+            raise
+        started.addCallbacks(
+            self._started, self._not_started, callbackArgs=(process,), errbackArgs=(process,)
         )
         # Kept unless it failed at once: one still waiting for its turn to
         # start is cancelled with the connection as surely as a running one.
@@ -70,6 +84,41 @@ class Session:
 
             started.addErrback(forget)
         return process, started
+
+    # The audit trail: every program started, and every one refused, with
+    # who asked (session and peer), what (argv) and why not.
+
+    def _started(self, result: object, process: ManagedProcess) -> object:
+        log.info(
+            "session {session_id} from {peer} started {process_id} (pid {pid}): {argv}",
+            session_id=self.session_id,
+            peer=self.peer,
+            process_id=process.process_id,
+            pid=process.pid,
+            argv=process.command.argv,
+            executable=process.command.executable,
+            cwd=process.command.cwd,
+        )
+        return result
+
+    def _not_started(self, failure: Failure, process: ManagedProcess) -> Failure:
+        error = failure.value
+        if isinstance(error, ProcessError):
+            self._refused(process.command.argv, error, process.process_id)
+        return failure
+
+    def _refused(
+        self, command: object, error: ProcessError, process_id: Optional[str] = None
+    ) -> None:
+        log.warn(
+            "session {session_id} from {peer} refused {argv}: {reason}",
+            session_id=self.session_id,
+            peer=self.peer,
+            argv=command,
+            reason=error.message,
+            refusal=type(error).__name__,
+            process_id=process_id,
+        )
 
     def _check_argv(self, command: Command) -> None:
         limit = self._max_message_size()

@@ -61,6 +61,8 @@ def run(context: Context, options: Any) -> Any:
         params["on_full"] = "drop"
     if options["stdin"]:
         params["stdin"] = True
+    if options["merge-stderr"]:
+        params["merge_stderr"] = True
     if options["cwd"] is not None:
         params["cwd"] = options["cwd"]
     if options.env:

@@ -94,6 +94,11 @@ class RunOptions(_Options):
         ],
         ["detach", "d", "Start it in the background: print its id and exit (implies --keep)."],
         [
+            "merge-stderr",
+            None,
+            "Send the program's stderr to its stdout, interleaved as a terminal shows them.",
+        ],
+        [
             "tty",
             "t",
             "Run it on a terminal and give it this one (raw mode; Ctrl-P Ctrl-Q detaches; "

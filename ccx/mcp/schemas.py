@@ -153,6 +153,14 @@ _RUN_PROPERTIES: Dict[str, Any] = {
             "paused does not count)."
         ),
     },
+    "merge_stderr": {
+        "type": "boolean",
+        "default": False,
+        "description": (
+            "Send the program's standard error to its standard output, so that both "
+            "arrive as stdout in the order it wrote them (as a terminal shows them)."
+        ),
+    },
     "limits": _object(
         {
             "memory": {

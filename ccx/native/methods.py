@@ -119,6 +119,7 @@ class NativeMethods:
                 "timeout",
                 "limits",
                 "stdin",
+                "merge_stderr",
                 "on_full",
                 "on_disconnect",
                 "encoding",

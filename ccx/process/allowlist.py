@@ -3,12 +3,36 @@ Which programs may run.
 """
 
 import os
+import re
 import shutil
-from typing import Dict, Iterable, Optional, Set
+from typing import Dict, Iterable, List, Optional, Set, Tuple
 
 from ccx.process.errors import InvalidCommand, NotAllowed
 
 SHELL = "/bin/sh"
+
+
+# Programs that run whatever command or code they are given (shells,
+# interpreters, command runners): allowing one allows every program.
+RUNS_ANYTHING = frozenset(
+    {
+        "sh", "bash", "dash", "zsh", "ksh", "mksh", "fish", "csh", "tcsh", "rbash", "busybox",
+        "python", "python2", "python3", "perl", "ruby", "node", "nodejs", "deno", "bun",
+        "php", "lua", "tclsh", "wish", "awk", "gawk", "mawk", "nawk", "guile", "R", "Rscript",
+        "env", "xargs", "nice", "nohup", "timeout", "setsid", "stdbuf", "chroot", "unshare",
+        "nsenter", "sudo", "su", "doas", "runuser", "flock", "strace", "ltrace", "gdb",
+        "script", "watch", "expect", "find", "make", "ssh", "docker", "podman",
+    }
+)
+# python3.11, perl5.36, lua5.4 and the like.
+_VERSIONED = re.compile(r"(python|perl|ruby|lua|php|node)[0-9.]*")
+
+
+def runs_anything(name: str) -> bool:
+    """
+    Whether a program of this name runs any command or code it is given.
+    """
+    return name in RUNS_ANYTHING or _VERSIONED.fullmatch(name) is not None
 
 
 class AllowListError(ValueError):
@@ -66,6 +90,24 @@ class AllowList:
 
     def __len__(self) -> int:
         return len(self._allowed)
+
+    def entries(self) -> List[Tuple[str, List[str]]]:
+        """
+        What is allowed: each program's real path, with the names it may
+        run under, sorted.
+        """
+        return [(path, sorted(names)) for path, names in sorted(self._allowed.items())]
+
+    def runs_anything(self) -> List[str]:
+        """
+        The names of allowed programs that run any command they are given
+        (L{RUNS_ANYTHING}), by a name they may run under or their file's.
+        """
+        return sorted(
+            min(names)
+            for path, names in self._allowed.items()
+            if any(runs_anything(name) for name in names | {os.path.basename(path)})
+        )
 
     def _find(self, program: str, cwd: str) -> Optional[str]:
         if "/" in program:

@@ -25,6 +25,8 @@ class Command:
     @ivar env: the whole environment: the base environment and what the
         client set.
     @ivar stdin: whether standard input stays open for C{write}.
+    @ivar merge_stderr: whether its standard error is its standard output's
+        pipe (one stream, in the order the program wrote it).
     @ivar pty: the window size of the pseudo-terminal the program runs on,
         or L{None} to run it on pipes.
     """
@@ -34,6 +36,7 @@ class Command:
     cwd: str
     env: Dict[str, str] = field(default_factory=dict)
     stdin: bool = False
+    merge_stderr: bool = False
     pty: Optional[WindowSize] = None
 
 
@@ -140,6 +143,7 @@ def build_command(
     base_env: Optional[Mapping[str, str]] = None,
     allow_env: Sequence[str] = (),
     deny_env: Sequence[str] = (),
+    merge_stderr: bool = False,
     pty: Optional[WindowSize] = None,
 ) -> Command:
     """
@@ -149,6 +153,8 @@ def build_command(
         L{base_environment} on the allow-list's search path.
     @param allow_env: patterns of the variables C{env} may set (none by default).
     @param deny_env: patterns of the variables C{env} may never set.
+    @param merge_stderr: give the program its standard output's pipe as
+        its standard error too.
     @param pty: run it on a terminal of this size: its input is open (the
         terminal's), and C{TERM} says what the terminal is unless C{env}
         sets it.
@@ -166,4 +172,12 @@ def build_command(
     if pty is not None:
         base_env = {**base_env, "TERM": TERM}
     environment = _env(base_env, env or {}, allow_env, deny_env)
-    return Command(executable, argv, directory, environment, stdin or pty is not None, pty)
+    return Command(
+        executable,
+        argv,
+        directory,
+        environment,
+        stdin or pty is not None,
+        merge_stderr,
+        pty,
+    )

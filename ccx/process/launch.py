@@ -38,6 +38,7 @@ class LaunchSpec:
         the edges).
     @ivar limits: what all of its processes together may use (needs a
         cgroup with the controllers).
+    @ivar merge_stderr: its standard error goes to its standard output.
     @ivar pty: run it on a pseudo-terminal of this size (one C{pty} stream,
         input always open) instead of pipes.
     """
@@ -52,6 +53,7 @@ class LaunchSpec:
     cancel_on_disconnect: bool = True
     encoding: str = "utf-8"
     limits: Optional[Limits] = None
+    merge_stderr: bool = False
     pty: Optional[WindowSize] = None
 
 
@@ -135,6 +137,7 @@ class Launcher:
             base_env=settings.base_env,
             allow_env=settings.allow_env,
             deny_env=settings.deny_env,
+            merge_stderr=spec.merge_stderr,
             pty=spec.pty,
         )
         if check is not None:

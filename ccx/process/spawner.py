@@ -136,16 +136,20 @@ def spawn(
             child_ends[0], parent_ends[0] = os.pipe()
         else:
             child_ends[0] = os.open(os.devnull, os.O_RDONLY)
-        for child_fd in OUTPUT_FDS:
+        # merge_stderr: one pipe for both, so that what the program writes
+        # to either arrives in the order it wrote it.
+        outputs = (1,) if command.merge_stderr else OUTPUT_FDS
+        for child_fd in outputs:
             parent_ends[child_fd], child_ends[child_fd] = os.pipe()
-        child = start_child(command, child_ends[0], child_ends[1], child_ends[2], cgroup)
+        stderr = child_ends[1] if command.merge_stderr else child_ends[2]
+        child = start_child(command, child_ends[0], child_ends[1], stderr, cgroup)
         try:
             transport = ChildProcess(
                 reactor,
                 protocol,
                 child.pid,
                 child.poll,
-                {child_fd: parent_ends[child_fd] for child_fd in OUTPUT_FDS},
+                {child_fd: parent_ends[child_fd] for child_fd in outputs},
                 parent_ends.get(0),
             )
         except BaseException:

@@ -221,7 +221,8 @@ class ParamReader:
     def launch_spec(self, **chosen: Any) -> LaunchSpec:
         """
         What every dialect's way of starting a program reads alike
-        (C{command}, C{shell}, C{cwd}, C{env}, C{timeout}, C{limits}), with
+        (C{command}, C{shell}, C{cwd}, C{env}, C{timeout}, C{limits},
+        C{merge_stderr} where the method takes it), with
         the rest of the L{LaunchSpec} as the caller chose it.
         """
         return LaunchSpec(
@@ -231,6 +232,7 @@ class ParamReader:
             env=self.string_map("env"),
             timeout=self.number("timeout"),
             limits=self.limits(),
+            merge_stderr=self.boolean("merge_stderr", False),
             pty=self.window("pty"),
             **chosen,
         )

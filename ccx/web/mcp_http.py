@@ -99,8 +99,9 @@ class HttpSession:
     log = Logger()
     holds_socket = False
 
-    def __init__(self, node: Node, resource: "McpResource") -> None:
+    def __init__(self, node: Node, resource: "McpResource", peer: str = "unknown") -> None:
         self.session = node.new_session()
+        self.session.peer = peer
         self.mcp = McpSession(self.session, standalone=self)
         self.clock = node.reactor
         self.closed = False
@@ -406,11 +407,11 @@ class McpResource(Resource):
                 request_id,
                 code=LIMIT_EXCEEDED,
             )
-        session = HttpSession(node, self)
-        session.track(request)
-        stream = ResponseStream(request, session, json_ok, sse_ok)
         address = request.getClientAddress()
         peer = f"{getattr(address, 'host', address)}:{getattr(address, 'port', '')}"
+        session = HttpSession(node, self, peer)
+        session.track(request)
+        stream = ResponseStream(request, session, json_ok, sse_ok)
 
         def answered(reply: Reply) -> None:
             opened = session.mcp.protocol_version is not None and not stream.done

@@ -25,6 +25,8 @@ class PortService(Service):
         (with Twisted's own endpoints, within C{listen}: before the reactor
         can accept anyone); what it raises refuses the port, which is then
         closed.
+    @param explain: turns what listening failed with into what to raise
+        and report instead (a port in use into a sentence saying what to do).
     """
 
     log = Logger()
@@ -34,10 +36,12 @@ class PortService(Service):
         endpoint: IStreamServerEndpoint,
         factory: IProtocolFactory,
         check: Optional[Callable[[IListeningPort], None]] = None,
+        explain: Optional[Callable[[Exception], Exception]] = None,
     ) -> None:
         self.endpoint = endpoint
         self.factory = factory
         self._check = check
+        self._explain = explain
         self._attempt: Optional[Deferred] = None
         self._outcome: Union[None, IListeningPort, Failure] = None
         self._waiting: List[Deferred] = []
@@ -55,7 +59,10 @@ class PortService(Service):
     def _listen(self) -> None:
         self._starting = True
         self._attempt = self.endpoint.listen(self.factory)
-        self._attempt.addCallback(self._admit).addBoth(self._settled)
+        self._attempt.addCallback(self._admit)
+        if self._explain is not None:
+            self._attempt.addErrback(self._explained)
+        self._attempt.addBoth(self._settled)
         self._starting = False
         if isinstance(self._outcome, Failure):
             self._outcome.raiseException()
@@ -68,6 +75,13 @@ class PortService(Service):
                 port.stopListening()
                 raise
         return port
+
+    def _explained(self, failure: Failure) -> Failure:
+        if failure.check(CancelledError):
+            return failure
+        assert self._explain is not None
+        explained = self._explain(failure.value)
+        return failure if explained is failure.value else Failure(explained)
 
     def _settled(self, outcome: Union[IListeningPort, Failure]) -> None:
         self._outcome = outcome

@@ -1,9 +1,11 @@
 """
 The HTTP side of the port: C{/ws} and C{/ws/mcp} (the WebSocket),
-C{/health}, C{/metrics} and C{/mcp} (MCP's Streamable HTTP).
+C{/health}, C{/metrics}, C{/mcp} (MCP's Streamable HTTP) and C{/}, a page
+naming them.
 """
 
 import json
+from html import escape
 
 from autobahn.twisted.resource import WebSocketResource
 from twisted.web.resource import NoResource, Resource
@@ -44,6 +46,70 @@ class HealthResource(Resource):
         if not carries_token(self._node.config, authorization, token_parameters(request.args)):
             health = {"status": health["status"]}
         return json.dumps(health).encode("utf-8")
+
+
+# The endpoints the index page names (paths on this port).
+ENDPOINTS = (
+    ("/ws", "WebSocket, JSON-RPC 2.0 (ccx's own methods)"),
+    ("/ws/mcp", "WebSocket, MCP (subprotocol mcp)"),
+    ("/mcp", "MCP over HTTP (Streamable HTTP)"),
+    ("/health", "status as JSON (all of it with the token)"),
+    ("/metrics", "Prometheus metrics (with the token)"),
+)
+
+
+# The documents that come with ccx, named on the index page.
+DOCS = (
+    ("docs/protocol.md", "the wire protocol: JSON-RPC methods and notifications"),
+    ("docs/mcp.md", "MCP: tools, transports, sessions"),
+    ("docs/cli.md", "the ccx command"),
+    ("docs/running.md", "running the service: options, tokens, systemd"),
+)
+
+
+class IndexPage(Resource):
+    """
+    C{GET /}: a small page naming ccx, its endpoints and its docs, for a
+    person who opens the port in a browser.  The version is named only to a
+    request that carries the token (as C{/health} tells it), and nothing
+    else the service holds (programs, sessions) is.  No script runs and
+    nothing of the request is written back.
+    """
+
+    isLeaf = True
+
+    def __init__(self, node: Node) -> None:
+        super().__init__()
+        self._node = node
+
+    def render_GET(self, request) -> bytes:
+        if request.getHeader(b"upgrade") is not None:
+            # A WebSocket client that tried the wrong path: / is not one.
+            return NoResource().render(request)
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-store")
+        request.setHeader(b"x-content-type-options", b"nosniff")
+        request.setHeader(b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'")
+        authorization = header_text(request, b"authorization")
+        trusted = carries_token(self._node.config, authorization, token_parameters(request.args))
+        title = f"ccx {self._node.version}" if trusted else "ccx"
+        rows = "".join(
+            f"<li><code>{escape(path)}</code>: {escape(what)}</li>\n"
+            for path, what in ENDPOINTS
+        )
+        docs = "".join(
+            f"<li><code>{escape(path)}</code>: {escape(what)}</li>\n" for path, what in DOCS
+        )
+        page = (
+            "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>{escape(title)}</title></head><body>\n"
+            f"<h1>{escape(title)}</h1>\n"
+            "<p>Runs allow-listed programs for clients and streams their output.</p>\n"
+            f"<h2>Endpoints on this port</h2>\n<ul>\n{rows}</ul>\n"
+            f"<h2>Documentation</h2>\n<ul>\n{docs}</ul>\n"
+            "</body></html>\n"
+        )
+        return page.encode("utf-8")
 
 
 class MetricsResource(Resource):
@@ -107,6 +173,7 @@ def build_site(node: Node) -> Site:
     The port's C{Site}; its HTTP connection timeouts run on the node's reactor.
     """
     root = Resource()
+    root.putChild(b"", IndexPage(node))
     root.putChild(b"ws", WebSocketEndpoint(make_factory(node)))
     root.putChild(b"health", HealthResource(node))
     root.putChild(b"mcp", McpResource(node))

@@ -113,6 +113,7 @@ class CCXServerProtocol(WebSocketServerProtocol):
     def onOpen(self) -> None:
         self._open = True
         self.session = self.node.new_session()
+        self.session.peer = self.peer
         if self.speaks_mcp:
             methods = websocket_methods(self.node, self.session, self)
         else:
