@@ -231,3 +231,51 @@ class TerminalMcpTests(TestCase):
         refused = yield self.tool("resize", {"process_id": process_id, "rows": 1001, "cols": 1})
         self.assertTrue(refused["isError"])
         self.assertIn("from 1 to 1000", refused["content"][0]["text"])
+
+
+class WindowParamTests(TestCase):
+    """
+    pty and resize sizes: the bounds themselves pass, one past them does not.
+    """
+
+    def test_bounds(self):
+        from ccx.rpc.errors import RPCError
+        from ccx.rpc.params import ParamReader, window_size
+
+        for rows, cols in ((1, 1), (1000, 1000)):
+            size = ParamReader({"pty": {"rows": rows, "cols": cols}}, "execute", ("pty",)).window("pty")
+            self.assertEqual((size.rows, size.cols), (rows, cols))
+            size = window_size(ParamReader({"rows": rows, "cols": cols}, "resize", ("rows", "cols")), "resize")
+            self.assertEqual((size.rows, size.cols), (rows, cols))
+        for bad in ({"rows": 0, "cols": 1}, {"rows": 1, "cols": 1001}, {"rows": True, "cols": 1},
+                    {"rows": 1, "cols": 1, "x": 1}, {"rows": 1}):
+            with self.assertRaises(RPCError):
+                ParamReader({"pty": bad}, "execute", ("pty",)).window("pty")
+        for bad in ({"rows": 1001, "cols": 1}, {"rows": 1, "cols": 0}, {"rows": "1", "cols": 1}):
+            with self.assertRaises(RPCError):
+                window_size(ParamReader(bad, "resize", ("rows", "cols")), "resize")
+
+
+class TerminalBackPressureTests(TestCase):
+    timeout = 60
+
+    @inlineCallbacks
+    def test_a_client_that_stops_reading_holds_the_program_back(self):
+        """Blocking output stops reading the terminal: the program is held back; cancel ends it."""
+        ccx = yield ServiceFixture(self, buffer_bytes=64 * 1024, journal=False).start()
+        client = yield ccx.connect("/ws")
+        client.transport.pauseProducing()
+        client.send_json({"jsonrpc": "2.0", "id": 1, "method": "execute",
+                          "params": {"command": ["yes"], "pty": {"rows": 24, "cols": 80}}})
+        registry = ccx.service.node.registry
+        yield until(lambda: len(registry.live()) == 1)
+        process = registry.live()[0]
+        ccx.groups.append(process.pid)
+        yield until(lambda: process.output.reading_paused)
+        held = process.output.streams["pty"].end
+        self.assertLessEqual(process.output.streams["pty"].held_bytes, 64 * 1024 + 64 * 1024)
+        process.cancel()
+        client.transport.resumeProducing()
+        yield until(lambda: process.finished)
+        self.assertEqual(process.outcome, "cancelled")
+        self.assertGreater(held, 0)
