@@ -48,7 +48,7 @@ HTTP_CLIENT = os.path.join(HERE, "clients", "mcp_http_client.py")
 WS_CLIENT = os.path.join(HERE, "clients", "mcp_ws_client.py")
 TOKEN = "mcp-test-token"
 ORIGIN = "http://app.example"
-TOOLS = ["cancel", "execute", "forget", "list", "output", "pause", "resume", "start", "status", "write"]
+TOOLS = ["cancel", "execute", "forget", "list", "output", "pause", "resize", "resume", "start", "status", "write"]
 
 
 def _sdk_missing() -> Optional[str]:

@@ -28,6 +28,8 @@ from ccx.mcp.schemas import (
     ONLY_PROCESS_ID,
     OUTPUT_INPUT,
     OUTPUT_OUTPUT,
+    RESIZE_INPUT,
+    RESIZE_OUTPUT,
     START_INPUT,
     START_OUTPUT,
     STATUS_OUTPUT,
@@ -39,14 +41,14 @@ from ccx.mcp.session import McpSession, at_least
 from ccx.native.wire import process_entry, whole_characters
 from ccx.node import Node
 from ccx.output.buffer import StreamBuffer
-from ccx.output.events import STREAMS
+from ccx.output.events import PTY, STREAMS
 from ccx.process.errors import ProcessError
 from ccx.process.launch import LaunchSpec
 from ccx.process.managed import ManagedProcess, State
 from ccx.rpc.errors import as_rpc_error, invalid_params
 from ccx.rpc.interfaces import INotificationChannel
 from ccx.rpc.jsonrpc import Call
-from ccx.rpc.params import ParamReader, check_offsets
+from ccx.rpc.params import ParamReader, check_offsets, window_size
 
 
 class ToolCall:
@@ -169,6 +171,18 @@ def _tail(buffer: StreamBuffer, limit: Optional[int]) -> Tuple[str, int]:
     return text, next_offset - first
 
 
+def _stream_names(process: ManagedProcess) -> Tuple[str, ...]:
+    """
+    The streams a tool's result shows: stdout and stderr always (empty for
+    a program on a terminal), and pty for a program on a terminal.
+    """
+    return STREAMS + ((PTY,) if PTY in process.output.streams else ())
+
+
+def _stream(process: ManagedProcess, name: str) -> StreamBuffer:
+    return process.output.streams.get(name) or StreamBuffer(0, 0)
+
+
 def _status(process: ManagedProcess) -> str:
     """
     A process's state as the tools say it: running or paused, exiting while
@@ -252,6 +266,16 @@ class Tools:
                 WRITE_OUTPUT,
                 {"readOnlyHint": False, "destructiveHint": False},
                 self.write,
+            ),
+            Tool(
+                "resize",
+                "Resize a process's terminal",
+                "Change the window size of the terminal of a process started with pty; "
+                "the program gets SIGWINCH and redraws.",
+                RESIZE_INPUT,
+                RESIZE_OUTPUT,
+                control,
+                self.resize,
             ),
             Tool(
                 "pause",
@@ -340,6 +364,7 @@ class Tools:
                 "merge_stderr",
                 "input",
                 "max_output_bytes",
+                "pty",
             ),
         )
         stdin_text = r.string("input", None)
@@ -413,9 +438,13 @@ class Tools:
             "signal": completion.signal,
             "duration": completion.duration,
         }
-        totals = {"stdout": completion.stdout_bytes, "stderr": completion.stderr_bytes}
-        for name in STREAMS:
-            text, shown = _tail(process.output.streams[name], limit)
+        totals = {
+            "stdout": completion.stdout_bytes,
+            "stderr": completion.stderr_bytes,
+            PTY: completion.pty_bytes,
+        }
+        for name in _stream_names(process):
+            text, shown = _tail(_stream(process, name), limit)
             result[name] = text
             result[f"{name}_bytes"] = totals[name]
             result[f"{name}_truncated"] = shown < totals[name]
@@ -437,6 +466,7 @@ class Tools:
                 "merge_stderr",
                 "stdin",
                 "on_disconnect",
+                "pty",
             ),
         )
         spec = r.launch_spec(
@@ -493,13 +523,12 @@ class Tools:
         if max_bytes < 1:
             raise invalid_params("invalid params: output's 'max_bytes' must be 1 or more")
         process = self._node.registry.get(process_id)
-        offsets = {name: requested.get(name, 0) for name in STREAMS}
-        check_offsets(offsets, process.output.totals())
+        check_offsets(requested, process.output.totals())
         result: Dict[str, Any] = {"process_id": process.process_id, "status": _status(process)}
         done = process.output.completion is not None
-        for name in STREAMS:
-            offset = offsets[name]
-            buffer = process.output.streams[name]
+        for name in _stream_names(process):
+            offset = requested.get(name, 0)
+            buffer = _stream(process, name)
             first, text, next_offset = read_text(buffer, offset, max_bytes)
             result[name] = {
                 "text": text,
@@ -520,6 +549,14 @@ class Tools:
         process = self._node.registry.get(process_id, live=True)
         process.write(data, eof)
         return {"process_id": process.process_id, "bytes": len(data)}
+
+    def resize(self, arguments: Dict[str, Any], call: ToolCall) -> Dict[str, Any]:
+        r = ParamReader(arguments, "resize", ("process_id", "rows", "cols"))
+        process_id = r.string("process_id")
+        size = window_size(r, "resize")
+        process = self._node.registry.get(process_id, live=True)
+        process.resize(size)
+        return {"process_id": process.process_id, "rows": size.rows, "cols": size.cols}
 
     def pause(self, arguments: Dict[str, Any], call: ToolCall) -> Dict[str, Any]:
         process = self._process(arguments, "pause", live=True)
