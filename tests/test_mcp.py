@@ -48,7 +48,20 @@ HTTP_CLIENT = os.path.join(HERE, "clients", "mcp_http_client.py")
 WS_CLIENT = os.path.join(HERE, "clients", "mcp_ws_client.py")
 TOKEN = "mcp-test-token"
 ORIGIN = "http://app.example"
-TOOLS = ["cancel", "execute", "forget", "list", "output", "pause", "resume", "start", "status", "wait", "write"]
+TOOLS = [
+    "cancel",
+    "execute",
+    "forget",
+    "list",
+    "output",
+    "pause",
+    "resize",
+    "resume",
+    "start",
+    "status",
+    "wait",
+    "write",
+]
 
 
 def _sdk_missing() -> Optional[str]:
@@ -638,6 +651,23 @@ class HttpTransportTests(HttpTestCase):
             "control", {"process_id": ran["process_id"], "type": "CANCEL"}
         )
         self.assertIn("error", response)
+
+    @inlineCallbacks
+    def test_pty_program_is_readable(self):
+        """A program on a terminal: its text shows what a terminal would, without escape sequences; pty keeps them."""
+        session_id, _ = yield self.initialize()
+        script = r"printf '\033[1;31mred\033[0m\n'; printf 'step 1\rstep 2\n'"
+        _, messages = yield self.call(
+            session_id,
+            tool_call(2, "execute", {"command": ["sh", "-c", script], "pty": {"rows": 24, "cols": 80}}),
+        )
+        result = messages[0]["result"]
+        self.assertIn("\x1b[1;31m", result["structuredContent"]["pty"])
+        text = result["content"][0]["text"]
+        self.assertIn("--- pty: ", text)
+        self.assertIn("\nred\nstep 2", text)
+        self.assertNotIn("\x1b", text)
+        self.assertNotIn("\r", text)
 
     @inlineCallbacks
     def test_unknown_process_says_where_to_look(self):

@@ -31,7 +31,20 @@ from tests.support import ServiceFixture, until
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STDIO_CLIENT = os.path.join(ROOT, "tests", "clients", "mcp_stdio_client.py")
 TOKEN = "stdio-test-token"
-TOOLS = ["cancel", "execute", "forget", "list", "output", "pause", "resume", "start", "status", "wait", "write"]
+TOOLS = [
+    "cancel",
+    "execute",
+    "forget",
+    "list",
+    "output",
+    "pause",
+    "resize",
+    "resume",
+    "start",
+    "status",
+    "wait",
+    "write",
+]
 
 
 

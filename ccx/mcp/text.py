@@ -216,8 +216,10 @@ def output_text(result: Dict[str, Any]) -> str:
     lines = [f"{result['status']}: process {result['process_id']}"]
     following = {}
     new = False
-    for name in ("stdout", "stderr"):
-        chunk = result[name]
+    for name in ("stdout", "stderr", "pty"):
+        chunk = result.get(name)
+        if chunk is None:
+            continue
         following[name] = chunk["next_offset"]
         if chunk["skipped_bytes"]:
             lines.append(f"[{chunk['skipped_bytes']} bytes of {name} are no longer held]")

@@ -29,6 +29,8 @@ from ccx.mcp.schemas import (
     ONLY_PROCESS_ID,
     OUTPUT_INPUT,
     OUTPUT_OUTPUT,
+    RESIZE_INPUT,
+    RESIZE_OUTPUT,
     START_INPUT,
     WAIT_INPUT,
     WAIT_OUTPUT,
@@ -53,14 +55,14 @@ from ccx.mcp.waiting import Wait, wait_seconds
 from ccx.native.wire import process_entry, whole_characters
 from ccx.node import Node
 from ccx.output.buffer import StreamBuffer
-from ccx.output.events import STREAMS
+from ccx.output.events import PTY, STREAMS
 from ccx.process.errors import NotAllowed, ProcessError, ProcessNotFound
 from ccx.process.launch import LaunchSpec
 from ccx.process.managed import ManagedProcess, State
 from ccx.rpc.errors import PROCESS_NOT_FOUND, RPCError, as_rpc_error, invalid_params
 from ccx.rpc.interfaces import INotificationChannel
 from ccx.rpc.jsonrpc import Call
-from ccx.rpc.params import ParamReader, check_offsets
+from ccx.rpc.params import ParamReader, check_offsets, window_size
 
 
 class ToolCall:
@@ -194,6 +196,18 @@ def _tail(buffer: StreamBuffer, limit: Optional[int]) -> Tuple[str, int]:
     return text, next_offset - first
 
 
+def _stream_names(process: ManagedProcess) -> Tuple[str, ...]:
+    """
+    The streams a tool's result shows: stdout and stderr always (empty for
+    a program on a terminal), and pty for a program on a terminal.
+    """
+    return STREAMS + ((PTY,) if PTY in process.output.streams else ())
+
+
+def _stream(process: ManagedProcess, name: str) -> StreamBuffer:
+    return process.output.streams.get(name) or StreamBuffer(0, 0)
+
+
 def _status(process: ManagedProcess) -> str:
     """
     A process's state as the tools say it: running or paused, exiting while
@@ -308,6 +322,16 @@ class Tools:
                 WRITE_OUTPUT,
                 {"readOnlyHint": False, "destructiveHint": False},
                 self.write,
+            ),
+            Tool(
+                "resize",
+                "Resize a process's terminal",
+                "Change the window size of the terminal of a process started with pty; "
+                "the program gets SIGWINCH and redraws.",
+                RESIZE_INPUT,
+                RESIZE_OUTPUT,
+                control,
+                self.resize,
             ),
             Tool(
                 "pause",
@@ -450,6 +474,7 @@ class Tools:
                 "merge_stderr",
                 "input",
                 "max_output_bytes",
+                "pty",
             ),
         )
         stdin_text = r.string("input", None)
@@ -524,11 +549,16 @@ class Tools:
             "signal": None if running else completion.signal,
             "duration": completion.duration,
         }
-        totals = {"stdout": completion.stdout_bytes, "stderr": completion.stderr_bytes}
+        totals = {
+            "stdout": completion.stdout_bytes,
+            "stderr": completion.stderr_bytes,
+            PTY: completion.pty_bytes,
+        }
         if running:
             totals = process.output.totals()
-        for name in STREAMS:
-            text, shown = _tail(process.output.streams[name], limit)
+        names = _stream_names(process)
+        for name in names:
+            text, shown = _tail(_stream(process, name), limit)
             result[name] = text
             result[f"{name}_bytes"] = totals[name]
             result[f"{name}_truncated"] = shown < totals[name]
@@ -536,7 +566,7 @@ class Tools:
             process.output.dropped_bytes if running else completion.dropped_bytes
         )
         result["error"] = None if running else completion.error
-        views = [stream_view(n, process.output.streams[n], limit) for n in STREAMS]
+        views = [stream_view(n, _stream(process, n), limit) for n in names]
         return Answer(result, run_text(result, views))
 
     def start(self, arguments: Dict[str, Any], call: ToolCall) -> Deferred:
@@ -553,6 +583,7 @@ class Tools:
                 "merge_stderr",
                 "stdin",
                 "on_disconnect",
+                "pty",
             ),
         )
         spec = r.launch_spec(
@@ -618,11 +649,11 @@ class Tools:
         if max_bytes < 1:
             raise invalid_params("invalid params: output's 'max_bytes' must be 1 or more")
         process = self._get(process_id)
-        offsets = {name: requested.get(name, 0) for name in STREAMS}
-        check_offsets(offsets, process.output.totals())
+        check_offsets(requested, process.output.totals())
+        names = _stream_names(process)
+        offsets = {name: requested.get(name, 0) for name in names}
         seconds = wait_seconds(arguments, "output")
-        streams = process.output.streams
-        nothing_new = all(streams[n].end <= offsets[n] for n in STREAMS)
+        nothing_new = all(_stream(process, n).end <= offsets[n] for n in names)
         if seconds and nothing_new and process.output.completion is None:
             wait = self._wait(call, seconds).for_output(process, offsets)
             return wait.done.addCallback(lambda _: self._read(process, offsets, max_bytes))
@@ -660,9 +691,9 @@ class Tools:
     def _read(self, process: ManagedProcess, offsets: Dict[str, int], max_bytes: int) -> Answer:
         result: Dict[str, Any] = {"process_id": process.process_id, "status": _status(process)}
         done = process.output.completion is not None
-        for name in STREAMS:
-            offset = offsets[name]
-            buffer = process.output.streams[name]
+        for name in _stream_names(process):
+            offset = offsets.get(name, 0)
+            buffer = _stream(process, name)
             first, text, next_offset = read_text(buffer, offset, max_bytes)
             result[name] = {
                 "text": text,
@@ -686,6 +717,18 @@ class Tools:
         return Answer(
             {"process_id": process.process_id, "bytes": len(data)},
             f"wrote {len(data)} bytes to the standard input of {process.process_id}{closed}",
+        )
+
+    def resize(self, arguments: Dict[str, Any], call: ToolCall) -> Answer:
+        r = ParamReader(arguments, "resize", ("process_id", "rows", "cols"))
+        process_id = r.string("process_id")
+        size = window_size(r, "resize")
+        process = self._get(process_id, live=True)
+        process.resize(size)
+        return Answer(
+            {"process_id": process.process_id, "rows": size.rows, "cols": size.cols},
+            f"resized: the terminal of process {process.process_id} is now "
+            f"{size.rows} rows by {size.cols} columns",
         )
 
     def pause(self, arguments: Dict[str, Any], call: ToolCall) -> Answer:
