@@ -346,7 +346,14 @@ class HttpTransportTests(HttpTestCase):
             self.assertEqual(result["protocolVersion"], answered)
             self.assertTrue(re.fullmatch(r"[\x21-\x7e]{16,}", session_id), session_id)
         self.assertEqual(result["serverInfo"]["name"], "ccx")
-        self.assertEqual(result["capabilities"], {"tools": {"listChanged": False}, "logging": {}})
+        # 2025-11-25 adds its experimental tasks (tests/test_mcp_tasks.py).
+        capabilities = dict(result["capabilities"])
+        self.assertEqual(
+            capabilities.pop("tasks"), {"list": {}, "cancel": {}, "requests": {"tools": {"call": {}}}}
+        )
+        self.assertEqual(capabilities, {"tools": {"listChanged": False}, "logging": {}})
+        _, older = yield self.initialize("2025-06-18")
+        self.assertEqual(older["capabilities"], {"tools": {"listChanged": False}, "logging": {}})
         self.assertIn("sleep", result["instructions"])
 
     @inlineCallbacks
@@ -359,7 +366,7 @@ class HttpTransportTests(HttpTestCase):
 
     @inlineCallbacks
     def test_session_required(self):
-        """Without a session 400 (the SDK's server/discover probe too), with an unknown one 404."""
+        """Without a session 400, with an unknown one 404; a server/discover without capabilities is -32602 (tests/test_mcp_stateless.py)."""
         response = yield self.post(request(5, "tools/list"))
         self.assertEqual(response.code, 400)
         self.assertEqual((yield response.json())["id"], 5)
@@ -370,7 +377,7 @@ class HttpTransportTests(HttpTestCase):
         )
         response = yield self.post(probe, MCP_Protocol_Version="2026-07-28")
         self.assertEqual(response.code, 400)
-        self.assertEqual((yield response.json())["error"]["code"], -32600)
+        self.assertEqual((yield response.json())["error"]["code"], -32602)
         response = yield self.post(request(5, "tools/list"), "no-such-session")
         self.assertEqual(response.code, 404)
         yield response.content()
@@ -888,29 +895,43 @@ class SdkHttpTests(TestCase):
     skip = _sdk_missing()
 
     @inlineCallbacks
-    def test_official_client(self):
-        """The official SDK's Streamable HTTP client: initialize, tools, allowed and refused, progress, logging, cancel."""
+    def run_client(self, mode: str) -> Any:
         ccx = yield ServiceFixture(self, token=TOKEN).start()
         out, err, code = yield getProcessOutputAndValue(
             sys.executable,
-            [HTTP_CLIENT, f"http://127.0.0.1:{ccx.port}/mcp", TOKEN],
+            [HTTP_CLIENT, f"http://127.0.0.1:{ccx.port}/mcp", TOKEN, mode],
             env=dict(os.environ, PYTHONWARNINGS="ignore"),
             reactor=reactor,
         )
         self.assertEqual(code, 0, err.decode())
-        self.assertEqual(
-            out.decode().splitlines(),
-            [
-                "initialize: 2025-11-25 ccx",
-                "tools: " + " ".join(TOOLS),
-                "execute: completed, exit 0, 2 lines",
-                "refused: isError, not on the allow-list",
-                out.decode().splitlines()[4],
-                "logging: started and finished messages",
-                "cancel: the program and its children are gone",
-            ],
-        )
-        self.assertRegex(out.decode().splitlines()[4], r"^progress: \d+ increasing notifications")
+        lines = out.decode().splitlines()
+        self.assertRegex(lines[4], r"^progress: \d+ increasing notifications")
+        return lines
+
+    def expected(self, first: str, lines: List[str]) -> List[str]:
+        return [
+            first,
+            "tools: " + " ".join(TOOLS),
+            "execute: completed, exit 0, 2 lines",
+            "refused: isError, not on the allow-list",
+            lines[4],
+            "logging: started and finished messages",
+            "cancel: the program and its children are gone",
+            "start + output wait_seconds + wait: exit 5",
+            "cancel after the end: its final status",
+        ]
+
+    @inlineCallbacks
+    def test_official_client(self):
+        """The official SDK in its default mode takes server/discover: the stateless era, all the checks."""
+        lines = yield self.run_client("auto")
+        self.assertEqual(lines, self.expected("discover: 2026-07-28 ccx", lines))
+
+    @inlineCallbacks
+    def test_official_client_handshake(self):
+        """The same SDK forced to the handshake era: initialize at 2025-11-25, all the checks."""
+        lines = yield self.run_client("legacy")
+        self.assertEqual(lines, self.expected("initialize: 2025-11-25 ccx", lines))
 
 
 # -- units -------------------------------------------------------------------

@@ -14,6 +14,12 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from ccx.mcp.envelope import (
+    SERVER_INFO_KEY,
+    STATELESS_VERSIONS,
+    envelope_of,
+    requested_version,
+)
 from ccx.mcp.progress import ProgressToken
 from ccx.mcp.session import LOG_LEVELS, McpSession, at_least, negotiate
 from ccx.mcp.tools import Answer, ToolCall, Tools
@@ -28,6 +34,8 @@ from ccx.session import Session
 # WebSocket client asks for).
 MCP_SUBPROTOCOL = "mcp"
 SERVER_NAME = "ccx"
+# The extension that makes a tool call a task in the stateless era.
+TASKS_EXTENSION = "io.modelcontextprotocol/tasks"
 
 
 def _progress_token(params: Dict[str, Any]) -> Optional[ProgressToken]:
@@ -62,10 +70,92 @@ class McpMethods:
             "initialize": self.initialize,
             "notifications/initialized": self.initialized,
             "ping": self.ping,
-            "tools/list": self.tools_list,
-            "tools/call": self.tools_call,
+            "server/discover": self._stateless("discover"),
+            "tools/list": self._either("tools_list"),
+            "tools/call": self._either("tools_call"),
             "logging/setLevel": self.set_level,
             "notifications/cancelled": self.cancelled,
+        }
+
+    # -- the two eras ----------------------------------------------------------
+
+    def _either(self, name: str) -> Handler:
+        """
+        A method of both eras: with an envelope in its C{_meta}, a
+        stateless-era request answered on its own (L{_stateless}); without
+        one, a request of the session its C{initialize} opened.
+        """
+        stateless = self._stateless(name)
+
+        def run(params: Any, call: Call) -> Any:
+            if requested_version(params) is not None:
+                return stateless(params, call)
+            self._check_initialized(call.method)
+            return getattr(self, name)(params, call)
+
+        return run
+
+    def _stateless(self, name: str) -> Handler:
+        """
+        A stateless-era method: read the request's envelope, answer it with
+        what the envelope says (nothing carried over from other requests),
+        and stamp the result with its C{resultType} and the server's info.
+        """
+
+        def run(params: Any, call: Call) -> Deferred:
+            envelope = envelope_of(params, call.method)
+            view = self._mcp.for_request(
+                envelope.version, envelope.capabilities, envelope.client_info, envelope.log_level
+            )
+            methods = McpMethods(self._node, view, Tools(self._node, view), self._channel)
+            d = maybeDeferred(getattr(methods, name), params, call)
+            return d.addCallback(self._stamp)
+
+        return run
+
+    def _server_info(self) -> Dict[str, Any]:
+        return {
+            "name": SERVER_NAME,
+            "title": "ccx: run and steer programs",
+            "version": self._node.version,
+        }
+
+    def _stamp(self, result: Any) -> Any:
+        if isinstance(result, dict):
+            result.setdefault("resultType", "complete")
+            meta = result.setdefault("_meta", {})
+            meta[SERVER_INFO_KEY] = self._server_info()
+        return result
+
+    def _capabilities(self) -> Dict[str, Any]:
+        capabilities: Dict[str, Any] = {"tools": {"listChanged": False}, "logging": {}}
+        if self._mcp.stateless:
+            capabilities["extensions"] = {TASKS_EXTENSION: {}}
+        elif at_least(self._mcp.protocol_version, "2025-11-25"):
+            capabilities["tasks"] = {
+                "list": {},
+                "cancel": {},
+                "requests": {"tools": {"call": {}}},
+            }
+        return capabilities
+
+    def discover(self, params: Any, call: Call) -> Dict[str, Any]:
+        """
+        C{server/discover}: the versions ccx speaks without a handshake, its
+        capabilities and its instructions.
+        """
+        self.log.info(
+            "MCP: {client} {client_version} discovered ccx at {version}",
+            client=self._mcp.client_info.get("name"),
+            client_version=self._mcp.client_info.get("version"),
+            version=self._mcp.protocol_version,
+        )
+        return {
+            "supportedVersions": list(STATELESS_VERSIONS),
+            "capabilities": self._capabilities(),
+            "instructions": self._instructions(),
+            "cacheScope": "private",
+            "ttlMs": 0,
         }
 
     def _check_initialized(self, method: str) -> None:
@@ -120,7 +210,7 @@ class McpMethods:
             server["title"] = "ccx: run and steer programs"
         return {
             "protocolVersion": version,
-            "capabilities": {"tools": {"listChanged": False}, "logging": {}},
+            "capabilities": self._capabilities(),
             "serverInfo": server,
             "instructions": self._instructions(),
         }
@@ -132,12 +222,17 @@ class McpMethods:
         return {}
 
     def tools_list(self, params: Any, call: Call) -> Dict[str, Any]:
-        self._check_initialized("tools/list")
         version = self._mcp.protocol_version
-        return {"tools": [tool.describe(version) for tool in self._tools.by_name.values()]}
+        result: Dict[str, Any] = {
+            "tools": [tool.describe(version) for tool in self._tools.by_name.values()]
+        }
+        if self._mcp.stateless:
+            # What the allow-list lets run does not change while ccx runs,
+            # but a cache should not outlive it.
+            result.update(cacheScope="private", ttlMs=0)
+        return result
 
     def tools_call(self, params: Any, call: Call) -> Deferred:
-        self._check_initialized("tools/call")
         if not isinstance(params, dict) or not isinstance(params.get("name"), str):
             raise invalid_params("invalid params: tools/call needs the tool's 'name'")
         name = params["name"]

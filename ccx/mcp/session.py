@@ -29,13 +29,17 @@ def negotiate(requested: str) -> str:
     return requested if requested in SUPPORTED_VERSIONS else LATEST_VERSION
 
 
+# Every revision, newest first: the stateless one (no handshake) and those above.
+KNOWN_VERSIONS = ("2026-07-28",) + SUPPORTED_VERSIONS
+
+
 def at_least(version: Optional[str], minimum: str) -> bool:
     """
     Whether a negotiated C{version} is C{minimum} or newer.
     """
-    if version not in SUPPORTED_VERSIONS:
+    if version not in KNOWN_VERSIONS:
         return False
-    return SUPPORTED_VERSIONS.index(version) <= SUPPORTED_VERSIONS.index(minimum)
+    return KNOWN_VERSIONS.index(version) <= KNOWN_VERSIONS.index(minimum)
 
 
 class McpSession:
@@ -48,6 +52,8 @@ class McpSession:
         WebSocket, or the HTTP session's C{GET} stream).
     @ivar protocol_version: the negotiated version, once C{initialize} was answered.
     @ivar initialized: whether C{notifications/initialized} arrived.
+    @ivar stateless: whether this is one stateless-era request (L{for_request}).
+    @ivar capabilities: the client's capabilities, as its request declared them.
     @ivar waits: the bound on its waiting requests (shared by the requests of
         one client in the stateless era).
     @ivar log_level: the least severity the client wants C{notifications/message}
@@ -71,6 +77,32 @@ class McpSession:
         self.log_level: Optional[str] = None
         self._in_flight: Dict[str, List[Callable[[], None]]] = {}
         self._waiting: List[Callable[[], None]] = []
+        self.stateless = False
+        self.capabilities: Dict[str, Any] = {}
+
+    def for_request(
+        self,
+        version: str,
+        capabilities: Dict[str, Any],
+        client_info: Optional[Dict[str, Any]],
+        log_level: Optional[str],
+    ) -> "McpSession":
+        """
+        This client as one stateless-era request sees it: the version, the
+        capabilities and the log level its envelope says, nothing carried
+        over from another request; its programs outlive the connection (as
+        C{on_disconnect: "keep"}), and its cancellation and waits are this
+        client's.
+        """
+        view = McpSession(self.session, self.standalone, self.waits)
+        view.protocol_version = version
+        view.capabilities = capabilities
+        view.client_info = client_info or {}
+        view.log_level = log_level
+        view.stateless = True
+        view._in_flight = self._in_flight
+        view._waiting = self._waiting
+        return view
 
     @property
     def session_id(self) -> str:

@@ -478,7 +478,13 @@ class Tools:
             ),
         )
         stdin_text = r.string("input", None)
-        spec = r.launch_spec(stdin=stdin_text is not None, blocking=False)
+        # A stateless-era request's program outlives its connection but for
+        # a cancellation (the request's stream closed): no session holds it.
+        spec = r.launch_spec(
+            stdin=stdin_text is not None,
+            blocking=False,
+            cancel_on_disconnect=not self._mcp.stateless,
+        )
         limit = self.output_limit(r.offset("max_output_bytes", None))
         process, started = self._launch(spec, call)
         if process.finished:
@@ -589,7 +595,7 @@ class Tools:
         spec = r.launch_spec(
             stdin=r.boolean("stdin", False),
             blocking=False,
-            cancel_on_disconnect=r.on_disconnect(),
+            cancel_on_disconnect=r.on_disconnect() and not self._mcp.stateless,
         )
         process, started = self._launch(spec, call)
 
