@@ -15,17 +15,20 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ccx.mcp.envelope import (
+    MISSING_CAPABILITY,
     SERVER_INFO_KEY,
     STATELESS_VERSIONS,
     envelope_of,
     requested_version,
 )
 from ccx.mcp.progress import ProgressToken
+from ccx.mcp.tasks import RELATED_TASK_KEY, task_fields, task_status
 from ccx.mcp.session import LOG_LEVELS, McpSession, at_least, negotiate
 from ccx.mcp.tools import Answer, ToolCall, Tools
 from ccx.native.methods import NativeMethods
 from ccx.node import Node
-from ccx.rpc.errors import INVALID_REQUEST, RPCError, invalid_params
+from ccx.process.managed import ManagedProcess
+from ccx.rpc.errors import INVALID_REQUEST, METHOD_NOT_FOUND, RPCError, invalid_params
 from ccx.rpc.interfaces import INotificationChannel
 from ccx.rpc.jsonrpc import Call, Handler
 from ccx.session import Session
@@ -75,7 +78,28 @@ class McpMethods:
             "tools/call": self._either("tools_call"),
             "logging/setLevel": self.set_level,
             "notifications/cancelled": self.cancelled,
+            "tasks/get": self._either("tasks_get"),
+            "tasks/cancel": self._either("tasks_cancel"),
+            "tasks/update": self._stateless("tasks_update"),
+            "tasks/result": self._handshake("tasks_result"),
+            "tasks/list": self._handshake("tasks_list"),
         }
+
+    def _handshake(self, name: str) -> Handler:
+        """
+        A method only the handshake era has (after initialize, at 2025-11-25).
+        """
+
+        def run(params: Any, call: Call) -> Any:
+            self._check_initialized(call.method)
+            if not at_least(self._mcp.protocol_version, "2025-11-25"):
+                raise RPCError(
+                    METHOD_NOT_FOUND,
+                    f"method not found: {call.method} came with protocol version 2025-11-25",
+                )
+            return getattr(self, name)(params, call)
+
+        return run
 
     # -- the two eras ----------------------------------------------------------
 
@@ -249,6 +273,9 @@ class McpMethods:
         if not isinstance(arguments, dict):
             raise invalid_params("invalid params: tools/call's 'arguments' must be an object")
         context = ToolCall(self._mcp, call, self._channel, _progress_token(params))
+        if self._as_task(name, params):
+            d = maybeDeferred(self._tools.execute_task, arguments, context)
+            return d.addCallbacks(self._task_created, self._tool_error, errbackArgs=(name,))
         end = None
         if not call.is_notification:
             end = self._mcp.begin(call.request_id, context.cancel)
@@ -283,6 +310,105 @@ class McpMethods:
             error=message,
         )
         return {"content": [{"type": "text", "text": message}], "isError": True}
+
+    # -- tasks ------------------------------------------------------------------
+
+    def _declares_tasks(self) -> bool:
+        extensions = self._mcp.capabilities.get("extensions")
+        return isinstance(extensions, dict) and TASKS_EXTENSION in extensions
+
+    def _as_task(self, tool: str, params: Dict[str, Any]) -> bool:
+        """
+        Whether a tools/call becomes a task: an C{execute} whose client
+        declared the tasks extension (stateless era: ccx then always makes
+        one), or that asked with C{params.task} (2025-11-25).
+        """
+        tool_supports = self._tools.by_name[tool].task_support is not None
+        if self._mcp.stateless:
+            return tool_supports and self._declares_tasks()
+        if "task" not in params or self._mcp.protocol_version != "2025-11-25":
+            return False
+        if not isinstance(params["task"], dict):
+            raise invalid_params("invalid params: tools/call's 'task' must be an object")
+        if not tool_supports:
+            raise invalid_params(f"invalid params: the tool {tool!r} does not run as a task")
+        return True
+
+    def _task(self, process: ManagedProcess) -> Dict[str, Any]:
+        return task_fields(process, self._node.config.keep_finished, self._mcp.stateless)
+
+    def _task_created(self, process: ManagedProcess) -> Dict[str, Any]:
+        if self._mcp.stateless:
+            return dict(self._task(process), resultType="task")
+        return {"task": self._task(process)}
+
+    def _task_process(self, params: Any, call: Call) -> ManagedProcess:
+        if self._mcp.stateless and not self._declares_tasks():
+            raise RPCError(
+                MISSING_CAPABILITY,
+                f"missing required client capability: {call.method} needs the "
+                f"{TASKS_EXTENSION} extension in the request's clientCapabilities",
+                {"requiredCapabilities": {"extensions": {TASKS_EXTENSION: {}}}},
+            )
+        task_id = params.get("taskId") if isinstance(params, dict) else None
+        if not isinstance(task_id, str):
+            raise invalid_params(f"invalid params: {call.method} needs 'taskId' (a string)")
+        process = self._node.registry.find(task_id)
+        if process is None:
+            raise invalid_params(
+                f"invalid params: no task {task_id!r}: a task is a ccx process, kept "
+                f"{self._node.config.keep_finished:g} s after it ends (see the list tool)"
+            )
+        return process
+
+    def tasks_get(self, params: Any, call: Call) -> Dict[str, Any]:
+        process = self._task_process(params, call)
+        task = self._task(process)
+        if self._mcp.stateless and task["status"] == "completed":
+            task["result"] = self._tool_result(self._tools.run_answer(process))
+        return task
+
+    def tasks_cancel(self, params: Any, call: Call) -> Dict[str, Any]:
+        """
+        Cancel the task's program and everything it started.
+        """
+        process = self._task_process(params, call)
+        if process.output.completion is not None:
+            if self._mcp.stateless:
+                return {}
+            raise invalid_params(
+                f"invalid params: task {process.process_id!r} has already ended "
+                f"({task_status(process)}): there is nothing to cancel"
+            )
+        process.cancel()
+        return {} if self._mcp.stateless else self._task(process)
+
+    def tasks_update(self, params: Any, call: Call) -> Dict[str, Any]:
+        # ccx's tasks never ask for input: an update has nothing to answer.
+        self._task_process(params, call)
+        return {}
+
+    def tasks_list(self, params: Any, call: Call) -> Dict[str, Any]:
+        return {"tasks": [self._task(p) for p in self._node.registry.all()]}
+
+    def tasks_result(self, params: Any, call: Call) -> Deferred:
+        """
+        The task's result once it has ended: what C{execute} would have
+        answered, marked with its task.
+        """
+        process = self._task_process(params, call)
+        ended: Deferred = Deferred()
+        if process.finished:
+            ended.callback(None)
+        else:
+            process.ended.addBoth(lambda result: ended.callback(None) or result)
+
+        def result(_: object) -> Dict[str, Any]:
+            answer = self._tool_result(self._tools.run_answer(process))
+            answer["_meta"] = {RELATED_TASK_KEY: {"taskId": process.process_id}}
+            return answer
+
+        return ended.addCallback(result)
 
     def set_level(self, params: Any, call: Call) -> Dict[str, Any]:
         self._check_initialized("logging/setLevel")

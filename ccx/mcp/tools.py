@@ -137,6 +137,8 @@ class Tool:
     output_schema: Dict[str, Any]
     annotations: Dict[str, Any]
     handler: ToolHandler
+    # Whether a call may be a task (2025-11-25's execution.taskSupport).
+    task_support: Optional[str] = None
 
     def describe(self, version: Optional[str]) -> Dict[str, Any]:
         """
@@ -154,6 +156,8 @@ class Tool:
         if at_least(version, "2025-06-18"):
             entry["title"] = self.title
             entry["outputSchema"] = self.output_schema
+        if version == "2025-11-25" and self.task_support is not None:
+            entry["execution"] = {"taskSupport": self.task_support}
         return entry
 
 
@@ -267,6 +271,7 @@ class Tools:
                 EXECUTE_OUTPUT,
                 destructive,
                 self.execute,
+                task_support="optional",
             ),
             Tool(
                 "start",
@@ -460,8 +465,33 @@ class Tools:
         cap = self._node.config.max_message_size // 16
         return cap if requested is None else min(requested, cap)
 
-    def execute(self, arguments: Dict[str, Any], call: ToolCall) -> Deferred:
-        r = ParamReader(
+    def execute_task(self, arguments: Dict[str, Any], call: ToolCall) -> Deferred:
+        """
+        C{execute} as a task: start the program and fire with it once it
+        runs; it runs on when the client goes, and only C{tasks/cancel} (or
+        C{cancel}) ends it.
+        """
+        r = self._execute_arguments(arguments)
+        stdin_text = r.string("input", None)
+        r.offset("max_output_bytes", None)
+        spec = r.launch_spec(
+            stdin=stdin_text is not None, blocking=False, cancel_on_disconnect=False
+        )
+        process, started = self._mcp.session.launch(spec)
+
+        def running(_: object) -> ManagedProcess:
+            call.send_log("info", self._started_event(process))
+            if stdin_text is not None:
+                try:
+                    process.write(stdin_text.encode("utf-8", "surrogatepass"), eof=True)
+                except ProcessError:
+                    pass  # it has already exited: its result says how
+            return process
+
+        return started.addCallback(running)
+
+    def _execute_arguments(self, arguments: Dict[str, Any]) -> ParamReader:
+        return ParamReader(
             arguments,
             "execute",
             (
@@ -477,6 +507,9 @@ class Tools:
                 "pty",
             ),
         )
+
+    def execute(self, arguments: Dict[str, Any], call: ToolCall) -> Deferred:
+        r = self._execute_arguments(arguments)
         stdin_text = r.string("input", None)
         # A stateless-era request's program outlives its connection but for
         # a cancellation (the request's stream closed): no session holds it.
