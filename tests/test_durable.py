@@ -334,6 +334,17 @@ class DurableParamsTests(TestCase):
         completed = await client.notification("process.completed", result["process_id"])
         self.assertTrue(completed["durable"])
 
+    async def test_durable_with_pty_refused(self):
+        """durable with pty is -32602 (the keeper holds pipes); nothing is started."""
+        fixture, client = await self.service()
+        response = await client.request(
+            "execute",
+            {"command": [program("true")], "durable": True, "pty": {"rows": 24, "cols": 80}},
+        )
+        self.assertEqual(response["error"]["code"], -32602)
+        self.assertIn("terminal", response["error"]["message"])
+        self.assertEqual(fixture.service.node.registry.all(), [])
+
     async def test_durable_must_be_boolean(self):
         """durable: "yes" is -32602."""
         fixture, client = await self.service()

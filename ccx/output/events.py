@@ -6,9 +6,11 @@ order they happened, that each edge turns into its own format.
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
-from ccx.protocol import STREAMS
+from ccx.protocol import ALL_STREAMS, PTY, STREAMS
 
 __all__ = [
+    "ALL_STREAMS",
+    "PTY",
     "STREAMS",
     "Completion",
     "OutputChunk",
@@ -87,6 +89,8 @@ class Completion:
     @ivar ended_at: when the program exited, in seconds since the epoch
         (while ccx was away, for a durable program re-adopted after it).
     @ivar durable: the program ran under the keeper (C{durable: true}).
+    @ivar pty_bytes: the length of its C{pty} stream, for a program on a
+        terminal (whose C{stdout_bytes} and C{stderr_bytes} are 0).
     """
 
     process_id: str
@@ -101,3 +105,4 @@ class Completion:
     error: Optional[str]
     ended_at: Optional[float] = None
     durable: bool = False
+    pty_bytes: Optional[int] = None

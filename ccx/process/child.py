@@ -7,7 +7,7 @@ Standard library only: ccx's own spawner and the keeper
 """
 
 import subprocess
-from typing import List, Mapping
+from typing import Callable, List, Mapping, Optional
 
 from ccx.process.errors import SpawnFailed
 
@@ -20,6 +20,7 @@ def start_program(
     stdin: int,
     stdout: int,
     stderr: int,
+    preexec: Optional[Callable[[], None]] = None,
 ) -> subprocess.Popen:
     """
     Start C{executable} as C{argv} with C{stdin}, C{stdout} and C{stderr} as
@@ -30,6 +31,10 @@ def start_program(
     group), restores SIGPIPE and SIGXFSZ (Python ignores them) and enters
     C{cwd}.  C{subprocess} does this in C with C{vfork}: no interpreter
     starts, and the exec's outcome is known when this returns.
+
+    @param preexec: run in the child before the exec (a program on a
+        terminal takes it as its controlling terminal); with one, CPython
+        forks instead of C{vfork}ing.
 
     @return: the child, running the program.
     @raise SpawnFailed: when the directory could not be entered or the
@@ -49,6 +54,7 @@ def start_program(
             close_fds=True,
             start_new_session=True,
             restore_signals=True,
+            preexec_fn=preexec,
         )
     except OSError as e:
         # The child reports which step failed through the name it gives:

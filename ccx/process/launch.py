@@ -18,6 +18,7 @@ from ccx.process.errors import InvalidCommand, LimitsUnavailable, SpawnFailed
 from ccx.process.managed import ManagedProcess, RunOptions, Spawner
 from ccx.process.registry import ProcessRegistry
 from ccx.process.spawner import spawn
+from ccx.process.terminal import WindowSize
 
 # How to spawn with a given reactor (L{ccx.process.spawner.spawn}): with
 # the reactor bound, a L{ccx.process.managed.Spawner}.
@@ -39,6 +40,8 @@ class LaunchSpec:
     @ivar limits: what all of its processes together may use (needs a
         cgroup with the controllers).
     @ivar merge_stderr: its standard error goes to its standard output.
+    @ivar pty: run it on a pseudo-terminal of this size (one C{pty} stream,
+        input always open) instead of pipes.
     """
 
     command: Any
@@ -53,6 +56,7 @@ class LaunchSpec:
     durable: bool = False
     limits: Optional[Limits] = None
     merge_stderr: bool = False
+    pty: Optional[WindowSize] = None
 
 
 @dataclass(frozen=True)
@@ -128,6 +132,13 @@ class Launcher:
         @raise SpawnFailed: when its cgroup cannot be made.
         """
         settings = self.settings
+        if spec.durable and spec.pty is not None:
+            # The keeper holds pipes, not terminals.
+            raise InvalidCommand(
+                "a durable program cannot run on a terminal: give 'durable' or 'pty', "
+                "not both",
+                parameter="durable",
+            )
         if spec.durable and self.spawn_durable is None:
             raise InvalidCommand(
                 "durable programs need the state dir, which this service keeps no "
@@ -149,6 +160,7 @@ class Launcher:
             allow_env=settings.allow_env,
             deny_env=settings.deny_env,
             merge_stderr=spec.merge_stderr,
+            pty=spec.pty,
         )
         if check is not None:
             check(program)

@@ -120,7 +120,7 @@ class ProcessRegistry:
             # A durable program's journal is the keeper's to write.
             return
         try:
-            journal = self.state_dir.create(process.process_id)
+            journal = self.state_dir.create(process.process_id, tuple(process.output.streams))
         except OSError as e:
             process.output.store_error = f"journal cannot be created: {e.strerror}"
             self.log.error(
