@@ -3,11 +3,16 @@ A program's record: what it was, and how it ended, kept beside its journal.
 """
 
 import json
+import math
 import os
+import stat
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Dict, List, Optional
 
 RECORD_NAME = "record.json"
+# Far more than any record written (an argv is at most a few MiB with
+# ARG_MAX raised): a bigger file is not read into memory at start.
+MAX_RECORD_BYTES = 16 * 1024 * 1024
 
 
 class RecordError(Exception):
@@ -65,7 +70,10 @@ class Record:
         known = {f.name for f in fields(cls)}
         # Fields a later release added are kept, not lost, when rewritten.
         values = {k: v for k, v in raw.items() if k in known}
-        extra = dict(values.pop("extra", None) or {})
+        extra = values.pop("extra", None) or {}
+        if not isinstance(extra, dict):
+            raise RecordError(f"extra is {extra!r}: not a valid value")
+        extra = dict(extra)
         extra.update({k: v for k, v in raw.items() if k not in known})
         try:
             record = cls(extra=extra, **values)
@@ -73,7 +81,52 @@ class Record:
             raise RecordError(str(e))
         if not isinstance(record.process_id, str) or not isinstance(record.argv, list):
             raise RecordError("process_id or argv missing")
+        for name, check in _CHECKS.items():
+            if not check(getattr(record, name)):
+                # A record edited by hand or cut short by a full disk must
+                # not stop the service at start nor reach a client as such.
+                raise RecordError(f"{name} is {getattr(record, name)!r}: not a valid value")
         return record
+
+
+def _text(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _number(value: Any) -> bool:
+    # NaN or infinity would reach clients as JSON no parser accepts.
+    return (
+        isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    )
+
+
+def _optional(check: Any) -> Any:
+    return lambda value: value is None or check(value)
+
+
+_CHECKS = {
+    "argv": lambda value: all(isinstance(a, str) for a in value),
+    "executable": _text,
+    "cwd": _text,
+    "started_at": _optional(_number),
+    "pid": _optional(_count),
+    "encoding": _text,
+    "durable": lambda value: isinstance(value, bool),
+    "cgroup": _optional(_text),
+    "status": _optional(_text),
+    "ended_at": _optional(_number),
+    "exit_code": _optional(lambda value: isinstance(value, int) and not isinstance(value, bool)),
+    "signal": _optional(_text),
+    "duration": _number,
+    "stdout_bytes": _count,
+    "stderr_bytes": _count,
+    "dropped_bytes": _count,
+    "error": _optional(_text),
+}
 
 
 def write_record(directory: str, record: Record) -> None:
@@ -83,7 +136,14 @@ def write_record(directory: str, record: Record) -> None:
     """
     path = os.path.join(directory, RECORD_NAME)
     temporary = path + ".tmp"
-    with open(temporary, "w", encoding="utf-8") as f:
+    try:
+        os.unlink(temporary)
+    except FileNotFoundError:
+        pass
+    # Created anew, never through a link left there: argv and cwd are the
+    # owner's alone.
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    with open(fd, "w", encoding="utf-8") as f:
         json.dump(record.to_json(), f, sort_keys=True)
     os.replace(temporary, path)
 
@@ -94,10 +154,24 @@ def read_record(directory: str) -> Record:
     """
     path = os.path.join(directory, RECORD_NAME)
     try:
-        with open(path, encoding="utf-8") as f:
-            raw = json.load(f)
+        # Not a symlink, and a FIFO put there must not block the reactor.
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as e:
         raise RecordError(f"{path}: {e.strerror}")
+    with open(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise RecordError(f"{path}: not a regular file")
+        try:
+            text = f.read(MAX_RECORD_BYTES + 1)
+        except OSError as e:
+            raise RecordError(f"{path}: {e.strerror}")
+    if len(text) > MAX_RECORD_BYTES:
+        raise RecordError(f"{path}: more than {MAX_RECORD_BYTES} bytes: not a record")
+    try:
+        raw = json.loads(text)
     except ValueError as e:
         raise RecordError(f"{path}: not JSON: {e}")
-    return Record.from_json(raw)
+    try:
+        return Record.from_json(raw)
+    except RecordError as e:
+        raise RecordError(f"{path}: {e}")

@@ -1,0 +1,154 @@
+"""
+A state dir that lies: records and journals corrupted, edited by hand or
+planted by someone else must not stop the service, block it, or make it
+read or write anything outside the state dir.
+"""
+
+import json
+import os
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from ccx.journal.record import MAX_RECORD_BYTES, RECORD_NAME, Record, RecordError, read_record
+from ccx.journal.statedir import StateDir
+from ccx.process.registry import ProcessRegistry
+
+PROCESS_ID = "0123456789abcdef0123456789abcdef"
+
+
+def good_record(process_id: str = PROCESS_ID, **changes) -> dict:
+    raw = Record(
+        process_id,
+        ["echo", "hi"],
+        "/bin/echo",
+        "/",
+        started_at=1.0,
+        status="completed",
+        ended_at=2.0,
+        exit_code=0,
+    ).to_json()
+    raw.update(changes)
+    return raw
+
+
+def plant(state: StateDir, raw: object, process_id: str = PROCESS_ID) -> str:
+    directory = state.directory(process_id)
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, RECORD_NAME), "w") as f:
+        f.write(raw if isinstance(raw, str) else json.dumps(raw))
+    return directory
+
+
+class RecordValuesTests(SynchronousTestCase):
+    # Each field, a value of the wrong kind (or out of range) and the near
+    # miss just inside that is accepted.
+    BAD = [
+        ("started_at", "yesterday", 0),
+        ("started_at", float("inf"), 1e300),
+        ("started_at", float("nan"), -1.5),
+        ("ended_at", "x", None),
+        ("ended_at", True, 0.0),
+        ("duration", None, 0),
+        ("stdout_bytes", -1, 0),
+        ("stdout_bytes", 1.0, 1),
+        ("stderr_bytes", "lots", 2**70),
+        ("dropped_bytes", False, 0),
+        ("pid", -1, 0),
+        ("exit_code", 1.0, -1),
+        ("argv", [1, 2], []),
+        ("argv", ["a", None], ["a", ""]),
+        ("executable", 5, ""),
+        ("cwd", None, "/"),
+        ("status", ["completed"], "bogus"),
+        ("signal", 15, "SIGTERM"),
+        ("encoding", None, "base64"),
+        ("durable", 1, False),
+        ("cgroup", 0, None),
+        ("error", {}, "why"),
+        ("extra", [1], {}),
+        ("extra", "ab", {"k": 1}),
+    ]
+
+    def test_values_of_the_wrong_kind_refused(self):
+        for name, bad, near in self.BAD:
+            with self.subTest(field=name, value=bad):
+                error = self.assertRaises(RecordError, Record.from_json, good_record(**{name: bad}))
+                self.assertIn(name, str(error))
+                record = Record.from_json(good_record(**{name: near}))
+                self.assertEqual(getattr(record, name), near)
+
+    def test_bad_record_read_is_record_error(self):
+        directory = self.mktemp()
+        os.mkdir(directory)
+        with open(os.path.join(directory, RECORD_NAME), "w") as f:
+            f.write('{"process_id": "p", "argv": [], "executable": "", "cwd": "", "started_at": NaN}')
+        error = self.assertRaises(RecordError, read_record, directory)
+        self.assertIn(RECORD_NAME, str(error))
+
+    def test_huge_record_not_read(self):
+        """A record.json past MAX_RECORD_BYTES is refused unread; one byte less is read."""
+        directory = self.mktemp()
+        os.mkdir(directory)
+        text = json.dumps(good_record())
+        path = os.path.join(directory, RECORD_NAME)
+        with open(path, "w") as f:
+            f.write(text + " " * (MAX_RECORD_BYTES - len(text)))
+        self.assertEqual(read_record(directory).process_id, PROCESS_ID)
+        with open(path, "a") as f:
+            f.write(" ")
+        error = self.assertRaises(RecordError, read_record, directory)
+        self.assertIn("more than", str(error))
+
+    def test_fifo_or_symlink_record_not_opened(self):
+        """A FIFO would block the reactor for ever; a symlink could read any file."""
+        directory = self.mktemp()
+        os.mkdir(directory)
+        path = os.path.join(directory, RECORD_NAME)
+        os.mkfifo(path)
+        error = self.assertRaises(RecordError, read_record, directory)
+        self.assertIn("not a regular file", str(error))
+        os.unlink(path)
+        elsewhere = os.path.abspath(self.mktemp())
+        with open(elsewhere, "w") as f:
+            json.dump(good_record(), f)
+        os.symlink(elsewhere, path)
+        self.assertRaises(RecordError, read_record, directory)
+
+    def test_record_never_written_through_a_link(self):
+        """A link left at record.json.tmp is replaced, not followed; the record is the owner's alone."""
+        state = StateDir(self.mktemp(), 1000, 10000).open()
+        journal = state.create(PROCESS_ID)
+        victim = os.path.abspath(self.mktemp())
+        with open(victim, "w") as f:
+            f.write("precious")
+        os.symlink(victim, os.path.join(journal.directory, RECORD_NAME + ".tmp"))
+        journal.write_record(Record.from_json(good_record()))
+        with open(victim) as f:
+            self.assertEqual(f.read(), "precious")
+        self.assertEqual(journal.read_record().process_id, PROCESS_ID)
+        mode = os.stat(os.path.join(journal.directory, RECORD_NAME)).st_mode
+        self.assertEqual(mode & 0o077, 0)
+        journal.close()
+
+
+class RegistryTakesUpTests(SynchronousTestCase):
+    def test_bad_records_skipped_at_start(self):
+        """
+        Records whose times are not numbers (they were sorted, and aged,
+        with a TypeError) and whose byte counts are not counts are skipped:
+        the good one beside them is listed.
+        """
+        state = StateDir(self.mktemp(), 1000, 10000).open()
+        plant(state, good_record(ended_at=1000.0))
+        plant(state, good_record("a" * 32, started_at="yesterday"), "a" * 32)
+        plant(state, good_record("b" * 32, ended_at="x"), "b" * 32)
+        plant(state, good_record("c" * 32, stdout_bytes="lots"), "c" * 32)
+        clock = Clock()
+        clock.advance(1001.0)
+        registry = ProcessRegistry(clock, max_processes=4, keep_finished=300)
+        registry.use_state_dir(state)
+        self.assertEqual([p.process_id for p in registry.all()], [PROCESS_ID])
+        # Skipped, not deleted: they are someone's to look at.
+        self.assertTrue(os.path.isdir(state.directory("c" * 32)))
+        registry.forget(PROCESS_ID)
