@@ -4,6 +4,7 @@ planted by someone else must not stop the service, block it, or make it
 read or write anything outside the state dir.
 """
 
+import errno
 import json
 import os
 
@@ -12,6 +13,14 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from ccx.journal.record import MAX_RECORD_BYTES, RECORD_NAME, Record, RecordError, read_record
 from ccx.journal.statedir import StateDir
+from ccx.journal.stream import (
+    DATA_SUFFIX,
+    INDEX_ENTRY,
+    INDEX_SUFFIX,
+    Segment,
+    StreamJournal,
+    segment_name,
+)
 from ccx.process.registry import ProcessRegistry
 
 PROCESS_ID = "0123456789abcdef0123456789abcdef"
@@ -151,4 +160,121 @@ class RegistryTakesUpTests(SynchronousTestCase):
         self.assertEqual([p.process_id for p in registry.all()], [PROCESS_ID])
         # Skipped, not deleted: they are someone's to look at.
         self.assertTrue(os.path.isdir(state.directory("c" * 32)))
+        registry.forget(PROCESS_ID)
+
+
+def write(path: str, data: bytes = b"hello\n") -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+class SegmentLiesTests(SynchronousTestCase):
+    def stream_dir(self) -> str:
+        directory = self.mktemp()
+        os.makedirs(directory)
+        return directory
+
+    def test_names_not_written_by_ccx_ignored(self):
+        """
+        "²" passes str.isdigit() but not int(); 21 digits is no name ccx
+        writes: both ignored (they stopped the start with a ValueError).
+        The near miss: 20 ASCII digits is a segment.
+        """
+        directory = self.stream_dir()
+        write(os.path.join(directory, "²" + DATA_SUFFIX))
+        write(os.path.join(directory, "1" * 21 + DATA_SUFFIX))
+        write(os.path.join(directory, segment_name(0) + DATA_SUFFIX))
+        journal = StreamJournal.open(directory, 4096)
+        self.assertEqual((journal.start, journal.end), (0, 6))
+        journal.close()
+
+    def test_offsets_past_what_an_index_holds(self):
+        """A first offset whose end passes 2**63 (an OverflowError at start) is an OSError; just below is read."""
+        directory = self.stream_dir()
+        write(os.path.join(directory, segment_name(2**63 - 6) + DATA_SUFFIX))
+        error = self.assertRaises(OSError, StreamJournal.open, directory, 4096)
+        self.assertEqual(error.errno, errno.EINVAL)
+        os.rename(
+            os.path.join(directory, segment_name(2**63 - 6) + DATA_SUFFIX),
+            os.path.join(directory, segment_name(2**63 - 7) + DATA_SUFFIX),
+        )
+        journal = StreamJournal.open(directory, 4096)
+        self.assertEqual(journal.end, 2**63 - 1)
+        self.assertEqual(journal.read(2**63 - 7, 100)[1], b"hello\n")
+        journal.close()
+
+    def test_gap_or_overlap_refused(self):
+        """Segments that do not follow each other would give wrong offsets; touching ones are read."""
+        for second in (7, 5):
+            with self.subTest(second=second):
+                directory = self.stream_dir()
+                write(os.path.join(directory, segment_name(0) + DATA_SUFFIX))
+                write(os.path.join(directory, segment_name(second) + DATA_SUFFIX))
+                error = self.assertRaises(OSError, StreamJournal.open, directory, 4096)
+                self.assertIn("do not follow", error.strerror)
+        directory = self.stream_dir()
+        write(os.path.join(directory, segment_name(0) + DATA_SUFFIX))
+        write(os.path.join(directory, segment_name(6) + DATA_SUFFIX), b"world\n")
+        journal = StreamJournal.open(directory, 4096)
+        self.assertEqual(journal.read(6, 100)[1], b"world\n")
+        journal.close()
+
+    def test_segment_not_a_regular_file(self):
+        """A directory counted as 4096 bytes of output; a symlink read any file as output."""
+        secret = os.path.abspath(self.mktemp())
+        write(secret, b"secret\n")
+        for plant_it in (os.mkdir, lambda path: os.symlink(secret, path)):
+            directory = self.stream_dir()
+            plant_it(os.path.join(directory, segment_name(0) + DATA_SUFFIX))
+            error = self.assertRaises(OSError, StreamJournal.open, directory, 4096)
+            self.assertIn("not a regular file", error.strerror)
+
+    def test_symlink_swapped_in_after_open_not_read(self):
+        """A segment replaced by a symlink once opened is not read through it."""
+        secret = os.path.abspath(self.mktemp())
+        write(secret, b"secret\n")
+        directory = self.stream_dir()
+        path = os.path.join(directory, segment_name(0) + DATA_SUFFIX)
+        write(path)
+        journal = StreamJournal.open(directory, 4096)
+        os.unlink(path)
+        os.symlink(secret, path)
+        self.assertRaises(OSError, journal.read, 0, 100)
+        journal.close()
+
+    def test_index_that_never_ends_or_blocks(self):
+        """An index that is a FIFO (blocked the reactor) or a link to /dev/zero (read for ever) is refused."""
+        for plant_it in (os.mkfifo, lambda path: os.symlink("/dev/zero", path)):
+            directory = self.stream_dir()
+            write(os.path.join(directory, segment_name(0) + DATA_SUFFIX))
+            plant_it(os.path.join(directory, segment_name(0) + INDEX_SUFFIX))
+            self.assertRaises(OSError, StreamJournal.open, directory, 4096)
+
+    def test_index_read_no_further_than_the_data(self):
+        """An index far longer than its data has is read only as far as entries could be."""
+        directory = self.stream_dir()
+        write(os.path.join(directory, segment_name(0) + DATA_SUFFIX))
+        entries = [INDEX_ENTRY.pack(i, float(i)) for i in range(100000)]
+        write(os.path.join(directory, segment_name(0) + INDEX_SUFFIX), b"".join(entries))
+        read = []
+        real_read = Segment._read_index
+        self.patch(Segment, "_read_index", lambda segment: read.append(real_read(segment)) or read[-1])
+        journal = StreamJournal.open(directory, 4096)
+        self.assertEqual(len(read[0]), 7 * INDEX_ENTRY.size)
+        self.assertEqual(list(journal.segments[0].offsets), [0, 1, 2, 3, 4, 5])
+        journal.close()
+
+    def test_registry_skips_a_lying_journal(self):
+        """A journal that cannot be read is logged and skipped at start; its neighbour is listed."""
+        state = StateDir(self.mktemp(), 1000, 10000).open()
+        plant(state, good_record(ended_at=1000.0))
+        lying = plant(state, good_record("a" * 32, ended_at=1000.0), "a" * 32)
+        os.makedirs(os.path.join(lying, "stdout"))
+        os.mkfifo(os.path.join(lying, "stdout", segment_name(0) + INDEX_SUFFIX))
+        write(os.path.join(lying, "stdout", segment_name(0) + DATA_SUFFIX))
+        clock = Clock()
+        clock.advance(1001.0)
+        registry = ProcessRegistry(clock, max_processes=4, keep_finished=300)
+        registry.use_state_dir(state)
+        self.assertEqual([p.process_id for p in registry.all()], [PROCESS_ID])
         registry.forget(PROCESS_ID)
