@@ -12,7 +12,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from ccx.journal.record import MAX_RECORD_BYTES, RECORD_NAME, Record, RecordError, read_record
-from ccx.journal.statedir import StateDir
+from ccx.journal.statedir import StateDir, StateDirError
 from ccx.journal.stream import (
     DATA_SUFFIX,
     INDEX_ENTRY,
@@ -278,3 +278,53 @@ class SegmentLiesTests(SynchronousTestCase):
         registry.use_state_dir(state)
         self.assertEqual([p.process_id for p in registry.all()], [PROCESS_ID])
         registry.forget(PROCESS_ID)
+
+
+class StateDirOwnerTests(SynchronousTestCase):
+    """
+    A state dir someone else can write to is refused: they could plant
+    links this service (root here) writes through, or records it serves.
+    """
+
+    def test_another_users_state_dir_refused(self):
+        path = self.mktemp()
+        StateDir(path, 100, 1000).open()
+        os.chown(path, 65534, -1)
+        error = self.assertRaises(StateDirError, StateDir(path, 100, 1000).open)
+        self.assertIn("belongs to uid 65534", str(error))
+        # The near miss: ours again, it opens.
+        os.chown(path, os.geteuid(), -1)
+        StateDir(path, 100, 1000).open()
+
+    def test_another_users_programs_refused(self):
+        state = StateDir(self.mktemp(), 100, 1000).open()
+        os.chown(state.programs, 65534, -1)
+        error = self.assertRaises(StateDirError, StateDir(state.path, 100, 1000).open)
+        self.assertIn(state.programs, str(error))
+
+    def test_world_writable_refused(self):
+        """o+w (as /tmp) is refused, with what to do; g+w, the near miss, is a choice left to the owner."""
+        for which in ("path", "programs"):
+            state = StateDir(self.mktemp(), 100, 1000).open()
+            os.chmod(getattr(state, which), 0o1777)
+            error = self.assertRaises(StateDirError, StateDir(state.path, 100, 1000).open)
+            self.assertIn("chmod o-w", str(error))
+            os.chmod(getattr(state, which), 0o775)
+            StateDir(state.path, 100, 1000).open()
+
+    def test_programs_a_symlink_refused(self):
+        """programs/ a link to elsewhere: every journal would be written there."""
+        state = StateDir(self.mktemp(), 100, 1000).open()
+        elsewhere = os.path.abspath(self.mktemp())
+        os.rename(state.programs, elsewhere)
+        os.symlink(elsewhere, state.programs)
+        error = self.assertRaises(StateDirError, StateDir(state.path, 100, 1000).open)
+        self.assertIn("not a directory", str(error))
+
+    def test_the_state_dir_itself_may_be_a_link(self):
+        """The near miss: --state-dir naming a link to a directory of ours is fine."""
+        target = self.mktemp()
+        StateDir(target, 100, 1000).open()
+        link = os.path.abspath(self.mktemp())
+        os.symlink(os.path.abspath(target), link)
+        StateDir(link, 100, 1000).open()
