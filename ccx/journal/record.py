@@ -7,7 +7,7 @@ import math
 import os
 import stat
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Union, get_args, get_origin
 
 RECORD_NAME = "record.json"
 # Far more than any record written (an argv is at most a few MiB with
@@ -81,52 +81,49 @@ class Record:
             raise RecordError(str(e))
         if not isinstance(record.process_id, str) or not isinstance(record.argv, list):
             raise RecordError("process_id or argv missing")
-        for name, check in _CHECKS.items():
-            if not check(getattr(record, name)):
+        for f in fields(cls):
+            value = getattr(record, f.name)
+            if f.name != "extra" and not _valid(value, f.type, f.name):
                 # A record edited by hand or cut short by a full disk must
                 # not stop the service at start nor reach a client as such.
-                raise RecordError(f"{name} is {getattr(record, name)!r}: not a valid value")
+                raise RecordError(f"{f.name} is {value!r}: not a valid value")
         return record
 
 
-def _text(value: Any) -> bool:
-    return isinstance(value, str)
-
-
-def _count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def _number(value: Any) -> bool:
-    # NaN or infinity would reach clients as JSON no parser accepts.
-    return (
-        isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    )
-
-
-def _optional(check: Any) -> Any:
-    return lambda value: value is None or check(value)
-
-
-_CHECKS = {
-    "argv": lambda value: all(isinstance(a, str) for a in value),
-    "executable": _text,
-    "cwd": _text,
-    "started_at": _optional(_number),
-    "pid": _optional(_count),
-    "encoding": _text,
-    "durable": lambda value: isinstance(value, bool),
-    "cgroup": _optional(_text),
-    "status": _optional(_text),
-    "ended_at": _optional(_number),
-    "exit_code": _optional(lambda value: isinstance(value, int) and not isinstance(value, bool)),
-    "signal": _optional(_text),
-    "duration": _number,
-    "stdout_bytes": _count,
-    "stderr_bytes": _count,
-    "dropped_bytes": _count,
-    "error": _optional(_text),
-}
+def _valid(value: Any, kind: Any, name: str = "") -> bool:
+    """
+    Whether C{value} is of the field's declared C{kind} (every field,
+    those a later field adds too): times finite (NaN or infinity would
+    reach clients as JSON no parser accepts), byte counts not negative,
+    a pid a process's (never 0 or -1, which C{kill} reads as a group or
+    every process).
+    """
+    if kind is Any:
+        return True
+    origin, args = get_origin(kind), get_args(kind)
+    if origin is Union:
+        return any(_valid(value, arg, name) for arg in args)
+    if origin is list:
+        return isinstance(value, list) and all(_valid(item, args[0]) for item in value)
+    if origin is dict:
+        return isinstance(value, dict)
+    if kind is type(None):
+        return value is None
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is float:
+        return (
+            isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and math.isfinite(value)
+        )
+    if kind is int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            return False
+        if name == "pid":
+            return value > 0
+        return value >= 0 or not name.endswith("_bytes")
+    return isinstance(value, kind)
 
 
 def write_record(directory: str, record: Record) -> None:
