@@ -27,6 +27,10 @@ SPAWN_FAILED = -32005
 
 # A program's output streams, in the order the contract lists them.
 STREAMS = ("stdout", "stderr")
+# The one stream of a program on a terminal (execute's C{pty}).
+PTY = "pty"
+# Every stream name an offset may be given for.
+ALL_STREAMS = STREAMS + (PTY,)
 
 # How output and C{write}'s data are carried in JSON text.
 UTF8 = "utf-8"
@@ -145,7 +149,7 @@ def error_response(
 # header in network byte order, then the raw bytes.
 FRAME_OUTPUT = 1
 # Stream codes; 3 is reserved for a pseudo-terminal's single stream.
-STREAM_CODES = {"stdout": 1, "stderr": 2, "pty": 3}
+STREAM_CODES = {"stdout": 1, "stderr": 2, PTY: 3}
 _STREAM_NAMES = {code: name for name, code in STREAM_CODES.items()}
 # kind (1 byte), stream (1), reserved (6, zero), process id (16: its 32 hex
 # digits), offset (unsigned 64-bit), read time (IEEE 754 double, seconds

@@ -302,7 +302,8 @@ class UsageTests(CLITestCase):
         """Wrong arguments: a message and exit 2."""
         for argv in (
             [], ["frobnicate"], ["run"], ["signal", "x"], ["run", "--env", "X", "true"],
-            ["run", "-t", "abc", "true"], ["attach", "--from-start"],
+            ["run", "--timeout", "abc", "true"], ["attach", "--from-start"],
+            ["run", "-t", "-i", "--", "true"],
         ):
             status, out, err = yield self.cli(*argv)
             self.assertEqual(status, 2, argv)
@@ -781,15 +782,18 @@ class RelayTests(SynchronousTestCase):
     def test_output_received(self):
         """
         Bytes handed to output_received go to their stream as they are,
-        whatever carried them; an unknown stream is left out.
+        whatever carried them; an unknown stream is left out.  (A program on
+        a terminal has only the pty stream, shown on standard output.)
         """
         self.relay.follow("p1")
         self.relay.output_received("stdout", 0, b"out\xff")
         self.relay.output_received("stderr", 0, b"err")
-        self.relay.output_received("pty", 0, b"nowhere")
+        self.relay.output_received("tty", 0, b"nowhere")
         self.relay.output_received("stdout", 4, b"\n")
         self.assertEqual(self.console.out.getvalue(), b"out\xff\n")
         self.assertEqual(self.console.err.getvalue(), b"err")
+        self.relay.output_received("pty", 0, b"screen")
+        self.assertEqual(self.console.out.getvalue(), b"out\xff\nscreen")
 
     def test_output_received_after_the_end(self):
         """Once the process completed, late output is not written."""

@@ -48,7 +48,20 @@ HTTP_CLIENT = os.path.join(HERE, "clients", "mcp_http_client.py")
 WS_CLIENT = os.path.join(HERE, "clients", "mcp_ws_client.py")
 TOKEN = "mcp-test-token"
 ORIGIN = "http://app.example"
-TOOLS = ["cancel", "execute", "forget", "list", "output", "pause", "resume", "start", "status", "write"]
+TOOLS = [
+    "cancel",
+    "execute",
+    "forget",
+    "list",
+    "output",
+    "pause",
+    "resize",
+    "resume",
+    "start",
+    "status",
+    "wait",
+    "write",
+]
 
 
 def _sdk_missing() -> Optional[str]:
@@ -333,7 +346,14 @@ class HttpTransportTests(HttpTestCase):
             self.assertEqual(result["protocolVersion"], answered)
             self.assertTrue(re.fullmatch(r"[\x21-\x7e]{16,}", session_id), session_id)
         self.assertEqual(result["serverInfo"]["name"], "ccx")
-        self.assertEqual(result["capabilities"], {"tools": {"listChanged": False}, "logging": {}})
+        # 2025-11-25 adds its experimental tasks (tests/test_mcp_tasks.py).
+        capabilities = dict(result["capabilities"])
+        self.assertEqual(
+            capabilities.pop("tasks"), {"list": {}, "cancel": {}, "requests": {"tools": {"call": {}}}}
+        )
+        self.assertEqual(capabilities, {"tools": {"listChanged": False}, "logging": {}})
+        _, older = yield self.initialize("2025-06-18")
+        self.assertEqual(older["capabilities"], {"tools": {"listChanged": False}, "logging": {}})
         self.assertIn("sleep", result["instructions"])
 
     @inlineCallbacks
@@ -346,7 +366,7 @@ class HttpTransportTests(HttpTestCase):
 
     @inlineCallbacks
     def test_session_required(self):
-        """Without a session 400 (the SDK's server/discover probe too), with an unknown one 404."""
+        """Without a session 400, with an unknown one 404; a server/discover without capabilities is -32602 (tests/test_mcp_stateless.py)."""
         response = yield self.post(request(5, "tools/list"))
         self.assertEqual(response.code, 400)
         self.assertEqual((yield response.json())["id"], 5)
@@ -357,7 +377,7 @@ class HttpTransportTests(HttpTestCase):
         )
         response = yield self.post(probe, MCP_Protocol_Version="2026-07-28")
         self.assertEqual(response.code, 400)
-        self.assertEqual((yield response.json())["error"]["code"], -32600)
+        self.assertEqual((yield response.json())["error"]["code"], -32602)
         response = yield self.post(request(5, "tools/list"), "no-such-session")
         self.assertEqual(response.code, 404)
         yield response.content()
@@ -434,7 +454,12 @@ class HttpTransportTests(HttpTestCase):
         self.assertEqual(kind, "application/json")
         result = messages[0]["result"]
         out = result["structuredContent"]
-        self.assertEqual(json.loads(result["content"][0]["text"]), out)
+        # The text is for a model to read: the outcome, then labelled output.
+        self.assertRegex(
+            result["content"][0]["text"],
+            r"^failed: exit 3 after \d+\.\d s\nprocess \w+: sh -c 'printf out; printf err >&2; exit 3'\n"
+            r"--- stdout: 3 bytes ---\nout\n--- stderr: 3 bytes ---\nerr$",
+        )
         self.assertFalse(result["isError"])
         self.assertEqual(
             (out["stdout"], out["stderr"], out["status"], out["exit_code"]),
@@ -609,6 +634,75 @@ class HttpTransportTests(HttpTestCase):
         process = self.ccx.service.node.registry.get(process_id)
         yield until(lambda: process.finished)
         self.assertEqual(ProcessGroup(pgid).members(), [])
+
+    @inlineCallbacks
+    def test_cancel_a_finished_process(self):
+        """cancel is idempotent: on a finished process it succeeds, says how it ended and changes nothing."""
+        session_id, _ = yield self.initialize()
+        ran = yield self.tool(session_id, "execute", {"command": ["sh", "-c", "exit 4"]})
+        _, messages = yield self.call(
+            session_id, tool_call(3, "cancel", {"process_id": ran["process_id"]})
+        )
+        result = messages[0]["result"]
+        self.assertFalse(result["isError"])
+        self.assertEqual(
+            result["structuredContent"], {"process_id": ran["process_id"], "status": "failed"}
+        )
+        self.assertTrue(result["content"][0]["text"].startswith("failed: exit 4 after "))
+        self.assertIn("had already ended", result["content"][0]["text"])
+        again = yield self.tool(session_id, "cancel", {"process_id": ran["process_id"]})
+        self.assertEqual(again["status"], "failed")
+        # The native control keeps its contract: a finished process is an error.
+        client = yield self.ccx.connect(headers={"Authorization": f"Bearer {TOKEN}"})
+        response = yield client.request(
+            "control", {"process_id": ran["process_id"], "type": "CANCEL"}
+        )
+        self.assertIn("error", response)
+
+    @inlineCallbacks
+    def test_pty_program_is_readable(self):
+        """A program on a terminal: its text shows what a terminal would, without escape sequences; pty keeps them."""
+        session_id, _ = yield self.initialize()
+        script = r"printf '\033[1;31mred\033[0m\n'; printf 'step 1\rstep 2\n'"
+        _, messages = yield self.call(
+            session_id,
+            tool_call(2, "execute", {"command": ["sh", "-c", script], "pty": {"rows": 24, "cols": 80}}),
+        )
+        result = messages[0]["result"]
+        self.assertIn("\x1b[1;31m", result["structuredContent"]["pty"])
+        text = result["content"][0]["text"]
+        self.assertIn("--- pty: ", text)
+        self.assertIn("\nred\nstep 2", text)
+        self.assertNotIn("\x1b", text)
+        self.assertNotIn("\r", text)
+
+    @inlineCallbacks
+    def test_unknown_process_says_where_to_look(self):
+        """An unknown id is a tool error that names the list tool; a finished one for write says so."""
+        session_id, _ = yield self.initialize()
+        for name in ("status", "output", "cancel", "write", "forget"):
+            _, messages = yield self.call(session_id, tool_call(3, name, {"process_id": "nope"}))
+            result = messages[0]["result"]
+            self.assertTrue(result["isError"], name)
+            self.assertIn("no process 'nope'; the list tool shows", result["content"][0]["text"])
+
+    @inlineCallbacks
+    def test_allowed_programs_named(self):
+        """execute's description and a refusal name what is allowed; a word that is no program is not told --allow."""
+        session_id, _ = yield self.initialize()
+        _, listed = yield self.call(session_id, request(2, "tools/list"))
+        [execute] = [t for t in listed[0]["result"]["tools"] if t["name"] == "execute"]
+        self.assertIn("Allowed programs: cat, head, printf, seq, sh, sleep, true, yes.", execute["description"])
+        _, messages = yield self.call(session_id, tool_call(3, "execute", {"command": ["id"]}))
+        text = messages[0]["result"]["content"][0]["text"]
+        self.assertIn("start ccx with --allow id to allow it", text)
+        self.assertIn("the programs allowed are: cat, head, printf", text)
+        _, messages = yield self.call(session_id, tool_call(4, "execute", {"command": "cd /tmp"}))
+        text = messages[0]["result"]["content"][0]["text"]
+        self.assertTrue(messages[0]["result"]["isError"])
+        self.assertNotIn("--allow", text)
+        self.assertIn("no program of that name exists", text)
+        self.assertIn("the programs allowed are: cat, head, printf", text)
 
     @inlineCallbacks
     def test_event_stream_and_delete(self):
@@ -801,29 +895,43 @@ class SdkHttpTests(TestCase):
     skip = _sdk_missing()
 
     @inlineCallbacks
-    def test_official_client(self):
-        """The official SDK's Streamable HTTP client: initialize, tools, allowed and refused, progress, logging, cancel."""
+    def run_client(self, mode: str) -> Any:
         ccx = yield ServiceFixture(self, token=TOKEN).start()
         out, err, code = yield getProcessOutputAndValue(
             sys.executable,
-            [HTTP_CLIENT, f"http://127.0.0.1:{ccx.port}/mcp", TOKEN],
+            [HTTP_CLIENT, f"http://127.0.0.1:{ccx.port}/mcp", TOKEN, mode],
             env=dict(os.environ, PYTHONWARNINGS="ignore"),
             reactor=reactor,
         )
         self.assertEqual(code, 0, err.decode())
-        self.assertEqual(
-            out.decode().splitlines(),
-            [
-                "initialize: 2025-11-25 ccx",
-                "tools: " + " ".join(TOOLS),
-                "execute: completed, exit 0, 2 lines",
-                "refused: isError, not on the allow-list",
-                out.decode().splitlines()[4],
-                "logging: started and finished messages",
-                "cancel: the program and its children are gone",
-            ],
-        )
-        self.assertRegex(out.decode().splitlines()[4], r"^progress: \d+ increasing notifications")
+        lines = out.decode().splitlines()
+        self.assertRegex(lines[4], r"^progress: \d+ increasing notifications")
+        return lines
+
+    def expected(self, first: str, lines: List[str]) -> List[str]:
+        return [
+            first,
+            "tools: " + " ".join(TOOLS),
+            "execute: completed, exit 0, 2 lines",
+            "refused: isError, not on the allow-list",
+            lines[4],
+            "logging: started and finished messages",
+            "cancel: the program and its children are gone",
+            "start + output wait_seconds + wait: exit 5",
+            "cancel after the end: its final status",
+        ]
+
+    @inlineCallbacks
+    def test_official_client(self):
+        """The official SDK in its default mode takes server/discover: the stateless era, all the checks."""
+        lines = yield self.run_client("auto")
+        self.assertEqual(lines, self.expected("discover: 2026-07-28 ccx", lines))
+
+    @inlineCallbacks
+    def test_official_client_handshake(self):
+        """The same SDK forced to the handshake era: initialize at 2025-11-25, all the checks."""
+        lines = yield self.run_client("legacy")
+        self.assertEqual(lines, self.expected("initialize: 2025-11-25 ccx", lines))
 
 
 # -- units -------------------------------------------------------------------

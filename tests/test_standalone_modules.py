@@ -20,6 +20,7 @@ STANDALONE = (
     "ccx.journal.statedir",
     "ccx.journal.stream",
     "ccx.process.cgroup",
+    "ccx.process.terminal",
 )
 # The packages they sit in (their __init__ modules, docstrings only).
 PACKAGES = ("ccx", "ccx.process")

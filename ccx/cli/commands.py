@@ -5,9 +5,10 @@ and returns a Deferred that fires with the command's exit status.
 
 import json
 import signal
-from typing import Any, Callable, Dict, List, Optional
+import termios
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred, DeferredList, FirstError, inlineCallbacks
 
 from ccx.cli.client import CallError, RPCClientProtocol, ServiceError
 from ccx.cli.context import Context
@@ -19,8 +20,10 @@ from ccx.cli.status import (
     EXIT_NOT_ALLOWED,
     EXIT_REFUSED,
     EXIT_SPAWN_FAILED,
+    EXIT_USAGE,
     exit_status,
 )
+from ccx.cli.rawmode import DETACH_HELP, RawMode, TerminalInput, local_window_size
 from ccx.cli.stdin import StdinForwarder
 from ccx.protocol import (
     BINARY,
@@ -28,6 +31,7 @@ from ccx.protocol import (
     CONTROLS,
     INVALID_STATE,
     PROCESS_NOT_FOUND,
+    PTY,
     SPAWN_FAILED,
     STREAMS,
 )
@@ -65,6 +69,9 @@ def run(context: Context, options: Any) -> Any:
         params["env"] = dict(options.env)
     if options["timeout"] is not None:
         params["timeout"] = options["timeout"]
+    if options["tty"]:
+        size = local_window_size()
+        params["pty"] = {"rows": size.rows, "cols": size.cols}
 
     state: Dict[str, Any] = {"interrupted": False, "process_id": None}
     keep = options["keep"]
@@ -135,6 +142,11 @@ def run(context: Context, options: Any) -> Any:
         cancel()
     elif relay.broken:
         cancel()
+    if options["tty"]:
+        completed = yield _on_terminal(context, client, relay, process_id, redraw=False)
+        if completed is None:
+            return 0
+        return exit_status(completed)
     forwarder = None
     if options["stdin"]:
         forwarder = StdinForwarder(context, client, process_id)
@@ -150,6 +162,49 @@ def run(context: Context, options: Any) -> Any:
     if options["verbose"]:
         console.say(_summary(completed))
     return exit_status(completed, interrupted=state["interrupted"])
+
+
+@inlineCallbacks
+def _on_terminal(
+    context: Context,
+    client: RPCClientProtocol,
+    relay: OutputRelay,
+    process_id: str,
+    redraw: bool,
+) -> Any:
+    """
+    Give the person's terminal to a program on a terminal until it ends or
+    the detach keys are typed.
+
+    @return: a Deferred firing with the C{process.completed} params, or
+        L{None} once detached (the program runs on).
+    """
+    console = context.console
+    raw = RawMode(0)
+    try:
+        raw.enter()
+    except termios.error:
+        raise ServiceError("-t needs a terminal: standard input is not one", EXIT_USAGE)
+    keys = TerminalInput(context, client, process_id, local_window_size)
+    try:
+        keys.start(redraw=redraw)
+        ended = yield DeferredList(
+            [relay.finished, keys.detached], fireOnOneCallback=True, fireOnOneErrback=True,
+            consumeErrors=True,
+        )
+    except FirstError as e:
+        e.subFailure.raiseException()
+    finally:
+        keys.stop()
+        raw.restore()
+    completed, which = ended
+    if which == 1:
+        relay.discard()
+        console.say(
+            f"detached ({DETACH_HELP}); {process_id} runs on: ccx attach -t {process_id}"
+        )
+        return None
+    return completed
 
 
 def _say_change(context: Context, state: Dict[str, Any]) -> Callable[[str], None]:
@@ -211,12 +266,16 @@ def attach(context: Context, options: Any) -> Any:
     if process is None:
         raise _not_found(options.process_id)
     process_id = process["process_id"]
+    if options["tty"] and "pty" not in process:
+        raise ServiceError(
+            f"process {process_id} does not run on a terminal: attach without -t", EXIT_USAGE
+        )
     if options["from-start"]:
         # From byte 0: the service replays what it holds and reports with
         # process.dropped what it no longer holds.
-        offsets = {stream: 0 for stream in STREAMS}
+        offsets = {stream: 0 for stream in _streams(process)}
     else:
-        offsets = {stream: process.get(f"{stream}_bytes", 0) for stream in STREAMS}
+        offsets = {stream: process.get(f"{stream}_bytes", 0) for stream in _streams(process)}
     params: Dict[str, Any] = {"process_id": process_id, "offsets": offsets}
     encoding = yield client.output_encoding()
     if encoding == BINARY:
@@ -237,8 +296,21 @@ def attach(context: Context, options: Any) -> Any:
     except BaseException:
         relay.discard()
         raise
-    completed = yield relay.finished
+    if options["tty"] and process.get("state") != "exited":
+        completed = yield _on_terminal(context, client, relay, process_id, redraw=True)
+        if completed is None:
+            return 0
+    else:
+        completed = yield relay.finished
     return exit_status(completed)
+
+
+def _streams(process: dict) -> Tuple[str, ...]:
+    """
+    The streams of a process as C{list} shows it: C{pty} alone for one on
+    a terminal.
+    """
+    return (PTY,) if "pty" in process else STREAMS
 
 
 def _selected(processes: List[dict], options: Any) -> List[dict]:
@@ -353,9 +425,10 @@ def logs(context: Context, options: Any) -> Any:
     """
     client, process = yield _known(context, options.process_id)
     process_id = process["process_id"]
-    streams = options.streams
-    ends = {stream: int(process.get(f"{stream}_bytes") or 0) for stream in STREAMS}
-    start = {stream: min(options["since"], ends[stream]) for stream in STREAMS}
+    # A program on a terminal has one stream, whatever --stdout or --stderr says.
+    streams = list(_streams(process)) if "pty" in process else options.streams
+    ends = {stream: int(process.get(f"{stream}_bytes") or 0) for stream in _streams(process)}
+    start = {stream: min(options["since"], ends[stream]) for stream in ends}
     follow = options["follow"] and process.get("state") != "exited"
     context.on_interrupt(None)  # Ctrl-C leaves; the program runs on
     until = None if follow else ends
@@ -403,7 +476,7 @@ def wait(context: Context, options: Any) -> Any:
     relay.follow(process_id)
     # From the live end: the service sends nothing but what comes, then
     # process.completed (at once for a finished process).
-    offsets = {stream: int(process.get(f"{stream}_bytes") or 0) for stream in STREAMS}
+    offsets = {stream: int(process.get(f"{stream}_bytes") or 0) for stream in _streams(process)}
     params: Dict[str, Any] = {"process_id": process_id, "offsets": offsets}
     encoding = yield client.output_encoding()
     if encoding == BINARY:

@@ -17,7 +17,7 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 
 from ccx import __version__
-from ccx.cli import commands, completion, mcp_stdio
+from ccx.cli import commands, completion, mcp_stdio, rawmode
 from ccx.cli.client import DEFAULT_URL, ServiceError, check_url
 from ccx.cli.console import Console, TerminalConsole
 from ccx.cli.context import Context
@@ -79,7 +79,9 @@ class RunOptions(_Options):
         "stderr, as they arrive. Exits with the program's status (128+N when signal N "
         "killed it, 124 on --timeout, 130 when Ctrl-C cancelled it). Ctrl-C cancels the "
         "program and waits for it; a second Ctrl-C leaves at once. With --keep, Ctrl-C "
-        "detaches instead: the program runs on (ccx attach ID)."
+        "detaches instead: the program runs on (ccx attach ID). With -t the program runs "
+        "on a terminal of this terminal's size: every key goes to it (Ctrl-C, Ctrl-Z "
+        "included), and Ctrl-P Ctrl-Q detaches (ccx attach -t ID to return)."
     )
     optFlags = [
         ["keep", "k", "Keep the program running if this client goes away (see ccx attach)."],
@@ -95,6 +97,12 @@ class RunOptions(_Options):
             "merge-stderr",
             None,
             "Send the program's stderr to its stdout, interleaved as a terminal shows them.",
+        ],
+        [
+            "tty",
+            "t",
+            "Run it on a terminal and give it this one (raw mode; Ctrl-P Ctrl-Q detaches; "
+            "implies --keep).",
         ],
         [
             "verbose",
@@ -124,8 +132,6 @@ class RunOptions(_Options):
             raise usage.UsageError(f"--timeout {seconds}: give a positive number of seconds")
         self["timeout"] = value
 
-    opt_t = opt_timeout
-
     def opt_env(self, setting: str) -> None:
         """
         Set an environment variable of the program, NAME=VALUE (repeatable).
@@ -143,9 +149,12 @@ class RunOptions(_Options):
         self.argv = list(argv)
 
     def postOptions(self) -> None:
-        if self["detach"]:
-            # With --stdin, its stdin stays open for `ccx write ID`.
+        if self["detach"] or self["tty"]:
+            # With --stdin, its stdin stays open for `ccx write ID`; with
+            # --tty, detaching (Ctrl-P Ctrl-Q) leaves it running.
             self["keep"] = True
+        if self["tty"] and self["stdin"]:
+            raise usage.UsageError("--tty passes the terminal's keys on already: drop --stdin")
 
 
 LS_STATES = ("running", "paused", "exited")
@@ -264,14 +273,17 @@ class CompletionOptions(_Options):
 
 
 class AttachOptions(_OneProcess):
-    synopsis = "ccx attach [--from-start] ID"
+    synopsis = "ccx attach [--from-start] [-t] ID"
     longdesc = (
         "Relay the output of process ID (or an unambiguous prefix of it) from now on, "
         "or from the oldest output the service still holds with --from-start, and exit "
-        "with its status. Ctrl-C leaves; the program runs on."
+        "with its status. Ctrl-C leaves; the program runs on. With -t (a program started "
+        "on a terminal), this terminal is given to it again, as ccx run -t does, and it "
+        "is told to redraw; Ctrl-P Ctrl-Q leaves."
     )
     optFlags = [
         ["from-start", "s", "Replay the output still held from the start."],
+        ["tty", "t", "Give this terminal to a program started on one (raw mode; redraw)."],
         ["verbose", "v", "Say when the program is paused, resumed or cancelled."],
     ]
 
@@ -465,6 +477,8 @@ def run_cli(
 
     def close(status: int) -> Deferred:
         restore()
+        # However the command ended, the person's terminal is theirs again.
+        rawmode.restore_all()
         d = context.close()
         d.addBoth(lambda _: _closed(console, status))
         return d
@@ -520,4 +534,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         # zsh asks what to complete (`ccx completion zsh`): Twisted answers
         # on stdout and exits, before any reactor runs.
         Options().parseOptions(argv)
-    react(_react_main, [argv])
+    try:
+        react(_react_main, [argv])
+    finally:
+        rawmode.restore_all()

@@ -15,7 +15,7 @@ from zope.interface import implementer
 from ccx.cli.client import RPCClientProtocol, ServiceError
 from ccx.cli.context import Context
 from ccx.cli.status import EXIT_BROKEN_PIPE, EXIT_TERMINATED
-from ccx.protocol import BASE64, UTF8, OutputFrame
+from ccx.protocol import BASE64, PTY, UTF8, OutputFrame
 
 
 class ChunkDecoder:
@@ -139,7 +139,8 @@ class OutputRelay:
         """
         if self._done:
             return
-        output = self._outputs.get(stream)
+        # A program on a terminal has one stream, shown as a terminal shows it.
+        output = self._outputs.get("stdout" if stream == PTY else stream)
         if output is not None:
             output.write(data)
 

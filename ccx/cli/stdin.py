@@ -46,8 +46,12 @@ class StdinForwarder:
         self._done = False
         self.done: Deferred = Deferred()
 
-    def start(self) -> None:
-        self._reader = self._context.console.read_stdin(self)
+    def start(self, receiver: Any = None) -> None:
+        """
+        Start reading the console's standard input, into this forwarder or
+        into C{receiver} (which hands on to L{data_received} what it keeps).
+        """
+        self._reader = self._context.console.read_stdin(receiver or self)
 
     def stop(self) -> None:
         self._done = True

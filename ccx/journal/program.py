@@ -11,6 +11,8 @@ from ccx.journal.record import Record, read_record, write_record
 from ccx.journal.stream import StreamJournal, Write
 
 STREAMS = ("stdout", "stderr")
+# The one stream of a program on a terminal.
+PTY_STREAMS = ("pty",)
 
 # Told of each segment evicted: the stream and the range it held.
 Evicted = Callable[[str, int, int], None]
@@ -58,11 +60,16 @@ class ProgramJournal:
         segment_bytes: int,
         space: Optional["Space"] = None,
         write: Write = os.write,
+        names: Tuple[str, ...] = STREAMS,
     ) -> "ProgramJournal":
+        """
+        @param names: its streams (L{STREAMS}, or L{PTY_STREAMS} for a
+            program on a terminal).
+        """
         os.makedirs(directory, exist_ok=True)
         streams = {
             name: StreamJournal.create(os.path.join(directory, name), segment_bytes, 0, write)
-            for name in STREAMS
+            for name in names
         }
         return cls(directory, streams, limit_bytes, space)
 
@@ -75,9 +82,11 @@ class ProgramJournal:
         space: Optional["Space"] = None,
         write: Write = os.write,
     ) -> "ProgramJournal":
+        # A program on a terminal left a pty stream alone.
+        names = PTY_STREAMS if os.path.isdir(os.path.join(directory, "pty")) else STREAMS
         streams = {
             name: StreamJournal.open(os.path.join(directory, name), segment_bytes, write)
-            for name in STREAMS
+            for name in names
         }
         for stream in streams.values():
             # Opened to be read: nothing is appended until asked.

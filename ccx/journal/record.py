@@ -31,6 +31,8 @@ class Record:
     @ivar ended_at: when it finished, in seconds since the epoch.
     @ivar durable: whether it outlives ccx (issue 10 part 3).
     @ivar cgroup: the path of its cgroup, when it has one.
+    @ivar pty: C{[rows, cols]} of the terminal it ran on, or L{None} (on
+        pipes); its one stream is then C{pty}, C{pty_bytes} long.
     """
 
     process_id: str
@@ -51,6 +53,8 @@ class Record:
     stderr_bytes: int = 0
     dropped_bytes: int = 0
     error: Optional[str] = None
+    pty: Optional[List[int]] = None
+    pty_bytes: int = 0
     extra: Dict[str, Any] = field(default_factory=dict)
 
     @property

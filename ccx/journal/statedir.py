@@ -5,14 +5,15 @@ The state dir: a format version, and a directory per program.
     STATE_DIR/programs/ID/record.json   the program's record (Record)
     STATE_DIR/programs/ID/stdout/       its stdout journal: N.out, N.idx
     STATE_DIR/programs/ID/stderr/       its stderr journal
+    STATE_DIR/programs/ID/pty/          instead of both, a program on a terminal's
 """
 
 import os
 import shutil
 import stat
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
-from ccx.journal.program import ProgramJournal, Space
+from ccx.journal.program import STREAMS, ProgramJournal, Space
 from ccx.journal.record import Record, RecordError, read_record
 from ccx.journal.stream import Write
 
@@ -155,9 +156,9 @@ class StateDir:
     def directory(self, process_id: str) -> str:
         return os.path.join(self.programs, process_id)
 
-    def create(self, process_id: str) -> ProgramJournal:
+    def create(self, process_id: str, streams: Tuple[str, ...] = STREAMS) -> ProgramJournal:
         """
-        A new program's journal.
+        A new program's journal, with a journal for each of C{streams}.
 
         @raise OSError: when it cannot be created.
         """
@@ -167,6 +168,7 @@ class StateDir:
             self.segment_bytes,
             self.space,
             self._write,
+            streams,
         )
         self.space.add(journal)
         return journal

@@ -85,6 +85,15 @@ _PROCESS = _object(
             "description": "Why its journal stopped keeping its output (disk full, an I/O "
             "error): present only then; its output goes on in memory alone.",
         },
+        "pty_bytes": {
+            "type": "integer",
+            "description": "Bytes written to its terminal so far (a program started with "
+            "pty only; its stdout_bytes and stderr_bytes are 0).",
+        },
+        "pty": {
+            "type": "object",
+            "description": "Its terminal's window size (a program started with pty only).",
+        },
     },
     (
         "process_id",
@@ -175,6 +184,17 @@ _RUN_PROPERTIES: Dict[str, Any] = {
         }
     ),
 }
+_WINDOW = {
+    "rows": {"type": "integer", "minimum": 1, "maximum": 1000},
+    "cols": {"type": "integer", "minimum": 1, "maximum": 1000},
+}
+_RUN_PROPERTIES["pty"] = _object(_WINDOW, ("rows", "cols"))
+_RUN_PROPERTIES["pty"]["description"] = (
+    "Run the program on a pseudo-terminal of this size (its controlling terminal) "
+    "instead of pipes, for programs that behave differently on a terminal (colours, "
+    "progress bars, REPLs): its output is one stream, pty (the terminal's, with \\r\\n "
+    "line ends and echoed input); write types into it; resize changes its size."
+)
 _RUN_PROPERTIES["limits"]["description"] = (
     "What the program may use, all its processes together; needs cgroup "
     "containment with the controllers enabled, else the call fails saying what is missing."
@@ -219,6 +239,15 @@ EXECUTE_OUTPUT = _object(
         "stderr": {"type": "string", "description": "Its standard error (UTF-8)."},
         "stdout_bytes": {"type": "integer", "description": "Bytes it wrote to stdout."},
         "stderr_bytes": {"type": "integer", "description": "Bytes it wrote to stderr."},
+        "pty": {
+            "type": "string",
+            "description": "What it wrote to its terminal (UTF-8), when started with pty.",
+        },
+        "pty_bytes": {"type": "integer", "description": "Bytes it wrote to its terminal."},
+        "pty_truncated": {
+            "type": "boolean",
+            "description": "pty holds only the end of what was written.",
+        },
         "stdout_truncated": {
             "type": "boolean",
             "description": "stdout holds only the end of what was written.",
@@ -249,6 +278,38 @@ EXECUTE_OUTPUT = _object(
         "dropped_bytes",
         "error",
     ),
+)
+
+WAIT_INPUT = _object(
+    {
+        "process_id": _PROCESS_ID,
+        "wait_seconds": {
+            "type": "number",
+            "minimum": 0,
+            "maximum": 60,
+            "default": 30,
+            "description": (
+                "Answer as soon as the program ends, or after this many seconds with "
+                "how it runs so far (status running)."
+            ),
+        },
+        "max_output_bytes": EXECUTE_INPUT["properties"]["max_output_bytes"],
+    },
+    ("process_id",),
+)
+
+WAIT_OUTPUT = _object(
+    dict(
+        EXECUTE_OUTPUT["properties"],
+        status=dict(
+            _STATUS,
+            description=(
+                "completed, failed, cancelled or timeout once it ended (as execute says); "
+                "running, paused or exiting when the wait ended first."
+            ),
+        ),
+    ),
+    tuple(EXECUTE_OUTPUT["required"]),
 )
 
 START_INPUT = _object(
@@ -299,13 +360,23 @@ OUTPUT_INPUT = _object(
     {
         "process_id": _PROCESS_ID,
         "offsets": _object(
-            {"stdout": _OFFSET, "stderr": _OFFSET},
+            {"stdout": _OFFSET, "stderr": _OFFSET, "pty": _OFFSET},
         ),
         "max_bytes": {
             "type": "integer",
             "minimum": 1,
             "default": DEFAULT_READ_BYTES,
             "description": "The most bytes to return of each stream.",
+        },
+        "wait_seconds": {
+            "type": "number",
+            "minimum": 0,
+            "maximum": 60,
+            "default": 0,
+            "description": (
+                "When nothing past the offsets is there yet, wait up to this many "
+                "seconds for new output or the program's end (instead of polling)."
+            ),
         },
     },
     ("process_id",),
@@ -335,6 +406,7 @@ OUTPUT_OUTPUT = _object(
         "status": _STATUS,
         "stdout": _CHUNK,
         "stderr": _CHUNK,
+        "pty": _CHUNK,
         "finished": {
             "type": "boolean",
             "description": "The program has finished and everything it wrote was read.",
@@ -356,6 +428,12 @@ WRITE_INPUT = _object(
     ("process_id",),
 )
 
+RESIZE_INPUT = _object(dict(process_id=_PROCESS_ID, **_WINDOW), ("process_id", "rows", "cols"))
+
+RESIZE_OUTPUT = _object(
+    dict(process_id=_PROCESS_ID, **_WINDOW), ("process_id", "rows", "cols")
+)
+
 WRITE_OUTPUT = _object(
     {"process_id": _PROCESS_ID, "bytes": {"type": "integer"}},
     ("process_id", "bytes"),
@@ -368,6 +446,22 @@ def control_output(status: str) -> Dict[str, Any]:
         ("process_id", "status"),
     )
 
+
+CANCEL_OUTPUT = _object(
+    {
+        "process_id": _PROCESS_ID,
+        "status": {
+            "type": "string",
+            "enum": ["cancelled", "completed", "failed", "timeout"],
+            "description": (
+                "cancelled: this call is ending it (SIGTERM to its group, SIGKILL after "
+                "the grace period); completed, failed or timeout: it had already ended "
+                "so, and was left as it was."
+            ),
+        },
+    },
+    ("process_id", "status"),
+)
 
 LIST_INPUT: Dict[str, Any] = {"type": "object", "additionalProperties": False}
 LIST_OUTPUT = _object(

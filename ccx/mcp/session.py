@@ -8,6 +8,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from twisted.logger import Logger
 
+from ccx.mcp.waiting import WaitBudget
 from ccx.protocol import id_key
 from ccx.rpc.interfaces import INotificationChannel
 from ccx.session import Session
@@ -28,13 +29,17 @@ def negotiate(requested: str) -> str:
     return requested if requested in SUPPORTED_VERSIONS else LATEST_VERSION
 
 
+# Every revision, newest first: the stateless one (no handshake) and those above.
+KNOWN_VERSIONS = ("2026-07-28",) + SUPPORTED_VERSIONS
+
+
 def at_least(version: Optional[str], minimum: str) -> bool:
     """
     Whether a negotiated C{version} is C{minimum} or newer.
     """
-    if version not in SUPPORTED_VERSIONS:
+    if version not in KNOWN_VERSIONS:
         return False
-    return SUPPORTED_VERSIONS.index(version) <= SUPPORTED_VERSIONS.index(minimum)
+    return KNOWN_VERSIONS.index(version) <= KNOWN_VERSIONS.index(minimum)
 
 
 class McpSession:
@@ -47,20 +52,57 @@ class McpSession:
         WebSocket, or the HTTP session's C{GET} stream).
     @ivar protocol_version: the negotiated version, once C{initialize} was answered.
     @ivar initialized: whether C{notifications/initialized} arrived.
+    @ivar stateless: whether this is one stateless-era request (L{for_request}).
+    @ivar capabilities: the client's capabilities, as its request declared them.
+    @ivar waits: the bound on its waiting requests (shared by the requests of
+        one client in the stateless era).
     @ivar log_level: the least severity the client wants C{notifications/message}
         for, or L{None} until it sends C{logging/setLevel}.
     """
 
     log = Logger()
 
-    def __init__(self, session: Session, standalone: INotificationChannel) -> None:
+    def __init__(
+        self,
+        session: Session,
+        standalone: INotificationChannel,
+        waits: Optional[WaitBudget] = None,
+    ) -> None:
         self.session = session
         self.standalone = standalone
+        self.waits = waits if waits is not None else WaitBudget()
         self.protocol_version: Optional[str] = None
         self.client_info: Dict[str, Any] = {}
         self.initialized = False
         self.log_level: Optional[str] = None
         self._in_flight: Dict[str, List[Callable[[], None]]] = {}
+        self._waiting: List[Callable[[], None]] = []
+        self.stateless = False
+        self.capabilities: Dict[str, Any] = {}
+
+    def for_request(
+        self,
+        version: str,
+        capabilities: Dict[str, Any],
+        client_info: Optional[Dict[str, Any]],
+        log_level: Optional[str],
+    ) -> "McpSession":
+        """
+        This client as one stateless-era request sees it: the version, the
+        capabilities and the log level its envelope says, nothing carried
+        over from another request; its programs outlive the connection (as
+        C{on_disconnect: "keep"}), and its cancellation and waits are this
+        client's.
+        """
+        view = McpSession(self.session, self.standalone, self.waits)
+        view.protocol_version = version
+        view.capabilities = capabilities
+        view.client_info = client_info or {}
+        view.log_level = log_level
+        view.stateless = True
+        view._in_flight = self._in_flight
+        view._waiting = self._waiting
+        return view
 
     @property
     def session_id(self) -> str:
@@ -95,6 +137,24 @@ class McpSession:
         for action in actions:
             action()
         return bool(actions)
+
+    def waiting(self, finish: Callable[[], None]) -> Callable[[], None]:
+        """
+        Note a waiting request, ended by C{finish} when the client goes.
+
+        @return: what to call once it has answered.
+        """
+        self._waiting.append(finish)
+        return lambda: finish in self._waiting and self._waiting.remove(finish)
+
+    def close(self) -> None:
+        """
+        The client went: its waiting requests answer now (to nobody), so
+        that none holds a timer or a subscription after it.
+        """
+        for finish in list(self._waiting):
+            finish()
+        self._waiting = []
 
     def wants(self, level: str) -> bool:
         return self.log_level is not None and LOG_LEVELS.index(level) >= LOG_LEVELS.index(

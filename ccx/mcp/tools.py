@@ -12,6 +12,7 @@ that into a result with C{isError: true}, as MCP asks of tool execution
 errors.
 """
 
+import shutil
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -28,25 +29,40 @@ from ccx.mcp.schemas import (
     ONLY_PROCESS_ID,
     OUTPUT_INPUT,
     OUTPUT_OUTPUT,
+    RESIZE_INPUT,
+    RESIZE_OUTPUT,
     START_INPUT,
+    WAIT_INPUT,
+    WAIT_OUTPUT,
     START_OUTPUT,
     STATUS_OUTPUT,
+    CANCEL_OUTPUT,
     WRITE_INPUT,
     WRITE_OUTPUT,
     control_output,
 )
 from ccx.mcp.session import McpSession, at_least
+from ccx.mcp.text import (
+    command_line,
+    list_text,
+    outcome,
+    output_text,
+    run_text,
+    status_text,
+    stream_view,
+)
+from ccx.mcp.waiting import Wait, wait_seconds
 from ccx.native.wire import process_entry, whole_characters
 from ccx.node import Node
 from ccx.output.buffer import StreamBuffer
-from ccx.output.events import STREAMS
-from ccx.process.errors import ProcessError
+from ccx.output.events import PTY, STREAMS
+from ccx.process.errors import NotAllowed, ProcessError, ProcessNotFound
 from ccx.process.launch import LaunchSpec
 from ccx.process.managed import ManagedProcess, State
-from ccx.rpc.errors import as_rpc_error, invalid_params
+from ccx.rpc.errors import PROCESS_NOT_FOUND, RPCError, as_rpc_error, invalid_params
 from ccx.rpc.interfaces import INotificationChannel
 from ccx.rpc.jsonrpc import Call
-from ccx.rpc.params import ParamReader, check_offsets
+from ccx.rpc.params import ParamReader, check_offsets, window_size
 
 
 class ToolCall:
@@ -94,6 +110,17 @@ class ToolCall:
         self.mcp.send_log(level, data, self.channel)
 
 
+@dataclass(frozen=True)
+class Answer:
+    """
+    A tool's result: the structured object its output schema describes, and
+    the text a model reads (L{ccx.mcp.text}).
+    """
+
+    structured: Dict[str, Any]
+    text: str
+
+
 ToolHandler = Callable[[Dict[str, Any], ToolCall], Any]
 
 
@@ -110,6 +137,8 @@ class Tool:
     output_schema: Dict[str, Any]
     annotations: Dict[str, Any]
     handler: ToolHandler
+    # Whether a call may be a task (2025-11-25's execution.taskSupport).
+    task_support: Optional[str] = None
 
     def describe(self, version: Optional[str]) -> Dict[str, Any]:
         """
@@ -127,6 +156,8 @@ class Tool:
         if at_least(version, "2025-06-18"):
             entry["title"] = self.title
             entry["outputSchema"] = self.output_schema
+        if version == "2025-11-25" and self.task_support is not None:
+            entry["execution"] = {"taskSupport": self.task_support}
         return entry
 
 
@@ -169,6 +200,18 @@ def _tail(buffer: StreamBuffer, limit: Optional[int]) -> Tuple[str, int]:
     return text, next_offset - first
 
 
+def _stream_names(process: ManagedProcess) -> Tuple[str, ...]:
+    """
+    The streams a tool's result shows: stdout and stderr always (empty for
+    a program on a terminal), and pty for a program on a terminal.
+    """
+    return STREAMS + ((PTY,) if PTY in process.output.streams else ())
+
+
+def _stream(process: ManagedProcess, name: str) -> StreamBuffer:
+    return process.output.streams.get(name) or StreamBuffer(0, 0)
+
+
 def _status(process: ManagedProcess) -> str:
     """
     A process's state as the tools say it: running or paused, exiting while
@@ -180,6 +223,10 @@ def _status(process: ManagedProcess) -> str:
     if state == State.EXITED:
         return "exiting"
     return state.value
+
+
+# How many allowed program names a description or a refusal lists.
+MAX_NAMES = 24
 
 
 class Tools:
@@ -194,33 +241,59 @@ class Tools:
             tool.name: tool for tool in self._definitions()
         }
 
+    def allowed_names(self) -> str:
+        """
+        The names the allowed programs run under, kept short.
+        """
+        names = sorted({n for _, names in self._node.allow_list.entries() for n in names})
+        if not names:
+            return "none yet (the operator allows programs with --allow)"
+        shown = ", ".join(names[:MAX_NAMES])
+        if len(names) > MAX_NAMES:
+            shown += f" and {len(names) - MAX_NAMES} more"
+        return shown
+
     def _definitions(self) -> List[Tool]:
         destructive = {"readOnlyHint": False, "destructiveHint": True, "openWorldHint": True}
         control = {"readOnlyHint": False, "destructiveHint": False, "idempotentHint": True}
         reading = {"readOnlyHint": True, "openWorldHint": False}
+        allowed = f" Allowed programs: {self.allowed_names()}."
         return [
             Tool(
                 "execute",
                 "Run a program to completion",
                 "Run an allow-listed program, wait for it to finish, and return its exit "
-                "status and output (the end of each stream when there is more than the "
-                "service holds). With a progress token, output is streamed as progress "
-                "notifications while it runs; cancelling the request ends the program "
-                "and everything it started.",
+                "status and output (the head and tail of a long stream, with the offsets "
+                "to read the rest with output). With a progress token, output is streamed "
+                "as progress notifications while it runs; cancelling the request ends the "
+                "program and everything it started." + allowed,
                 EXECUTE_INPUT,
                 EXECUTE_OUTPUT,
                 destructive,
                 self.execute,
+                task_support="optional",
             ),
             Tool(
                 "start",
                 "Start a program in the background",
                 "Start an allow-listed program and return its process_id at once; follow "
-                "it with status and output, steer it with write, pause, resume and cancel.",
+                "it with wait, status and output, steer it with write, pause, resume and "
+                "cancel." + allowed,
                 START_INPUT,
                 START_OUTPUT,
                 destructive,
                 self.start,
+            ),
+            Tool(
+                "wait",
+                "Wait for a process to end",
+                "Wait until a process ends (or wait_seconds pass, 30 by default, at most "
+                "60) and return what execute returns: its outcome and output. Call it "
+                "again while it says running.",
+                WAIT_INPUT,
+                WAIT_OUTPUT,
+                reading,
+                self.wait,
             ),
             Tool(
                 "status",
@@ -237,7 +310,9 @@ class Tools:
                 "Read a process's output",
                 "Read what a process wrote to stdout and stderr from given byte offsets "
                 "(pass back next_offset to read on). The service holds the end of each "
-                "stream; skipped_bytes says how much before it is no longer held.",
+                "stream; skipped_bytes says how much before it is no longer held. With "
+                "wait_seconds, it waits for new output or the end instead of answering "
+                "with nothing new.",
                 OUTPUT_INPUT,
                 OUTPUT_OUTPUT,
                 reading,
@@ -252,6 +327,16 @@ class Tools:
                 WRITE_OUTPUT,
                 {"readOnlyHint": False, "destructiveHint": False},
                 self.write,
+            ),
+            Tool(
+                "resize",
+                "Resize a process's terminal",
+                "Change the window size of the terminal of a process started with pty; "
+                "the program gets SIGWINCH and redraws.",
+                RESIZE_INPUT,
+                RESIZE_OUTPUT,
+                control,
+                self.resize,
             ),
             Tool(
                 "pause",
@@ -275,9 +360,10 @@ class Tools:
                 "cancel",
                 "Cancel a process",
                 "End a process and everything it started: SIGTERM to its group, SIGKILL "
-                "after the grace period if anything is left.",
+                "after the grace period if anything is left. Cancelling a process that "
+                "has already ended does nothing and says how it ended.",
                 ONLY_PROCESS_ID,
-                control_output("cancelled"),
+                CANCEL_OUTPUT,
                 dict(control, destructiveHint=True),
                 self.cancel,
             ),
@@ -301,6 +387,49 @@ class Tools:
                 self.forget,
             ),
         ]
+
+    # -- errors -------------------------------------------------------------
+
+    def explain(self, failure: Failure) -> Optional[str]:
+        """
+        The text of a tool execution error, or L{None} when C{failure} is
+        not one (an internal error, answered as a JSON-RPC error).  A
+        program refused by the allow-list is told what is allowed; a word
+        that names no program at all is not told to ask for C{--allow}.
+        """
+        error = failure.value
+        if isinstance(error, NotAllowed) and error.setting == "allow" and error.value:
+            return self._refused(error)
+        return error_message(failure)
+
+    def _refused(self, error: NotAllowed) -> str:
+        word = str(error.value)
+        allowed = f"the programs allowed are: {self.allowed_names()}"
+        if "/" not in word and shutil.which(word, path=self._node.allow_list.search_path) is None:
+            return (
+                f"command not allowed: {error.message}, and no program of that name "
+                "exists (a shell builtin or shell syntax runs only with shell: true, "
+                f"when sh is allowed); {allowed}"
+            )
+        message = error_message(Failure(error)) or error.message
+        return f"{message}; {allowed}"
+
+    def _get(self, process_id: str, live: bool = False) -> ManagedProcess:
+        """
+        The process a tool names; an unknown id says where to look.
+        """
+        try:
+            return self._node.registry.get(process_id, live=live)
+        except ProcessNotFound as e:
+            if e.finished:
+                raise
+            keep = self._node.config.keep_finished
+            raise RPCError(
+                PROCESS_NOT_FOUND,
+                f"process not found: no process {process_id!r}; the list tool shows "
+                "every process ccx knows (process ids look like the process_id that "
+                f"execute and start return; a finished one is kept {keep:g} s).",
+            ) from None
 
     # -- starting ---------------------------------------------------------
 
@@ -326,8 +455,43 @@ class Tools:
             "exit_code": completion.exit_code,
         }
 
-    def execute(self, arguments: Dict[str, Any], call: ToolCall) -> Deferred:
-        r = ParamReader(
+    def output_limit(self, requested: Optional[int] = None) -> int:
+        """
+        The most bytes of each stream a result shows.  Each stream's text
+        appears twice in the result (structured and as text content), and
+        JSON escaping can grow it: keep the whole reply well inside the
+        largest message a WebSocket may carry.
+        """
+        cap = self._node.config.max_message_size // 16
+        return cap if requested is None else min(requested, cap)
+
+    def execute_task(self, arguments: Dict[str, Any], call: ToolCall) -> Deferred:
+        """
+        C{execute} as a task: start the program and fire with it once it
+        runs; it runs on when the client goes, and only C{tasks/cancel} (or
+        C{cancel}) ends it.
+        """
+        r = self._execute_arguments(arguments)
+        stdin_text = r.string("input", None)
+        r.offset("max_output_bytes", None)
+        spec = r.launch_spec(
+            stdin=stdin_text is not None, blocking=False, cancel_on_disconnect=False
+        )
+        process, started = self._mcp.session.launch(spec)
+
+        def running(_: object) -> ManagedProcess:
+            call.send_log("info", self._started_event(process))
+            if stdin_text is not None:
+                try:
+                    process.write(stdin_text.encode("utf-8", "surrogatepass"), eof=True)
+                except ProcessError:
+                    pass  # it has already exited: its result says how
+            return process
+
+        return started.addCallback(running)
+
+    def _execute_arguments(self, arguments: Dict[str, Any]) -> ParamReader:
+        return ParamReader(
             arguments,
             "execute",
             (
@@ -340,15 +504,21 @@ class Tools:
                 "merge_stderr",
                 "input",
                 "max_output_bytes",
+                "pty",
             ),
         )
+
+    def execute(self, arguments: Dict[str, Any], call: ToolCall) -> Deferred:
+        r = self._execute_arguments(arguments)
         stdin_text = r.string("input", None)
-        spec = r.launch_spec(stdin=stdin_text is not None, blocking=False)
-        # Each stream's text appears twice in the result (structured and as
-        # text content), and JSON escaping can grow it: keep the whole reply
-        # well inside the largest message a WebSocket may carry.
-        cap = self._node.config.max_message_size // 16
-        limit = min(r.offset("max_output_bytes", cap), cap)
+        # A stateless-era request's program outlives its connection but for
+        # a cancellation (the request's stream closed): no session holds it.
+        spec = r.launch_spec(
+            stdin=stdin_text is not None,
+            blocking=False,
+            cancel_on_disconnect=not self._mcp.stateless,
+        )
+        limit = self.output_limit(r.offset("max_output_bytes", None))
         process, started = self._launch(spec, call)
         if process.finished:
             return started
@@ -363,7 +533,7 @@ class Tools:
         call: ToolCall,
         stdin_text: Optional[str],
         limit: int,
-    ) -> Dict[str, Any]:
+    ) -> Answer:
         """
         The rest of C{execute}: wait for the program to run, report its
         output as progress while it runs, and return how it ended.
@@ -401,27 +571,42 @@ class Tools:
                     reporter.finish()
                 session.unsubscribe(key)
         call.send_log("info", self._finished_event(process))
-        return self._execute_result(process, limit)
+        return self.run_answer(process, limit)
 
-    def _execute_result(self, process: ManagedProcess, limit: Optional[int]) -> Dict[str, Any]:
+    def run_answer(self, process: ManagedProcess, limit: Optional[int] = None) -> Answer:
+        """
+        How a program ran (or runs so far): C{execute}'s result.
+        """
+        limit = self.output_limit(limit)
+        running = process.output.completion is None
         completion = process.output.completion or process.completion()
         result: Dict[str, Any] = {
             "process_id": process.process_id,
             "command": process.command.argv,
-            "status": completion.status,
-            "exit_code": completion.exit_code,
-            "signal": completion.signal,
+            "status": _status(process) if running else completion.status,
+            "exit_code": None if running else completion.exit_code,
+            "signal": None if running else completion.signal,
             "duration": completion.duration,
         }
-        totals = {"stdout": completion.stdout_bytes, "stderr": completion.stderr_bytes}
-        for name in STREAMS:
-            text, shown = _tail(process.output.streams[name], limit)
+        totals = {
+            "stdout": completion.stdout_bytes,
+            "stderr": completion.stderr_bytes,
+            PTY: completion.pty_bytes,
+        }
+        if running:
+            totals = process.output.totals()
+        names = _stream_names(process)
+        for name in names:
+            text, shown = _tail(_stream(process, name), limit)
             result[name] = text
             result[f"{name}_bytes"] = totals[name]
             result[f"{name}_truncated"] = shown < totals[name]
-        result["dropped_bytes"] = completion.dropped_bytes
-        result["error"] = completion.error
-        return result
+        result["dropped_bytes"] = (
+            process.output.dropped_bytes if running else completion.dropped_bytes
+        )
+        result["error"] = None if running else completion.error
+        views = [stream_view(n, _stream(process, n), limit) for n in names]
+        return Answer(result, run_text(result, views))
 
     def start(self, arguments: Dict[str, Any], call: ToolCall) -> Deferred:
         r = ParamReader(
@@ -437,25 +622,32 @@ class Tools:
                 "merge_stderr",
                 "stdin",
                 "on_disconnect",
+                "pty",
             ),
         )
         spec = r.launch_spec(
             stdin=r.boolean("stdin", False),
             blocking=False,
-            cancel_on_disconnect=r.on_disconnect(),
+            cancel_on_disconnect=r.on_disconnect() and not self._mcp.stateless,
         )
         process, started = self._launch(spec, call)
 
-        def running(_: object) -> Dict[str, Any]:
+        def running(_: object) -> Answer:
             call.send_log("info", self._started_event(process))
             process.ended.addCallback(self._report_end)
-            return {
+            result = {
                 "process_id": process.process_id,
                 "pid": process.pid,
                 "pgid": process.pid,
                 "command": process.command.argv,
                 "status": "started",
             }
+            text = (
+                f"started: process {process.process_id} (pid {process.pid}): "
+                f"{command_line(process.command.argv)}\n"
+                "follow it with wait or output, end it with cancel"
+            )
+            return Answer(result, text)
 
         return started.addCallback(running)
 
@@ -471,9 +663,9 @@ class Tools:
 
     def _process(self, arguments: Dict[str, Any], tool: str, live: bool) -> ManagedProcess:
         r = ParamReader(arguments, tool, ("process_id",))
-        return self._node.registry.get(r.string("process_id"), live=live)
+        return self._get(r.string("process_id"), live=live)
 
-    def status(self, arguments: Dict[str, Any], call: ToolCall) -> Dict[str, Any]:
+    def status(self, arguments: Dict[str, Any], call: ToolCall) -> Answer:
         process = self._process(arguments, "status", live=False)
         completion = process.output.completion
         result = process_entry(process)
@@ -481,10 +673,13 @@ class Tools:
         result["signal"] = process.signal_name
         result["duration"] = completion.duration if completion else None
         result["error"] = completion.error if completion else None
-        return result
+        # While it runs, the text says for how long so far.
+        return Answer(result, status_text(result, process.completion().duration))
 
-    def output(self, arguments: Dict[str, Any], call: ToolCall) -> Dict[str, Any]:
-        r = ParamReader(arguments, "output", ("process_id", "offsets", "max_bytes"))
+    def output(self, arguments: Dict[str, Any], call: ToolCall) -> Any:
+        r = ParamReader(
+            arguments, "output", ("process_id", "offsets", "max_bytes", "wait_seconds")
+        )
         process_id = r.string("process_id")
         requested = r.offsets()
         max_bytes = min(
@@ -492,14 +687,52 @@ class Tools:
         )
         if max_bytes < 1:
             raise invalid_params("invalid params: output's 'max_bytes' must be 1 or more")
-        process = self._node.registry.get(process_id)
-        offsets = {name: requested.get(name, 0) for name in STREAMS}
-        check_offsets(offsets, process.output.totals())
+        process = self._get(process_id)
+        check_offsets(requested, process.output.totals())
+        names = _stream_names(process)
+        offsets = {name: requested.get(name, 0) for name in names}
+        seconds = wait_seconds(arguments, "output")
+        nothing_new = all(_stream(process, n).end <= offsets[n] for n in names)
+        if seconds and nothing_new and process.output.completion is None:
+            wait = self._wait(call, seconds).for_output(process, offsets)
+            return wait.done.addCallback(lambda _: self._read(process, offsets, max_bytes))
+        return self._read(process, offsets, max_bytes)
+
+    def _wait(self, call: ToolCall, seconds: float) -> Wait:
+        """
+        A waiting request of this client's, counted against its bound
+        until it answers (or the client cancels it).
+        """
+        waits = self._mcp.waits
+        waits.take()
+        wait = Wait(self._node.reactor, seconds)
+        call.on_cancel(wait.finish)
+        answered = self._mcp.waiting(wait.finish)
+
+        def done(result: Any) -> Any:
+            waits.give()
+            answered()
+            return result
+
+        wait.done.addBoth(done)
+        return wait
+
+    def wait(self, arguments: Dict[str, Any], call: ToolCall) -> Any:
+        r = ParamReader(arguments, "wait", ("process_id", "wait_seconds", "max_output_bytes"))
+        process = self._get(r.string("process_id"))
+        seconds = wait_seconds(arguments, "wait", 30.0)
+        limit = self.output_limit(r.offset("max_output_bytes", None))
+        if seconds and process.output.completion is None:
+            wait = self._wait(call, seconds).for_end(process)
+            return wait.done.addCallback(lambda _: self.run_answer(process, limit))
+        return self.run_answer(process, limit)
+
+    def _read(self, process: ManagedProcess, offsets: Dict[str, int], max_bytes: int) -> Answer:
         result: Dict[str, Any] = {"process_id": process.process_id, "status": _status(process)}
         done = process.output.completion is not None
-        for name in STREAMS:
-            offset = offsets[name]
-            buffer = process.output.streams[name]
+        for name in _stream_names(process):
+            offset = offsets.get(name, 0)
+            buffer = _stream(process, name)
             first, text, next_offset = read_text(buffer, offset, max_bytes)
             result[name] = {
                 "text": text,
@@ -510,42 +743,86 @@ class Tools:
             }
             done = done and next_offset >= buffer.end
         result["finished"] = done
-        return result
+        return Answer(result, output_text(result))
 
-    def write(self, arguments: Dict[str, Any], call: ToolCall) -> Dict[str, Any]:
+    def write(self, arguments: Dict[str, Any], call: ToolCall) -> Answer:
         r = ParamReader(arguments, "write", ("process_id", "data", "eof"))
         process_id = r.string("process_id")
         data = r.string("data", "").encode("utf-8", "surrogatepass")
         eof = r.boolean("eof", False)
-        process = self._node.registry.get(process_id, live=True)
+        process = self._get(process_id, live=True)
         process.write(data, eof)
-        return {"process_id": process.process_id, "bytes": len(data)}
+        closed = ", and closed it" if eof else ""
+        return Answer(
+            {"process_id": process.process_id, "bytes": len(data)},
+            f"wrote {len(data)} bytes to the standard input of {process.process_id}{closed}",
+        )
 
-    def pause(self, arguments: Dict[str, Any], call: ToolCall) -> Dict[str, Any]:
+    def resize(self, arguments: Dict[str, Any], call: ToolCall) -> Answer:
+        r = ParamReader(arguments, "resize", ("process_id", "rows", "cols"))
+        process_id = r.string("process_id")
+        size = window_size(r, "resize")
+        process = self._get(process_id, live=True)
+        process.resize(size)
+        return Answer(
+            {"process_id": process.process_id, "rows": size.rows, "cols": size.cols},
+            f"resized: the terminal of process {process.process_id} is now "
+            f"{size.rows} rows by {size.cols} columns",
+        )
+
+    def pause(self, arguments: Dict[str, Any], call: ToolCall) -> Answer:
         process = self._process(arguments, "pause", live=True)
         process.pause()
-        return {"process_id": process.process_id, "status": "paused"}
+        return Answer(
+            {"process_id": process.process_id, "status": "paused"},
+            f"paused: process {process.process_id} and everything it started",
+        )
 
-    def resume(self, arguments: Dict[str, Any], call: ToolCall) -> Dict[str, Any]:
+    def resume(self, arguments: Dict[str, Any], call: ToolCall) -> Answer:
         process = self._process(arguments, "resume", live=True)
         process.resume()
-        return {"process_id": process.process_id, "status": "resumed"}
+        return Answer(
+            {"process_id": process.process_id, "status": "resumed"},
+            f"resumed: process {process.process_id}",
+        )
 
-    def cancel(self, arguments: Dict[str, Any], call: ToolCall) -> Dict[str, Any]:
-        process = self._process(arguments, "cancel", live=True)
+    def cancel(self, arguments: Dict[str, Any], call: ToolCall) -> Answer:
+        """
+        End a process; one that has already ended is left as it is, and the
+        answer says how it ended (the tool is idempotent, as declared).
+        """
+        process = self._process(arguments, "cancel", live=False)
+        completion = process.output.completion
+        if completion is not None:
+            line = outcome(
+                completion.status, completion.exit_code, completion.signal, completion.duration
+            )
+            return Answer(
+                {"process_id": process.process_id, "status": completion.status},
+                f"{line}\nprocess {process.process_id} had already ended; nothing to cancel",
+            )
         process.cancel()
-        return {"process_id": process.process_id, "status": "cancelled"}
+        grace = self._node.config.kill_grace
+        return Answer(
+            {"process_id": process.process_id, "status": "cancelled"},
+            f"cancelled: process {process.process_id} is being ended (SIGTERM to its "
+            f"group, SIGKILL after {grace:g} s if anything is left)",
+        )
 
-    def list(self, arguments: Dict[str, Any], call: ToolCall) -> Dict[str, Any]:
+    def list(self, arguments: Dict[str, Any], call: ToolCall) -> Answer:
         ParamReader(arguments, "list", ())
-        return {"processes": [process_entry(p) for p in self._node.registry.all()]}
+        processes = [process_entry(p) for p in self._node.registry.all()]
+        return Answer({"processes": processes}, list_text(processes))
 
-
-    def forget(self, arguments: Dict[str, Any], call: ToolCall) -> Dict[str, Any]:
+    def forget(self, arguments: Dict[str, Any], call: ToolCall) -> Answer:
         r = ParamReader(arguments, "forget", ("process_id",))
         process_id = r.string("process_id")
+        self._get(process_id)
         self._node.registry.forget(process_id)
-        return {"process_id": process_id, "status": "forgotten"}
+        return Answer(
+            {"process_id": process_id, "status": "forgotten"},
+            f"forgotten: process {process_id}, its record and its output",
+        )
 
 
 def error_message(failure: Failure) -> Optional[str]:

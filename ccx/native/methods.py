@@ -24,7 +24,7 @@ from ccx.protocol import BASE64, BINARY, BINARY_FRAMES, CONTROLS, ENCODINGS, OUT
 from ccx.rpc.errors import invalid_params
 from ccx.rpc.interfaces import IFrameChannel, INotificationChannel
 from ccx.rpc.jsonrpc import Call, Handler
-from ccx.rpc.params import ParamReader, check_offsets
+from ccx.rpc.params import ParamReader, check_offsets, window_size
 from ccx.session import Session
 
 CAPABILITIES = (
@@ -36,6 +36,7 @@ CAPABILITIES = (
     "attach",
     "detach",
     "forget",
+    "pty",
     "batch",
     "base64",
     "back-pressure",
@@ -74,6 +75,7 @@ class NativeMethods:
             "attach": self.attach,
             "detach": self.detach,
             "forget": self.forget,
+            "resize": self.resize,
             "ping": self.ping,
             "pong": self.ping,
         }
@@ -121,6 +123,7 @@ class NativeMethods:
                 "on_full",
                 "on_disconnect",
                 "encoding",
+                "pty",
             ),
         )
         spec = r.launch_spec(
@@ -184,6 +187,14 @@ class NativeMethods:
         process = self._node.registry.get(process_id, live=True)
         process.write(data, eof)
         return {"bytes": len(data)}
+
+    def resize(self, params: Any, call: Call) -> dict:
+        r = ParamReader(params, "resize", ("process_id", "rows", "cols"))
+        process_id = r.string("process_id")
+        size = window_size(r, "resize")
+        process = self._node.registry.get(process_id, live=True)
+        process.resize(size)
+        return {"process_id": process.process_id, "rows": size.rows, "cols": size.cols}
 
     def list(self, params: Any, call: Call) -> dict:
         ParamReader(params, "list", ())

@@ -11,6 +11,7 @@ from typing import Any, Callable, Dict, Optional
 from zope.interface import implementer
 
 from ccx.output.events import (
+    PTY,
     STREAMS,
     Completion,
     OutputChunk,
@@ -108,7 +109,7 @@ def changed_params(event: StateChanged) -> Dict[str, Any]:
 
 
 def completed_params(completion: Completion) -> Dict[str, Any]:
-    return {
+    params = {
         "process_id": completion.process_id,
         "status": completion.status,
         "pid": completion.pid,
@@ -121,6 +122,9 @@ def completed_params(completion: Completion) -> Dict[str, Any]:
         "dropped_bytes": completion.dropped_bytes,
         "error": completion.error,
     }
+    if completion.pty_bytes is not None:
+        params["pty_bytes"] = completion.pty_bytes
+    return params
 
 
 # What a process.output notification holds besides its data, generously.
@@ -277,7 +281,11 @@ def process_entry(process: Any) -> Dict[str, Any]:
         "exit_code": process.exit_code,
     }
     for name in STREAMS:
-        entry[f"{name}_bytes"] = streams[name].end
+        entry[f"{name}_bytes"] = streams[name].end if name in streams else 0
+    if process.window is not None:
+        # A program on a terminal: its one stream, and its window.
+        entry["pty_bytes"] = streams[PTY].end
+        entry["pty"] = {"rows": process.window.rows, "cols": process.window.cols}
     entry["dropped_bytes"] = output.dropped_bytes
     entry["subscribers"] = len(output.subscriptions)
     entry["encoding"] = process.options.encoding

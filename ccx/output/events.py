@@ -6,9 +6,11 @@ order they happened, that each edge turns into its own format.
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
-from ccx.protocol import STREAMS
+from ccx.protocol import ALL_STREAMS, PTY, STREAMS
 
 __all__ = [
+    "ALL_STREAMS",
+    "PTY",
     "STREAMS",
     "Completion",
     "OutputChunk",
@@ -84,6 +86,8 @@ class Completion:
     @ivar signal: the name of the signal that ended it, if one did.
     @ivar duration: seconds from spawn to exit.
     @ivar error: what went wrong around the program, if anything.
+    @ivar pty_bytes: the length of its C{pty} stream, for a program on a
+        terminal (whose C{stdout_bytes} and C{stderr_bytes} are 0).
     """
 
     process_id: str
@@ -96,3 +100,4 @@ class Completion:
     stderr_bytes: int
     dropped_bytes: int
     error: Optional[str]
+    pty_bytes: Optional[int] = None

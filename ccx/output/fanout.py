@@ -8,7 +8,7 @@ point where back-pressure from the slowest blocking subscriber reaches the
 program.
 """
 
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from twisted.logger import Logger
 
@@ -104,8 +104,7 @@ class Subscription:
         max_chunk = min(MAX_CHUNK, sink.max_chunk)
         while sink.writable and not self.done:
             moved = False
-            for name in STREAMS:
-                buffer = streams[name]
+            for name, buffer in streams.items():
                 cursor = self.cursors[name]
                 held = output.next_held(name, cursor)
                 if cursor < held:
@@ -132,7 +131,7 @@ class Subscription:
         if (
             not self.done
             and output.completion is not None
-            and all(self.cursors[n] >= streams[n].end for n in STREAMS)
+            and all(self.cursors[n] >= streams[n].end for n in streams)
         ):
             self.done = True
             sink.completed(output.completion)
@@ -154,6 +153,8 @@ class ProcessOutput:
         or L{None}: while it keeps every byte, the buffers are its cache.
     @ivar store_error: why the store stopped keeping output, if it did:
         the program goes on with the buffers alone.
+    @ivar streams: a L{StreamBuffer} by stream name: C{stdout} and
+        C{stderr}, or C{pty} alone for a program on a terminal.
     """
 
     log = Logger()
@@ -164,10 +165,11 @@ class ProcessOutput:
         max_bytes: int,
         max_lines: int,
         blocking: bool,
+        streams: Sequence[str] = STREAMS,
     ) -> None:
         self.process_id = process_id
         self.blocking = blocking
-        self.streams = {name: StreamBuffer(max_bytes, max_lines) for name in STREAMS}
+        self.streams = {name: StreamBuffer(max_bytes, max_lines) for name in streams}
         self.subscriptions: List[Subscription] = []
         self.dropped_bytes = 0
         self.completion: Optional[Completion] = None
@@ -433,7 +435,7 @@ class ProcessOutput:
         if self.store is not None:
             self.store.close()
             self.store = None
-        self.streams = {name: StreamBuffer(0, 0) for name in STREAMS}
+        self.streams = {name: StreamBuffer(0, 0) for name in self.streams}
         self._forget_budget()
 
     def retire(self) -> None:

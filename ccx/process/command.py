@@ -10,6 +10,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Union
 
 from ccx.process.allowlist import SHELL, AllowList
 from ccx.process.errors import InvalidCommand, NotAllowed
+from ccx.process.terminal import TERM, WindowSize
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,8 @@ class Command:
     @ivar stdin: whether standard input stays open for C{write}.
     @ivar merge_stderr: whether its standard error is its standard output's
         pipe (one stream, in the order the program wrote it).
+    @ivar pty: the window size of the pseudo-terminal the program runs on,
+        or L{None} to run it on pipes.
     """
 
     executable: str
@@ -34,6 +37,7 @@ class Command:
     env: Dict[str, str] = field(default_factory=dict)
     stdin: bool = False
     merge_stderr: bool = False
+    pty: Optional[WindowSize] = None
 
 
 def _argv(command: Union[str, list], shell: bool) -> List[str]:
@@ -140,6 +144,7 @@ def build_command(
     allow_env: Sequence[str] = (),
     deny_env: Sequence[str] = (),
     merge_stderr: bool = False,
+    pty: Optional[WindowSize] = None,
 ) -> Command:
     """
     Check a client's command and turn it into a L{Command}.
@@ -150,6 +155,9 @@ def build_command(
     @param deny_env: patterns of the variables C{env} may never set.
     @param merge_stderr: give the program its standard output's pipe as
         its standard error too.
+    @param pty: run it on a terminal of this size: its input is open (the
+        terminal's), and C{TERM} says what the terminal is unless C{env}
+        sets it.
 
     @raise InvalidCommand: for a malformed command.
     @raise NotAllowed: when the program is not allowed.
@@ -161,5 +169,15 @@ def build_command(
     allow_list.check_name(argv[0], executable)
     if base_env is None:
         base_env = base_environment(allow_list.search_path)
+    if pty is not None:
+        base_env = {**base_env, "TERM": TERM}
     environment = _env(base_env, env or {}, allow_env, deny_env)
-    return Command(executable, argv, directory, environment, stdin, merge_stderr)
+    return Command(
+        executable,
+        argv,
+        directory,
+        environment,
+        stdin or pty is not None,
+        merge_stderr,
+        pty,
+    )

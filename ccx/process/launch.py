@@ -18,6 +18,7 @@ from ccx.process.errors import LimitsUnavailable, SpawnFailed
 from ccx.process.managed import ManagedProcess, RunOptions
 from ccx.process.registry import ProcessRegistry
 from ccx.process.spawner import spawn
+from ccx.process.terminal import WindowSize
 
 # How to spawn with a given reactor (L{ccx.process.spawner.spawn}): with
 # the reactor bound, a L{ccx.process.managed.Spawner}.
@@ -38,6 +39,8 @@ class LaunchSpec:
     @ivar limits: what all of its processes together may use (needs a
         cgroup with the controllers).
     @ivar merge_stderr: its standard error goes to its standard output.
+    @ivar pty: run it on a pseudo-terminal of this size (one C{pty} stream,
+        input always open) instead of pipes.
     """
 
     command: Any
@@ -51,6 +54,7 @@ class LaunchSpec:
     encoding: str = "utf-8"
     limits: Optional[Limits] = None
     merge_stderr: bool = False
+    pty: Optional[WindowSize] = None
 
 
 @dataclass(frozen=True)
@@ -134,6 +138,7 @@ class Launcher:
             allow_env=settings.allow_env,
             deny_env=settings.deny_env,
             merge_stderr=spec.merge_stderr,
+            pty=spec.pty,
         )
         if check is not None:
             check(program)

@@ -17,7 +17,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ccx.journal.record import Record
-from ccx.output.events import Completion, StateChanged
+from ccx.output.events import PTY, STREAMS, Completion, StateChanged
 from ccx.output.fanout import ProcessOutput
 from ccx.output.interfaces import IOutputStore, IReadControl
 from ccx.process.command import Command
@@ -25,6 +25,8 @@ from ccx.process.errors import InvalidState, LimitReached, ProcessNotFound, Spaw
 from ccx.process.cgroup import Cgroup, CgroupError, Usage
 from ccx.process.group import CgroupContainment, GroupContainment, ProcessGroup
 from ccx.process.interfaces import IExecReport
+from ccx.process.pipes import TERMINAL_FD
+from ccx.process.terminal import EOF_CHARACTER, WindowSize
 from ccx.process.timer import PausableTimer
 
 
@@ -55,6 +57,7 @@ class State(str, Enum):
 _FINAL = frozenset((State.COMPLETED, State.FAILED, State.CANCELLED, State.TIMEOUT))
 
 _FD_STREAMS = {1: "stdout", 2: "stderr"}
+_TERMINAL_STREAMS = {TERMINAL_FD: PTY}
 
 # While members of an ended program's group are still alive, how often to
 # look again.  Only the short window between SIGTERM and their death polls.
@@ -120,6 +123,8 @@ class ManagedProcess(ProcessProtocol):
     @ivar containment: what holds every process of it once it runs: a
         L{GroupContainment} or a L{CgroupContainment}.
     @ivar ended: a L{Deferred} that fires with this process once it is finished.
+    @ivar window: the window size of its terminal, or L{None} for a program
+        on pipes.
     """
 
     log = Logger()
@@ -139,11 +144,14 @@ class ManagedProcess(ProcessProtocol):
         self.options = options
         self.owner = owner
         self._clock = clock
+        self.window: Optional[WindowSize] = command.pty
+        self._fd_streams = _FD_STREAMS if command.pty is None else _TERMINAL_STREAMS
         self.output = ProcessOutput(
             process_id,
             options.buffer_bytes,
             options.buffer_lines,
             blocking=options.blocking,
+            streams=STREAMS if command.pty is None else (PTY,),
         )
         self.state = State.STARTING
         self.pid: Optional[int] = None
@@ -256,12 +264,12 @@ class ManagedProcess(ProcessProtocol):
     # -- output ---------------------------------------------------------
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
-        stream = _FD_STREAMS.get(childFD)
+        stream = self._fd_streams.get(childFD)
         if stream is not None:
             self.output.receive(stream, data, self._clock.seconds())
 
     def childConnectionLost(self, childFD: int) -> None:
-        stream = _FD_STREAMS.get(childFD)
+        stream = self._fd_streams.get(childFD)
         if stream is not None:
             self.output.end_stream(stream)
         elif childFD == 0 and self._stdin is not None:
@@ -374,7 +382,9 @@ class ManagedProcess(ProcessProtocol):
 
     def write(self, data: bytes, eof: bool = False) -> None:
         """
-        Write to the program's standard input.
+        Write to the program's standard input: for a program on a terminal,
+        type into it (C{eof} types the EOF character, Ctrl-D; the terminal
+        stays open).
 
         @raise InvalidState: when its standard input is not open.
         @raise LimitReached: when it does not read its input as fast as it
@@ -398,9 +408,33 @@ class ManagedProcess(ProcessProtocol):
                     "as fast as it is written; retry later"
                 )
             self.transport.write(data)
-        if eof:
+        if eof and self.window is not None:
+            self.transport.write(EOF_CHARACTER)
+        elif eof:
             self._stdin.closed = True
             self.transport.closeStdin()
+
+    def resize(self, size: WindowSize) -> None:
+        """
+        Change the window size of the program's terminal: its foreground
+        process group gets SIGWINCH (when the size changed).
+
+        @raise InvalidState: when it does not run on a terminal.
+        """
+        self._check_controllable()
+        if self.window is None:
+            raise InvalidState(
+                f"process {self.process_id!r} does not run on a terminal "
+                "(start it with 'pty' to resize it)",
+                parameter="pty",
+            )
+        try:
+            self.transport.resize(size)
+        except (OSError, RuntimeError):
+            raise InvalidState(
+                f"the terminal of process {self.process_id!r} is already closed"
+            ) from None
+        self.window = size
 
     def _stdin_closed(self) -> bool:
         return self._stdin is None or self._stdin.closed
@@ -562,10 +596,11 @@ class ManagedProcess(ProcessProtocol):
             exit_code=self.exit_code,
             signal=self.signal_name,
             duration=round(self._duration, 6),
-            stdout_bytes=streams["stdout"].end,
-            stderr_bytes=streams["stderr"].end,
+            stdout_bytes=streams["stdout"].end if "stdout" in streams else 0,
+            stderr_bytes=streams["stderr"].end if "stderr" in streams else 0,
             dropped_bytes=self.output.dropped_bytes,
             error=self._error,
+            pty_bytes=streams[PTY].end if PTY in streams else None,
         )
 
     # -- records ------------------------------------------------------------
@@ -594,6 +629,8 @@ class ManagedProcess(ProcessProtocol):
             stderr_bytes=completion.stderr_bytes,
             dropped_bytes=completion.dropped_bytes,
             error=completion.error,
+            pty=None if self.window is None else [self.window.rows, self.window.cols],
+            pty_bytes=completion.pty_bytes or 0,
         )
 
     @classmethod
@@ -604,7 +641,14 @@ class ManagedProcess(ProcessProtocol):
         A process that finished before this service started, as its record
         says, with its output in C{store}: listable and attachable, no more.
         """
-        command = Command(record.executable, list(record.argv), record.cwd)
+        window = None
+        if record.pty is not None:
+            try:
+                window = WindowSize(*record.pty)
+            except (TypeError, ValueError):
+                # Still a program on a terminal: its stream is pty.
+                window = WindowSize(24, 80)
+        command = Command(record.executable, list(record.argv), record.cwd, pty=window)
         process = cls(record.process_id, command, RunOptions(encoding=record.encoding), clock)
         try:
             process.state = State(record.status)
@@ -621,7 +665,11 @@ class ManagedProcess(ProcessProtocol):
         process._error = record.error
         process.output.restore(
             store,
-            {"stdout": record.stdout_bytes, "stderr": record.stderr_bytes},
+            {
+                "stdout": record.stdout_bytes,
+                "stderr": record.stderr_bytes,
+                PTY: record.pty_bytes,
+            },
             record.dropped_bytes,
         )
         process.output.complete(process.completion())

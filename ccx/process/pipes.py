@@ -5,9 +5,11 @@ Twisted reads a child's pipes 8 KiB at a time and has no setting to change
 that: a flood then costs a reactor turn for every 8 KiB.  So ccx makes the
 pipes itself, hands the child's ends to the program when it starts, reads
 the parent's ends of the output pipes with L{PipeReader} and writes its
-standard input with L{PipeWriter}.
+standard input with L{PipeWriter}.  A program on a terminal has one end
+instead, the terminal's master, read and written by L{TerminalEnd}.
 """
 
+import errno
 import os
 
 from twisted.internet import fdesc
@@ -16,8 +18,14 @@ from twisted.internet.interfaces import IProcessProtocol, IReactorFDSet
 from twisted.internet.main import CONNECTION_DONE, CONNECTION_LOST
 from twisted.python.failure import Failure
 
+from ccx.process.terminal import WindowSize, set_window_size
+
 # How much one read of an output pipe may take: a full pipe's worth.
 PIPE_READ_SIZE = 64 * 1024
+
+# The child descriptor a terminal's output is reported on (as Twisted's
+# own PTY processes do): everything the program writes arrives there.
+TERMINAL_FD = 1
 
 
 class PipeReader(FileDescriptor):
@@ -127,3 +135,64 @@ class PipeWriter(FileDescriptor):
         super().connectionLost(reason)
         os.close(self.fd)
         self.proc.childConnectionLost(self.child_fd)
+
+
+class TerminalEnd(PipeReader):
+    """
+    The master end of a program's terminal, in the reactor: what it reads
+    is the program's output (C{proc.childDataReceived(TERMINAL_FD, data)}),
+    what is written to it is the program's input, buffered as a
+    L{twisted.internet.abstract.FileDescriptor} does (pausing a registered
+    producer past its C{bufferSize}).
+
+    It stands for both the program's standard input and its output: when
+    it closes (every holder of the slave end gone, which Linux reports as
+    C{EIO}; or L{loseConnection}), it tells C{proc} that descriptors 0 and
+    L{TERMINAL_FD} are lost.  Closing it hangs the terminal up, so end of
+    input is the EOF character written
+    (L{ccx.process.terminal.EOF_CHARACTER}), never a close.
+    """
+
+    def __init__(self, reactor: IReactorFDSet, proc: IProcessProtocol, fd: int) -> None:
+        super().__init__(reactor, proc, TERMINAL_FD, fd)
+
+    def resize(self, size: WindowSize) -> None:
+        """
+        Change the window size: the program gets SIGWINCH.
+
+        @raise OSError: when the terminal is gone.
+        """
+        set_window_size(self.fd, size)
+
+    def doRead(self) -> object:
+        try:
+            data = os.read(self.fd, self.read_size)
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError as e:
+            # EIO: no process holds the slave end any more (the end of
+            # output, as end of file is for a pipe).
+            return CONNECTION_DONE if e.errno == errno.EIO else CONNECTION_LOST
+        if not data:
+            return CONNECTION_DONE
+        self.proc.childDataReceived(self.child_fd, data)
+        return None
+
+    def writeSomeData(self, data: bytes) -> object:
+        return fdesc.writeToFD(self.fd, data)
+
+    def loseConnection(self) -> None:
+        """
+        Close the terminal now, whatever is still to be read or written
+        (the program is hung up on).
+        """
+        # Not writing either: a flush ending later would close it twice.
+        self.stopWriting()
+        super().loseConnection()
+
+    def connectionLost(self, reason: Failure) -> None:
+        if self.disconnected:
+            return
+        # The input side is gone with the output side: one descriptor.
+        self.proc.childConnectionLost(0)
+        super().connectionLost(reason)

@@ -119,7 +119,7 @@ class ProcessRegistry:
         if self.state_dir is None:
             return
         try:
-            journal = self.state_dir.create(process.process_id)
+            journal = self.state_dir.create(process.process_id, tuple(process.output.streams))
         except OSError as e:
             process.output.store_error = f"journal cannot be created: {e.strerror}"
             self.log.error(

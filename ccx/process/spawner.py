@@ -7,7 +7,7 @@ program.
 import os
 import signal
 import subprocess
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 from twisted.internet.interfaces import IReactorFDSet
 
@@ -15,6 +15,7 @@ from ccx.process.cgroup import Cgroup, CgroupError
 from ccx.process.command import Command
 from ccx.process.errors import SpawnFailed
 from ccx.process.interfaces import IExecReport
+from ccx.process.terminal import open_terminal, take_controlling_terminal
 from ccx.process.transport import ChildProcess
 
 # The child's descriptors that are pipes ccx reads.
@@ -22,7 +23,12 @@ OUTPUT_FDS = (1, 2)
 
 
 def start_child(
-    command: Command, stdin: int, stdout: int, stderr: int, cgroup: Optional[Cgroup] = None
+    command: Command,
+    stdin: int,
+    stdout: int,
+    stderr: int,
+    cgroup: Optional[Cgroup] = None,
+    preexec: Optional[Callable[[], None]] = None,
 ) -> subprocess.Popen:
     """
     Start C{command}'s program with C{stdin}, C{stdout} and C{stderr} as its
@@ -39,6 +45,10 @@ def start_child(
     the child starts in the cgroup, so even its first fork is inside
     (see docs/architecture.md, "A cgroup per program").
 
+    C{preexec} runs in the child after C{setsid()}, before the exec (a
+    program on a terminal takes it as its controlling terminal there); with
+    it, C{subprocess} forks instead of C{vfork}ing.
+
     @return: the child, running the program.
     @raise SpawnFailed: when the directory could not be entered or the
         program executed; the child is gone (reaped) then.
@@ -48,11 +58,11 @@ def start_child(
         no child is left then.
     """
     if cgroup is None:
-        return _popen(command, stdin, stdout, stderr)
+        return _popen(command, stdin, stdout, stderr, preexec)
     child: Optional[subprocess.Popen] = None
     try:
         with cgroup.joined():
-            child = _popen(command, stdin, stdout, stderr)
+            child = _popen(command, stdin, stdout, stderr, preexec)
     except CgroupError:
         if child is not None:
             # ccx could not leave the cgroup: the program must not run on
@@ -63,7 +73,13 @@ def start_child(
     return child
 
 
-def _popen(command: Command, stdin: int, stdout: int, stderr: int) -> subprocess.Popen:
+def _popen(
+    command: Command,
+    stdin: int,
+    stdout: int,
+    stderr: int,
+    preexec: Optional[Callable[[], None]] = None,
+) -> subprocess.Popen:
     try:
         return subprocess.Popen(
             command.argv,
@@ -76,6 +92,7 @@ def _popen(command: Command, stdin: int, stdout: int, stderr: int) -> subprocess
             close_fds=True,
             start_new_session=True,
             restore_signals=True,
+            preexec_fn=preexec,
         )
     except OSError as e:
         # The child reports which step failed through the name it gives:
@@ -106,6 +123,9 @@ def spawn(
         left open and no child is left.
     @raise OSError: when ccx could not make the pipes or the child.
     """
+    if command.pty is not None:
+        # On a terminal instead of pipes (ccx.process.terminal).
+        return spawn_on_terminal(reactor, protocol, command, cgroup)
     # Every descriptor is close-on-exec (os.pipe's and os.open's default):
     # no other child inherits one; the program gets its ends as 0, 1 and 2.
     parent_ends: Dict[int, int] = {}
@@ -143,6 +163,40 @@ def spawn(
             to_close += parent_ends.values()
         for fd in to_close:
             os.close(fd)
+    transport.connect()
+    protocol.exec_succeeded()
+    return transport
+
+
+def spawn_on_terminal(
+    reactor: IReactorFDSet,
+    protocol: IExecReport,
+    command: Command,
+    cgroup: Optional[Cgroup] = None,
+) -> ChildProcess:
+    """
+    As L{spawn}, for a command with C{pty}: the program runs on a new
+    pseudo-terminal of that size, its controlling terminal, whose master
+    end the transport reads and writes (L{TerminalEnd}).
+    """
+    master, slave = open_terminal(command.pty)
+    transport: Optional[ChildProcess] = None
+    try:
+        child = start_child(command, slave, slave, slave, cgroup, take_controlling_terminal)
+        try:
+            transport = ChildProcess(
+                reactor, protocol, child.pid, child.poll, {}, terminal=master
+            )
+        except BaseException:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+            raise
+    finally:
+        # The program holds the slave end now: once it (and what it
+        # started) closes it, reading the master reports the end.
+        os.close(slave)
+        if transport is None:
+            os.close(master)
     transport.connect()
     protocol.exec_succeeded()
     return transport

@@ -21,7 +21,8 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ccx.process.exitwatch import ExitWatcher
-from ccx.process.pipes import PipeReader, PipeWriter
+from ccx.process.pipes import PipeReader, PipeWriter, TerminalEnd
+from ccx.process.terminal import WindowSize
 
 # The signal names Twisted's signalProcess takes besides numbers.
 _SIGNAL_NAMES = ("HUP", "STOP", "INT", "KILL", "TERM")
@@ -74,6 +75,7 @@ class ChildProcess:
         outputs: Mapping[int, int],
         stdin: Optional[int] = None,
         watch: Callable[[IReactorFDSet, int, Callable[[], None]], ExitWatcher] = ExitWatcher,
+        terminal: Optional[int] = None,
     ) -> None:
         """
         @param pid: the pid of a child not reaped yet.
@@ -87,6 +89,9 @@ class ChildProcess:
         @param watch: makes what tells this transport the child may have
             exited (L{ExitWatcher}, given the reactor, the pid and what to
             call); it has C{startReading} and C{close}.
+        @param terminal: the master end of the program's terminal, if it
+            runs on one (instead of pipes): its output and its input, as a
+            L{TerminalEnd}; owned by this transport too.
         @raise OSError: when the pidfd cannot be opened; the caller still
             owns the pipes and the child then.
         """
@@ -96,7 +101,14 @@ class ChildProcess:
         self._readers: Dict[int, PipeReader] = {
             child_fd: PipeReader(reactor, self, child_fd, fd) for child_fd, fd in outputs.items()
         }
-        self._stdin = None if stdin is None else PipeWriter(reactor, self, 0, stdin)
+        self._stdin: Optional[PipeWriter] = (
+            None if stdin is None else PipeWriter(reactor, self, 0, stdin)
+        )
+        self.terminal: Optional[TerminalEnd] = None
+        if terminal is not None:
+            self.terminal = TerminalEnd(reactor, self, terminal)
+            self._readers[self.terminal.child_fd] = self.terminal
+            self._stdin = self.terminal
         self._exit: Optional[Failure] = None
         self._ended = False
         # Last: nothing after it can fail and leave the pidfd open.
@@ -241,6 +253,17 @@ class ChildProcess:
         if self.pid is None:
             raise ProcessExitedAlready()
         os.kill(self.pid, signalID)
+
+    def resize(self, size: WindowSize) -> None:
+        """
+        Change the window size of the program's terminal.
+
+        @raise RuntimeError: when the program has no terminal, or it is
+            closed.
+        """
+        if self.terminal is None or self.terminal.disconnected:
+            raise RuntimeError("the program has no open terminal")
+        self.terminal.resize(size)
 
     def getPeer(self) -> IAddress:
         return ProcessAddress()

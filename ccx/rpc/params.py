@@ -5,9 +5,10 @@ Strict reading of a method's named params, with errors a person can act on.
 import math
 from typing import Any, Dict, Iterable, Mapping, Optional, Sequence
 
-from ccx.output.events import STREAMS
+from ccx.output.events import ALL_STREAMS
 from ccx.process.cgroup import Limits
 from ccx.process.launch import LaunchSpec
+from ccx.process.terminal import MAX_COLS, MAX_ROWS, WindowSize
 from ccx.rpc.errors import invalid_params
 
 REQUIRED: Any = object()
@@ -120,14 +121,14 @@ class ParamReader:
         Byte offsets by stream name: the streams given, each a whole number.
         """
         requested = self.object(name)
-        unknown = sorted(set(requested) - set(STREAMS))
+        unknown = sorted(set(requested) - set(ALL_STREAMS))
         if unknown:
             raise invalid_params(
                 f"invalid params: {self._method}'s {name!r} has no stream "
-                f"{unknown[0]!r} (streams: {', '.join(STREAMS)})"
+                f"{unknown[0]!r} (streams: {', '.join(ALL_STREAMS)})"
             )
         offsets = {}
-        for stream in STREAMS:
+        for stream in ALL_STREAMS:
             value = requested.get(stream)
             if value is None:
                 continue
@@ -191,6 +192,32 @@ class ParamReader:
             return None
         return Limits(memory=memory, cpu=None if cpu is None else float(cpu), pids=pids)
 
+    def window(self, name: str) -> Optional[WindowSize]:
+        """
+        A terminal's window size, C{{"rows": R, "cols": C}}, each a whole
+        number from 1 to L{MAX_ROWS} or L{MAX_COLS}; L{None} when absent.
+        """
+        given = self._get(name, None)
+        if given is None:
+            return None
+        if not isinstance(given, dict):
+            raise self._wrong(name, 'an object {"rows": R, "cols": C}')
+        unknown = sorted(set(given) - {"rows", "cols"})
+        if unknown:
+            raise invalid_params(
+                f"invalid params: {self._method}'s {name!r} has no member {unknown[0]!r} "
+                "(members: rows, cols)"
+            )
+        for member, most in (("rows", MAX_ROWS), ("cols", MAX_COLS)):
+            if member not in given:
+                raise invalid_params(f"invalid params: {self._method}'s {name!r} needs {member!r}")
+            if not _whole(given[member], 1, most):
+                raise invalid_params(
+                    f"invalid params: {self._method}'s {name}.{member} must be a whole "
+                    f"number from 1 to {most}"
+                )
+        return WindowSize(given["rows"], given["cols"])
+
     def launch_spec(self, **chosen: Any) -> LaunchSpec:
         """
         What every dialect's way of starting a program reads alike
@@ -206,6 +233,7 @@ class ParamReader:
             timeout=self.number("timeout"),
             limits=self.limits(),
             merge_stderr=self.boolean("merge_stderr", False),
+            pty=self.window("pty"),
             **chosen,
         )
 
@@ -224,9 +252,28 @@ def check_offsets(offsets: Mapping[str, int], ends: Mapping[str, int]) -> None:
     @param ends: each stream's length so far.
     """
     for stream, offset in offsets.items():
+        if stream not in ends:
+            raise invalid_params(
+                f"invalid params: offsets.{stream}: the process has no {stream} stream "
+                f"(its streams: {', '.join(s for s in ends if s != 'dropped')})"
+            )
         if offset > ends[stream]:
             raise invalid_params(
                 f"invalid params: offsets.{stream} is {offset}, past the end of "
                 f"that stream ({ends[stream]} bytes so far)"
             )
 
+
+
+def window_size(r: ParamReader, method: str) -> WindowSize:
+    """
+    C{rows} and C{cols} given as two params of C{method} (C{resize}), as
+    strictly as C{pty}.
+    """
+    rows, cols = r.any("rows"), r.any("cols")
+    for member, value, most in (("rows", rows, MAX_ROWS), ("cols", cols, MAX_COLS)):
+        if not _whole(value, 1, most):
+            raise invalid_params(
+                f"invalid params: {method}'s {member!r} must be a whole number from 1 to {most}"
+            )
+    return WindowSize(rows, cols)

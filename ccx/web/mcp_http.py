@@ -21,6 +21,7 @@ C{--http-session-idle} seconds without a request or an open stream, or when
 the service stops.
 """
 
+import json
 from typing import Any, Dict, List, Optional, Set, Tuple
 
 from twisted.internet.defer import Deferred, DeferredList
@@ -30,9 +31,19 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
+from ccx.mcp.envelope import (
+    HTTP_STATUS,
+    STATELESS_VERSIONS,
+    UNSUPPORTED_VERSION,
+    check_headers,
+    envelope_of,
+    requested_version,
+    unsupported,
+)
 from ccx.mcp.methods import McpMethods
 from ccx.mcp.session import SUPPORTED_VERSIONS, McpSession
 from ccx.mcp.tools import Tools
+from ccx.mcp.waiting import WaitBudget
 from ccx.node import Node
 from ccx.rpc.errors import INVALID_REQUEST, LIMIT_EXCEEDED, RPCError
 from ccx.rpc.interfaces import INotificationChannel
@@ -52,7 +63,10 @@ from ccx.web.websocket import CLOSE_TIMEOUT
 
 SESSION_HEADER = b"mcp-session-id"
 VERSION_HEADER = b"mcp-protocol-version"
-_ALLOWED_HEADERS = b"authorization, content-type, mcp-session-id, mcp-protocol-version, last-event-id"
+_ALLOWED_HEADERS = (
+    b"authorization, content-type, mcp-session-id, mcp-protocol-version, mcp-method, "
+    b"mcp-name, last-event-id"
+)
 
 
 def _accepts(request: Request) -> Tuple[bool, bool]:
@@ -74,13 +88,34 @@ def _error(
     message: str,
     request_id: Any = None,
     code: int = INVALID_REQUEST,
+    data: Any = None,
 ) -> bytes:
     """
     Refuse at the HTTP level, with a JSON-RPC error as the body.
     """
     request.setResponseCode(status)
     request.setHeader(b"content-type", b"application/json")
-    return encode(RPCError(code, message).response(request_id))
+    return encode(RPCError(code, message, data).response(request_id))
+
+
+def _refuse(request: Request, error: RPCError, request_id: Any = None) -> bytes:
+    """
+    Refuse a stateless-era request with the HTTP status its error calls for.
+    """
+    status = HTTP_STATUS.get(error.code, 400)
+    return _error(request, status, error.message, request_id, error.code, error.data)
+
+
+def _error_status(payload: bytes) -> int:
+    """
+    The HTTP status of a stateless-era JSON answer: 200 for a result, the
+    status an error calls for (400, 404) otherwise.
+    """
+    try:
+        error = json.loads(payload).get("error")
+    except (ValueError, AttributeError):
+        return 200
+    return HTTP_STATUS.get(error.get("code"), 200) if isinstance(error, dict) else 200
 
 
 @implementer(IConnection, INotificationChannel)
@@ -99,17 +134,27 @@ class HttpSession:
     log = Logger()
     holds_socket = False
 
-    def __init__(self, node: Node, resource: "McpResource", peer: str = "unknown") -> None:
+    def __init__(
+        self,
+        node: Node,
+        resource: "McpResource",
+        peer: str = "unknown",
+        client: Optional["StatelessClient"] = None,
+    ) -> None:
         self.session = node.new_session()
         self.session.peer = peer
-        self.mcp = McpSession(self.session, standalone=self)
+        self.mcp = McpSession(
+            self.session, standalone=self, waits=client.waits if client else None
+        )
         self.clock = node.reactor
         self.closed = False
         self.stream: Optional[EventStream] = None
         self._node = node
         self._resource = resource
         self._tools = Tools(node, self.mcp)
-        self._limiter = TokenBucket(node.reactor, node.config.max_requests)
+        self._limiter = (
+            client.limiter if client else TokenBucket(node.reactor, node.config.max_requests)
+        )
         # What a stream may hold for a client that does not read, and how
         # long it is given to read on (L{ccx.web.sse.SessionStream}).
         self.max_queued = node.config.max_message_size
@@ -240,6 +285,22 @@ class HttpSession:
                 "MCP session {session_id} closed: {why}", session_id=self.session_id, why=reason
             )
         self.session.close()
+        self.mcp.close()
+
+
+class StatelessClient:
+    """
+    What the stateless-era requests of one client (its address) share: the
+    request rate and the bound on waiting requests.
+    """
+
+    def __init__(self, node: Node) -> None:
+        self.limiter = TokenBucket(node.reactor, node.config.max_requests)
+        self.waits = WaitBudget()
+
+
+# How many clients' rates and waits are remembered; past it, the idle ones go.
+MAX_STATELESS_CLIENTS = 1024
 
 
 class McpResource(Resource):
@@ -254,6 +315,7 @@ class McpResource(Resource):
         super().__init__()
         self._node = node
         self.sessions: Dict[str, HttpSession] = {}
+        self._clients: Dict[str, StatelessClient] = {}
 
     def forget(self, session: HttpSession) -> None:
         if self.sessions.get(session.session_id) is session:
@@ -359,6 +421,12 @@ class McpResource(Resource):
             request_id = None
         has_method = "method" in message
         is_request = has_method and "id" in message
+        version = header_text(request, VERSION_HEADER)
+        if (version is not None and version not in SUPPORTED_VERSIONS) or (
+            header_text(request, SESSION_HEADER) is None
+            and requested_version(message.get("params")) is not None
+        ):
+            return self._stateless(request, message, body, request_id, json_ok, sse_ok)
         if is_request and message["method"] == "initialize":
             return self._initialize(request, body, request_id, json_ok, sse_ok)
 
@@ -366,16 +434,6 @@ class McpResource(Resource):
         if session is None:
             return refusal
         session.track(request)
-        version = header_text(request, VERSION_HEADER)
-        if version is not None and version not in SUPPORTED_VERSIONS:
-            return _error(
-                request,
-                400,
-                f"bad request: unsupported MCP-Protocol-Version {version!r} (supported: "
-                + ", ".join(SUPPORTED_VERSIONS)
-                + ")",
-                request_id,
-            )
         if not has_method:
             if "result" in message or "error" in message:
                 # A response to a request of ours; ccx sends none.
@@ -388,6 +446,67 @@ class McpResource(Resource):
             # A notification is answered only when it is malformed.
             stream = ResponseStream(request, session, True, False, status=400)
         session.dispatcher(stream).dispatch(body).addCallback(stream.reply)
+        return NOT_DONE_YET
+
+    def _client(self, request: Request) -> Tuple[str, StatelessClient]:
+        address = request.getClientAddress()
+        host = str(getattr(address, "host", address))
+        client = self._clients.get(host)
+        if client is None:
+            if len(self._clients) >= MAX_STATELESS_CLIENTS:
+                for idle in [h for h, c in self._clients.items() if not c.waits.open]:
+                    del self._clients[idle]
+            client = self._clients[host] = StatelessClient(self._node)
+        return f"{host}:{getattr(address, 'port', '')}", client
+
+    def _stateless(
+        self,
+        request: Request,
+        message: Dict[str, Any],
+        body: bytes,
+        request_id: Any,
+        json_ok: bool,
+        sse_ok: bool,
+    ) -> Any:
+        """
+        A stateless-era POST: one request answered on its own, no session.
+        Its envelope and routing headers are checked first; a notification
+        is accepted and dropped (a client cancels a request by closing its
+        stream, which ccx takes as the cancellation it is).
+        """
+        if "method" not in message:
+            return _error(request, 400, "invalid request: POST one JSON-RPC request")
+        if "id" not in message:
+            version = header_text(request, VERSION_HEADER)
+            if version not in STATELESS_VERSIONS:
+                return _refuse(request, unsupported(version))
+            request.setResponseCode(202)
+            return b""
+        # The envelope first, then the headers that repeat it, then its version.
+        refusal: Optional[RPCError] = None
+        try:
+            envelope_of(message.get("params"), str(message["method"]))
+        except RPCError as e:
+            refusal = e
+        if refusal is None or refusal.code == UNSUPPORTED_VERSION:
+            try:
+                check_headers(message, lambda name: header_text(request, name.encode()))
+            except RPCError as e:
+                refusal = e
+        if refusal is not None:
+            return _refuse(request, refusal, request_id)
+        peer, client = self._client(request)
+        session = HttpSession(self._node, self, peer, client)
+        session.track(request)
+        stream = ResponseStream(request, session, json_ok, sse_ok, status_of=_error_status)
+        # The client closing the stream cancels the request.
+        stream.on_lost = lambda: session.mcp.cancel(request_id)
+
+        def answered(reply: Reply) -> None:
+            stream.reply(reply)
+            session.end("answered")
+
+        session.dispatcher(stream).dispatch(body).addCallback(answered)
         return NOT_DONE_YET
 
     def _initialize(
@@ -431,7 +550,22 @@ class McpResource(Resource):
         session.dispatcher(stream).dispatch(body).addCallback(answered)
         return NOT_DONE_YET
 
+    def _stateless_refusal(self, request: Request) -> Optional[bytes]:
+        """
+        The stateless era has no GET stream and no session to DELETE.
+        """
+        version = header_text(request, VERSION_HEADER)
+        if version is None or version in SUPPORTED_VERSIONS:
+            return None
+        request.setHeader(b"allow", b"POST")
+        return _error(
+            request, 405, f"method not allowed: at {version} every request is a POST"
+        )
+
     def render_GET(self, request: Request) -> Any:
+        refusal = self._stateless_refusal(request)
+        if refusal is not None:
+            return refusal
         json_ok, sse_ok = _accepts(request)
         if not sse_ok:
             return _error(
@@ -451,6 +585,9 @@ class McpResource(Resource):
         return _error(request, 405, "method not allowed: use POST, GET or DELETE")
 
     def render_DELETE(self, request: Request) -> bytes:
+        refusal = self._stateless_refusal(request)
+        if refusal is not None:
+            return refusal
         session, refusal = self._session(request)
         if session is None:
             return refusal

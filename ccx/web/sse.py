@@ -6,7 +6,7 @@ that does not read pauses what is sent to it, and what it holds for such a
 client is bounded.
 """
 
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.internet.task import LoopingCall
@@ -139,12 +139,15 @@ class ResponseStream(SessionStream):
         json_ok: bool,
         sse_ok: bool,
         status: int = 200,
+        status_of: Optional[Callable[[bytes], int]] = None,
     ) -> None:
         super().__init__(request, session)
         self.streaming = False
+        self.on_lost: Optional[Callable[[], None]] = None
         self._json_ok = json_ok
         self._sse_ok = sse_ok
         self._status = status
+        self._status_of = status_of
         session.request_started()
         request.notifyFinish().addErrback(self._lost)
 
@@ -181,7 +184,8 @@ class ResponseStream(SessionStream):
             # The answer is never skipped: it is what the client waits for.
             self._write(sse_event(reply.payload), skippable=False)
         else:
-            request.setResponseCode(self._status)
+            status = self._status if self._status_of is None else self._status_of(reply.payload)
+            request.setResponseCode(status)
             request.setHeader(b"content-type", b"application/json")
             request.write(reply.payload)
         self._finish()
@@ -197,12 +201,15 @@ class ResponseStream(SessionStream):
         self._session.request_done()
 
     def _lost(self, reason: Any) -> None:
-        # The client went away; per the transport, that is not a
-        # cancellation: the call runs on and its answer is dropped.
+        # The client went away.  In the handshake era that is not a
+        # cancellation: the call runs on and its answer is dropped; in the
+        # stateless era it is (on_lost).
         self._stop_waiting()
         if not self.done:
             self.done = True
             self._session.request_done()
+            if self.on_lost is not None:
+                self.on_lost()
 
 
 @implementer(INotificationChannel)

@@ -15,6 +15,7 @@ from zope.interface import implementer
 
 from ccx.config import Config
 from ccx.mcp.methods import MCP_SUBPROTOCOL, websocket_methods
+from ccx.mcp.session import McpSession
 from ccx.native.methods import CAPABILITIES, NativeMethods
 from ccx.node import Node
 from ccx.rpc.interfaces import IFrameChannel
@@ -75,6 +76,8 @@ class CCXServerProtocol(WebSocketServerProtocol):
         # frame of what it has already received.
         self._held: Deque[bytes] = deque()
         self._close_waiters: List[Deferred] = []
+        # The MCP state of a connection that chose the subprotocol mcp.
+        self._mcp: Optional[McpSession] = None
 
     @property
     def node(self) -> Node:
@@ -115,7 +118,7 @@ class CCXServerProtocol(WebSocketServerProtocol):
         self.session = self.node.new_session()
         self.session.peer = self.peer
         if self.speaks_mcp:
-            methods = websocket_methods(self.node, self.session, self)
+            methods, self._mcp = websocket_methods(self.node, self.session, self)
         else:
             methods = NativeMethods(self.node, self.session, self, frames=self).table()
         self.dispatcher = Dispatcher(
@@ -239,6 +242,8 @@ class CCXServerProtocol(WebSocketServerProtocol):
                 code=code,
             )
             self.session.close()
+            if self._mcp is not None:
+                self._mcp.close()
         waiters, self._close_waiters = self._close_waiters, []
         for d in waiters:
             d.callback(None)

@@ -4,8 +4,10 @@ over Streamable HTTP, as a new user would: initialize, list the tools, run
 an allowed and a refused command, stream progress, set a log level, and
 cancel a long call.
 
-Usage: python mcp_http_client.py URL [TOKEN].  Prints one line per check;
-exits 0 when all hold.
+Usage: python mcp_http_client.py URL [TOKEN [MODE]].  MODE is the SDK's
+connect mode: auto (its default: it probes server/discover and takes the
+stateless era when the server answers) or legacy (the initialize
+handshake).  Prints one line per check; exits 0 when all hold.
 """
 
 import re
@@ -28,9 +30,11 @@ async def wait_until(predicate, what, timeout=10.0):
         await anyio.sleep(0.02)
 
 
-async def main(url, token):
+async def main(url, token, mode="auto"):
     headers = {"Authorization": f"Bearer {token}"} if token else None
     logged = []
+    # The stateless era has no logging/setLevel: each request asks for its level.
+    options = {"log_level": "info"} if mode == "auto" else {}
 
     async def on_log(params):
         logged.append(params)
@@ -39,8 +43,9 @@ async def main(url, token):
         headers=headers, timeout=httpx2.Timeout(30, read=300)
     ) as http:
         transport = streamable_http_client(url, http_client=http)
-        async with Client(transport, logging_callback=on_log) as client:
-            print(f"initialize: {client.protocol_version} {client.server_info.name}")
+        async with Client(transport, logging_callback=on_log, mode=mode, **options) as client:
+            path = "discover" if client.session.discover_result is not None else "initialize"
+            print(f"{path}: {client.protocol_version} {client.server_info.name}")
 
             tools = await client.list_tools()
             print("tools: " + " ".join(sorted(tool.name for tool in tools.tools)))
@@ -77,7 +82,9 @@ async def main(url, token):
             assert streamed == out["stdout"], seen
             print(f"progress: {len(values)} increasing notifications carried the output")
 
-            await client.set_logging_level("info")
+            if mode != "auto":
+                await client.set_logging_level("info")
+            logged.clear()
             await client.call_tool("execute", {"command": ["true"]})
             events = [entry.data.get("event") for entry in logged]
             assert events == ["started", "finished"], logged
@@ -122,6 +129,24 @@ async def main(url, token):
             assert group_states(pids[0]) == [], group_states(pids[0])
             print("cancel: the program and its children are gone")
 
+            started = await client.call_tool(
+                "start", {"command": "sh -c 'sleep 0.2; echo late; exit 5'"}
+            )
+            process_id = started.structured_content["process_id"]
+            read = await client.call_tool(
+                "output", {"process_id": process_id, "wait_seconds": 30}
+            )
+            assert read.structured_content["stdout"]["text"] == "late\n", read
+            waited = await client.call_tool("wait", {"process_id": process_id})
+            out = waited.structured_content
+            assert (out["status"], out["exit_code"]) == ("failed", 5), out
+            assert waited.content[0].text.startswith("failed: exit 5 after "), waited
+            print("start + output wait_seconds + wait: exit 5")
+            result = await client.call_tool("cancel", {"process_id": process_id})
+            assert not result.is_error and result.structured_content["status"] == "failed"
+            print("cancel after the end: its final status")
+
 
 if __name__ == "__main__":
-    anyio.run(main, sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else None)
+    token = sys.argv[2] if len(sys.argv) > 2 and sys.argv[2] else None
+    anyio.run(main, sys.argv[1], token, sys.argv[3] if len(sys.argv) > 3 else "auto")

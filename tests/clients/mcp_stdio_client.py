@@ -31,7 +31,10 @@ async def main(url, token):
     )
     errlog = tempfile.TemporaryFile("w+")
     async with Client(stdio_client(server, errlog=errlog)) as client:
-        print(f"initialize: {client.protocol_version} {client.server_info.name}")
+        # The SDK's default mode probes server/discover: through the bridge,
+        # ccx answers it, so the session is stateless-era.
+        path = "discover" if client.session.discover_result is not None else "initialize"
+        print(f"{path}: {client.protocol_version} {client.server_info.name}")
 
         tools = await client.list_tools()
         print("tools: " + " ".join(sorted(tool.name for tool in tools.tools)))
