@@ -77,6 +77,9 @@ class RecordValuesTests(SynchronousTestCase):
         ("durable", 1, False),
         ("cgroup", 0, None),
         ("error", {}, "why"),
+        ("pty", "24x80", [24, 80]),
+        ("pty", [24, "80"], None),
+        ("pty_bytes", -1, 0),
         ("extra", [1], {}),
         ("extra", "ab", {"k": 1}),
     ]
