@@ -1,3 +1,4 @@
+import glob
 import re
 
 from setuptools import find_packages, setup
@@ -14,6 +15,9 @@ setup(
     python_requires=">=3.9",
     packages=find_packages(include=["ccx", "ccx.*"]) + ["twisted.plugins"],
     package_data={"twisted": ["plugins/ccx_plugin.py"]},
+    # Installed beside the package (PREFIX/share/doc/ccx), where the systemd
+    # unit's Documentation= points.
+    data_files=[("share/doc/ccx", ["README.md", *sorted(glob.glob("docs/*.md"))])],
     install_requires=[
         "twisted[tls]>=24.3",
         "autobahn>=24.4",

@@ -26,6 +26,7 @@ from ccx.fdlimit import RESERVE, open_file_limit, raise_open_file_limit
 from ccx.journal.statedir import StateDir, StateDirError
 from ccx.logs import make_observer
 from ccx.node import Node
+from ccx.sdnotify import notify
 from ccx.web.port import PortService
 from ccx.web.site import build_site
 from ccx.web.urls import service_urls
@@ -222,9 +223,12 @@ class CCXService(MultiService):
         )
         for name in self.node.allow_list.runs_anything():
             self.log.warn("{program} is allowed: any command can run", program=name)
+        # Type=notify: systemd starts what depends on ccx once it listens.
+        notify("READY=1")
 
     @inlineCallbacks
     def stopService(self) -> Deferred:
+        notify("STOPPING=1")
         yield super().stopService()
         live = self.node.registry.live()
         durable = sum(1 for p in live if p.options.durable)
