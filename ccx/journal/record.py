@@ -6,7 +6,7 @@ import json
 import math
 import os
 import stat
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Dict, List, Optional, Union, get_args, get_origin
 
 RECORD_NAME = "record.json"
@@ -62,7 +62,9 @@ class Record:
         return self.status is not None
 
     def to_json(self) -> Dict[str, Any]:
-        return asdict(self)
+        # Shallow: every value is already JSON (asdict's deep copy cost more
+        # than the rest of a short program's bookkeeping).
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     @classmethod
     def from_json(cls, raw: Any) -> "Record":

@@ -14,7 +14,7 @@ import stat
 from typing import List, Optional, Tuple
 
 from ccx.journal.program import STREAMS, ProgramJournal, Space
-from ccx.journal.record import Record, RecordError, read_record
+from ccx.journal.record import RECORD_NAME, Record, RecordError, read_record
 from ccx.journal.stream import Write
 
 FORMAT_NAME = "format"
@@ -216,4 +216,11 @@ class StateDir:
         return [r for r in self.records() if not r.finished]
 
     def remove(self, process_id: str) -> None:
-        shutil.rmtree(self.directory(process_id), ignore_errors=True)
+        directory = self.directory(process_id)
+        try:
+            # Most programs' directories hold their record alone (streams
+            # that printed nothing make no files): two calls, not a walk.
+            os.unlink(os.path.join(directory, RECORD_NAME))
+            os.rmdir(directory)
+        except OSError:
+            shutil.rmtree(directory, ignore_errors=True)
