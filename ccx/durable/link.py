@@ -286,6 +286,8 @@ class KeeperLink:
             "cgroup": None if cgroup is None else cgroup.path,
             "encoding": options.encoding,
             "merge_stderr": command.merge_stderr,
+            # On a terminal of this size, made by the keeper.
+            "pty": None if command.pty is None else [command.pty.rows, command.pty.cols],
         }
 
         def refused(failure: Failure) -> None:
@@ -297,7 +299,13 @@ class KeeperLink:
 
     def _transport(self, process_id: str, protocol: Any) -> KeeperTransport:
         return KeeperTransport(
-            self.reactor, self, self.state_dir, process_id, protocol, self.segment_bytes
+            self.reactor,
+            self,
+            self.state_dir,
+            process_id,
+            protocol,
+            self.segment_bytes,
+            terminal=protocol.command.pty is not None,
         )
 
     def adopt(self, record: Record, protocol: Any, command: Command) -> KeeperTransport:
@@ -380,6 +388,7 @@ class KeeperLink:
                 closed=message.get("closed", ()),
                 returncode=message.get("returncode"),
                 exited_at=message.get("ended_at"),
+                window=message.get("pty"),
             )
         elif kind == m.SPAWN_FAILED:
             del self._transports[process_id]
@@ -411,7 +420,7 @@ def replay(
     transport.spawned(
         pid,
         record.started_at,
-        closed=m.STREAMS,
+        closed=transport.streams,
         group_gone=not alive,
     )
     if ended:
