@@ -172,6 +172,7 @@ class KeeperTests(SynchronousTestCase):
         self.assertEqual(found[0]["version"], m.VERSION)
         self.assertEqual(found[0]["pid"], os.getpid())
         self.assertEqual(found[0]["programs"], [])
+        self.assertEqual(found[0]["features"], ["pty"])
 
     def test_other_version_refused(self):
         """A ccx speaking another version is told which and disconnected."""

@@ -294,7 +294,19 @@ class KeeperLink:
             self._transports.pop(protocol.process_id, None)
             transport.spawn_failed(failure.getErrorMessage())
 
-        self.connect(start=True).addCallbacks(lambda _: self._send(message), refused)
+        def send(hello: Dict[str, Any]) -> None:
+            if command.pty is not None and "pty" not in hello.get("features", ()):
+                # A keeper an older ccx started would run it on pipes.
+                self._transports.pop(protocol.process_id, None)
+                transport.spawn_failed(
+                    "the keeper of this state dir was started by an older ccx and cannot "
+                    "hold terminals; a durable program on a terminal can start once it "
+                    "has exited (when it holds no program)"
+                )
+                return
+            self._send(message)
+
+        self.connect(start=True).addCallbacks(send, refused)
         return transport
 
     def _transport(self, process_id: str, protocol: Any) -> KeeperTransport:

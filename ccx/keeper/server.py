@@ -391,7 +391,13 @@ class Keeper:
             self._refuse(client, f"malformed {kind}: {e!r}")
 
     def _hello(self) -> Dict[str, Any]:
-        return {**self._list(), "type": m.HELLO, "version": m.VERSION, "pid": os.getpid()}
+        return {
+            **self._list(),
+            "type": m.HELLO,
+            "version": m.VERSION,
+            "pid": os.getpid(),
+            "features": list(m.FEATURES),
+        }
 
     def _list(self) -> Dict[str, Any]:
         return {"type": m.LIST, "programs": [p.summary() for p in self.programs.values()]}
