@@ -18,7 +18,7 @@ from ccx.journal.statedir import (
     StateDirError,
     default_state_dir,
 )
-from ccx.journal.stream import StreamJournal
+from ccx.journal.stream import DATA_SUFFIX, INDEX_SUFFIX, StreamJournal, segment_name
 from ccx.journal.store import ProgramJournal as StoreJournal
 from ccx.output.interfaces import IOutputStore
 
@@ -60,6 +60,26 @@ class StreamJournalTests(SynchronousTestCase):
         self.assertEqual(j.read(6, 100), (6, b"world", 2.0))
         self.assertEqual(j.read(5, 1), (5, b" ", 1.0))
         self.assertEqual(j.read(11, 100), (11, b"", 0.0))
+
+    def test_nothing_on_disk_before_the_first_byte(self):
+        """
+        A new journal makes no file until its first byte (a program that
+        prints nothing costs none), and reads as empty from 0 meanwhile,
+        reopened too; the first byte makes its directory and segment.
+        """
+        j = self.journal(segment_bytes=100)
+        self.assertFalse(os.path.exists(j.directory))
+        self.assertEqual((j.start, j.end, j.read(0, 10)), (0, 0, (0, b"", 0.0)))
+        self.assertEqual(j.evict_oldest(), 0)
+        reopened = StreamJournal.open(j.directory, 100)
+        self.assertEqual((reopened.start, reopened.end), (0, 0))
+        self.assertFalse(os.path.exists(j.directory))
+        j.append(b"x", 1.0)
+        first = segment_name(0)
+        self.assertEqual(
+            sorted(os.listdir(j.directory)), sorted([first + DATA_SUFFIX, first + INDEX_SUFFIX])
+        )
+        self.assertEqual(StreamJournal.open(j.directory, 100).read(0, 10), (0, b"x", 1.0))
 
     def test_close_reads_within_the_time_resolution_share_an_entry(self):
         """Reads 10 ms apart get entries of their own; closer ones share one."""
@@ -360,9 +380,8 @@ class ProgramJournalTests(SynchronousTestCase):
         done = Record("p1", ["echo", "hi"], "/bin/echo", "/tmp", status="completed", exit_code=0)
         j.write_record(done)
         self.assertEqual(read_record(j.directory), done)
-        self.assertEqual(
-            sorted(os.listdir(j.directory)), [RECORD_NAME, "stderr", "stdout"]
-        )
+        # No temporary file is left (and no stream printed anything).
+        self.assertEqual(sorted(os.listdir(j.directory)), [RECORD_NAME])
 
     def test_record_not_written_when_the_disk_is_full(self):
         """A failed write leaves the old record in place."""

@@ -110,8 +110,9 @@ class StreamJournal:
     """
     The journal of one stream, in its own directory: bytes C{[start, end)}
     are held, in segments of about C{segment_bytes}.  L{evict_oldest} drops
-    the oldest whole segment, so C{start} is always exact.  There is always
-    at least one segment file, if empty, so that the end survives a restart.
+    the oldest whole segment, so C{start} is always exact.  Once anything
+    was written there is always at least one segment file, if empty, so
+    that the end survives a restart.
 
     Bytes are handed to the kernel as they are appended (no buffering in
     this process, no fsync): a crash of ccx loses nothing appended; a crash
@@ -141,10 +142,17 @@ class StreamJournal:
     ) -> "StreamJournal":
         """
         A new, empty journal whose first byte will be at offset C{start}.
+
+        From offset 0, nothing is made on disk until the first byte comes
+        (a missing journal reads as an empty one from 0): a program that
+        prints nothing costs no files, and most short ones print little.
         """
-        os.makedirs(directory, exist_ok=True)
         journal = cls(directory, segment_bytes, write)
-        journal._new_segment(start)
+        if start:
+            os.makedirs(directory, exist_ok=True)
+            journal._new_segment(start)
+        else:
+            journal.segments.append(Segment(directory, 0))
         return journal
 
     @classmethod
@@ -217,6 +225,9 @@ class StreamJournal:
         if segment.size >= self.segment_bytes:
             return self._new_segment(segment.end)
         if self._data_fd is None:
+            if not self.segments[0].size and len(self.segments) == 1:
+                # The first byte of a journal made lazily (L{create}).
+                os.makedirs(self.directory, exist_ok=True)
             self._data_fd = os.open(segment.data_path, _OPEN_FLAGS, 0o600)
             self._index_fd = os.open(segment.index_path, _OPEN_FLAGS, 0o600)
         return segment
