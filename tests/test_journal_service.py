@@ -127,7 +127,8 @@ class JournalServiceTests(TestCase):
         """
         A program on a terminal (not durable) that finished: a service
         started again on the same state dir lists it with its size and
-        bytes, and an attach from 0 replays its one stream byte for byte.
+        bytes, and an attach from 0 replays its one stream byte for byte;
+        one that printed nothing (its journal made no file) too.
         """
         state_dir = tempfile.mkdtemp(prefix="ccx-test-state-")
         self.addCleanup(shutil.rmtree, state_dir, True)
@@ -151,6 +152,10 @@ class JournalServiceTests(TestCase):
         process_id = result["process_id"]
         yield client.notification("process.completed", process_id)
         self.assertEqual(client.output(process_id, "pty"), expected)
+        silent = yield client.call(
+            "execute", {"command": [program("sh"), "-c", "exit 0"], "pty": {"rows": 24, "cols": 80}}
+        )
+        yield client.notification("process.completed", silent["process_id"])
         yield client.close()
         yield Deferred.fromCoroutine(first.stopped(reactor))
 
@@ -171,6 +176,14 @@ class JournalServiceTests(TestCase):
         done = yield client.notification("process.completed", process_id)
         self.assertEqual(client.output(process_id, "pty"), expected)
         self.assertEqual((done["status"], done["pty_bytes"]), ("completed", len(expected)))
+        [entry] = [p for p in listed["processes"] if p["process_id"] == silent["process_id"]]
+        self.assertEqual((entry["state"], entry["pty_bytes"], entry["pty"]), ("exited", 0, {"rows": 24, "cols": 80}))
+        attached = yield client.call(
+            "attach", {"process_id": silent["process_id"], "offsets": {"pty": 0}}
+        )
+        self.assertEqual(attached["offsets"], {"pty": 0})
+        done = yield client.notification("process.completed", silent["process_id"])
+        self.assertEqual((done["status"], done["pty_bytes"]), ("completed", 0))
         yield client.close()
 
     @inlineCallbacks

@@ -143,7 +143,9 @@ class KeeperTests(SynchronousTestCase):
         """
         What a program's journal holds of C{stream}, from its start.
         """
-        journal = ProgramJournal.open(program_dir(self.state_dir, process_id), 1 << 30, 1 << 20)
+        journal = ProgramJournal.open(
+            program_dir(self.state_dir, process_id), 1 << 30, 1 << 20, names=(stream,)
+        )
         first, data, _ = journal.read(stream, 0, 1 << 20)
         self.assertEqual(first, 0)
         return data
