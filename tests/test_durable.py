@@ -303,6 +303,121 @@ class DurableServiceTests(ServiceRestarts, TestCase):
         self.assertEqual(completed["status"], "cancelled")
 
 
+def crlf(data: bytes) -> bytes:
+    """
+    C{data} as a terminal shows it (C{onlcr}: each newline as CR LF).
+    """
+    return data.replace(b"\n", b"\r\n")
+
+
+class DurableTerminalTests(ServiceRestarts, TestCase):
+    """
+    Durable programs on a terminal the keeper holds, across a SIGKILL of
+    ccx: the terminal stays, with its size; output, input, resize and
+    control work after the restart.
+    """
+
+    async def taken_back(self, client: Client, process_id: str, pid: int) -> dict:
+        return await until(
+            reactor,
+            lambda: Deferred.fromCoroutine(self.entry(client, process_id)).addCallback(
+                lambda e: e["pid"] == pid and e
+            ),
+            what="taken back from the keeper",
+        )
+
+    async def test_sigkill_while_printing_on_a_terminal(self):
+        """
+        ccx is SIGKILLed while a durable program prints on its terminal; it
+        prints on while ccx is away; the next ccx takes it back with the
+        size the first one set, an attach from 0 gets every byte, and
+        resize, write, pause, resume and cancel work; nothing is left.
+        """
+        first = await self.start_service()
+        client = await self.connect(first)
+        script = (
+            f"stty -echo; stty size; seq 1 3000; {waiting_for('go')}; seq 3001 20000; "
+            "echo ready; read x; stty size; echo got:$x; exec sleep 300"
+        )
+        started = await self.execute(client, script, pty={"rows": 24, "cols": 80})
+        process_id, pgid = started["process_id"], started["pgid"]
+        cgroup = cgroup_of(pgid)
+        self.cgroups.append(cgroup)
+        head = b"24 80\r\n" + crlf(SEQ_ALL[: SEQ_ALL.index(b"\n3001\n") + 1])
+        await until(reactor, lambda: client.output(process_id, "pty") == head, what="the first lines")
+        await client.call("resize", {"process_id": process_id, "rows": 30, "cols": 100})
+        await self.kill(first)
+        self.flag("go")
+        before = b"24 80\r\n" + crlf(SEQ_ALL) + b"ready\r\n"
+        await until(
+            reactor, lambda: self.journaled(process_id, "pty") == len(before), what="journaled"
+        )
+
+        second = await self.start_service()
+        client = await self.connect(second)
+        entry = await self.taken_back(client, process_id, pgid)
+        self.assertEqual((entry["state"], entry["durable"]), ("running", True))
+        self.assertEqual(entry["pty"], {"rows": 30, "cols": 100})
+        attached = await client.call(
+            "attach", {"process_id": process_id, "offsets": {"pty": 0}, "on_full": "block"}
+        )
+        self.assertEqual(attached["offsets"], {"pty": 0})
+        await until(reactor, lambda: client.output(process_id, "pty") == before, what="all output")
+        await client.call("resize", {"process_id": process_id, "rows": 50, "cols": 132})
+        await client.call("write", {"process_id": process_id, "data": "hello\n"})
+        after = before + b"50 132\r\ngot:hello\r\n"
+        await until(reactor, lambda: client.output(process_id, "pty") == after, what="typed")
+        await client.call("control", {"type": "PAUSE", "process_id": process_id})
+        await until(reactor, lambda: group_states(pgid) == ["T"], what="stopped")
+        await client.call("control", {"type": "RESUME", "process_id": process_id})
+        await until(reactor, lambda: "T" not in group_states(pgid), what="continued")
+        await client.call("control", {"type": "CANCEL", "process_id": process_id})
+        completed = await client.notification("process.completed", process_id)
+        self.assertEqual(completed["status"], "cancelled")
+        self.assertEqual((completed["pty_bytes"], completed["stdout_bytes"]), (len(after), 0))
+        self.assertEqual(client.output(process_id, "pty"), after)
+        self.assertEqual(ProcessGroup(pgid).members(), [])
+        self.assertFalse(os.path.exists(cgroup))
+        record = read_record(os.path.join(self.state_dir, PROGRAMS, process_id))
+        self.assertEqual((record.status, record.pty, record.pty_bytes), ("cancelled", [50, 132], len(after)))
+
+    async def test_ends_on_its_terminal_while_ccx_is_down(self):
+        """
+        A durable program on a terminal that ends while ccx is down: the
+        next start lists it with its exit, its last size and its bytes, and
+        replays them.
+        """
+        first = await self.start_service()
+        client = await self.connect(first)
+        started = await self.execute(
+            client, f"echo before; {waiting_for('go')}; stty size; exit 5", pty={"rows": 24, "cols": 80}
+        )
+        process_id = started["process_id"]
+        await until(reactor, lambda: client.output(process_id, "pty") == b"before\r\n", what="output")
+        await client.call("resize", {"process_id": process_id, "rows": 40, "cols": 90})
+        await self.kill(first)
+        self.flag("go")
+        folder = os.path.join(self.state_dir, PROGRAMS, process_id)
+        record = await until(
+            reactor, lambda: read_record(folder).status and read_record(folder), what="its end recorded"
+        )
+        expected = b"before\r\n40 90\r\n"
+        self.assertEqual(
+            (record.exit_code, record.pty, record.pty_bytes), (5, [40, 90], len(expected))
+        )
+
+        second = await self.start_service()
+        client = await self.connect(second)
+        entry = await self.entry(client, process_id)
+        self.assertEqual(
+            (entry["state"], entry["exit_code"], entry["pty"], entry["pty_bytes"]),
+            ("exited", 5, {"rows": 40, "cols": 90}, len(expected)),
+        )
+        await client.call("attach", {"process_id": process_id, "offsets": {"pty": 0}})
+        await client.notification("process.completed", process_id)
+        self.assertEqual(client.output(process_id, "pty"), expected)
+
+
 class DurableParamsTests(TestCase):
     """
     C{durable} on the wire, in this process.
@@ -334,16 +449,67 @@ class DurableParamsTests(TestCase):
         completed = await client.notification("process.completed", result["process_id"])
         self.assertTrue(completed["durable"])
 
-    async def test_durable_with_pty_refused(self):
-        """durable with pty is -32602 (the keeper holds pipes); nothing is started."""
+    async def test_durable_on_a_terminal(self):
+        """
+        durable with pty runs under the keeper on a terminal of that size:
+        one stream, pty, as for any program on a terminal.
+        """
+        fixture, client = await self.service()
+        result = await fixture.execute(
+            client,
+            {
+                "command": [program("sh"), "-c", "stty size; tty >/dev/null && echo tty"],
+                "durable": True,
+                "pty": {"rows": 33, "cols": 101},
+            },
+        )
+        completed = await client.notification("process.completed", result["process_id"])
+        self.assertTrue(completed["durable"])
+        expected = b"33 101\r\ntty\r\n"
+        self.assertEqual(client.output(result["process_id"], "pty"), expected)
+        self.assertEqual((completed["pty_bytes"], completed["stdout_bytes"]), (len(expected), 0))
+
+    async def test_durable_pty_with_cancel_refused(self):
+        """durable and pty with on_disconnect "cancel" is still -32602; nothing is started."""
         fixture, client = await self.service()
         response = await client.request(
             "execute",
-            {"command": [program("true")], "durable": True, "pty": {"rows": 24, "cols": 80}},
+            {
+                "command": [program("true")],
+                "durable": True,
+                "pty": {"rows": 24, "cols": 80},
+                "on_disconnect": "cancel",
+            },
         )
         self.assertEqual(response["error"]["code"], -32602)
-        self.assertIn("terminal", response["error"]["message"])
+        self.assertIn("durable", response["error"]["message"])
         self.assertEqual(fixture.service.node.registry.all(), [])
+
+    async def test_merge_stderr_with_pty_refused(self):
+        """
+        merge_stderr with pty is -32602 (a terminal merges them already),
+        durable or not; merge_stderr false with pty runs.
+        """
+        fixture, client = await self.service()
+        for durable in (False, True):
+            response = await client.request(
+                "execute",
+                {
+                    "command": [program("true")],
+                    "durable": durable,
+                    "pty": {"rows": 24, "cols": 80},
+                    "merge_stderr": True,
+                },
+            )
+            self.assertEqual(response["error"]["code"], -32602)
+            self.assertIn("merge_stderr", response["error"]["message"])
+            self.assertEqual(fixture.service.node.registry.all(), [])
+        result = await fixture.execute(
+            client,
+            {"command": [program("true")], "pty": {"rows": 24, "cols": 80}, "merge_stderr": False},
+        )
+        completed = await client.notification("process.completed", result["process_id"])
+        self.assertEqual(completed["status"], "completed")
 
     async def test_durable_must_be_boolean(self):
         """durable: "yes" is -32602."""

@@ -19,7 +19,8 @@ from ccx.keeper import messages as m
 from ccx.journal.program import ProgramJournal
 from ccx.journal.record import read_record
 from ccx.keeper.server import program_dir
-from ccx.keeper.server import READ_SIZE, Keeper
+from ccx.keeper.server import READ_SIZE, TERMINAL_READ_SIZE, Keeper
+from ccx.process.terminal import WindowSize, set_window_size, window_size
 from ccx.process.group import ProcessGroup
 from ccx.testing.proc import keeper_pids
 
@@ -142,7 +143,9 @@ class KeeperTests(SynchronousTestCase):
         """
         What a program's journal holds of C{stream}, from its start.
         """
-        journal = ProgramJournal.open(program_dir(self.state_dir, process_id), 1 << 30, 1 << 20)
+        journal = ProgramJournal.open(
+            program_dir(self.state_dir, process_id), 1 << 30, 1 << 20, names=(stream,)
+        )
         first, data, _ = journal.read(stream, 0, 1 << 20)
         self.assertEqual(first, 0)
         return data
@@ -171,6 +174,7 @@ class KeeperTests(SynchronousTestCase):
         self.assertEqual(found[0]["version"], m.VERSION)
         self.assertEqual(found[0]["pid"], os.getpid())
         self.assertEqual(found[0]["programs"], [])
+        self.assertEqual(found[0]["features"], ["pty"])
 
     def test_other_version_refused(self):
         """A ccx speaking another version is told which and disconnected."""
@@ -464,6 +468,94 @@ class KeeperTests(SynchronousTestCase):
             (record.durable, record.status, record.pid, record.extra["stdin"], record.extra["blocking"]),
             (True, None, found[-1]["pid"], True, False),
         )
+
+    def test_program_on_a_terminal(self):
+        """
+        With pty, the program runs on a new terminal of that size, its
+        controlling terminal; ccx gets a duplicate of the master, through
+        which it types and sets the size; the keeper journals the one
+        stream pty and records the last size and the byte count.
+        """
+        client = self.connect()
+        script = "stty size; tty >/dev/null && echo tty; read x; stty size; echo got $x"
+        self.spawn(client, [SH, "-c", script], pty=[24, 80])
+        found, fds = self.messages(client, lambda f: any(x["type"] == m.SPAWNED for x in f))
+        spawned = found[-1]
+        self.assertEqual((spawned["stdin"], spawned["closed"]), (True, []))
+        [master] = fds
+        self.assertTrue(os.isatty(master))
+        self.messages(client, lambda f: b"tty" in self.journaled("p1", "pty"))
+        self.assertEqual(self.journaled("p1", "pty"), b"24 80\r\ntty\r\n")
+        record = read_record(program_dir(self.state_dir, "p1"))
+        self.assertEqual((record.pty, record.extra["stdin"]), ([24, 80], True))
+        set_window_size(master, WindowSize(30, 100))
+        os.write(master, b"hello\n")
+        found, _ = self.messages(
+            client, lambda f: sum(x["type"] in (m.EXITED, m.CLOSED) for x in f) == 2
+        )
+        self.assertEqual([f["stream"] for f in found if f["type"] == m.CLOSED], ["pty"])
+        data = self.journaled("p1", "pty")
+        self.assertTrue(data.endswith(b"30 100\r\ngot hello\r\n"), data)
+        record = read_record(program_dir(self.state_dir, "p1"))
+        self.assertEqual(
+            (record.status, record.pty, record.pty_bytes, record.stdout_bytes),
+            ("completed", [30, 100], len(data), 0),
+        )
+        self.assertEqual(self.keeper.programs, {})
+
+    def test_terminal_adopted_with_its_size(self):
+        """
+        A second ccx adopts a program on a terminal: its ends by stream
+        (pty only), the master again, and the size the first ccx set (in
+        the record too).
+        """
+        first = self.connect()
+        self.spawn(first, [SH, "-c", "echo hi; exec cat"], pty=[24, 80])
+        _, [master] = self.messages(first, lambda f: any(x["type"] == m.OUTPUT for x in f))
+        set_window_size(master, WindowSize(40, 132))
+        first.close()
+        self.turn()
+        self.received = b""
+        second = self.connect()
+        self.messages(second, lambda f: f)
+        self.send(second, {"type": m.ADOPT, "id": "p1"})
+        found, fds = self.messages(second, lambda f: any(x["type"] == m.ADOPTED for x in f))
+        adopted = found[-1]
+        self.assertEqual(adopted["pty"], [40, 132])
+        self.assertEqual((adopted["ends"], adopted["closed"]), ({"pty": 4}, []))
+        self.assertEqual(len(fds), 1)
+        self.assertEqual(window_size(fds[0]), WindowSize(40, 132))
+        self.assertEqual(read_record(program_dir(self.state_dir, "p1")).pty, [40, 132])
+
+    def test_terminal_back_pressure(self):
+        """
+        A blocking program on a terminal is held back, as on pipes, once
+        its journal holds its limit past what ccx holds.
+        """
+        client = self.connect()
+        limit = 64 * 1024
+        self.spawn(client, [YES], pty=[24, 80], journal_bytes=limit, segment_bytes=limit // 4)
+        self.messages(client, lambda f: any(x["type"] == m.OUTPUT for x in f))
+        self.send(client, {"type": m.HOLD, "id": "p1", "offsets": {"pty": 0}})
+        program = self.keeper.programs["p1"]
+        for _ in range(2000):
+            if program.paused:
+                break
+            self.turn(0.01)
+        self.assertTrue(program.paused)
+        self.assertEqual(program.journal.start("pty"), 0)
+        self.assertLess(program.journal.held_bytes, limit + TERMINAL_READ_SIZE)
+
+    def test_malformed_window(self):
+        """A pty that is not [rows, cols] within bounds is a malformed spawn: nothing starts."""
+        for pty in ([0, 80], [24, 1001], [24], "24x80"):
+            client = self.connect()
+            self.spawn(client, [SH, "-c", "true"], pty=pty)
+            found, _ = self.messages(client)
+            self.assertEqual(found[-1]["type"], m.ERROR, pty)
+            self.assertEqual(self.keeper.programs, {})
+            self.assertFalse(os.path.exists(program_dir(self.state_dir, "p1")))
+            self.received = b""
 
 
 class KeeperProcessTests(SynchronousTestCase):

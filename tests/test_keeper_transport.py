@@ -12,9 +12,10 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from ccx.durable.transport import KeeperTransport
-from ccx.journal.program import ProgramJournal
+from ccx.journal.program import PTY_STREAMS, ProgramJournal
 from ccx.journal.statedir import PROGRAMS
 from ccx.process.interfaces import IRecordedProcess
+from ccx.process.terminal import WindowSize, open_terminal, window_size
 
 
 class FakeLink:
@@ -223,3 +224,95 @@ class KeeperTransportTests(SynchronousTestCase):
         self.assertEqual(os.read(read_end, 100), b"typed")
         self.transport.closeStdin()
         self.assertEqual(self.link.sent, [("close_stdin", "p1")])
+
+
+class TerminalKeeperTransportTests(SynchronousTestCase):
+    """
+    L{KeeperTransport} of a program on a terminal the keeper holds: one
+    stream, C{pty}; the descriptor it is given is a duplicate of the master.
+    """
+
+    def setUp(self):
+        self.state_dir = os.path.abspath(self.mktemp())
+        self.keeper_journal = ProgramJournal.create(
+            os.path.join(self.state_dir, PROGRAMS, "p1"), 1 << 30, 1 << 20, names=PTY_STREAMS
+        )
+        self.addCleanup(self.keeper_journal.close)
+        self.reactor = MemoryReactorClock()
+        self.link = FakeLink()
+        self.protocol = RecordingProtocol()
+        self.transport = KeeperTransport(
+            self.reactor, self.link, self.state_dir, "p1", self.protocol, terminal=True
+        )
+        master, self.slave = open_terminal(WindowSize(24, 80))
+        self.addCleanup(os.close, self.slave)
+        # The transport owns its duplicate of the master.
+        self.master = master
+
+    def test_streams_and_output(self):
+        """Its one stream is pty, handed on as child descriptor 1."""
+        self.transport.spawned(42, 1000.0, stdin=self.master)
+        self.assertEqual(self.transport.streams, ("pty",))
+        self.keeper_journal.append("pty", b"\x1b[1mhi\r\n", 1000.0)
+        self.transport.output("pty", self.keeper_journal.end("pty"))
+        self.assertEqual(self.protocol.data[1], b"\x1b[1mhi\r\n")
+        self.assertEqual(self.transport.offsets, {"pty": 0})
+
+    def test_typing_and_resize_through_the_master(self):
+        """
+        Writes reach the terminal through the master; resize sets its size;
+        the master is never read here (its output is the keeper's).
+        """
+        self.transport.spawned(42, 1000.0, stdin=self.master)
+        writer = self.transport._stdin
+        self.assertNotIn(writer, self.reactor.getReaders())
+        self.transport.write(b"typed\n")
+        writer.doWrite()
+        self.assertEqual(os.read(self.slave, 100), b"typed\n")
+        self.transport.resize(WindowSize(50, 120))
+        self.assertEqual(window_size(self.slave), WindowSize(50, 120))
+
+    def test_terminal_closed_closes_input(self):
+        """
+        When the keeper says the pty stream closed, ccx's master goes too:
+        descriptors 0 and 1 are lost, and the end follows the exit; a
+        resize after that is refused.
+        """
+        self.transport.spawned(42, 1000.0, stdin=self.master)
+        self.transport.closed("pty")
+        # As a terminal ccx holds reports it: input, then output.
+        self.assertEqual(self.protocol.calls[2:4], [("closed", 0), ("closed", 1)])
+        self.assertRaises(OSError, os.fstat, self.master)
+        self.assertRaises(RuntimeError, self.transport.resize, WindowSize(10, 10))
+        self.transport.exited(0, 1001.0)
+        self.assertEqual(self.protocol.calls[-1][0], "ended")
+
+    def test_window_from_the_keeper(self):
+        """The size the keeper found is the transport's window; a bad one is ignored."""
+        self.transport.spawned(42, 1000.0, stdin=self.master, window=[40, 132])
+        self.assertEqual(self.transport.window, WindowSize(40, 132))
+        other = KeeperTransport(
+            self.reactor, self.link, self.state_dir, "p1", RecordingProtocol(), terminal=True
+        )
+        other.spawned(42, 1000.0, window=[0, 80])
+        self.assertIsNone(other.window)
+
+    def test_no_descriptor_input_closed(self):
+        """
+        Taken back after its terminal closed (no descriptor): registering
+        the input's producer tells the protocol its input is closed.
+        """
+        os.close(self.master)
+        self.transport.spawned(42, 1000.0, closed=["pty"])
+        self.transport.registerProducer(object(), True)
+        self.assertIn(("closed", 0), self.protocol.calls)
+
+    def test_pipes_still_refuse(self):
+        """On pipes, no descriptor still makes registering a producer an error; no resize."""
+        os.close(self.master)
+        transport = KeeperTransport(
+            self.reactor, self.link, self.state_dir, "p2", RecordingProtocol()
+        )
+        transport.spawned(42, 1000.0)
+        self.assertRaises(RuntimeError, transport.registerProducer, object(), True)
+        self.assertRaises(RuntimeError, transport.resize, WindowSize(10, 10))

@@ -18,6 +18,7 @@ from ccx.process.command import Command
 from ccx.process.launch import LaunchSettings
 from ccx.process.managed import ManagedProcess, RunOptions
 from ccx.process.registry import ProcessRegistry
+from ccx.process.terminal import WindowSize
 
 log = Logger()
 
@@ -36,12 +37,22 @@ def recorded_process(
     cgroup = None
     if record.cgroup and cgroups is not None and os.path.isdir(record.cgroup):
         cgroup = Cgroup(record.cgroup, cgroups.home)
+    window = None
+    if record.pty is not None:
+        try:
+            window = WindowSize(*record.pty)
+        except (TypeError, ValueError):
+            # Still on a terminal (one stream, pty); the keeper tells its
+            # real size when it answers.
+            window = WindowSize(24, 80)
     command = Command(
         executable=record.executable,
         argv=list(record.argv),
         cwd=record.cwd,
         env={},
-        stdin=bool(record.extra.get("stdin")),
+        # A terminal is always open for input.
+        stdin=bool(record.extra.get("stdin")) or window is not None,
+        pty=window,
     )
     options = RunOptions(
         blocking=bool(record.extra.get("blocking", True)),

@@ -286,18 +286,38 @@ class KeeperLink:
             "cgroup": None if cgroup is None else cgroup.path,
             "encoding": options.encoding,
             "merge_stderr": command.merge_stderr,
+            # On a terminal of this size, made by the keeper.
+            "pty": None if command.pty is None else [command.pty.rows, command.pty.cols],
         }
 
         def refused(failure: Failure) -> None:
             self._transports.pop(protocol.process_id, None)
             transport.spawn_failed(failure.getErrorMessage())
 
-        self.connect(start=True).addCallbacks(lambda _: self._send(message), refused)
+        def send(hello: Dict[str, Any]) -> None:
+            if command.pty is not None and "pty" not in hello.get("features", ()):
+                # A keeper an older ccx started would run it on pipes.
+                self._transports.pop(protocol.process_id, None)
+                transport.spawn_failed(
+                    "the keeper of this state dir was started by an older ccx and cannot "
+                    "hold terminals; a durable program on a terminal can start once it "
+                    "has exited (when it holds no program)"
+                )
+                return
+            self._send(message)
+
+        self.connect(start=True).addCallbacks(send, refused)
         return transport
 
     def _transport(self, process_id: str, protocol: Any) -> KeeperTransport:
         return KeeperTransport(
-            self.reactor, self, self.state_dir, process_id, protocol, self.segment_bytes
+            self.reactor,
+            self,
+            self.state_dir,
+            process_id,
+            protocol,
+            self.segment_bytes,
+            terminal=protocol.command.pty is not None,
         )
 
     def adopt(self, record: Record, protocol: Any, command: Command) -> KeeperTransport:
@@ -380,6 +400,7 @@ class KeeperLink:
                 closed=message.get("closed", ()),
                 returncode=message.get("returncode"),
                 exited_at=message.get("ended_at"),
+                window=message.get("pty"),
             )
         elif kind == m.SPAWN_FAILED:
             del self._transports[process_id]
@@ -411,7 +432,7 @@ def replay(
     transport.spawned(
         pid,
         record.started_at,
-        closed=m.STREAMS,
+        closed=transport.streams,
         group_gone=not alive,
     )
     if ended:

@@ -30,6 +30,8 @@ class DurableStore:
     yet read (L{reading}).
 
     @param hold: sends the keeper the offsets not to evict past, by stream.
+    @param streams: its streams' names (L{STREAMS}, or
+        L{ccx.journal.program.PTY_STREAMS} for a program on a terminal).
     """
 
     def __init__(
@@ -37,14 +39,16 @@ class DurableStore:
         directory: str,
         segment_bytes: int,
         hold: Callable[[Dict[str, int]], None],
+        streams: Tuple[str, ...] = STREAMS,
     ) -> None:
+        self.names = streams
         self.directory = directory
         self.segment_bytes = segment_bytes
         self._hold = hold
         self.on_evicted: Optional[Callable[[str, int, int], None]] = None
-        self.streams: Dict[str, StreamJournal] = {name: self._open(name) for name in STREAMS}
-        self._pins: Dict[str, Optional[int]] = {name: None for name in STREAMS}
-        self._reading: Dict[str, int] = {name: self.streams[name].end for name in STREAMS}
+        self.streams: Dict[str, StreamJournal] = {name: self._open(name) for name in streams}
+        self._pins: Dict[str, Optional[int]] = {name: None for name in streams}
+        self._reading: Dict[str, int] = {name: self.streams[name].end for name in streams}
         self._sent: Optional[Dict[str, int]] = None
 
     def _open(self, stream: str) -> StreamJournal:
@@ -129,13 +133,13 @@ class DurableStore:
 
     def _send_hold(self) -> None:
         wanted = {}
-        for name in STREAMS:
+        for name in self.names:
             pin = self._pins[name]
             reading = self._reading[name]
             wanted[name] = reading if pin is None else min(pin, reading)
         sent = self._sent
         if sent is not None and all(
-            sent[name] <= wanted[name] < sent[name] + HOLD_STEP for name in STREAMS
+            sent[name] <= wanted[name] < sent[name] + HOLD_STEP for name in self.names
         ):
             return
         self._sent = wanted

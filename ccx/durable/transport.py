@@ -1,13 +1,14 @@
 """
-The process transport of a durable program: the keeper holds its pipes and
-writes its output to its journal; ccx reads the journal as the keeper says
-it grows, writes to its standard input through a descriptor the keeper
+The process transport of a durable program: the keeper holds its pipes (or
+its terminal) and writes its output to its journal; ccx reads the journal
+as the keeper says it grows, writes to its standard input (or types into
+its terminal, and sets the terminal's size) through a descriptor the keeper
 passed, and signals its group itself.
 """
 
 import os
 import signal
-from typing import Any, Dict, Iterable, Optional, Set, Union
+from typing import Any, Dict, Iterable, List, Optional, Set, Tuple, Union
 
 from twisted.internet.error import ProcessExitedAlready, ProcessTerminated
 from twisted.internet.interfaces import (
@@ -17,6 +18,7 @@ from twisted.internet.interfaces import (
     IProcessTransport,
     IPushProducer,
 )
+from twisted.internet.main import CONNECTION_DONE
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -24,11 +26,13 @@ from zope.interface import implementer
 from ccx.durable.store import DurableStore
 from ccx.journal.statedir import PROGRAMS
 from ccx.process.interfaces import IRecordedProcess
-from ccx.process.pipes import PipeWriter
+from ccx.process.pipes import TERMINAL_FD, PipeWriter
+from ccx.process.terminal import WindowSize, set_window_size
 from ccx.process.transport import ProcessAddress, exit_reason
 
 # The child descriptor each stream is reported on, as for any program.
 STREAM_FDS = {"stdout": 1, "stderr": 2}
+TERMINAL_STREAM_FDS = {"pty": TERMINAL_FD}
 # The most read from a journal at once: one chunk as a subscriber takes it
 # (ccx.output.fanout.MAX_CHUNK).  Larger reads measured slower: each is a
 # fresh buffer of its own (glibc maps large ones), faulted in page by page.
@@ -51,6 +55,8 @@ class KeeperTransport:
     @ivar started_at: when it started (epoch seconds), once known.
     @ivar exited_at: when it exited (epoch seconds), once known.
     @ivar group_gone: it had ended before this ccx connected to it.
+    @ivar window: for a program on a terminal taken back from the keeper,
+        the terminal's size as the keeper found it; else L{None}.
     """
 
     log = Logger()
@@ -63,12 +69,19 @@ class KeeperTransport:
         process_id: str,
         protocol: IProcessProtocol,
         segment_bytes: int = 8 * 1024 * 1024,
+        terminal: bool = False,
     ) -> None:
         """
         @param link: the L{ccx.durable.link.KeeperLink} that carries this
             program's messages (C{hold}, C{close_stdin}).
         @param segment_bytes: the size of the journal's segments.
+        @param terminal: the program runs on a terminal the keeper holds:
+            one stream, C{pty}, and the descriptor passed is a duplicate of
+            the terminal's master (written, never read: the keeper reads).
         """
+        self.terminal = terminal
+        self._fds = TERMINAL_STREAM_FDS if terminal else STREAM_FDS
+        self.window: Optional[WindowSize] = None
         self.segment_bytes = segment_bytes
         self.reactor = reactor
         self.link = link
@@ -80,16 +93,23 @@ class KeeperTransport:
         self.exited_at: Optional[float] = None
         self.group_gone = False
         self.store: Optional[DurableStore] = None
-        self.offsets: Dict[str, int] = {s: 0 for s in STREAM_FDS}
-        self._read: Dict[str, int] = {s: 0 for s in STREAM_FDS}
-        self._ends: Dict[str, int] = {s: 0 for s in STREAM_FDS}
+        self.offsets: Dict[str, int] = {s: 0 for s in self._fds}
+        self._read: Dict[str, int] = {s: 0 for s in self._fds}
+        self._ends: Dict[str, int] = {s: 0 for s in self._fds}
         self._closing: Set[str] = set()
-        self._open: Set[str] = set(STREAM_FDS)
+        self._open: Set[str] = set(self._fds)
         self._stdin: Optional[PipeWriter] = None
         self._paused = False
         self._exit: Optional[Failure] = None
         self._ended = False
         self._connected = False
+
+    @property
+    def streams(self) -> Tuple[str, ...]:
+        """
+        Its streams: C{stdout} and C{stderr}, or C{pty} alone.
+        """
+        return tuple(self._fds)
 
     # -- from the keeper --------------------------------------------------
 
@@ -103,14 +123,27 @@ class KeeperTransport:
         returncode: Optional[int] = None,
         exited_at: Optional[float] = None,
         group_gone: bool = False,
+        window: Optional[List[int]] = None,
     ) -> None:
         """
         The program runs (or ran): connect the protocol, tell it the program
         runs, then what is already known of it.
 
         @param stdin: ccx's own descriptor for the program's standard input
-            (the keeper keeps another), owned by this transport from now on.
+            (the keeper keeps another), owned by this transport from now on;
+            for a program on a terminal, a duplicate of its master.
+        @param window: the terminal's size, C{[rows, cols]}, as the keeper
+            found it (a program taken back).
         """
+        if window is not None and self.terminal:
+            try:
+                self.window = WindowSize(*window)
+            except (TypeError, ValueError):
+                self.log.warn(
+                    "durable process {process_id}: the keeper gave the window size {window!r}",
+                    process_id=self.process_id,
+                    window=window,
+                )
         self.pid = pid
         self.started_at = started_at
         self.group_gone = group_gone
@@ -120,20 +153,24 @@ class KeeperTransport:
             os.path.join(self.state_dir, PROGRAMS, self.process_id),
             self.segment_bytes,
             lambda offsets: self.link.hold(self.process_id, offsets),
+            tuple(self._fds),
         )
-        self.offsets = {s: self.store.end(s) for s in STREAM_FDS}
+        self.offsets = {s: self.store.end(s) for s in self._fds}
         self._read = dict(self.offsets)
         self._ends = dict(self.offsets)
         if stdin is not None:
             self._stdin = PipeWriter(self.reactor, self, 0, stdin)
         self._connected = True
         self.protocol.makeConnection(self)
-        if self._stdin is not None:
+        if self._stdin is not None and not self.terminal:
+            # Readable only once no reader is left.  Never for a terminal's
+            # master: readable means output, which is the keeper's to read.
             self._stdin.startReading()
         self.protocol.exec_succeeded()
         for stream, end in (ends or {}).items():
-            self._ends[stream] = max(self._ends[stream], int(end))
-        self._closing.update(closed)
+            if stream in self._ends:
+                self._ends[stream] = max(self._ends[stream], int(end))
+        self._closing.update(s for s in closed if s in self._fds)
         self._pump()
         if returncode is not None:
             self.exited(returncode, exited_at)
@@ -195,7 +232,7 @@ class KeeperTransport:
         if self._ended:
             return
         self.protocol.lost(reason)
-        self._closing.update(STREAM_FDS)
+        self._closing.update(self._fds)
         self._pump()
         self._stop_reading()
         if self._stdin is not None:
@@ -218,7 +255,7 @@ class KeeperTransport:
         moved = True
         while moved and not self._paused:
             moved = False
-            for stream, child_fd in STREAM_FDS.items():
+            for stream, child_fd in self._fds.items():
                 if self._paused or stream not in self._open:
                     continue
                 position, end = self._read[stream], self._ends[stream]
@@ -249,8 +286,13 @@ class KeeperTransport:
 
     def _end_stream(self, stream: str) -> None:
         self._open.discard(stream)
+        if self.terminal and self._stdin is not None and not self._stdin.disconnected:
+            # The terminal is closed (the keeper read its end): so is its
+            # input, and ccx's duplicate of the master goes now (nothing
+            # still to be written could reach the program).
+            self._stdin.connectionLost(Failure(CONNECTION_DONE))
         try:
-            self.protocol.childConnectionLost(STREAM_FDS[stream])
+            self.protocol.childConnectionLost(self._fds[stream])
         except Exception:
             self.log.failure("childConnectionLost failed")
         self._maybe_end()
@@ -292,10 +334,10 @@ class KeeperTransport:
     def closeChildFD(self, descriptor: int) -> None:
         if descriptor == 0:
             self.closeStdin()
-        elif descriptor in (1, 2):
-            stream = "stdout" if descriptor == 1 else "stderr"
-            if stream in self._open:
-                self._end_stream(stream)
+        else:
+            for stream, child_fd in self._fds.items():
+                if child_fd == descriptor and stream in self._open:
+                    self._end_stream(stream)
 
     def closeStdin(self) -> None:
         """
@@ -330,8 +372,25 @@ class KeeperTransport:
 
     def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
         if self._stdin is None:
+            if self.terminal:
+                # Its terminal was closed before this ccx took it back: so
+                # is its input.
+                self.protocol.childConnectionLost(0)
+                return
             raise RuntimeError("the standard input of this process is not open")
         self._stdin.registerProducer(producer, streaming)
+
+    def resize(self, size: WindowSize) -> None:
+        """
+        Set the size of the program's terminal (through ccx's duplicate of
+        its master): the program gets SIGWINCH.
+
+        @raise RuntimeError: when the program has no open terminal.
+        @raise OSError: when the terminal is gone.
+        """
+        if not self.terminal or self._stdin is None or self._stdin.disconnected:
+            raise RuntimeError("the program has no open terminal")
+        set_window_size(self._stdin.fd, size)
 
     def unregisterProducer(self) -> None:
         if self._stdin is not None:

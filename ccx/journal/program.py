@@ -81,9 +81,17 @@ class ProgramJournal:
         segment_bytes: int,
         space: Optional["Space"] = None,
         write: Write = os.write,
+        names: Optional[Tuple[str, ...]] = None,
     ) -> "ProgramJournal":
-        # A program on a terminal left a pty stream alone.
-        names = PTY_STREAMS if os.path.isdir(os.path.join(directory, "pty")) else STREAMS
+        """
+        @param names: its streams, as its record says (L{PTY_STREAMS} for a
+            program on a terminal); L{None} to go by what is on disk, which
+            cannot tell a program that printed nothing (streams make no
+            file before their first byte).
+        """
+        if names is None:
+            # A program on a terminal left a pty stream alone.
+            names = PTY_STREAMS if os.path.isdir(os.path.join(directory, "pty")) else STREAMS
         streams = {
             name: StreamJournal.open(os.path.join(directory, name), segment_bytes, write)
             for name in names

@@ -173,9 +173,12 @@ class StateDir:
         self.space.add(journal)
         return journal
 
-    def load(self, process_id: str) -> ProgramJournal:
+    def load(self, process_id: str, streams: Optional[Tuple[str, ...]] = None) -> ProgramJournal:
         """
         The journal a program left (by this service or an earlier one).
+
+        @param streams: its streams, as its record says (see
+            L{ProgramJournal.open}).
 
         @raise OSError: when it cannot be read.
         """
@@ -185,6 +188,7 @@ class StateDir:
             self.segment_bytes,
             self.space,
             self._write,
+            streams,
         )
         self.space.add(journal)
         return journal

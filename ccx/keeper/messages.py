@@ -45,6 +45,15 @@ ERROR = "error"
 
 STREAMS = ("stdout", "stderr")
 
+# What a keeper can do beyond version 1's first release, listed in its
+# hello's C{features}: a keeper an older ccx started (still holding its
+# programs) lacks them, and a newer ccx asks it for nothing it would
+# misread (an older keeper ignores fields it does not know).
+FEATURES = (
+    # spawn's pty: the program on a terminal the keeper holds.
+    "pty",
+)
+
 
 class BadMessage(ValueError):
     """

@@ -17,18 +17,28 @@ from dataclasses import replace
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from ccx.keeper import messages as m
-from ccx.journal.program import ProgramJournal
+from ccx.journal.program import PTY_STREAMS, ProgramJournal
 from ccx.journal.record import Record
 from ccx.journal.statedir import PROGRAMS
 from ccx.process.cgroup import Cgroup, CgroupError, own_cgroup
 from ccx.process.child import start_program
 from ccx.process.errors import SpawnFailed
+from ccx.process.terminal import (
+    WindowSize,
+    open_terminal,
+    take_controlling_terminal,
+    window_size,
+)
 
 # A program's output pipes are made this large (where the system lets
 # them: F_SETPIPE_SZ), and read as much at once: fewer turns of the loop,
 # writes and notices per MiB.
 PIPE_SIZE = 1024 * 1024
 READ_SIZE = PIPE_SIZE
+# The one stream of a program on a terminal, and how much of it one read
+# takes (a terminal hands out at most a few KiB at a time).
+PTY = PTY_STREAMS[0]
+TERMINAL_READ_SIZE = 64 * 1024
 # What writing a journal can fail with (the bytes are then still in the pipe).
 _JOURNAL_ERRORS = frozenset((errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG, errno.EROFS))
 # Seconds a keeper nobody has connected to waits for its first ccx.
@@ -69,6 +79,10 @@ class Program:
         not read) are never evicted, and its pipes stop being read once the
         journal is full of them.
     @ivar returncode: its exit status once reaped (C{-N} for signal N).
+    @ivar terminal: the master end of its terminal while open, for a
+        program on one (C{readers["pty"]} too: its output, read here; ccx
+        writes its input and sets its size through a duplicate).
+    @ivar window: its terminal's size when last seen, or L{None}.
     """
 
     def __init__(
@@ -83,8 +97,36 @@ class Program:
         self.blocking = blocking
         self.readers: Dict[str, int] = {}
         self.stdin: Optional[int] = None
+        self.terminal: Optional[int] = None
+        self.window: Optional[WindowSize] = None
         self.returncode: Optional[int] = None
         self.paused = False
+
+    @property
+    def streams(self) -> Tuple[str, ...]:
+        return tuple(self.journal.streams)
+
+    @property
+    def input(self) -> Optional[int]:
+        """
+        What ccx is given a duplicate of to write the program's input: the
+        write end of its stdin pipe, or its terminal's master.
+        """
+        return self.stdin if self.terminal is None else self.terminal
+
+    def look_at_window(self) -> Optional[WindowSize]:
+        """
+        The terminal's size as the kernel has it now (ccx sets it through
+        its duplicate of the master), kept in C{window} and the record.
+        """
+        if self.terminal is not None:
+            try:
+                self.window = window_size(self.terminal)
+            except OSError:
+                pass
+        if self.window is not None:
+            self.record = replace(self.record, pty=[self.window.rows, self.window.cols])
+        return self.window
 
     @property
     def over(self) -> bool:
@@ -99,16 +141,18 @@ class Program:
         return self.pidfd is None and not self.readers
 
     def summary(self) -> Dict[str, Any]:
+        window = self.look_at_window()
         return {
             "id": self.process_id,
             "pid": self.pid,
             "started_at": self.record.started_at,
-            "stdin": self.stdin is not None,
-            "starts": {s: self.journal.start(s) for s in m.STREAMS},
-            "ends": {s: self.journal.end(s) for s in m.STREAMS},
-            "closed": [s for s in m.STREAMS if s not in self.readers],
+            "stdin": self.input is not None,
+            "starts": {s: self.journal.start(s) for s in self.streams},
+            "ends": {s: self.journal.end(s) for s in self.streams},
+            "closed": [s for s in self.streams if s not in self.readers],
             "returncode": self.returncode,
             "ended_at": self.record.ended_at,
+            "pty": None if window is None else [window.rows, window.cols],
         }
 
 
@@ -261,7 +305,7 @@ class Keeper:
         if not self.clients:
             # No ccx, so no blocking subscriber: nothing holds a program back.
             for program in self.programs.values():
-                self._pin(program, {s: None for s in m.STREAMS})
+                self._pin(program, {s: None for s in program.streams})
 
     def _reply(self, client: Client, message: Dict[str, Any], fds: List[int] = ()) -> None:
         """
@@ -347,7 +391,13 @@ class Keeper:
             self._refuse(client, f"malformed {kind}: {e!r}")
 
     def _hello(self) -> Dict[str, Any]:
-        return {**self._list(), "type": m.HELLO, "version": m.VERSION, "pid": os.getpid()}
+        return {
+            **self._list(),
+            "type": m.HELLO,
+            "version": m.VERSION,
+            "pid": os.getpid(),
+            "features": list(m.FEATURES),
+        }
 
     def _list(self) -> Dict[str, Any]:
         return {"type": m.LIST, "programs": [p.summary() for p in self.programs.values()]}
@@ -368,6 +418,9 @@ class Keeper:
             and int(message["segment_bytes"]) > 0
         ):
             raise ValueError("argv, env, executable, cwd, journal_bytes or segment_bytes")
+        # A program on a terminal of this size ([rows, cols]), or on pipes.
+        pty = message.get("pty")
+        window = None if pty is None else WindowSize(*pty)
         folder = program_dir(self.state_dir, process_id)
         if process_id in self.programs or os.path.exists(folder):
             self._reply(
@@ -377,7 +430,7 @@ class Keeper:
             return
         os.makedirs(folder, mode=0o700)
         try:
-            program = self._start(message)
+            program = self._start(message, window)
         except (SpawnFailed, CgroupError, OSError) as e:
             shutil.rmtree(folder, ignore_errors=True)
             reason = e.message if isinstance(e, SpawnFailed) else str(e)
@@ -385,7 +438,7 @@ class Keeper:
             return
         self.programs[process_id] = program
         self.log(f"started {process_id}: {argv} (pid {program.pid})")
-        fds = [program.stdin] if program.stdin is not None else []
+        fds = [program.input] if program.input is not None else []
         self._reply(
             client,
             {
@@ -394,14 +447,17 @@ class Keeper:
                 "pid": program.pid,
                 "started_at": program.record.started_at,
                 "stdin": bool(fds),
-                "closed": [s for s in m.STREAMS if s not in program.readers],
+                "closed": [s for s in program.streams if s not in program.readers],
             },
             fds,
         )
 
-    def _start(self, message: Dict[str, Any]) -> Program:
+    def _start(self, message: Dict[str, Any], window: Optional[WindowSize] = None) -> Program:
         """
-        Make the pipes and journals of a program and start it.
+        Make the pipes and journals of a program and start it; on a new
+        terminal of size C{window} when given (its slave end as the
+        program's 0, 1 and 2 and its controlling terminal, as ccx starts
+        programs on terminals), instead of pipes.
 
         @raise SpawnFailed: when it could not be executed.
         @raise OSError: when the keeper could not make its pipes or child.
@@ -409,19 +465,24 @@ class Keeper:
         process_id = message["id"]
         opened: List[int] = []
         child_ends: List[int] = []
+        ours: Dict[str, int] = {}
+        theirs: Dict[str, int] = {}
+        stdin_ours: Optional[int] = None
         try:
-            if message.get("stdin"):
+            if window is not None:
+                ours[PTY], stdin_child = open_terminal(window)
+                opened.append(ours[PTY])
+                theirs["stdout"] = theirs["stderr"] = stdin_child
+            elif message.get("stdin"):
                 stdin_child, stdin_ours = os.pipe()
                 opened.append(stdin_ours)
             else:
                 stdin_child, stdin_ours = os.open(os.devnull, os.O_RDONLY), None
             child_ends.append(stdin_child)
-            ours: Dict[str, int] = {}
-            theirs: Dict[str, int] = {}
             # merge_stderr: one pipe for both, so that what the program
             # writes to either arrives in the order it wrote it.
             streams = ("stdout",) if message.get("merge_stderr") else m.STREAMS
-            for stream in streams:
+            for stream in streams if window is None else ():
                 ours[stream], theirs[stream] = os.pipe()
                 opened.append(ours[stream])
                 child_ends.append(theirs[stream])
@@ -431,9 +492,15 @@ class Keeper:
                 int(message["journal_bytes"]),
                 int(message["segment_bytes"]),
                 write=self._write,
+                names=m.STREAMS if window is None else PTY_STREAMS,
             )
             try:
-                popen = self._start_program(message, stdin_child, theirs)
+                popen = self._start_program(
+                    message,
+                    stdin_child,
+                    theirs,
+                    None if window is None else take_controlling_terminal,
+                )
             except BaseException:
                 journal.close()
                 raise
@@ -456,14 +523,18 @@ class Keeper:
             encoding=str(message.get("encoding", "utf-8")),
             durable=True,
             cgroup=message.get("cgroup"),
+            pty=None if window is None else [window.rows, window.cols],
             extra={
-                "stdin": bool(message.get("stdin")),
+                # A terminal is always open for input.
+                "stdin": bool(message.get("stdin")) or window is not None,
                 "blocking": bool(message.get("blocking", True)),
                 "keeper_pid": os.getpid(),
             },
         )
         program = Program(record, journal, popen, pidfd, bool(message.get("blocking", True)))
         program.stdin = stdin_ours
+        if window is not None:
+            program.terminal, program.window = ours[PTY], window
         journal.on_evicted = lambda stream, start, end: self._notice(
             {"type": m.EVICTED, "id": process_id, "stream": stream, "start": start, "end": end}
         )
@@ -471,7 +542,8 @@ class Keeper:
         for stream, fd in ours.items():
             os.set_blocking(fd, False)
             try:
-                fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+                if stream != PTY:
+                    fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
             except OSError:
                 pass  # over the user's pipe-user-pages-soft: the default size
             program.readers[stream] = fd
@@ -480,12 +552,17 @@ class Keeper:
         return program
 
     def _start_program(
-        self, message: Dict[str, Any], stdin: int, outputs: Dict[str, int]
+        self,
+        message: Dict[str, Any],
+        stdin: int,
+        outputs: Dict[str, int],
+        preexec: Optional[Callable[[], None]] = None,
     ) -> Any:
         """
         Start the program, in its cgroup when it has one: the keeper moves
         itself in, starts it and moves back, as ccx does, so that even the
-        program's first fork is inside.
+        program's first fork is inside.  C{preexec} runs in the child before
+        the exec (L{take_controlling_terminal} for a program on a terminal).
 
         @raise CgroupError: when the cgroup could not be joined (or left:
             the program is then killed).
@@ -498,6 +575,7 @@ class Keeper:
             stdin,
             outputs["stdout"],
             outputs["stderr"],
+            preexec,
         )
         path = message.get("cgroup")
         if path is None:
@@ -522,15 +600,19 @@ class Keeper:
         if program is None:
             self._reply(client, {"type": m.UNKNOWN, "id": message["id"]})
             return
-        fds = [program.stdin] if program.stdin is not None else []
-        self._reply(client, {"type": m.ADOPTED, **program.summary()}, fds)
+        fds = [program.input] if program.input is not None else []
+        summary = program.summary()
+        if program.terminal is not None:
+            # Its size as ccx last set it, for the next start to find.
+            self._write_record(program)
+        self._reply(client, {"type": m.ADOPTED, **summary}, fds)
 
     def _hold(self, client: Client, message: Dict[str, Any]) -> None:
         program = self.programs.get(message["id"])
         if program is None:
             return
         offsets = message.get("offsets") or {}
-        self._pin(program, {s: offsets.get(s) for s in m.STREAMS})
+        self._pin(program, {s: offsets.get(s) for s in program.streams})
 
     def _pin(self, program: Program, offsets: Dict[str, Optional[int]]) -> None:
         """
@@ -553,6 +635,8 @@ class Keeper:
     # -- programs ---------------------------------------------------------
 
     def _pipe_callback(self, program: Program, stream: str) -> Callable[[Any, int], None]:
+        if stream == PTY:
+            return lambda key, events: self._read_terminal(program)
         return lambda key, events: self._read(program, stream)
 
     def _read(self, program: Program, stream: str) -> None:
@@ -578,6 +662,35 @@ class Keeper:
             self._close_pipe(program, stream)
             return
         self._appended(program, stream)
+        self._balance(program)
+
+    def _read_terminal(self, program: Program) -> None:
+        """
+        Append what the terminal's master holds to the C{pty} journal.
+        C{splice} needs a pipe at one end, so the bytes pass through here
+        (a terminal hands out a few KiB per read anyway).  C{EIO} is the
+        terminal's end of file: no process holds its slave end any more.
+        """
+        try:
+            data = os.read(program.readers[PTY], TERMINAL_READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._close_pipe(program, PTY)
+            return
+        journal = program.journal
+        before = journal.end(PTY)
+        try:
+            journal.append(PTY, data, self.clock())
+        except OSError as e:
+            self.log(
+                f"{program.process_id}: {before + len(data) - journal.end(PTY)} bytes of "
+                f"{PTY} lost: the journal cannot be written: {e}"
+            )
+        if journal.end(PTY) > before:
+            self._appended(program, PTY)
         self._balance(program)
 
     def _lose(self, program: Program, stream: str, error: OSError) -> None:
@@ -608,6 +721,11 @@ class Keeper:
         notice["time"] = self.clock()
 
     def _close_pipe(self, program: Program, stream: str) -> None:
+        if stream == PTY:
+            # Its last size, for the record; ccx's duplicate, if any, is
+            # closed by ccx when told.
+            program.look_at_window()
+            program.terminal = None
         fd = program.readers.pop(stream)
         if not program.paused:
             self.selector.unregister(fd)
@@ -683,8 +801,9 @@ class Keeper:
         program.record = replace(
             program.record,
             status="completed" if program.returncode == 0 else "failed",
-            stdout_bytes=journal.end("stdout"),
-            stderr_bytes=journal.end("stderr"),
+            stdout_bytes=journal.end("stdout") if PTY not in journal.streams else 0,
+            stderr_bytes=journal.end("stderr") if PTY not in journal.streams else 0,
+            pty_bytes=journal.end(PTY) if PTY in journal.streams else 0,
         )
         self._write_record(program)
         journal.finish()

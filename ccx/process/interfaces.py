@@ -55,6 +55,11 @@ class IRecordedProcess(Interface):
         "program's output, written by whoever holds its pipes, or None."
     )
 
+    window = Attribute(
+        "For a program on a terminal, the terminal's size as found when "
+        "taken back (a ccx.process.terminal.WindowSize); else None."
+    )
+
     offsets = Attribute(
         "Where, in each stream, what this transport hands on begins (the "
         "store holds what came before): a dict of stream name to offset."

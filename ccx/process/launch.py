@@ -132,12 +132,12 @@ class Launcher:
         @raise SpawnFailed: when its cgroup cannot be made.
         """
         settings = self.settings
-        if spec.durable and spec.pty is not None:
-            # The keeper holds pipes, not terminals.
+        if spec.merge_stderr and spec.pty is not None:
+            # A terminal already merges them: the program's 1 and 2 are one.
             raise InvalidCommand(
-                "a durable program cannot run on a terminal: give 'durable' or 'pty', "
-                "not both",
-                parameter="durable",
+                "'merge_stderr' does not go with 'pty': a program on a terminal writes "
+                "stdout and stderr to the terminal, one stream (pty), in the order written",
+                parameter="merge_stderr",
             )
         if spec.durable and self.spawn_durable is None:
             raise InvalidCommand(

@@ -227,6 +227,10 @@ class ManagedProcess(ProcessProtocol):
                 # Its output is in the store already, up to where the
                 # transport starts handing it on.
                 self.output.restore(self.transport.store, self.transport.offsets, 0)
+            if self.window is not None and self.transport.window is not None:
+                # Its terminal's size as whoever held it found it (a client
+                # may have resized it since it started).
+                self.window = self.transport.window
         if self.cgroup is not None:
             self.containment = CgroupContainment(group, self.cgroup, self._clock)
         else:

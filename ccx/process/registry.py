@@ -11,6 +11,7 @@ from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from ccx.journal.program import PTY_STREAMS, STREAMS
 from ccx.journal.record import Record, write_record
 from ccx.journal.statedir import StateDir
 from ccx.journal.store import ProgramJournal
@@ -86,7 +87,11 @@ class ProcessRegistry:
                 state_dir.remove(record.process_id)
                 continue
             try:
-                journal = state_dir.load(record.process_id)
+                # Its streams from its record: a stream that got no byte
+                # left no file to tell it by.
+                journal = state_dir.load(
+                    record.process_id, PTY_STREAMS if record.pty is not None else STREAMS
+                )
             except OSError as e:
                 self.log.error(
                     "cannot read the journal of process {process_id}: {error}",
