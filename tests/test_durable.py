@@ -7,6 +7,8 @@ checks that nothing of them is left.
 
 import os
 import signal
+import subprocess
+import sys
 
 from autobahn.twisted.websocket import WebSocketClientFactory
 from twisted.internet import reactor
@@ -21,7 +23,7 @@ from ccx.process.cgroup import own_cgroup
 from ccx.process.group import ProcessGroup, group_states
 from ccx.testing.polling import until
 from ccx.testing.proc import keeper_pids, leftovers
-from ccx.testing.service import ServiceProcess
+from ccx.testing.service import SOURCE_ROOT, ServiceProcess
 from tests.support import Client, ServiceFixture, program
 
 # The cgroup v2 hierarchy CI writes (see docs/running.md).
@@ -486,3 +488,54 @@ class KeeperGoneTests(TestCase):
         self.assertEqual((completed["status"], completed["durable"]), ("failed", True))
         self.assertIn("keeper", completed["error"])
         self.assertEqual(client.output("p" * 32), b"before the reboot\n")
+
+
+class StateDirLockTests(ServiceRestarts, TestCase):
+    """
+    One service per state dir: C{ccx.lock}, held for the service's life.
+    """
+
+    async def test_second_service_refused(self):
+        """
+        A second service on a state dir in use exits 1 with one line naming
+        the first (and ends or adopts nothing of it); the keeper's own lock
+        still turns a second keeper away; once the first is SIGKILLed, a
+        new service starts on the dir and takes its durable program back.
+        """
+        first = await self.start_service()
+        client = await self.connect(first)
+        started = await self.execute(client, f"echo one; {waiting_for('go')}; echo two")
+        process_id = started["process_id"]
+        await until(reactor, lambda: client.output(process_id) == b"one\n", what="output")
+        [keeper] = keeper_pids(self.state_dir)
+
+        # The same dir, spelled another way.
+        second = ServiceProcess(
+            allow=[program("sh")], settings={"state_dir": self.state_dir + "/./"}
+        )
+        self.addCleanup(second.stop)
+        status = await second.exited(reactor)
+        lines = second.log_lines()
+        text = "\n".join(lines)
+        self.assertEqual(status, 1, text)
+        self.assertNotIn("Traceback", text)
+        expected = f"ccx: --state-dir: state dir {self.state_dir} is in use by another ccx (pid {first.pid}): stop it, or give another --state-dir"
+        self.assertEqual([line for line in lines if "ccx: " in line], [expected], text)
+        self.assertNotEqual(ProcessGroup(started["pgid"]).members(), [])
+
+        # A second keeper still exits at once, leaving the first to serve.
+        other = subprocess.run(
+            [sys.executable, "-S", "-m", "ccx.keeper", "--state-dir", self.state_dir, "--foreground"],
+            cwd=SOURCE_ROOT,
+            timeout=30,
+        )
+        self.assertEqual(other.returncode, 0)
+        self.assertEqual(keeper_pids(self.state_dir), [keeper])
+
+        await self.kill(first)
+        third = await self.start_service()
+        client = await self.connect(third)
+        self.flag("go")
+        await client.call("attach", {"process_id": process_id, "offsets": {"stdout": 0, "stderr": 0}})
+        completed = await client.notification("process.completed", process_id)
+        self.assertEqual((completed["status"], client.output(process_id)), ("completed", b"one\ntwo\n"))

@@ -2,12 +2,15 @@
 The state dir: a format version, and a directory per program.
 
     STATE_DIR/format                    "ccx-state 1"
+    STATE_DIR/ccx.lock                  held (flock) by the one ccx using it
     STATE_DIR/programs/ID/record.json   the program's record (Record)
     STATE_DIR/programs/ID/stdout/       its stdout journal: N.out, N.idx
     STATE_DIR/programs/ID/stderr/       its stderr journal
     STATE_DIR/programs/ID/pty/          instead of both, a program on a terminal's
 """
 
+import errno
+import fcntl
 import os
 import shutil
 import stat
@@ -22,6 +25,9 @@ FORMAT_TAG = "ccx-state"
 # The layout this release writes; it reads every version up to it.
 FORMAT_VERSION = 1
 PROGRAMS = "programs"
+# Held (flock) by the service that uses the state dir, for its whole life:
+# the kernel lets it go when that process ends, however it ends.
+LOCK_NAME = "ccx.lock"
 
 
 class StateDirError(Exception):
@@ -68,6 +74,7 @@ class StateDir:
         self.space = Space(total_bytes)
         self._write = write
         self.programs = os.path.join(self.path, PROGRAMS)
+        self._lock: Optional[int] = None
 
     @property
     def segment_bytes(self) -> int:
@@ -101,6 +108,47 @@ class StateDir:
                 f"this one reads up to {FORMAT_VERSION}): give another --state-dir"
             )
         return self
+
+    def lock(self) -> None:
+        """
+        Take the state dir for this service (C{ccx.lock}, an exclusive
+        C{flock} held until L{unlock} or the process's end, a SIGKILL
+        included): two services on one state dir would end each other's
+        programs as orphans and write the same records.
+
+        @raise StateDirError: when another service holds it.
+        """
+        path = os.path.join(self.path, LOCK_NAME)
+        try:
+            # Close-on-exec (Python's default): no program nor keeper started
+            # from here may keep the lock after this service is gone.
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        except OSError as e:
+            raise StateDirError(f"state dir {self.path}: {LOCK_NAME}: {e.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+            os.close(fd)
+            if e.errno != errno.EWOULDBLOCK:
+                raise StateDirError(f"state dir {self.path}: {LOCK_NAME}: {e.strerror}") from None
+            raise StateDirError(
+                f"state dir {self.path} is in use by another ccx"
+                f"{f' (pid {holder})' if holder.isdigit() else ''}: stop it, or give "
+                "another --state-dir"
+            ) from None
+        # Who holds it, for the next one's message.
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock = fd
+
+    def unlock(self) -> None:
+        """
+        Let the state dir go (the service has stopped).
+        """
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
 
     def _check_owned(self) -> None:
         """
