@@ -18,6 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from ccx.keeper import messages as m
 from ccx.journal.program import ProgramJournal
 from ccx.journal.record import read_record
+from ccx.keeper.logfile import LOG_BYTES, LogFile
 from ccx.keeper.server import program_dir
 from ccx.keeper.server import READ_SIZE, Keeper
 from ccx.process.group import ProcessGroup
@@ -63,6 +64,58 @@ class MessagesTests(SynchronousTestCase):
         """Not JSON, not an object, or no string type: BadMessage."""
         for line in (b"{", b"[1]", b'{"id": "a"}', b'{"type": 1}'):
             self.assertRaises(m.BadMessage, m.decode, line)
+
+
+class LogFileTests(SynchronousTestCase):
+    """
+    keeper.log stays bounded: past its size it becomes keeper.log.1.
+    """
+
+    def setUp(self):
+        self.folder = os.path.abspath(self.mktemp())
+        os.makedirs(self.folder)
+        self.path = os.path.join(self.folder, m.LOG_NAME)
+        # A descriptor of the test's own, standing for standard error.
+        self.fd = os.open(os.devnull, os.O_WRONLY)
+        self.addCleanup(os.close, self.fd)
+
+    def test_rotated_past_its_size(self):
+        """
+        At its size exactly it is kept; one byte more and it is keeper.log.1
+        (the one before replaced), and a new keeper.log begins.
+        """
+        log = LogFile(self.path, 100, self.fd)
+        log.open()
+        log.write("a" * 99 + "\n")
+        self.assertEqual(os.path.getsize(self.path), 100)
+        self.assertFalse(os.path.exists(self.path + ".1"))
+        log.write("b\n")
+        self.assertEqual(open(self.path + ".1").read(), "a" * 99 + "\nb\n")
+        self.assertEqual(os.path.getsize(self.path), 0)
+        for _ in range(1000):
+            log.write("c" * 9 + "\n")
+        self.assertLessEqual(os.path.getsize(self.path), 100)
+        self.assertEqual(open(self.path + ".1").read(), "c" * 9 + "\n" + "c" * 9 + "\n" + ("c" * 9 + "\n") * 9)
+        self.assertEqual(sorted(os.listdir(self.folder)), [m.LOG_NAME, m.LOG_NAME + ".1"])
+        # What else writes on the descriptor (a traceback) goes to the new file.
+        os.write(self.fd, b"raw\n")
+        self.assertTrue(open(self.path).read().endswith("raw\n"))
+
+    def test_long_one_rotated_at_open(self):
+        """An earlier keeper's log already past the size is rotated when opened."""
+        with open(self.path, "w") as f:
+            f.write("x" * 101)
+        LogFile(self.path, 100, self.fd).open()
+        self.assertEqual(os.path.getsize(self.path + ".1"), 101)
+        self.assertEqual(os.path.getsize(self.path), 0)
+
+    def test_not_through_a_link(self):
+        """A link planted at keeper.log is not written through."""
+        target = os.path.join(self.folder, "elsewhere")
+        os.symlink(target, self.path)
+        with self.assertRaises(OSError):
+            LogFile(self.path, 100, self.fd).open()
+        self.assertFalse(os.path.exists(target))
 
 
 class KeeperTests(SynchronousTestCase):
@@ -509,6 +562,36 @@ class KeeperProcessTests(SynchronousTestCase):
         self.assertEqual(select.select([exited], [], [], 10)[0], [exited])
         self.assertEqual(keeper_pids(state_dir), [])
         self.assertFalse(os.path.exists(path))
+
+    def test_log_bounded(self):
+        """
+        The detached keeper's log is a L{LogFile}: an earlier keeper's log
+        past the size is keeper.log.1 when a new keeper starts, and the new
+        one's lines begin a keeper.log of their own.
+        """
+        state_dir = os.path.abspath(self.mktemp())
+        os.makedirs(state_dir)
+        log = os.path.join(state_dir, m.LOG_NAME)
+        with open(log, "w") as f:
+            f.write("x" * (LOG_BYTES + 1))
+        self.addCleanup(lambda: [os.kill(pid, signal.SIGKILL) for pid in keeper_pids(state_dir)])
+        self.assertEqual(self.run_keeper(state_dir).returncode, 0)
+        [pid] = keeper_pids(state_dir)
+        exited = os.pidfd_open(pid)
+        self.addCleanup(os.close, exited)
+        directory = os.open(state_dir, os.O_PATH)
+        self.addCleanup(os.close, directory)
+        client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        client.connect(f"/proc/self/fd/{directory}/{m.SOCKET_NAME}")
+        client.sendall(m.encode({"type": m.HELLO, "version": m.VERSION}))
+        client.makefile("rb").readline()
+        client.close()
+        self.assertEqual(select.select([exited], [], [], 10)[0], [exited])
+        self.assertEqual(os.path.getsize(log + ".1"), LOG_BYTES + 1)
+        lines = open(log).read().splitlines()
+        self.assertEqual(len(lines), 2, lines)
+        self.assertTrue(lines[0].endswith(f"ccx-keeper[{pid}]: keeping {state_dir}"), lines)
+        self.assertTrue(lines[1].endswith("nothing left to keep: exiting"), lines)
 
     def test_unusable_state_dir(self):
         """A state dir that cannot be made: one line on stderr, status 1."""

@@ -37,11 +37,18 @@ FIRST_CONNECTION = 30.0
 MAX_QUEUED = 64 * 1024 * 1024
 
 
+def log_line(text: str) -> str:
+    """
+    C{text} as a line of keeper.log: when, and which keeper.
+    """
+    return f"{time.strftime('%Y-%m-%dT%H:%M:%S')} ccx-keeper[{os.getpid()}]: {text}\n"
+
+
 def log(text: str) -> None:
     """
-    A line for keeper.log (the keeper's standard error).
+    A line for the keeper's standard error (a keeper run in the foreground).
     """
-    sys.stderr.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} ccx-keeper[{os.getpid()}]: {text}\n")
+    sys.stderr.write(log_line(text))
     sys.stderr.flush()
 
 
