@@ -539,3 +539,83 @@ class StateDirLockTests(ServiceRestarts, TestCase):
         await client.call("attach", {"process_id": process_id, "offsets": {"stdout": 0, "stderr": 0}})
         completed = await client.notification("process.completed", process_id)
         self.assertEqual((completed["status"], client.output(process_id)), ("completed", b"one\ntwo\n"))
+
+
+class KeeperReconnectTests(TestCase):
+    """
+    The connection to the keeper drops while the keeper runs: ccx connects
+    again and takes its programs back; nothing is killed.
+    """
+
+    timeout = 60
+
+    async def service(self):
+        fixture = ServiceFixture(self, kill_grace=1.0)
+        self.addCleanup(
+            lambda: Deferred.fromCoroutine(
+                until(reactor, lambda: not keeper_pids(fixture.config.state_dir), 10)
+            )
+        )
+        await fixture.start()
+        self.flags = os.path.abspath(self.mktemp())
+        os.makedirs(self.flags)
+        return fixture, await fixture.connect()
+
+    def flag(self, name):
+        with open(os.path.join(self.flags, name), "w"):
+            pass
+
+    async def start(self, fixture, client, script):
+        result = await fixture.execute(
+            client,
+            {"command": [program("sh"), "-c", script], "durable": True, "stdin": True, "cwd": self.flags},
+        )
+        await until(reactor, lambda: client.output(result["process_id"]) == b"one\n", what="output")
+        return result
+
+    async def test_dropped_while_running(self):
+        """
+        Dropped while the program runs: what it prints and what is written
+        to it meanwhile and after are all there at their offsets, and it
+        ends with its real exit status; the keeper is the same.
+        """
+        fixture, client = await self.service()
+        result = await self.start(
+            fixture, client, f"echo one; read line; echo $line; {waiting_for('go')}; echo three; exit 3"
+        )
+        link = fixture.service.node.keeper
+        [keeper] = keeper_pids(fixture.config.state_dir)
+        link._protocol.transport.abortConnection()
+        await client.call("write", {"process_id": result["process_id"], "data": "two\n"})
+        await until(reactor, lambda: link.connected, what="connected again")
+        self.flag("go")
+        completed = await client.notification("process.completed", result["process_id"])
+        self.assertEqual(
+            (completed["status"], completed["exit_code"], completed.get("error")), ("failed", 3, None)
+        )
+        self.assertEqual(client.output(result["process_id"]), b"one\ntwo\nthree\n")
+        self.assertEqual(keeper_pids(fixture.config.state_dir), [keeper])
+
+    async def test_ended_while_dropped(self):
+        """
+        The program ends, and its keeper forgets it, while ccx cannot
+        connect (the socket is away): taken back from its record, with its
+        real exit status and all its output.
+        """
+        fixture, client = await self.service()
+        result = await self.start(fixture, client, "echo one; read line; echo $line; exit 4")
+        link = fixture.service.node.keeper
+        socket_path = os.path.join(fixture.config.state_dir, "keeper.sock")
+        os.rename(socket_path, socket_path + ".away")
+        link._protocol.transport.abortConnection()
+        await client.call("write", {"process_id": result["process_id"], "data": "two\n"})
+        folder = os.path.join(fixture.config.state_dir, PROGRAMS, result["process_id"])
+        await until(reactor, lambda: read_record(folder).status is not None, what="ended")
+        self.assertFalse(link.connected)
+        # Back before the retries run out.
+        os.rename(socket_path + ".away", socket_path)
+        completed = await client.notification("process.completed", result["process_id"])
+        self.assertEqual(
+            (completed["status"], completed["exit_code"], completed.get("error")), ("failed", 4, None)
+        )
+        self.assertEqual(client.output(result["process_id"]), b"one\ntwo\n")

@@ -443,12 +443,42 @@ class KeeperTests(SynchronousTestCase):
         self.assertGreater(program.journal.end("stdout"), 256 * 1024)
 
     def test_ccx_gone_releases(self):
-        """When ccx goes, nothing holds a program back any more."""
+        """When ccx leaves (it stops), nothing holds a program back any more."""
         client, program, limit = self.hold_test({"stdout": 0, "stderr": 0}, True)
+        client.sendall(m.encode({"type": m.LEAVE}))
         client.close()
         self.turn()
         self.turn()
         self.assertEqual(self.keeper.clients, [])
+        self.assertFalse(program.paused)
+
+    def test_dropped_ccx_held_for_the_grace(self):
+        """
+        A ccx whose connection dropped (it did not leave) keeps its holds
+        for the grace, to connect again and read on: held just before it
+        ends, released once it has; a ccx connecting within it keeps them.
+        """
+        now = [1000.0]
+        self.keeper.monotonic = lambda: now[0]
+        client, program, limit = self.hold_test({"stdout": 0, "stderr": 0}, True)
+        start = program.journal.start("stdout")
+        client.close()
+        self.turn()
+        self.turn()
+        self.assertEqual(self.keeper.clients, [])
+        now[0] += self.keeper.hold_grace - 0.001
+        self.turn()
+        self.assertTrue(program.paused)
+        self.assertEqual(program.journal.start("stdout"), start)
+        # Back within the grace: still held, and past it too.
+        again = self.connect()
+        now[0] += 1.0
+        self.turn()
+        self.assertTrue(program.paused)
+        again.close()
+        self.turn()
+        now[0] += self.keeper.hold_grace
+        self.turn()
         self.assertFalse(program.paused)
 
     def test_adopt(self):

@@ -138,6 +138,54 @@ class KeeperTransport:
         if returncode is not None:
             self.exited(returncode, exited_at)
 
+    @property
+    def connected(self) -> bool:
+        """
+        Whether its protocol was told the program runs (L{spawned}).
+        """
+        return self._connected
+
+    def readopted(
+        self,
+        ends: Dict[str, int],
+        closed: Iterable[str],
+        stdin: bool,
+        returncode: Optional[int],
+        exited_at: Optional[float],
+    ) -> None:
+        """
+        Taken back from the keeper after the connection to it dropped: what
+        happened meanwhile (what was written, closed, evicted, the exit).
+        The keeper kept ccx's holds meanwhile, so nothing ccx had not read
+        is gone; the hold is sent again (one sent meanwhile was lost).
+        """
+        if self._ended or self.store is None:
+            return
+        self.store.refresh()
+        if self._stdin is None and stdin:
+            # A close ccx sent while the connection was down was lost.
+            self.link.close_stdin(self.process_id)
+        for stream in STREAM_FDS:
+            self.output(stream, max(int(ends.get(stream, 0)), self.store.end(stream)))
+        for stream in closed:
+            self.closed(stream)
+        if returncode is not None:
+            self.exited(returncode, exited_at)
+
+    def ended_unseen(self, returncode: int, exited_at: Optional[float]) -> None:
+        """
+        The program ended (and its keeper forgot it) while the connection to
+        the keeper was down: its journal holds all it wrote, its record how
+        it ended.
+        """
+        if self._ended or self.store is None:
+            return
+        self.store.refresh()
+        for stream in STREAM_FDS:
+            self.output(stream, self.store.end(stream))
+            self.closed(stream)
+        self.exited(returncode, exited_at)
+
     def spawn_failed(self, reason: str) -> None:
         """
         The keeper could not start the program: nothing of it is left.

@@ -32,6 +32,7 @@ ADOPT = "adopt"
 HOLD = "hold"
 CLOSE_STDIN = "close_stdin"
 LIST = "list"
+LEAVE = "leave"
 # keeper -> ccx
 SPAWNED = "spawned"
 SPAWN_FAILED = "spawn_failed"
