@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 from autobahn.twisted.websocket import WebSocketClientFactory
 from twisted.internet import reactor
@@ -619,3 +620,46 @@ class KeeperReconnectTests(TestCase):
             (completed["status"], completed["exit_code"], completed.get("error")), ("failed", 4, None)
         )
         self.assertEqual(client.output(result["process_id"]), b"one\ntwo\n")
+
+
+class DurableTimeoutTests(ServiceRestarts, TestCase):
+    """
+    A durable program's timeout counts its running time across restarts.
+    """
+
+    async def test_timeout_across_restarts(self):
+        """
+        Paused, then ccx SIGKILLed and started again: the program is listed
+        paused (it is frozen still), and once resumed it ends by its timeout
+        after its timeout of running since its start: the restart did not
+        start it again from zero, nor was the paused time counted.
+        """
+        first = await self.start_service()
+        client = await self.connect(first)
+        started = await self.execute(client, "exec sleep 300", timeout=3)
+        process_id = started["process_id"]
+        before_pause = time.time()
+        await client.call("control", {"type": "PAUSE", "process_id": process_id})
+        after_pause = time.time()
+        await self.kill(first)
+
+        second = await self.start_service()
+        client = await self.connect(second)
+        await until(
+            reactor,
+            lambda: Deferred.fromCoroutine(self.entry(client, process_id)).addCallback(
+                lambda e: e["state"] == "paused" and e["pid"] is not None
+            ),
+            what="taken back, paused",
+        )
+        self.assertEqual(group_states(started["pgid"]), ["T"])
+        await client.call("attach", {"process_id": process_id})
+        before_resume = time.time()
+        await client.call("control", {"type": "RESUME", "process_id": process_id})
+        after_resume = time.time()
+        completed = await client.notification("process.completed", process_id)
+        self.assertEqual(completed["status"], "timeout")
+        entry = await self.entry(client, process_id)
+        ran = entry["ended_at"] - entry["started_at"]
+        self.assertGreaterEqual(ran, 3 + (before_resume - after_pause) - 0.05)
+        self.assertLess(ran, 3 + (after_resume - before_pause) + 1.5)

@@ -548,6 +548,41 @@ class KeeperTests(SynchronousTestCase):
             (True, None, found[-1]["pid"], True, False),
         )
 
+    def test_note(self):
+        """
+        A note keeps ccx's fields (timeout, paused time) in the record's
+        extra, beside the keeper's own, which it cannot change.
+        """
+        client = self.connect()
+        self.spawn(client, [SH, "-c", "exec cat"], stdin=True)
+        self.messages(client, lambda f: any(x["type"] == m.SPAWNED for x in f))
+        self.send(client, {"type": m.NOTE, "id": "p1", "extra": {"timeout": 60, "paused_at": None}})
+        self.send(client, {"type": m.NOTE, "id": "p1", "extra": {"paused_at": 1000.5, "paused_seconds": 2.25}})
+        record = read_record(program_dir(self.state_dir, "p1"))
+        self.assertEqual(
+            (record.extra["timeout"], record.extra["paused_at"], record.extra["paused_seconds"], record.extra["stdin"]),
+            (60, 1000.5, 2.25, True),
+        )
+
+    def test_note_refused(self):
+        """
+        A note of the keeper's own fields, or of a value that is not a
+        number (a boolean is not), is refused: error, connection dropped,
+        record unchanged.
+        """
+        for extra in ({"stdin": False}, {"timeout": True}, {"timeout": "60"}, ["timeout"]):
+            client = self.connect()
+            self.messages(client, lambda f: f)
+            if "p1" not in self.keeper.programs:
+                self.spawn(client, [SH, "-c", "exec cat"], stdin=True)
+                self.messages(client, lambda f: any(x["type"] == m.SPAWNED for x in f))
+            self.send(client, {"type": m.NOTE, "id": "p1", "extra": extra})
+            found, _ = self.messages(client)
+            self.assertEqual(found[-1]["type"], m.ERROR, extra)
+            record = read_record(program_dir(self.state_dir, "p1"))
+            self.assertEqual((record.extra["stdin"], "timeout" in record.extra), (True, False))
+            client.close()
+
 
 class KeeperProcessTests(SynchronousTestCase):
     """

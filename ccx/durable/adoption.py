@@ -43,7 +43,12 @@ def recorded_process(
         env={},
         stdin=bool(record.extra.get("stdin")),
     )
+    timeout = record.extra.get("timeout")
     options = RunOptions(
+        # Counted from its start (ManagedProcess: its recorded running time).
+        timeout=float(timeout)
+        if isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and timeout > 0
+        else None,
         blocking=bool(record.extra.get("blocking", True)),
         cancel_on_disconnect=False,
         encoding=record.encoding,

@@ -374,7 +374,13 @@ class KeeperLink:
             self._transports.pop(protocol.process_id, None)
             transport.spawn_failed(failure.getErrorMessage())
 
-        self.connect(start=True).addCallbacks(lambda _: self._send(message), refused)
+        def send(hello: Dict[str, Any]) -> None:
+            self._send(message)
+            if options.timeout is not None:
+                # In its record: the next ccx counts it from the start.
+                self.note(protocol.process_id, {"timeout": options.timeout})
+
+        self.connect(start=True).addCallbacks(send, refused)
         return transport
 
     def _transport(self, process_id: str, protocol: Any) -> KeeperTransport:
@@ -389,6 +395,9 @@ class KeeperLink:
         """
         process_id = record.process_id
         transport = self._transport(process_id, protocol)
+        transport.paused_seconds = float(record.extra.get("paused_seconds") or 0.0)
+        paused_at = record.extra.get("paused_at")
+        transport.paused_at = None if paused_at is None else float(paused_at)
         self._transports[process_id] = transport
 
         def absent(failure: Failure) -> None:
@@ -432,6 +441,13 @@ class KeeperLink:
 
     def hold(self, process_id: str, offsets: Optional[Dict[str, int]]) -> None:
         self._send({"type": m.HOLD, "id": process_id, "offsets": offsets})
+
+    def note(self, process_id: str, extra: Dict[str, Any]) -> None:
+        """
+        Have the keeper keep C{extra} in the program's record (its timeout,
+        its paused time).
+        """
+        self._send({"type": m.NOTE, "id": process_id, "extra": extra})
 
     def close_stdin(self, process_id: str) -> None:
         self._send({"type": m.CLOSE_STDIN, "id": process_id})

@@ -7,6 +7,7 @@ passed, and signals its group itself.
 
 import os
 import signal
+import time
 from typing import Any, Dict, Iterable, Optional, Set, Union
 
 from twisted.internet.error import ProcessExitedAlready, ProcessTerminated
@@ -79,6 +80,8 @@ class KeeperTransport:
         self.started_at: Optional[float] = None
         self.exited_at: Optional[float] = None
         self.group_gone = False
+        self.paused_seconds = 0.0
+        self.paused_at: Optional[float] = None
         self.store: Optional[DurableStore] = None
         self.offsets: Dict[str, int] = {s: 0 for s in STREAM_FDS}
         self._read: Dict[str, int] = {s: 0 for s in STREAM_FDS}
@@ -137,6 +140,23 @@ class KeeperTransport:
         self._pump()
         if returncode is not None:
             self.exited(returncode, exited_at)
+
+    def paused(self, at: Optional[float]) -> None:
+        """
+        Paused at C{at}, or resumed (L{None}): the keeper writes it in the
+        program's record, which the next ccx reads.
+        """
+        if at is not None:
+            if self.paused_at is None:
+                self.paused_at = at
+        elif self.paused_at is not None:
+            # The wall clock: the record's times are its.
+            self.paused_seconds += max(0.0, time.time() - self.paused_at)
+            self.paused_at = None
+        self.link.note(
+            self.process_id,
+            {"paused_at": self.paused_at, "paused_seconds": round(self.paused_seconds, 6)},
+        )
 
     @property
     def connected(self) -> bool:

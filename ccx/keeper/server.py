@@ -301,6 +301,24 @@ class Keeper:
         for program in self.programs.values():
             self._pin(program, {s: None for s in m.STREAMS})
 
+    def _note(self, client: Client, message: Dict[str, Any]) -> None:
+        """
+        Keep what ccx says of a program in its record's C{extra} (L{m.NOTED}:
+        numbers or null; the keeper's own fields are not ccx's to change).
+        """
+        extra = message["extra"]
+        if not isinstance(extra, dict) or not all(
+            key in m.NOTED
+            and (value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)))
+            for key, value in extra.items()
+        ):
+            raise ValueError(f"extra may hold {', '.join(m.NOTED)} as numbers")
+        program = self.programs.get(message["id"])
+        if program is None:
+            return
+        program.record = replace(program.record, extra={**program.record.extra, **extra})
+        self._write_record(program)
+
     def _leave(self, client: Client, message: Dict[str, Any]) -> None:
         """
         The ccx is stopping on purpose: its holds go with it, at once.
@@ -382,6 +400,7 @@ class Keeper:
             m.CLOSE_STDIN: self._close_stdin,
             m.LIST: lambda c, msg: self._reply(c, self._list()),
             m.LEAVE: self._leave,
+            m.NOTE: self._note,
         }.get(kind)
         if handler is None:
             self._refuse(client, f"unknown message type {kind!r}")
