@@ -114,9 +114,13 @@ class CCXService(MultiService):
         except StateDirError as e:
             raise ConfigError(f"--state-dir: {e}") from None
         self.state_dir = state_dir
-        # What a killed ccx left running is ended first, and listed failed.
-        end_orphans(state_dir, self.node.reactor)
-        self.node.registry.use_state_dir(state_dir)
+        try:
+            # What a killed ccx left running is ended first, and listed failed.
+            end_orphans(state_dir, self.node.reactor)
+            self.node.registry.use_state_dir(state_dir)
+        except BaseException:
+            state_dir.unlock()
+            raise
 
     def setServiceParent(self, parent: Any) -> None:
         """

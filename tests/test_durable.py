@@ -641,6 +641,10 @@ class DurableTimeoutTests(ServiceRestarts, TestCase):
         before_pause = time.time()
         await client.call("control", {"type": "PAUSE", "process_id": process_id})
         after_pause = time.time()
+        folder = os.path.join(self.state_dir, PROGRAMS, process_id)
+        await until(
+            reactor, lambda: read_record(folder).extra.get("paused_at") is not None, what="recorded paused"
+        )
         await self.kill(first)
 
         second = await self.start_service()

@@ -14,7 +14,7 @@ import fcntl
 import os
 import shutil
 import stat
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from ccx.journal.program import STREAMS, ProgramJournal, Space
 from ccx.journal.record import Record, RecordError, read_record
@@ -28,6 +28,10 @@ PROGRAMS = "programs"
 # Held (flock) by the service that uses the state dir, for its whole life:
 # the kernel lets it go when that process ends, however it ends.
 LOCK_NAME = "ccx.lock"
+# The state dirs this process holds (one service per process; tests make
+# several): by the lock file's device and inode, its descriptor and how
+# many hold it.  The lock keeps out other processes.
+_held: Dict[Tuple[int, int], List[int]] = {}
 
 
 class StateDirError(Exception):
@@ -74,7 +78,7 @@ class StateDir:
         self.space = Space(total_bytes)
         self._write = write
         self.programs = os.path.join(self.path, PROGRAMS)
-        self._lock: Optional[int] = None
+        self._lock: Optional[Tuple[int, int]] = None
 
     @property
     def segment_bytes(self) -> int:
@@ -118,13 +122,22 @@ class StateDir:
 
         @raise StateDirError: when another service holds it.
         """
+        if self._lock is not None:
+            return
         path = os.path.join(self.path, LOCK_NAME)
         try:
             # Close-on-exec (Python's default): no program nor keeper started
             # from here may keep the lock after this service is gone.
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+            status = os.fstat(fd)
         except OSError as e:
             raise StateDirError(f"state dir {self.path}: {LOCK_NAME}: {e.strerror}") from None
+        key = (status.st_dev, status.st_ino)
+        if key in _held:
+            os.close(fd)
+            _held[key][1] += 1
+            self._lock = key
+            return
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
@@ -140,15 +153,28 @@ class StateDir:
         # Who holds it, for the next one's message.
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._lock = fd
+        _held[key] = [fd, 1]
+        self._lock = key
+
+    @property
+    def locked(self) -> bool:
+        """
+        Whether this service holds the state dir (L{lock}).
+        """
+        return self._lock is not None
 
     def unlock(self) -> None:
         """
         Let the state dir go (the service has stopped).
         """
-        if self._lock is not None:
-            os.close(self._lock)
-            self._lock = None
+        if self._lock is None:
+            return
+        held = _held[self._lock]
+        held[1] -= 1
+        if not held[1]:
+            os.close(held[0])
+            del _held[self._lock]
+        self._lock = None
 
     def _check_owned(self) -> None:
         """
