@@ -82,6 +82,7 @@ class CCXService(MultiService):
         # Autobahn logs through txaio, whose level is global.
         txaio.set_global_log_level(config.log_level)
         self.node = Node(config, reactor)
+        self.state_dir: Optional[StateDir] = None
         if config.journal:
             self._open_state_dir()
         self.site = build_site(self.node)
@@ -107,11 +108,19 @@ class CCXService(MultiService):
             state_dir = StateDir(
                 config.state_dir, config.journal_bytes, config.journal_total_bytes
             ).open()
+            # Before anything in it is touched: another live service's
+            # programs would otherwise be ended below as orphans.
+            state_dir.lock()
         except StateDirError as e:
             raise ConfigError(f"--state-dir: {e}") from None
-        # What a killed ccx left running is ended first, and listed failed.
-        end_orphans(state_dir, self.node.reactor)
-        self.node.registry.use_state_dir(state_dir)
+        self.state_dir = state_dir
+        try:
+            # What a killed ccx left running is ended first, and listed failed.
+            end_orphans(state_dir, self.node.reactor)
+            self.node.registry.use_state_dir(state_dir)
+        except BaseException:
+            state_dir.unlock()
+            raise
 
     def setServiceParent(self, parent: Any) -> None:
         """
@@ -244,4 +253,6 @@ class CCXService(MultiService):
         yield self.node.close_connections("ccx is stopping")
         # Durable programs go on under the keeper.
         self.node.keeper.close()
+        if self.state_dir is not None:
+            self.state_dir.unlock()
         self.log.info("stopped")

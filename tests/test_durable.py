@@ -7,6 +7,9 @@ checks that nothing of them is left.
 
 import os
 import signal
+import subprocess
+import sys
+import time
 
 from autobahn.twisted.websocket import WebSocketClientFactory
 from twisted.internet import reactor
@@ -21,7 +24,7 @@ from ccx.process.cgroup import own_cgroup
 from ccx.process.group import ProcessGroup, group_states
 from ccx.testing.polling import until
 from ccx.testing.proc import keeper_pids, leftovers
-from ccx.testing.service import ServiceProcess
+from ccx.testing.service import SOURCE_ROOT, ServiceProcess
 from tests.support import Client, ServiceFixture, program
 
 # The cgroup v2 hierarchy CI writes (see docs/running.md).
@@ -652,3 +655,181 @@ class KeeperGoneTests(TestCase):
         self.assertEqual((completed["status"], completed["durable"]), ("failed", True))
         self.assertIn("keeper", completed["error"])
         self.assertEqual(client.output("p" * 32), b"before the reboot\n")
+
+
+class StateDirLockTests(ServiceRestarts, TestCase):
+    """
+    One service per state dir: C{ccx.lock}, held for the service's life.
+    """
+
+    async def test_second_service_refused(self):
+        """
+        A second service on a state dir in use exits 1 with one line naming
+        the first (and ends or adopts nothing of it); the keeper's own lock
+        still turns a second keeper away; once the first is SIGKILLed, a
+        new service starts on the dir and takes its durable program back.
+        """
+        first = await self.start_service()
+        client = await self.connect(first)
+        started = await self.execute(client, f"echo one; {waiting_for('go')}; echo two")
+        process_id = started["process_id"]
+        await until(reactor, lambda: client.output(process_id) == b"one\n", what="output")
+        [keeper] = keeper_pids(self.state_dir)
+
+        # The same dir, spelled another way.
+        second = ServiceProcess(
+            allow=[program("sh")], settings={"state_dir": self.state_dir + "/./"}
+        )
+        self.addCleanup(second.stop)
+        status = await second.exited(reactor)
+        lines = second.log_lines()
+        text = "\n".join(lines)
+        self.assertEqual(status, 1, text)
+        self.assertNotIn("Traceback", text)
+        expected = f"ccx: --state-dir: state dir {self.state_dir} is in use by another ccx (pid {first.pid}): stop it, or give another --state-dir"
+        self.assertEqual([line for line in lines if "ccx: " in line], [expected], text)
+        self.assertNotEqual(ProcessGroup(started["pgid"]).members(), [])
+
+        # A second keeper still exits at once, leaving the first to serve.
+        other = subprocess.run(
+            [sys.executable, "-S", "-m", "ccx.keeper", "--state-dir", self.state_dir, "--foreground"],
+            cwd=SOURCE_ROOT,
+            timeout=30,
+        )
+        self.assertEqual(other.returncode, 0)
+        self.assertEqual(keeper_pids(self.state_dir), [keeper])
+
+        await self.kill(first)
+        third = await self.start_service()
+        client = await self.connect(third)
+        self.flag("go")
+        await client.call("attach", {"process_id": process_id, "offsets": {"stdout": 0, "stderr": 0}})
+        completed = await client.notification("process.completed", process_id)
+        self.assertEqual((completed["status"], client.output(process_id)), ("completed", b"one\ntwo\n"))
+
+
+class KeeperReconnectTests(TestCase):
+    """
+    The connection to the keeper drops while the keeper runs: ccx connects
+    again and takes its programs back; nothing is killed.
+    """
+
+    timeout = 60
+
+    async def service(self):
+        fixture = ServiceFixture(self, kill_grace=1.0)
+        self.addCleanup(
+            lambda: Deferred.fromCoroutine(
+                until(reactor, lambda: not keeper_pids(fixture.config.state_dir), 10)
+            )
+        )
+        await fixture.start()
+        self.flags = os.path.abspath(self.mktemp())
+        os.makedirs(self.flags)
+        return fixture, await fixture.connect()
+
+    def flag(self, name):
+        with open(os.path.join(self.flags, name), "w"):
+            pass
+
+    async def start(self, fixture, client, script):
+        result = await fixture.execute(
+            client,
+            {"command": [program("sh"), "-c", script], "durable": True, "stdin": True, "cwd": self.flags},
+        )
+        await until(reactor, lambda: client.output(result["process_id"]) == b"one\n", what="output")
+        return result
+
+    async def test_dropped_while_running(self):
+        """
+        Dropped while the program runs: what it prints and what is written
+        to it meanwhile and after are all there at their offsets, and it
+        ends with its real exit status; the keeper is the same.
+        """
+        fixture, client = await self.service()
+        result = await self.start(
+            fixture, client, f"echo one; read line; echo $line; {waiting_for('go')}; echo three; exit 3"
+        )
+        link = fixture.service.node.keeper
+        [keeper] = keeper_pids(fixture.config.state_dir)
+        link._protocol.transport.abortConnection()
+        await client.call("write", {"process_id": result["process_id"], "data": "two\n"})
+        await until(reactor, lambda: link.connected, what="connected again")
+        self.flag("go")
+        completed = await client.notification("process.completed", result["process_id"])
+        self.assertEqual(
+            (completed["status"], completed["exit_code"], completed.get("error")), ("failed", 3, None)
+        )
+        self.assertEqual(client.output(result["process_id"]), b"one\ntwo\nthree\n")
+        self.assertEqual(keeper_pids(fixture.config.state_dir), [keeper])
+
+    async def test_ended_while_dropped(self):
+        """
+        The program ends, and its keeper forgets it, while ccx cannot
+        connect (the socket is away): taken back from its record, with its
+        real exit status and all its output.
+        """
+        fixture, client = await self.service()
+        result = await self.start(fixture, client, "echo one; read line; echo $line; exit 4")
+        link = fixture.service.node.keeper
+        socket_path = os.path.join(fixture.config.state_dir, "keeper.sock")
+        os.rename(socket_path, socket_path + ".away")
+        link._protocol.transport.abortConnection()
+        await client.call("write", {"process_id": result["process_id"], "data": "two\n"})
+        folder = os.path.join(fixture.config.state_dir, PROGRAMS, result["process_id"])
+        await until(reactor, lambda: read_record(folder).status is not None, what="ended")
+        self.assertFalse(link.connected)
+        # Back before the retries run out.
+        os.rename(socket_path + ".away", socket_path)
+        completed = await client.notification("process.completed", result["process_id"])
+        self.assertEqual(
+            (completed["status"], completed["exit_code"], completed.get("error")), ("failed", 4, None)
+        )
+        self.assertEqual(client.output(result["process_id"]), b"one\ntwo\n")
+
+
+class DurableTimeoutTests(ServiceRestarts, TestCase):
+    """
+    A durable program's timeout counts its running time across restarts.
+    """
+
+    async def test_timeout_across_restarts(self):
+        """
+        Paused, then ccx SIGKILLed and started again: the program is listed
+        paused (it is frozen still), and once resumed it ends by its timeout
+        after its timeout of running since its start: the restart did not
+        start it again from zero, nor was the paused time counted.
+        """
+        first = await self.start_service()
+        client = await self.connect(first)
+        started = await self.execute(client, "exec sleep 300", timeout=3)
+        process_id = started["process_id"]
+        before_pause = time.time()
+        await client.call("control", {"type": "PAUSE", "process_id": process_id})
+        after_pause = time.time()
+        folder = os.path.join(self.state_dir, PROGRAMS, process_id)
+        await until(
+            reactor, lambda: read_record(folder).extra.get("paused_at") is not None, what="recorded paused"
+        )
+        await self.kill(first)
+
+        second = await self.start_service()
+        client = await self.connect(second)
+        await until(
+            reactor,
+            lambda: Deferred.fromCoroutine(self.entry(client, process_id)).addCallback(
+                lambda e: e["state"] == "paused" and e["pid"] is not None
+            ),
+            what="taken back, paused",
+        )
+        self.assertEqual(group_states(started["pgid"]), ["T"])
+        await client.call("attach", {"process_id": process_id})
+        before_resume = time.time()
+        await client.call("control", {"type": "RESUME", "process_id": process_id})
+        after_resume = time.time()
+        completed = await client.notification("process.completed", process_id)
+        self.assertEqual(completed["status"], "timeout")
+        entry = await self.entry(client, process_id)
+        ran = entry["ended_at"] - entry["started_at"]
+        self.assertGreaterEqual(ran, 3 + (before_resume - after_pause) - 0.05)
+        self.assertLess(ran, 3 + (after_resume - before_pause) + 1.5)

@@ -501,3 +501,82 @@ class StateDirTests(SynchronousTestCase):
         self.assertEqual(journal.start("stdout"), 0)
         self.assertEqual(journal.end("stderr"), 4)
         self.assertEqual(journal.read("stderr", 0, 100), (0, b"two\n", 1700000000.25))
+
+
+class DiskOf:
+    """
+    os.write on a disk of C{size} bytes: what the files under C{root} hold
+    counts; a write past it writes what fits, the next fails with ENOSPC.
+    """
+
+    def __init__(self, root: str, size: int) -> None:
+        self.root = root
+        self.size = size
+
+    def used(self) -> int:
+        return sum(
+            os.path.getsize(os.path.join(folder, name))
+            for folder, _, names in os.walk(self.root)
+            for name in names
+        )
+
+    def __call__(self, fd: int, data: bytes) -> int:
+        room = self.size - self.used()
+        if room <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return os.write(fd, bytes(data[:room]))
+
+
+class DiskFullTests(SynchronousTestCase):
+    """
+    A full disk does not stick: a journal that cannot be written makes room
+    by evicting the oldest segments other programs may lose.
+    """
+
+    def setUp(self):
+        self.path = os.path.abspath(self.mktemp())
+        os.makedirs(os.path.join(self.path, "programs"))
+        self.disk = DiskOf(os.path.join(self.path, "programs"), 48 * 1024)
+        # Segments of 4 KiB; limits far above what is written.
+        self.state_dir = StateDir(self.path, 32 * 1024, 1 << 30, write=self.disk).open()
+        self.first = self.state_dir.create("a")
+        self.evicted = []
+        self.first.on_evicted = lambda *r: self.evicted.append(r)
+        for i in range(30):
+            self.first.append("stdout", b"a" * 1024, float(i))
+        self.first.finish()
+
+    def fill_second(self):
+        second = self.state_dir.create("b")
+        for i in range(30):
+            second.append("stdout", b"b" * 1024, 100.0 + i)
+        return second
+
+    def test_room_made_from_the_oldest(self):
+        """
+        A new program's journal evicts the oldest segments of a finished
+        one (each reported exactly), not the disk's fill failing it.
+        """
+        second = self.fill_second()
+        self.assertEqual((second.start("stdout"), second.end("stdout")), (0, 30 * 1024))
+        self.assertLessEqual(self.disk.used(), self.disk.size)
+        start = self.first.start("stdout")
+        self.assertGreater(start, 0)
+        self.assertEqual(self.evicted[0][:2], ("stdout", 0))
+        self.assertEqual(
+            [(s, e) for _, s, e in self.evicted], [(i * 4096, (i + 1) * 4096) for i in range(len(self.evicted))]
+        )
+        self.assertEqual(self.evicted[-1][2], start)
+        first, data, _ = self.first.read("stdout", start, 1024)
+        self.assertEqual((first, data), (start, b"a" * 1024))
+
+    def test_pinned_bytes_are_not_room(self):
+        """
+        The near miss: what a blocking reader has not read is never evicted
+        for room; the write fails (ENOSPC) and nothing of the other goes.
+        """
+        self.first.pin("stdout", 0)
+        with self.assertRaises(OSError) as caught:
+            self.fill_second()
+        self.assertEqual(caught.exception.errno, errno.ENOSPC)
+        self.assertEqual((self.first.start("stdout"), self.evicted), (0, []))

@@ -18,6 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from ccx.keeper import messages as m
 from ccx.journal.program import ProgramJournal
 from ccx.journal.record import read_record
+from ccx.keeper.logfile import LOG_BYTES, LogFile
 from ccx.keeper.server import program_dir
 from ccx.keeper.server import READ_SIZE, TERMINAL_READ_SIZE, Keeper
 from ccx.process.terminal import WindowSize, set_window_size, window_size
@@ -64,6 +65,58 @@ class MessagesTests(SynchronousTestCase):
         """Not JSON, not an object, or no string type: BadMessage."""
         for line in (b"{", b"[1]", b'{"id": "a"}', b'{"type": 1}'):
             self.assertRaises(m.BadMessage, m.decode, line)
+
+
+class LogFileTests(SynchronousTestCase):
+    """
+    keeper.log stays bounded: past its size it becomes keeper.log.1.
+    """
+
+    def setUp(self):
+        self.folder = os.path.abspath(self.mktemp())
+        os.makedirs(self.folder)
+        self.path = os.path.join(self.folder, m.LOG_NAME)
+        # A descriptor of the test's own, standing for standard error.
+        self.fd = os.open(os.devnull, os.O_WRONLY)
+        self.addCleanup(os.close, self.fd)
+
+    def test_rotated_past_its_size(self):
+        """
+        At its size exactly it is kept; one byte more and it is keeper.log.1
+        (the one before replaced), and a new keeper.log begins.
+        """
+        log = LogFile(self.path, 100, self.fd)
+        log.open()
+        log.write("a" * 99 + "\n")
+        self.assertEqual(os.path.getsize(self.path), 100)
+        self.assertFalse(os.path.exists(self.path + ".1"))
+        log.write("b\n")
+        self.assertEqual(open(self.path + ".1").read(), "a" * 99 + "\nb\n")
+        self.assertEqual(os.path.getsize(self.path), 0)
+        for _ in range(1000):
+            log.write("c" * 9 + "\n")
+        self.assertLessEqual(os.path.getsize(self.path), 100)
+        self.assertEqual(open(self.path + ".1").read(), "c" * 9 + "\n" + "c" * 9 + "\n" + ("c" * 9 + "\n") * 9)
+        self.assertEqual(sorted(os.listdir(self.folder)), [m.LOG_NAME, m.LOG_NAME + ".1"])
+        # What else writes on the descriptor (a traceback) goes to the new file.
+        os.write(self.fd, b"raw\n")
+        self.assertTrue(open(self.path).read().endswith("raw\n"))
+
+    def test_long_one_rotated_at_open(self):
+        """An earlier keeper's log already past the size is rotated when opened."""
+        with open(self.path, "w") as f:
+            f.write("x" * 101)
+        LogFile(self.path, 100, self.fd).open()
+        self.assertEqual(os.path.getsize(self.path + ".1"), 101)
+        self.assertEqual(os.path.getsize(self.path), 0)
+
+    def test_not_through_a_link(self):
+        """A link planted at keeper.log is not written through."""
+        target = os.path.join(self.folder, "elsewhere")
+        os.symlink(target, self.path)
+        with self.assertRaises(OSError):
+            LogFile(self.path, 100, self.fd).open()
+        self.assertFalse(os.path.exists(target))
 
 
 class KeeperTests(SynchronousTestCase):
@@ -394,12 +447,42 @@ class KeeperTests(SynchronousTestCase):
         self.assertGreater(program.journal.end("stdout"), 256 * 1024)
 
     def test_ccx_gone_releases(self):
-        """When ccx goes, nothing holds a program back any more."""
+        """When ccx leaves (it stops), nothing holds a program back any more."""
         client, program, limit = self.hold_test({"stdout": 0, "stderr": 0}, True)
+        client.sendall(m.encode({"type": m.LEAVE}))
         client.close()
         self.turn()
         self.turn()
         self.assertEqual(self.keeper.clients, [])
+        self.assertFalse(program.paused)
+
+    def test_dropped_ccx_held_for_the_grace(self):
+        """
+        A ccx whose connection dropped (it did not leave) keeps its holds
+        for the grace, to connect again and read on: held just before it
+        ends, released once it has; a ccx connecting within it keeps them.
+        """
+        now = [1000.0]
+        self.keeper.monotonic = lambda: now[0]
+        client, program, limit = self.hold_test({"stdout": 0, "stderr": 0}, True)
+        start = program.journal.start("stdout")
+        client.close()
+        self.turn()
+        self.turn()
+        self.assertEqual(self.keeper.clients, [])
+        now[0] += self.keeper.hold_grace - 0.001
+        self.turn()
+        self.assertTrue(program.paused)
+        self.assertEqual(program.journal.start("stdout"), start)
+        # Back within the grace: still held, and past it too.
+        again = self.connect()
+        now[0] += 1.0
+        self.turn()
+        self.assertTrue(program.paused)
+        again.close()
+        self.turn()
+        now[0] += self.keeper.hold_grace
+        self.turn()
         self.assertFalse(program.paused)
 
     def test_adopt(self):
@@ -557,6 +640,41 @@ class KeeperTests(SynchronousTestCase):
             self.assertFalse(os.path.exists(program_dir(self.state_dir, "p1")))
             self.received = b""
 
+    def test_note(self):
+        """
+        A note keeps ccx's fields (timeout, paused time) in the record's
+        extra, beside the keeper's own, which it cannot change.
+        """
+        client = self.connect()
+        self.spawn(client, [SH, "-c", "exec cat"], stdin=True)
+        self.messages(client, lambda f: any(x["type"] == m.SPAWNED for x in f))
+        self.send(client, {"type": m.NOTE, "id": "p1", "extra": {"timeout": 60, "paused_at": None}})
+        self.send(client, {"type": m.NOTE, "id": "p1", "extra": {"paused_at": 1000.5, "paused_seconds": 2.25}})
+        record = read_record(program_dir(self.state_dir, "p1"))
+        self.assertEqual(
+            (record.extra["timeout"], record.extra["paused_at"], record.extra["paused_seconds"], record.extra["stdin"]),
+            (60, 1000.5, 2.25, True),
+        )
+
+    def test_note_refused(self):
+        """
+        A note of the keeper's own fields, or of a value that is not a
+        number (a boolean is not), is refused: error, connection dropped,
+        record unchanged.
+        """
+        for extra in ({"stdin": False}, {"timeout": True}, {"timeout": "60"}, ["timeout"]):
+            client = self.connect()
+            self.messages(client, lambda f: f)
+            if "p1" not in self.keeper.programs:
+                self.spawn(client, [SH, "-c", "exec cat"], stdin=True)
+                self.messages(client, lambda f: any(x["type"] == m.SPAWNED for x in f))
+            self.send(client, {"type": m.NOTE, "id": "p1", "extra": extra})
+            found, _ = self.messages(client)
+            self.assertEqual(found[-1]["type"], m.ERROR, extra)
+            record = read_record(program_dir(self.state_dir, "p1"))
+            self.assertEqual((record.extra["stdin"], "timeout" in record.extra), (True, False))
+            client.close()
+
 
 class KeeperProcessTests(SynchronousTestCase):
     """
@@ -601,6 +719,36 @@ class KeeperProcessTests(SynchronousTestCase):
         self.assertEqual(select.select([exited], [], [], 10)[0], [exited])
         self.assertEqual(keeper_pids(state_dir), [])
         self.assertFalse(os.path.exists(path))
+
+    def test_log_bounded(self):
+        """
+        The detached keeper's log is a L{LogFile}: an earlier keeper's log
+        past the size is keeper.log.1 when a new keeper starts, and the new
+        one's lines begin a keeper.log of their own.
+        """
+        state_dir = os.path.abspath(self.mktemp())
+        os.makedirs(state_dir)
+        log = os.path.join(state_dir, m.LOG_NAME)
+        with open(log, "w") as f:
+            f.write("x" * (LOG_BYTES + 1))
+        self.addCleanup(lambda: [os.kill(pid, signal.SIGKILL) for pid in keeper_pids(state_dir)])
+        self.assertEqual(self.run_keeper(state_dir).returncode, 0)
+        [pid] = keeper_pids(state_dir)
+        exited = os.pidfd_open(pid)
+        self.addCleanup(os.close, exited)
+        directory = os.open(state_dir, os.O_PATH)
+        self.addCleanup(os.close, directory)
+        client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        client.connect(f"/proc/self/fd/{directory}/{m.SOCKET_NAME}")
+        client.sendall(m.encode({"type": m.HELLO, "version": m.VERSION}))
+        client.makefile("rb").readline()
+        client.close()
+        self.assertEqual(select.select([exited], [], [], 10)[0], [exited])
+        self.assertEqual(os.path.getsize(log + ".1"), LOG_BYTES + 1)
+        lines = open(log).read().splitlines()
+        self.assertEqual(len(lines), 2, lines)
+        self.assertTrue(lines[0].endswith(f"ccx-keeper[{pid}]: keeping {state_dir}"), lines)
+        self.assertTrue(lines[1].endswith("nothing left to keep: exiting"), lines)
 
     def test_unusable_state_dir(self):
         """A state dir that cannot be made: one line on stderr, status 1."""

@@ -62,7 +62,7 @@ class KeeperFeaturesTests(TestCase):
     def spawn(self, link, pty):
         protocol = RecordingProtocol()
         protocol.process_id = "p1"
-        protocol.options = SimpleNamespace(blocking=True, encoding="utf-8")
+        protocol.options = SimpleNamespace(blocking=True, encoding="utf-8", timeout=None)
         protocol.command = Command("/bin/sh", ["sh"], "/", pty=pty)
         link.spawn(protocol, protocol.command)
         return protocol

@@ -86,10 +86,12 @@ class TwistdTests(TestCase):
 
     def start(self, args, env=None):
         twistd = Twistd()
-        environment = dict(os.environ, PYTHONPATH=ROOT)
-        environment.update(env or {})
         directory = self.mktemp()
         os.makedirs(directory)
+        # A state dir of its own: one service per state dir (ccx.lock), and
+        # this process's own services may hold the test run's.
+        environment = dict(os.environ, PYTHONPATH=ROOT, XDG_STATE_HOME=os.path.abspath(directory))
+        environment.update(env or {})
         transport = reactor.spawnProcess(
             twistd, sys.executable, TWISTD + args, env=environment, path=directory
         )
@@ -134,9 +136,12 @@ class TwistdTests(TestCase):
         listener.bind((interface, 0))
         listener.listen()
         twistd = Twistd()
-        environment = dict(os.environ, PYTHONPATH=ROOT, LISTEN_FDS="1", LISTEN_FDNAMES="ccx")
         directory = self.mktemp()
         os.makedirs(directory)
+        environment = dict(
+            os.environ, PYTHONPATH=ROOT, LISTEN_FDS="1", LISTEN_FDNAMES="ccx",
+            XDG_STATE_HOME=os.path.abspath(directory),
+        )
         # exec keeps the shell's pid, the one LISTEN_PID must name.
         argv = ["sh", "-c", 'export LISTEN_PID=$$; exec "$@"', "sh"] + TWISTD + [
             "-n", "--pidfile=", "ccx", "--port", "systemd:domain=INET:index=0", *args

@@ -54,7 +54,12 @@ def recorded_process(
         stdin=bool(record.extra.get("stdin")) or window is not None,
         pty=window,
     )
+    timeout = record.extra.get("timeout")
     options = RunOptions(
+        # Counted from its start (ManagedProcess: its recorded running time).
+        timeout=float(timeout)
+        if isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and timeout > 0
+        else None,
         blocking=bool(record.extra.get("blocking", True)),
         cancel_on_disconnect=False,
         encoding=record.encoding,

@@ -5,6 +5,7 @@ the messages of L{ccx.keeper.messages} between it and each program's
 L{KeeperTransport}.
 """
 
+import fcntl
 import os
 import signal
 import sys
@@ -12,6 +13,7 @@ from collections import deque
 from typing import Any, Callable, Deque, Dict, List, Optional
 
 from twisted.internet.defer import Deferred
+from twisted.internet.task import deferLater
 from twisted.internet.endpoints import UNIXClientEndpoint
 from twisted.internet.error import ConnectError
 from twisted.internet.interfaces import IFileDescriptorReceiver
@@ -30,6 +32,12 @@ from ccx.process.cgroup import Cgroup
 from ccx.process.command import Command
 from ccx.process.group import ProcessGroup
 
+# When the connection to a keeper that still runs drops: how many times ccx
+# tries to connect again, the first wait and the longest (doubling between):
+# about 20 s in all, well within the keeper's HOLD_GRACE.
+RECONNECT_ATTEMPTS = 10
+RECONNECT_FIRST = 0.1
+RECONNECT_LONGEST = 4.0
 # The directory that holds the ccx package: the keeper imports it from there.
 _SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -232,23 +240,97 @@ class KeeperLink:
         )
         return starter.done
 
+    def keeper_alive(self) -> bool:
+        """
+        Whether a keeper runs for this state dir: one holds C{keeper.lock}
+        (the kernel lets it go when the keeper ends, however it ends).
+        """
+        try:
+            fd = os.open(os.path.join(self.state_dir, m.LOCK_NAME), os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            return False
+        try:
+            # Shared and let go at once: only a keeper's exclusive lock blocks it.
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
+        return False
+
     def disconnected(self, protocol: KeeperProtocol) -> None:
+        """
+        The connection ended.  While the keeper runs, its programs run on:
+        ccx connects again and takes each back (L{_reconnect}); only a
+        keeper that is gone takes them with it.
+        """
         if protocol is not self._protocol:
             return
         self._protocol = None
         if self._closing:
             return
-        self.log.error("the keeper closed the connection")
-        for transport in list(self._transports.values()):
-            transport.keeper_lost("its keeper is gone: the program's output pipes went with it")
-        self._transports.clear()
+        if not self._transports:
+            self.log.warn("the connection to the keeper closed")
+            return
+        self.log.warn("the connection to the keeper closed; connecting again")
+        Deferred.fromCoroutine(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        delay = RECONNECT_FIRST
+        for attempt in range(RECONNECT_ATTEMPTS):
+            if not self.keeper_alive():
+                self._lose_all("its keeper is gone: the program's output pipes went with it")
+                return
+            try:
+                await self.connect(start=False)
+            except KeeperUnavailable as e:
+                self.log.info(
+                    "the keeper does not answer ({error}); trying again in {delay} s",
+                    error=str(e),
+                    delay=delay,
+                )
+                await deferLater(self.reactor, delay, lambda: None)
+                delay = min(delay * 2, RECONNECT_LONGEST)
+                continue
+            if self._closing:
+                return
+            self.log.info(
+                "connected to the keeper again: taking back {count} programs",
+                count=len(self._transports),
+            )
+            for process_id, transport in list(self._transports.items()):
+                self._ask_adopt(process_id, transport)
+            return
+        if self.keeper_alive():
+            self._lose_all(
+                f"its keeper (pid {self.keeper_pid}) runs but does not answer "
+                f"after {RECONNECT_ATTEMPTS} attempts: ccx cannot follow the program"
+            )
+        else:
+            self._lose_all("its keeper is gone: the program's output pipes went with it")
+
+    def _lose_all(self, reason: str) -> None:
+        """
+        No keeper holds the programs any more: each is told how it ended,
+        from its record when that says so, else that it was lost for
+        C{reason} (and what is left of it is killed).
+        """
+        self.log.error("{reason}", reason=reason)
+        transports, self._transports = dict(self._transports), {}
+        self._unknown.clear()
+        for process_id, transport in transports.items():
+            self._unheld(process_id, transport, reason)
 
     def close(self) -> None:
         """
-        ccx is stopping: leave the keeper, which keeps the durable programs.
+        ccx is stopping: leave the keeper, which keeps the durable programs
+        (and holds nothing back for this ccx any more).
         """
         self._closing = True
         if self._protocol is not None:
+            self._protocol.send({"type": m.LEAVE})
             self._protocol.transport.loseConnection()
         if self._directory is not None:
             os.close(self._directory)
@@ -305,6 +387,9 @@ class KeeperLink:
                 )
                 return
             self._send(message)
+            if options.timeout is not None:
+                # In its record: the next ccx counts it from the start.
+                self.note(protocol.process_id, {"timeout": options.timeout})
 
         self.connect(start=True).addCallbacks(send, refused)
         return transport
@@ -327,32 +412,59 @@ class KeeperLink:
         """
         process_id = record.process_id
         transport = self._transport(process_id, protocol)
+        transport.paused_seconds = float(record.extra.get("paused_seconds") or 0.0)
+        paused_at = record.extra.get("paused_at")
+        transport.paused_at = None if paused_at is None else float(paused_at)
         self._transports[process_id] = transport
-
-        def ask(hello: Dict[str, Any]) -> None:
-            self._unknown[process_id] = lambda: self._unheld(process_id, transport)
-            self._send({"type": m.ADOPT, "id": process_id})
 
         def absent(failure: Failure) -> None:
             self._unheld(process_id, transport)
 
-        self.connect(start=False).addCallbacks(ask, absent)
+        self.connect(start=False).addCallbacks(
+            lambda hello: self._ask_adopt(process_id, transport), absent
+        )
         return transport
 
-    def _unheld(self, process_id: str, transport: KeeperTransport) -> None:
+    def _ask_adopt(self, process_id: str, transport: KeeperTransport) -> None:
+        self._unknown[process_id] = lambda: self._unheld(process_id, transport)
+        self._send({"type": m.ADOPT, "id": process_id})
+
+    def _unheld(
+        self,
+        process_id: str,
+        transport: KeeperTransport,
+        lost: str = "its keeper no longer holds it: how it ended is unknown",
+    ) -> None:
         """
         The keeper does not hold a program its record says runs: it ended
-        meanwhile (the record says how), or its keeper is gone.
+        meanwhile (the record says how), or it was lost for the reason
+        C{lost} (its keeper is gone).
         """
         try:
             record = read_record(os.path.join(self.state_dir, PROGRAMS, process_id))
         except RecordError as e:
-            transport.spawn_failed(f"its record cannot be read: {e}")
+            if transport.connected:
+                transport.keeper_lost(f"its record cannot be read: {e}")
+            else:
+                transport.spawn_failed(f"its record cannot be read: {e}")
             return
-        replay(transport, record)
+        if not transport.connected:
+            replay(transport, record)
+        elif record.exit_code is not None:
+            # Followed before the connection dropped: it ended meanwhile.
+            transport.ended_unseen(record.exit_code, record.ended_at)
+        else:
+            transport.keeper_lost(lost)
 
     def hold(self, process_id: str, offsets: Optional[Dict[str, int]]) -> None:
         self._send({"type": m.HOLD, "id": process_id, "offsets": offsets})
+
+    def note(self, process_id: str, extra: Dict[str, Any]) -> None:
+        """
+        Have the keeper keep C{extra} in the program's record (its timeout,
+        its paused time).
+        """
+        self._send({"type": m.NOTE, "id": process_id, "extra": extra})
 
     def close_stdin(self, process_id: str) -> None:
         self._send({"type": m.CLOSE_STDIN, "id": process_id})
@@ -389,6 +501,18 @@ class KeeperLink:
                 message["started_at"],
                 descriptor,
                 closed=message.get("closed", ()),
+            )
+        elif kind == m.ADOPTED and transport.connected:
+            # Taken back after the connection dropped: what it missed.
+            self._unknown.pop(process_id, None)
+            if descriptor is not None:
+                os.close(descriptor)  # its own is still open
+            transport.readopted(
+                ends=message.get("ends") or {},
+                closed=message.get("closed", ()),
+                stdin=bool(message.get("stdin")),
+                returncode=message.get("returncode"),
+                exited_at=message.get("ended_at"),
             )
         elif kind == m.ADOPTED:
             self._unknown.pop(process_id, None)

@@ -82,6 +82,21 @@ class DurableStore:
         if self.on_evicted is not None:
             self.on_evicted(stream, start, end)
 
+    def refresh(self) -> None:
+        """
+        Look at the journal again (the connection to the keeper dropped:
+        its notices meanwhile were lost), and send the hold again.
+        """
+        for name in STREAMS:
+            before = self.streams[name].start
+            self.streams[name] = self._open(name)
+            after = self.streams[name].start
+            if after > before and self.on_evicted is not None:
+                # Evicted meanwhile (what ccx had read: its hold stood).
+                self.on_evicted(name, before, after)
+        self._sent = None
+        self._send_hold()
+
     def reading(self, stream: str, offset: int) -> None:
         """
         ccx has read C{stream} up to C{offset}: the keeper may evict before it.

@@ -8,6 +8,7 @@ passed, and signals its group itself.
 
 import os
 import signal
+import time
 from typing import Any, Dict, Iterable, List, Optional, Set, Tuple, Union
 
 from twisted.internet.error import ProcessExitedAlready, ProcessTerminated
@@ -92,6 +93,8 @@ class KeeperTransport:
         self.started_at: Optional[float] = None
         self.exited_at: Optional[float] = None
         self.group_gone = False
+        self.paused_seconds = 0.0
+        self.paused_at: Optional[float] = None
         self.store: Optional[DurableStore] = None
         self.offsets: Dict[str, int] = {s: 0 for s in self._fds}
         self._read: Dict[str, int] = {s: 0 for s in self._fds}
@@ -174,6 +177,71 @@ class KeeperTransport:
         self._pump()
         if returncode is not None:
             self.exited(returncode, exited_at)
+
+    def paused(self, at: Optional[float]) -> None:
+        """
+        Paused at C{at}, or resumed (L{None}): the keeper writes it in the
+        program's record, which the next ccx reads.
+        """
+        if at is not None:
+            if self.paused_at is None:
+                self.paused_at = at
+        elif self.paused_at is not None:
+            # The wall clock: the record's times are its.
+            self.paused_seconds += max(0.0, time.time() - self.paused_at)
+            self.paused_at = None
+        self.link.note(
+            self.process_id,
+            {"paused_at": self.paused_at, "paused_seconds": round(self.paused_seconds, 6)},
+        )
+
+    @property
+    def connected(self) -> bool:
+        """
+        Whether its protocol was told the program runs (L{spawned}).
+        """
+        return self._connected
+
+    def readopted(
+        self,
+        ends: Dict[str, int],
+        closed: Iterable[str],
+        stdin: bool,
+        returncode: Optional[int],
+        exited_at: Optional[float],
+    ) -> None:
+        """
+        Taken back from the keeper after the connection to it dropped: what
+        happened meanwhile (what was written, closed, evicted, the exit).
+        The keeper kept ccx's holds meanwhile, so nothing ccx had not read
+        is gone; the hold is sent again (one sent meanwhile was lost).
+        """
+        if self._ended or self.store is None:
+            return
+        self.store.refresh()
+        if self._stdin is None and stdin:
+            # A close ccx sent while the connection was down was lost.
+            self.link.close_stdin(self.process_id)
+        for stream in self._fds:
+            self.output(stream, max(int(ends.get(stream, 0)), self.store.end(stream)))
+        for stream in closed:
+            self.closed(stream)
+        if returncode is not None:
+            self.exited(returncode, exited_at)
+
+    def ended_unseen(self, returncode: int, exited_at: Optional[float]) -> None:
+        """
+        The program ended (and its keeper forgot it) while the connection to
+        the keeper was down: its journal holds all it wrote, its record how
+        it ended.
+        """
+        if self._ended or self.store is None:
+            return
+        self.store.refresh()
+        for stream in self._fds:
+            self.output(stream, self.store.end(stream))
+            self.closed(stream)
+        self.exited(returncode, exited_at)
 
     def spawn_failed(self, reason: str) -> None:
         """

@@ -3,6 +3,7 @@ One program's directory in the state dir: its record and a journal per
 stream, within a limit of bytes.
 """
 
+import errno
 import os
 import shutil
 from typing import Callable, Dict, Iterable, Optional, Tuple
@@ -14,6 +15,8 @@ STREAMS = ("stdout", "stderr")
 # The one stream of a program on a terminal.
 PTY_STREAMS = ("pty",)
 
+# What a full disk (or quota) fails a write with: room is made, then it is tried again.
+_FULL = frozenset((errno.ENOSPC, errno.EDQUOT))
 # Told of each segment evicted: the stream and the range it held.
 Evicted = Callable[[str, int, int], None]
 
@@ -121,14 +124,21 @@ class ProgramJournal:
         @raise OSError: when they could not be written.
         """
         journal = self.streams[stream]
-        before = journal.end
-        try:
-            journal.append(data, when)
-        finally:
-            added = journal.end - before
-            self._held += added
-            if self.space is not None:
-                self.space.held_bytes += added
+        view = memoryview(data)
+        while True:
+            before = journal.end
+            try:
+                journal.append(view, when)
+                break
+            except OSError as e:
+                if e.errno not in _FULL or not self.make_room():
+                    raise
+            finally:
+                added = journal.end - before
+                self._held += added
+                if self.space is not None:
+                    self.space.held_bytes += added
+                view = view[added:]
         self.trim()
 
     def append_from(self, stream: str, fd: int, max_bytes: int, when: float) -> int:
@@ -141,7 +151,15 @@ class ProgramJournal:
         @raise BlockingIOError: when the pipe is empty.
         @raise OSError: when they could not be written.
         """
-        moved = self.streams[stream].append_from(fd, max_bytes, when)
+        while True:
+            try:
+                moved = self.streams[stream].append_from(fd, max_bytes, when)
+                break
+            except OSError as e:
+                # Nothing was taken from the pipe: room is made, and it is
+                # tried again.
+                if e.errno not in _FULL or not self.make_room():
+                    raise
         if moved:
             self._held += moved
             if self.space is not None:
@@ -196,6 +214,29 @@ class ProgramJournal:
             journal.close()
 
     # -- eviction ----------------------------------------------------------
+
+    def make_room(self) -> bool:
+        """
+        The disk is full: evict the oldest segment that may go of another
+        program of the state dir (the oldest finished programs' first, being
+        the oldest; one whose journal failed before among them), so that a
+        full disk does not fail every program's journal from then on.  This
+        one's own output is not evicted for it: a disk that others fill
+        would take it all for nothing.
+
+        @return: whether anything was evicted (then try again).
+        """
+        if self.space is None:
+            return False
+        found = self.space.oldest_evictable(exclude=self)
+        if found is None:
+            return False
+        try:
+            return bool(found[1].evict_oldest())
+        except OSError:
+            # Evicting makes an empty segment where a stream had one only:
+            # the disk may refuse even that.
+            return False
 
     def oldest_evictable(self) -> Optional[Tuple[float, str]]:
         """
@@ -289,14 +330,17 @@ class Space:
     def change(self, delta: int) -> None:
         self.held_bytes += delta
 
-    def oldest_evictable(self) -> Optional[Tuple[Tuple[float, str], ProgramJournal]]:
+    def oldest_evictable(
+        self, exclude: Optional[ProgramJournal] = None
+    ) -> Optional[Tuple[Tuple[float, str], ProgramJournal]]:
         """
-        The oldest segment any program may evict: its time and stream, and
-        its journal.
+        The oldest segment any program (but C{exclude}) may evict: its time
+        and stream, and its journal.
         """
         candidates: Iterable = (
             (found, journal)
             for journal in self.journals
+            if journal is not exclude
             for found in [journal.oldest_evictable()]
             if found is not None
         )

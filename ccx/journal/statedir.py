@@ -2,16 +2,19 @@
 The state dir: a format version, and a directory per program.
 
     STATE_DIR/format                    "ccx-state 1"
+    STATE_DIR/ccx.lock                  held (flock) by the one ccx using it
     STATE_DIR/programs/ID/record.json   the program's record (Record)
     STATE_DIR/programs/ID/stdout/       its stdout journal: N.out, N.idx
     STATE_DIR/programs/ID/stderr/       its stderr journal
     STATE_DIR/programs/ID/pty/          instead of both, a program on a terminal's
 """
 
+import errno
+import fcntl
 import os
 import shutil
 import stat
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from ccx.journal.program import STREAMS, ProgramJournal, Space
 from ccx.journal.record import RECORD_NAME, Record, RecordError, read_record
@@ -22,6 +25,13 @@ FORMAT_TAG = "ccx-state"
 # The layout this release writes; it reads every version up to it.
 FORMAT_VERSION = 1
 PROGRAMS = "programs"
+# Held (flock) by the service that uses the state dir, for its whole life:
+# the kernel lets it go when that process ends, however it ends.
+LOCK_NAME = "ccx.lock"
+# The state dirs this process holds (one service per process; tests make
+# several): by the lock file's device and inode, its descriptor and how
+# many hold it.  The lock keeps out other processes.
+_held: Dict[Tuple[int, int], List[int]] = {}
 
 
 class StateDirError(Exception):
@@ -68,6 +78,7 @@ class StateDir:
         self.space = Space(total_bytes)
         self._write = write
         self.programs = os.path.join(self.path, PROGRAMS)
+        self._lock: Optional[Tuple[int, int]] = None
 
     @property
     def segment_bytes(self) -> int:
@@ -101,6 +112,69 @@ class StateDir:
                 f"this one reads up to {FORMAT_VERSION}): give another --state-dir"
             )
         return self
+
+    def lock(self) -> None:
+        """
+        Take the state dir for this service (C{ccx.lock}, an exclusive
+        C{flock} held until L{unlock} or the process's end, a SIGKILL
+        included): two services on one state dir would end each other's
+        programs as orphans and write the same records.
+
+        @raise StateDirError: when another service holds it.
+        """
+        if self._lock is not None:
+            return
+        path = os.path.join(self.path, LOCK_NAME)
+        try:
+            # Close-on-exec (Python's default): no program nor keeper started
+            # from here may keep the lock after this service is gone.
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+            status = os.fstat(fd)
+        except OSError as e:
+            raise StateDirError(f"state dir {self.path}: {LOCK_NAME}: {e.strerror}") from None
+        key = (status.st_dev, status.st_ino)
+        if key in _held:
+            os.close(fd)
+            _held[key][1] += 1
+            self._lock = key
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+            os.close(fd)
+            if e.errno != errno.EWOULDBLOCK:
+                raise StateDirError(f"state dir {self.path}: {LOCK_NAME}: {e.strerror}") from None
+            raise StateDirError(
+                f"state dir {self.path} is in use by another ccx"
+                f"{f' (pid {holder})' if holder.isdigit() else ''}: stop it, or give "
+                "another --state-dir"
+            ) from None
+        # Who holds it, for the next one's message.
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        _held[key] = [fd, 1]
+        self._lock = key
+
+    @property
+    def locked(self) -> bool:
+        """
+        Whether this service holds the state dir (L{lock}).
+        """
+        return self._lock is not None
+
+    def unlock(self) -> None:
+        """
+        Let the state dir go (the service has stopped).
+        """
+        if self._lock is None:
+            return
+        held = _held[self._lock]
+        held[1] -= 1
+        if not held[1]:
+            os.close(held[0])
+            del _held[self._lock]
+        self._lock = None
 
     def _check_owned(self) -> None:
         """

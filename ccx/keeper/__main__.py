@@ -5,7 +5,8 @@ It takes the dir's lock (a second keeper exits at once: the first serves),
 listens on C{DIR/keeper.sock} (mode 0600), and, unless C{--foreground},
 leaves the process that ran it once it listens: that one exits, so that
 its starter knows it may connect, and the keeper goes on in a session of
-its own with its standard error in C{DIR/keeper.log}.
+its own with its standard error in C{DIR/keeper.log} (bounded: past 1 MiB
+it becomes C{keeper.log.1}, L{ccx.keeper.logfile}).
 """
 
 import argparse
@@ -17,7 +18,8 @@ import sys
 from typing import List, Optional
 
 from ccx.keeper.messages import LOCK_NAME, LOG_NAME, SOCKET_NAME
-from ccx.keeper.server import Keeper, log
+from ccx.keeper.logfile import LogFile
+from ccx.keeper.server import Keeper, log, log_line
 
 
 def listen(state_dir: str) -> socket.socket:
@@ -40,21 +42,23 @@ def listen(state_dir: str) -> socket.socket:
     return listener
 
 
-def detach(state_dir: str) -> None:
+def detach(state_dir: str) -> LogFile:
     """
     Go on in a child, in a session of its own, with nothing of the starter's
     terminal or pipes: the starter's process exits.
+
+    @return: its standard error from now on: C{keeper.log}, bounded.
     """
     if os.fork():
         os._exit(0)
     os.setsid()
     null = os.open(os.devnull, os.O_RDWR)
-    logfile = os.open(LOG_NAME, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     os.dup2(null, 0)
     os.dup2(null, 1)
-    os.dup2(logfile, 2)
     os.close(null)
-    os.close(logfile)
+    logfile = LogFile(LOG_NAME)
+    logfile.open()
+    return logfile
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -80,18 +84,20 @@ def main(argv: Optional[List[str]] = None) -> int:
     except OSError as e:
         print(f"ccx-keeper: cannot listen on {SOCKET_NAME}: {e}", file=sys.stderr)
         return 1
+    say = log
     if not args.foreground:
-        detach(state_dir)
+        logfile = detach(state_dir)
+        say = lambda text: logfile.write(log_line(text))  # noqa: E731
     # A terminal's or a session's hangup is not the keeper's end.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    log(f"keeping {state_dir}")
-    keeper = Keeper(state_dir, listener)
+    say(f"keeping {state_dir}")
+    keeper = Keeper(state_dir, listener, log=say)
     try:
         keeper.run()
     finally:
         os.unlink(SOCKET_NAME)
-    log("nothing left to keep: exiting")
+    say("nothing left to keep: exiting")
     return 0
 
 

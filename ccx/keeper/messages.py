@@ -32,6 +32,10 @@ ADOPT = "adopt"
 HOLD = "hold"
 CLOSE_STDIN = "close_stdin"
 LIST = "list"
+LEAVE = "leave"
+NOTE = "note"
+# What a note may keep in a record's extra: ccx's, for the next ccx.
+NOTED = ("timeout", "paused_at", "paused_seconds")
 # keeper -> ccx
 SPAWNED = "spawned"
 SPAWN_FAILED = "spawn_failed"

@@ -45,13 +45,24 @@ _JOURNAL_ERRORS = frozenset((errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG,
 FIRST_CONNECTION = 30.0
 # The most a ccx may leave unread on the socket before it is dropped.
 MAX_QUEUED = 64 * 1024 * 1024
+# Seconds the holds of a ccx whose connection dropped (it did not say
+# leave) are kept: the time it has to connect again and read on from where
+# it was, nothing evicted under it (ccx.durable.link's retries fit in it).
+HOLD_GRACE = 60.0
+
+
+def log_line(text: str) -> str:
+    """
+    C{text} as a line of keeper.log: when, and which keeper.
+    """
+    return f"{time.strftime('%Y-%m-%dT%H:%M:%S')} ccx-keeper[{os.getpid()}]: {text}\n"
 
 
 def log(text: str) -> None:
     """
-    A line for keeper.log (the keeper's standard error).
+    A line for the keeper's standard error (a keeper run in the foreground).
     """
-    sys.stderr.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} ccx-keeper[{os.getpid()}]: {text}\n")
+    sys.stderr.write(log_line(text))
     sys.stderr.flush()
 
 
@@ -201,6 +212,11 @@ class Keeper:
         self.clients: List[Client] = []
         self._seen_client = False
         self._deadline = time.monotonic() + first_connection
+        self.hold_grace = HOLD_GRACE
+        # The clock of the grace (tests set another).
+        self.monotonic: Callable[[], float] = time.monotonic
+        # When the holds of a ccx that dropped go (monotonic), if pending.
+        self._release_at: Optional[float] = None
         # Notices gathered in one turn of the loop, sent at its end: output
         # notices of one stream are merged into the first.
         self._notices: List[Dict[str, Any]] = []
@@ -222,7 +238,10 @@ class Keeper:
 
     def run(self) -> None:
         while not self.finished:
-            self.run_once(None if self._seen_client else 1.0)
+            timeout = None if self._seen_client else 1.0
+            if self._release_at is not None:
+                timeout = max(0.0, self._release_at - self.monotonic())
+            self.run_once(timeout)
         self.close()
 
     def run_once(self, timeout: Optional[float]) -> None:
@@ -232,6 +251,8 @@ class Keeper:
         """
         for key, events in self.selector.select(timeout):
             key.data(key, events)
+        if self._release_at is not None and self.monotonic() >= self._release_at:
+            self._release_holds()
         self._flush_notices()
 
     def close(self) -> None:
@@ -252,6 +273,8 @@ class Keeper:
         client = Client(sock)
         self.clients.append(client)
         self._seen_client = True
+        # A ccx is back: the holds it left stand for it again.
+        self._release_at = None
         self.selector.register(sock, selectors.EVENT_READ, lambda k, e: self._ready(client, e))
 
     def _ready(self, client: Client, events: int) -> None:
@@ -292,7 +315,13 @@ class Keeper:
         self._send(client)
         self._drop(client)
 
-    def _drop(self, client: Client) -> None:
+    def _drop(self, client: Client, left: bool = False) -> None:
+        """
+        Close a ccx's connection.  The last one gone, nothing holds a
+        program back any more: at once when it said L{m.LEAVE} (ccx
+        stopped), else after L{HOLD_GRACE} seconds, in which that ccx may
+        connect again and read on from where it was.
+        """
         if client not in self.clients:
             return
         self.clients.remove(client)
@@ -303,9 +332,42 @@ class Keeper:
                 os.close(fd)
         client.queue.clear()
         if not self.clients:
-            # No ccx, so no blocking subscriber: nothing holds a program back.
-            for program in self.programs.values():
-                self._pin(program, {s: None for s in program.streams})
+            if left:
+                self._release_holds()
+            else:
+                self._release_at = self.monotonic() + self.hold_grace
+
+    def _release_holds(self) -> None:
+        """
+        No ccx, so no blocking subscriber: nothing holds a program back.
+        """
+        self._release_at = None
+        for program in self.programs.values():
+            self._pin(program, {s: None for s in program.streams})
+
+    def _note(self, client: Client, message: Dict[str, Any]) -> None:
+        """
+        Keep what ccx says of a program in its record's C{extra} (L{m.NOTED}:
+        numbers or null; the keeper's own fields are not ccx's to change).
+        """
+        extra = message["extra"]
+        if not isinstance(extra, dict) or not all(
+            key in m.NOTED
+            and (value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)))
+            for key, value in extra.items()
+        ):
+            raise ValueError(f"extra may hold {', '.join(m.NOTED)} as numbers")
+        program = self.programs.get(message["id"])
+        if program is None:
+            return
+        program.record = replace(program.record, extra={**program.record.extra, **extra})
+        self._write_record(program)
+
+    def _leave(self, client: Client, message: Dict[str, Any]) -> None:
+        """
+        The ccx is stopping on purpose: its holds go with it, at once.
+        """
+        self._drop(client, left=True)
 
     def _reply(self, client: Client, message: Dict[str, Any], fds: List[int] = ()) -> None:
         """
@@ -381,6 +443,8 @@ class Keeper:
             m.HOLD: self._hold,
             m.CLOSE_STDIN: self._close_stdin,
             m.LIST: lambda c, msg: self._reply(c, self._list()),
+            m.LEAVE: self._leave,
+            m.NOTE: self._note,
         }.get(kind)
         if handler is None:
             self._refuse(client, f"unknown message type {kind!r}")

@@ -2,6 +2,8 @@
 The contracts between the process layer's pieces.
 """
 
+from typing import Optional
+
 from zope.interface import Attribute, Interface
 
 
@@ -59,6 +61,22 @@ class IRecordedProcess(Interface):
         "For a program on a terminal, the terminal's size as found when "
         "taken back (a ccx.process.terminal.WindowSize); else None."
     )
+
+    paused_seconds = Attribute(
+        "Seconds the program spent paused before now (across restarts of "
+        "ccx), not counted in its timeout."
+    )
+
+    paused_at = Attribute(
+        "When it was paused (epoch seconds), if it still is; else None."
+    )
+
+    def paused(at: Optional[float]) -> None:
+        """
+        The program was paused at C{at} (epoch seconds), or resumed (None):
+        kept where the next ccx finds it, so that its timeout counts only its
+        running time whatever restarts happen.
+        """
 
     offsets = Attribute(
         "Where, in each stream, what this transport hands on begins (the "

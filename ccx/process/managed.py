@@ -294,11 +294,21 @@ class ManagedProcess(ProcessProtocol):
         )
         if self._ending is not None and self.state == State.RUNNING:
             self._terminate_group()
-        if self.options.timeout is not None and self.state == State.RUNNING:
+        recorded = IRecordedProcess.providedBy(self.transport)
+        if recorded and self.transport.paused_at is not None and self.state == State.RUNNING:
+            # Paused by an earlier ccx, and frozen since: it still is.
+            self.state = State.PAUSED
+        if self.options.timeout is not None and self.state in (State.RUNNING, State.PAUSED):
+            seconds = self.options.timeout
+            if recorded:
+                # Its running time counts from its start, whatever restarts
+                # of ccx happened since; its paused time does not.
+                seconds = max(0.0, seconds - self._ran_before())
             self._timeout = PausableTimer(
-                self._clock, self.options.timeout, lambda: self.cancel(State.TIMEOUT)
+                self._clock, seconds, lambda: self.cancel(State.TIMEOUT)
             )
-            self._timeout.start()
+            if self.state == State.RUNNING:
+                self._timeout.start()
         started, self._started = self._started, None
         if started is not None:
             started.callback(self)
@@ -354,6 +364,17 @@ class ManagedProcess(ProcessProtocol):
         if self._ending is not None:
             raise InvalidState(f"process {self.process_id!r} is being cancelled")
 
+    def _ran_before(self) -> float:
+        """
+        How long a recorded program has run (not paused) until now.
+        """
+        transport = self.transport
+        now = self._clock.seconds()
+        paused = transport.paused_seconds
+        if transport.paused_at is not None:
+            paused += max(0.0, now - transport.paused_at)
+        return max(0.0, now - (transport.started_at or now) - paused)
+
     def pause(self) -> None:
         """
         Stop the whole group with SIGSTOP, then freeze its cgroup (what left
@@ -364,6 +385,8 @@ class ManagedProcess(ProcessProtocol):
             return
         self.containment.pause()
         self.state = State.PAUSED
+        if IRecordedProcess.providedBy(self.transport):
+            self.transport.paused(self._clock.seconds())
         if self._timeout is not None:
             self._timeout.pause()
         self.log.info("process {process_id} paused", **self._log_context)
@@ -379,6 +402,8 @@ class ManagedProcess(ProcessProtocol):
             return
         self.containment.resume()
         self.state = State.RUNNING
+        if IRecordedProcess.providedBy(self.transport):
+            self.transport.paused(None)
         if self._timeout is not None:
             self._timeout.start()
         self.log.info("process {process_id} resumed", **self._log_context)
