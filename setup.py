@@ -13,7 +13,12 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
     packages=find_packages(include=["ccx", "ccx.*"]) + ["twisted.plugins"],
-    package_data={"twisted": ["plugins/ccx_plugin.py"]},
+    # The dashboard's files (ccx/web/dashboard/static), vendored
+    # JavaScript and its licences included: nothing is fetched at install.
+    package_data={
+        "twisted": ["plugins/ccx_plugin.py"],
+        "ccx.web.dashboard": ["static/*", "static/vendor/*", "static/vendor/*/*"],
+    },
     install_requires=[
         "twisted[tls]>=24.3",
         "autobahn>=24.4",
@@ -27,7 +32,15 @@ setup(
     extras_require={
         # psutil: the client-side toolkit (ccx.testing) the tests, the
         # benchmarks and the stress tool share; the service never needs it.
-        "test": ["websockets>=12", "hypothesis", "mcp>=2; python_version >= '3.10'", "psutil"],
+        # playwright: the dashboard's browser tests, driving Debian's
+        # chromium (scripts/ensure-chromium.sh), never a downloaded browser.
+        "test": [
+            "websockets>=12",
+            "hypothesis",
+            "mcp>=2; python_version >= '3.10'",
+            "psutil",
+            "playwright",
+        ],
         "stress": ["psutil"],
         "bench": ["psutil"],
     },

@@ -16,7 +16,8 @@
 
   // What the page keeps, so that its memory stays bounded under a flood.
   const PANE_CHARS = 256 * 1024;     // text shown in the output pane
-  const PENDING_BYTES = 4 * 1024 * 1024; // output received, not yet shown
+  const PENDING_BYTES = 1024 * 1024; // output received, not yet shown
+  const FRAME_BYTES = 32 * 1024;     // output shown per animation frame, at most
   const TAIL_BYTES = 64 * 1024;      // output replayed when a program is opened
   const READ_BYTES = 64 * 1024;      // output read per "earlier" step
   const MAX_DROPS = 100;             // drop ranges listed
@@ -26,7 +27,7 @@
 
   const $ = (id) => document.getElementById(id);
   const state = {
-    ws: null, nextId: 0, calls: new Map(), processes: new Map(),
+    control: null, output: null, sockets: [], processes: new Map(),
     programs: [], view: null, tableQueued: false,
   };
   // For tests and the curious: the page's state, read-only in spirit.
@@ -74,39 +75,56 @@
     begin();
   });
 
-  // -- the connection -------------------------------------------------------
+  // -- the connections -----------------------------------------------------
+  // Two WebSockets: "control" for the table, the buttons and the form,
+  // "output" for the program shown.  Under a flood the output connection
+  // holds megabytes in the sockets' buffers ahead of anything sent after
+  // them; a click's reply on the other one is not queued behind them.
 
-  function connect() {
+  function openSocket(name) {
     const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
     const query = token() ? '?token=' + encodeURIComponent(token()) : '';
     const ws = new WebSocket(scheme + '//' + location.host + '/ws' + query);
     ws.binaryType = 'arraybuffer';
-    state.ws = ws;
+    const socket = {name, ws, nextId: 0, calls: new Map()};
     ws.onmessage = (event) => {
-      if (typeof event.data === 'string') received(JSON.parse(event.data));
+      if (typeof event.data === 'string') received(socket, JSON.parse(event.data));
       else frame(event.data);
     };
-    ws.onopen = opened;
     ws.onclose = (event) => {
-      state.ws = null;
-      for (const [, call] of state.calls) call.reject(new Error('connection closed'));
-      state.calls.clear();
+      for (const [, pending] of socket.calls) pending.reject(new Error('connection closed'));
+      socket.calls.clear();
+      if (state[name] !== socket) return;
+      state.control = state.output = null;
+      for (const other of [state.sockets || []].flat()) other.ws.close();
       setStatus('disconnected (' + event.code + '); reconnecting…');
       setTimeout(() => begin(), 2000);
     };
+    return new Promise((resolve) => { ws.onopen = () => resolve(socket); });
   }
 
-  function call(method, params) {
+  async function connect() {
+    const [control, output] = await Promise.all([openSocket('control'), openSocket('output')]);
+    state.sockets = [control, output];
+    state.control = control;
+    state.output = output;
+    opened();
+  }
+
+  function callOn(socket, method, params) {
     return new Promise((resolve, reject) => {
-      if (!state.ws || state.ws.readyState !== WebSocket.OPEN) {
+      if (!socket || socket.ws.readyState !== WebSocket.OPEN) {
         reject(new Error('not connected'));
         return;
       }
-      const id = ++state.nextId;
-      state.calls.set(id, {resolve, reject});
-      state.ws.send(JSON.stringify({jsonrpc: '2.0', id, method, params: params || {}}));
+      const id = ++socket.nextId;
+      socket.calls.set(id, {resolve, reject});
+      socket.ws.send(JSON.stringify({jsonrpc: '2.0', id, method, params: params || {}}));
     });
   }
+
+  function call(method, params) { return callOn(state.control, method, params); }
+  function outputCall(method, params) { return callOn(state.output, method, params); }
 
   async function opened() {
     $('main').hidden = false;
@@ -120,12 +138,12 @@
     if (state.view) openView(state.view.id);
   }
 
-  function received(message) {
-    if (Array.isArray(message)) { message.forEach(received); return; }
+  function received(socket, message) {
+    if (Array.isArray(message)) { message.forEach((m) => received(socket, m)); return; }
     if ('id' in message && !('method' in message)) {
-      const pending = state.calls.get(message.id);
+      const pending = socket.calls.get(message.id);
       if (!pending) return;
-      state.calls.delete(message.id);
+      socket.calls.delete(message.id);
       if (message.error) pending.reject(new Error(message.error.message));
       else pending.resolve(message.result);
       return;
@@ -150,11 +168,9 @@
           dropped(params.type, params.offset, params.bytes, 'dropped by ccx');
         }
         break;
-      case 'process.paused': case 'process.resumed':
-        if (state.view && params.process_id === state.view.id) {
-          showState(params.status === 'paused' ? 'paused' : 'running');
-        }
-        break;
+      // process.paused and process.resumed come on the output connection,
+      // maybe late behind a flood: the state shown comes from the control
+      // connection (the buttons' replies, processes.changed) instead.
       case 'process.completed':
         if (state.view && params.process_id === state.view.id) {
           showState('exited (' + params.status + ', exit ' + params.exit_code + ')');
@@ -236,7 +252,7 @@
   // Counters (bytes out, CPU, duration) change without events: read them
   // again now and then, while the page is looked at.
   setInterval(async () => {
-    if (document.hidden || !state.ws || state.ws.readyState !== WebSocket.OPEN) return;
+    if (document.hidden || !state.control) return;
     try {
       const table = await call('list');
       state.processes.clear();
@@ -299,8 +315,10 @@
       }
       if ($('start-durable').checked) params.durable = true;
       const result = await call('execute', params);
-      // execute subscribed this connection already: open the view on it.
-      openView(result.process_id, true, {command: params.command, pty: params.pty, state: 'running'});
+      // execute subscribed the control connection: its output is read on
+      // the output connection instead, from its first byte (held).
+      call('detach', {process_id: result.process_id}).catch(() => {});
+      openView(result.process_id, {command: params.command, pty: params.pty, state: 'running'}, true);
     } catch (e) {
       $('start-message').textContent = e.message;
     }
@@ -316,10 +334,10 @@
 
   function viewMessage(text) { $('view-message').textContent = text; }
 
-  async function openView(id, subscribed, started) {
+  async function openView(id, started, fromStart) {
     const old = state.view;
     if (old && old.id !== id) {
-      call('detach', {process_id: old.id}).catch(() => {});
+      outputCall('detach', {process_id: old.id}).catch(() => {});
     }
     if (old && old.term) old.term.dispose();
     if (old && old.resizeObserver) old.resizeObserver.disconnect();
@@ -327,7 +345,7 @@
     const pty = Boolean(entry.pty);
     const view = {
       id, pty, decoders: {}, next: {}, pending: [], pendingBytes: 0, queued: false,
-      following: true, drops: 0, term: null, size: null,
+      following: true, drops: 0, term: null, size: null, chars: 0, skipped: {},
     };
     state.view = view;
     $('view').hidden = false;
@@ -344,13 +362,12 @@
     $('live').hidden = true;
     queueTable();
     if (pty) openTerminal(view, entry);
-    if (subscribed) return;
     const offsets = {};
     for (const stream of pty ? ['pty'] : ['stdout', 'stderr']) {
-      offsets[stream] = Math.max(0, (entry[stream + '_bytes'] || 0) - TAIL_BYTES);
+      offsets[stream] = fromStart ? 0 : Math.max(0, (entry[stream + '_bytes'] || 0) - TAIL_BYTES);
     }
     try {
-      const result = await call('attach', {
+      const result = await outputCall('attach', {
         process_id: id, on_full: 'drop', encoding: 'binary', offsets,
       });
       if (state.view === view) showState(result.state);
@@ -393,19 +410,36 @@
       view.term.write(new Uint8Array(bytes));
       return;
     }
-    view.pending.push({stream, offset, bytes: new Uint8Array(bytes)});
+    view.pending.push({stream, offset, bytes});
     view.pendingBytes += bytes.length;
-    // The page is far behind what it received: show the newest, and say
-    // exactly which bytes it did not show.
-    while (view.pendingBytes > PENDING_BYTES) {
-      const skipped = view.pending.shift();
-      view.pendingBytes -= skipped.bytes.length;
-      dropped(skipped.stream, skipped.offset, skipped.bytes.length, 'not shown: the page fell behind');
-    }
+    // The page is far behind what it received (its frames do not come):
+    // keep the newest, and say exactly which bytes it did not show.
+    while (view.pendingBytes > PENDING_BYTES) skip(view, view.pending.shift());
     if (!view.queued) {
       view.queued = true;
       requestAnimationFrame(() => flush(view));
     }
+  }
+
+  // Output received but not shown, gathered into one range per stream
+  // until the next frame reports it.
+  function skip(view, chunk) {
+    view.pendingBytes -= chunk.bytes.length;
+    const end = chunk.offset + chunk.bytes.length;
+    const range = view.skipped[chunk.stream];
+    if (range && range[1] === chunk.offset) range[1] = end;
+    else {
+      if (range) reportSkipped(view, chunk.stream);
+      view.skipped[chunk.stream] = [chunk.offset, end];
+    }
+    view.next[chunk.stream] = end;
+    view.decoders[chunk.stream] = null;
+  }
+
+  function reportSkipped(view, stream) {
+    const [start, end] = view.skipped[stream];
+    delete view.skipped[stream];
+    dropped(stream, start, end - start, 'not shown: the page fell behind');
   }
 
   function decoder(view, stream, offset) {
@@ -417,39 +451,80 @@
     return view.decoders[stream];
   }
 
+  // The pane is a column of blocks, each some whole lines (the last one
+  // may be open: a line not ended yet): appending lays out only the new
+  // block, not everything shown, which keeps a flood cheap to show.
   function flush(view) {
     view.queued = false;
     if (state.view !== view) return;
     const pane = $('output');
     const atBottom = pane.scrollTop + pane.clientHeight >= pane.scrollHeight - 20;
-    let span = null;
+    // One frame shows at most FRAME_BYTES, the newest: a flood costs each
+    // frame the same, and the page stays responsive.
+    let shown = 0, from = view.pending.length;
+    while (from > 0 && shown + view.pending[from - 1].bytes.length <= FRAME_BYTES) {
+      shown += view.pending[--from].bytes.length;
+    }
+    if (from === view.pending.length && from > 0) from -= 1;
+    for (const chunk of view.pending.slice(0, from)) skip(view, chunk);
+    for (const stream of Object.keys(view.skipped)) reportSkipped(view, stream);
+    view.pending = view.pending.slice(from);
+    const segments = [];
     for (const chunk of view.pending) {
       const text = decoder(view, chunk.stream, chunk.offset).decode(chunk.bytes, {stream: true});
       view.next[chunk.stream] = chunk.offset + chunk.bytes.length;
-      if (!view.following) continue;
-      if (!span || span.dataset.stream !== chunk.stream) {
-        span = document.createElement('span');
-        span.className = chunk.stream;
-        span.dataset.stream = chunk.stream;
-        span.dataset.start = chunk.offset;
-        pane.appendChild(span);
-      }
-      span.appendChild(document.createTextNode(text));
-      span.dataset.end = chunk.offset + chunk.bytes.length;
+      if (!view.following || !text) continue;
+      const last = segments[segments.length - 1];
+      if (last && last.stream === chunk.stream) last.text += text;
+      else segments.push({stream: chunk.stream, text, start: chunk.offset});
     }
     view.pending = [];
     view.pendingBytes = 0;
-    trim(pane, true);
+    let block = pane.lastElementChild;
+    if (!block || block.dataset.open !== '1') block = null;
+    for (const segment of segments) {
+      const cut = segment.text.lastIndexOf('\n') + 1;
+      if (cut > 0) {
+        // Whole lines: they end the open block.
+        block = append(view, pane, block, segment.stream, segment.start, segment.text.slice(0, cut));
+        block.dataset.open = '0';
+        block = null;
+        if (cut === segment.text.length) continue;
+        segment.start += new TextEncoder().encode(segment.text.slice(0, cut)).length;
+        segment.text = segment.text.slice(cut);
+      }
+      block = append(view, pane, block, segment.stream, segment.start, segment.text);
+      block.dataset.open = '1';
+    }
+    trim(view, pane, true);
     if (atBottom && view.following) pane.scrollTop = pane.scrollHeight;
+  }
+
+  function append(view, pane, block, stream, start, text) {
+    if (!block) {
+      block = document.createElement('div');
+      block.className = 'block';
+      pane.appendChild(block);
+    }
+    let span = block.lastElementChild;
+    if (!span || span.dataset.stream !== stream) {
+      span = document.createElement('span');
+      span.className = stream;
+      span.dataset.stream = stream;
+      span.dataset.start = start;
+      block.appendChild(span);
+    }
+    span.appendChild(document.createTextNode(text));
+    view.chars += text.length;
+    return block;
   }
 
   // Keep the pane within PANE_CHARS: the oldest output goes (it can be read
   // again from ccx), or, after reading back, the newest.
-  function trim(pane, oldest) {
-    let size = pane.textContent.length;
-    while (size > PANE_CHARS && pane.childNodes.length > 1) {
+  function trim(view, pane, oldest) {
+    while (view.chars > PANE_CHARS && pane.childNodes.length > 1) {
       const gone = oldest ? pane.firstChild : pane.lastChild;
-      size -= gone.textContent.length;
+      view.chars -= gone.textContent.length;
       gone.remove();
     }
   }
@@ -468,15 +543,14 @@
       const gap = document.createElement('span');
       gap.className = 'gap';
       gap.textContent = '[' + text + ']';
+      view.chars += gap.textContent.length;
       $('output').appendChild(gap);
     }
   }
 
   function firstShown(stream) {
-    for (const span of $('output').children) {
-      if (span.dataset.stream === stream) return Number(span.dataset.start);
-    }
-    return state.view.next[stream];
+    const span = $('output').querySelector('span.' + stream);
+    return span ? Number(span.dataset.start) : state.view.next[stream];
   }
 
   // Scrollback: the output before what is shown, read from ccx (its memory
@@ -503,16 +577,20 @@
         span.dataset.start = result.offset;
         span.dataset.end = result.offset + result.bytes;
         span.textContent = new TextDecoder('utf-8').decode(bytes);
-        pane.insertBefore(span, pane.firstChild);
+        view.chars += span.textContent.length;
+        const block = document.createElement('div');
+        block.className = 'block';
+        block.appendChild(span);
+        pane.insertBefore(block, pane.firstChild);
         added += result.bytes;
       }
       if (!added) { viewMessage('no earlier output is held'); return; }
-      if (pane.textContent.length > PANE_CHARS) {
+      if (view.chars > PANE_CHARS) {
         // Reading back: what is newest leaves the pane, and live output
         // waits for "Back to live output".
         view.following = false;
         $('live').hidden = false;
-        trim(pane, false);
+        trim(view, pane, false);
       }
     } catch (e) {
       viewMessage(e.message);
@@ -553,7 +631,7 @@
   $('close-view').addEventListener('click', () => {
     const view = state.view;
     if (!view) return;
-    call('detach', {process_id: view.id}).catch(() => {});
+    outputCall('detach', {process_id: view.id}).catch(() => {});
     if (view.term) view.term.dispose();
     if (view.resizeObserver) view.resizeObserver.disconnect();
     state.view = null;
