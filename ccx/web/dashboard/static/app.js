@@ -358,7 +358,7 @@
     $('drop-count').textContent = 'none';
     $('output').hidden = pty;
     $('terminal').hidden = !pty;
-    $('earlier').hidden = pty;
+    $('output-tools').hidden = pty;
     $('live').hidden = true;
     queueTable();
     if (pty) openTerminal(view, entry);
