@@ -88,8 +88,10 @@
     ws.binaryType = 'arraybuffer';
     const socket = {name, ws, nextId: 0, calls: new Map()};
     ws.onmessage = (event) => {
+      // The program's output is read on the output connection only (execute
+      // subscribes the control connection until it detaches).
       if (typeof event.data === 'string') received(socket, JSON.parse(event.data));
-      else frame(event.data);
+      else if (socket === state.output) frame(event.data);
     };
     ws.onclose = (event) => {
       for (const [, pending] of socket.calls) pending.reject(new Error('connection closed'));
@@ -149,6 +151,7 @@
       return;
     }
     const params = message.params || {};
+    if (message.method.startsWith('process.') && socket !== state.output) return;
     switch (message.method) {
       case 'processes.changed':
         if (params.process) state.processes.set(params.process_id, params.process);
@@ -459,18 +462,24 @@
     if (state.view !== view) return;
     const pane = $('output');
     const atBottom = pane.scrollTop + pane.clientHeight >= pane.scrollHeight - 20;
-    // One frame shows at most FRAME_BYTES, the newest: a flood costs each
-    // frame the same, and the page stays responsive.
-    let shown = 0, from = view.pending.length;
-    while (from > 0 && shown + view.pending[from - 1].bytes.length <= FRAME_BYTES) {
-      shown += view.pending[--from].bytes.length;
-    }
-    if (from === view.pending.length && from > 0) from -= 1;
-    for (const chunk of view.pending.slice(0, from)) skip(view, chunk);
+    // One frame shows at most FRAME_BYTES, the oldest waiting; the rest
+    // waits for the next frames (up to PENDING_BYTES, see output): a flood
+    // costs each frame the same, and the page stays responsive.
     for (const stream of Object.keys(view.skipped)) reportSkipped(view, stream);
-    view.pending = view.pending.slice(from);
+    let shown = 0, upto = 0;
+    while (upto < view.pending.length && (upto === 0 ||
+           shown + view.pending[upto].bytes.length <= FRAME_BYTES)) {
+      shown += view.pending[upto++].bytes.length;
+    }
+    const now = view.pending.slice(0, upto);
+    view.pending = view.pending.slice(upto);
+    view.pendingBytes -= shown;
+    if (view.pending.length) {
+      view.queued = true;
+      requestAnimationFrame(() => flush(view));
+    }
     const segments = [];
-    for (const chunk of view.pending) {
+    for (const chunk of now) {
       const text = decoder(view, chunk.stream, chunk.offset).decode(chunk.bytes, {stream: true});
       view.next[chunk.stream] = chunk.offset + chunk.bytes.length;
       if (!view.following || !text) continue;
@@ -478,8 +487,6 @@
       if (last && last.stream === chunk.stream) last.text += text;
       else segments.push({stream: chunk.stream, text, start: chunk.offset});
     }
-    view.pending = [];
-    view.pendingBytes = 0;
     let block = pane.lastElementChild;
     if (!block || block.dataset.open !== '1') block = null;
     for (const segment of segments) {
