@@ -327,10 +327,11 @@ class PageTests(DashboardTestCase):
             b.state_is("exited", timeout=10000)
             return shown_paused, paused, resumed, shown, heap, drops
 
-        shown_paused, paused, resumed, shown, heap, drops = yield self.in_browser(scenario)
-        self.assertLess(shown_paused, 1.0)
-        self.assertLess(paused, 1.0)
-        self.assertLess(resumed, 1.0)
+        figures = yield self.in_browser(scenario)
+        shown_paused, paused, resumed, shown, heap, drops = figures
+        self.assertLess(shown_paused, 1.0, figures)
+        self.assertLess(paused, 1.0, figures)
+        self.assertLess(resumed, 1.0, figures)
         # The pane's own bound, and a few drop markers beyond it.
         self.assertLess(shown, PANE_CHARS + 64 * 1024)
         self.assertLess(heap, 64 * 1024 * 1024)

@@ -17,7 +17,7 @@
   // What the page keeps, so that its memory stays bounded under a flood.
   const PANE_CHARS = 256 * 1024;     // text shown in the output pane
   const PENDING_BYTES = 1024 * 1024; // output received, not yet shown
-  const FRAME_BYTES = 32 * 1024;     // output shown per animation frame, at most
+  const FRAME_BYTES = 16 * 1024;     // output shown per animation frame, at most
   const TAIL_BYTES = 64 * 1024;      // output replayed when a program is opened
   const READ_BYTES = 64 * 1024;      // output read per "earlier" step
   const MAX_DROPS = 100;             // drop ranges listed
