@@ -1,3 +1,4 @@
+import glob
 import re
 
 from setuptools import find_packages, setup
@@ -19,6 +20,9 @@ setup(
         "twisted": ["plugins/ccx_plugin.py"],
         "ccx.web.dashboard": ["static/*", "static/vendor/*", "static/vendor/*/*"],
     },
+    # Installed beside the package (PREFIX/share/doc/ccx), where the systemd
+    # unit's Documentation= points.
+    data_files=[("share/doc/ccx", ["README.md", *sorted(glob.glob("docs/*.md"))])],
     install_requires=[
         "twisted[tls]>=24.3",
         "autobahn>=24.4",

@@ -58,6 +58,14 @@ def parse_args() -> argparse.Namespace:
         "--health-interval", type=float, default=0.01, help="seconds between /health polls (0.01)"
     )
     parser.add_argument("--python", default=default_python(), help="python that runs ccx")
+    parser.add_argument(
+        "--service-option",
+        action="append",
+        default=[],
+        metavar="OPTION",
+        help="one more twistd ccx option for the service, e.g. --service-option=--no-journal "
+        "(repeatable): to see what a feature costs",
+    )
     return parser.parse_args()
 
 
@@ -81,7 +89,7 @@ def latency_figures(values: List[float]) -> dict:
 def roundtrip(args: argparse.Namespace) -> dict:
     times: List[float] = []
     # Faster than the default request rate limit allows one connection.
-    options = ["--max-requests", "100000"]
+    options = ["--max-requests", "100000", *args.service_option]
     with Service(allow=["true"], python=args.python, options=options) as service:
         with Client(service.port, path="/ws") as client:
             completed = set()
@@ -239,7 +247,7 @@ def during(polls: List[Tuple[float, float]], windows: List[Tuple[float, float]])
 
 def burst(args: argparse.Namespace) -> dict:
     raise_fd_limit(4 * args.clients + 256)
-    options = ["--max-processes", str(args.max_processes)]
+    options = ["--max-processes", str(args.max_processes), *args.service_option]
     with Service(allow=["echo"], python=args.python, options=options) as service:
         context = multiprocessing.get_context("spawn")
         stop = context.Event()

@@ -156,6 +156,7 @@ class Config:
     cwd: str = field(default_factory=os.getcwd)
     state_dir: str = field(default_factory=default_state_dir)
     journal: bool = True
+    durable: bool = False
     journal_bytes: int = 64 * 1024 * 1024
     journal_total_bytes: int = 1024 * 1024 * 1024
     containment: str = "auto"
@@ -386,7 +387,7 @@ def build_config(values: Dict[str, Any]) -> Config:
             settings[name] = tuple(value)
         elif name == "token_file":
             settings["token"] = _read_token(value)
-        elif name in _FLAGS:
+        elif name in _FLAGS or name == "durable":
             if not isinstance(value, bool):
                 raise ConfigError(f"{name.replace('_', '-')} must be true or false")
             settings[name] = value
@@ -587,6 +588,7 @@ class Options(usage.Options):
     ]
 
     optFlags = [
+        ["durable", None, "Start programs durable unless a client says otherwise."],
         [
             "no-journal",
             None,
@@ -680,6 +682,9 @@ class Options(usage.Options):
             if name in _LISTS:
                 if option:
                     values[name] = list(values.get(name, [])) + list(option)
+            elif name == "durable":
+                if option:
+                    values[name] = True
             elif name in _FLAGS:
                 if self["no-" + name.replace("_", "-")]:
                     values[name] = False

@@ -2,6 +2,7 @@
 The state one ccx service shares between its connections.
 """
 
+import os
 import time
 from typing import Any, Optional, Set
 
@@ -10,9 +11,12 @@ from twisted.logger import Logger
 
 from ccx import __version__
 from ccx.config import Config, ConfigError
+from ccx.durable.adoption import readopt
+from ccx.durable.link import KeeperLink
+from ccx.journal.statedir import StateDir
 from ccx.metrics import Metrics
 from ccx.process.allowlist import AllowList, AllowListError
-from ccx.process.cgroup import CgroupError, open_tree
+from ccx.process.cgroup import CgroupError, open_tree, remove_stale
 from ccx.process.command import base_environment
 from ccx.process.launch import Launcher, LaunchSettings
 from ccx.process.registry import ProcessRegistry
@@ -50,6 +54,13 @@ class Node:
             # being refused while the programs before it are started.
             max_waiting=config.max_processes + config.max_connections,
         )
+        # The keeper of the state dir: started with the first durable program.
+        self.keeper = KeeperLink(
+            reactor,
+            config.state_dir,
+            config.journal_bytes,
+            StateDir(config.state_dir, config.journal_bytes, config.journal_total_bytes).segment_bytes,
+        )
         self.launcher = Launcher(
             self.allow_list,
             self.registry,
@@ -63,12 +74,41 @@ class Node:
                 allow_env=config.allow_env,
                 deny_env=config.deny_env,
             ),
+            # Durable programs need the state dir, which --no-journal leaves alone.
+            spawn_durable=self.keeper.spawn if config.journal else None,
         )
         self.connections: Set[IConnection] = set()
         self.handshakes = 0
         self.metrics = Metrics(self)
         self.registry.on_spawned = self.metrics.observe_spawn
         self._started = time.monotonic()
+
+    def readopt(self) -> int:
+        """
+        At start: take back the durable programs of the state dir.
+
+        @return: how many.
+        """
+        if not self.config.journal:
+            return 0
+        adopted = readopt(
+            self.keeper,
+            self.registry,
+            self.launcher.settings,
+            self.reactor,
+            self.launcher.cgroups,
+        )
+        # What a dead ccx left in the cgroup hierarchy goes once the
+        # programs it held there are over.
+        for process in adopted:
+            process.ended.addBoth(self._after_adopted)
+        return len(adopted)
+
+    def _after_adopted(self, result: Any) -> Any:
+        tree = self.launcher.cgroups
+        if tree is not None and tree.owned:
+            remove_stale(os.path.dirname(tree.base), os.getpid())
+        return result
 
     @property
     def containment(self) -> str:
@@ -104,7 +144,11 @@ class Node:
         and every program has ended).
         """
         tree, self.launcher.cgroups = self.launcher.cgroups, None
-        if tree is not None and not tree.close():
+        if tree is None or tree.close():
+            return
+        if any(p.options.durable for p in self.registry.live()):
+            log.info("cgroup {base} is kept: durable programs run in it", base=tree.base)
+        else:
             log.warn("could not remove cgroup {base}: it is not empty", base=tree.base)
 
     def new_session(self) -> Session:
@@ -156,5 +200,6 @@ class Node:
             "uptime": round(self.uptime, 3),
             "connections": len(self.connections),
             "processes": self.registry.live_count,
+            "durable": sum(1 for p in self.registry.live() if p.options.durable),
             "containment": self.containment,
         }

@@ -21,10 +21,12 @@ from ccx.config import (
     check_listening,
     listen_refusal,
 )
+from ccx.durable.orphans import end_orphans
 from ccx.fdlimit import RESERVE, open_file_limit, raise_open_file_limit
 from ccx.journal.statedir import StateDir, StateDirError
 from ccx.logs import make_observer
 from ccx.node import Node
+from ccx.sdnotify import notify
 from ccx.web.port import PortService
 from ccx.web.site import build_site
 from ccx.web.urls import service_urls
@@ -107,6 +109,8 @@ class CCXService(MultiService):
             ).open()
         except StateDirError as e:
             raise ConfigError(f"--state-dir: {e}") from None
+        # What a killed ccx left running is ended first, and listed failed.
+        end_orphans(state_dir, self.node.reactor)
         self.node.registry.use_state_dir(state_dir)
 
     def setServiceParent(self, parent: Any) -> None:
@@ -157,6 +161,8 @@ class CCXService(MultiService):
         self._raise_open_file_limit()
         self.node.open_containment()
         try:
+            # Before listening: a client's first list shows them.
+            self.node.readopt()
             super().startService()
         except BaseException:
             self.node.close_containment()
@@ -217,17 +223,25 @@ class CCXService(MultiService):
         )
         for name in self.node.allow_list.runs_anything():
             self.log.warn("{program} is allowed: any command can run", program=name)
+        # Type=notify: systemd starts what depends on ccx once it listens.
+        notify("READY=1")
 
     @inlineCallbacks
     def stopService(self) -> Deferred:
+        notify("STOPPING=1")
         yield super().stopService()
-        live = self.node.registry.live_count
-        if live:
-            self.log.info("stopping: cancelling {count} processes", count=live)
+        live = self.node.registry.live()
+        durable = sum(1 for p in live if p.options.durable)
+        if len(live) > durable:
+            self.log.info("stopping: cancelling {count} processes", count=len(live) - durable)
+        if durable:
+            self.log.info("stopping: {count} durable processes go on running", count=durable)
         # Cancel first and close connections after, so that clients are told
         # how their processes ended; and wait for the closing handshakes, so
         # that the reactor does not stop with that still unsent.
         yield self.node.registry.shutdown()
         self.node.close_containment()
         yield self.node.close_connections("ccx is stopping")
+        # Durable programs go on under the keeper.
+        self.node.keeper.close()
         self.log.info("stopped")

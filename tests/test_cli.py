@@ -285,6 +285,32 @@ class RunTests(CLITestCase):
         status, out, _ = yield self.cli("cancel", process_id)
         self.assertEqual((status, out), (0, f"cancelled {process_id}\n".encode()))
 
+    @inlineCallbacks
+    def test_durable(self):
+        """
+        --durable runs the program durable: it outlives a client that
+        leaves, as with --keep, and says so in list.
+        """
+        child = self.spawn("run", "--durable", "--", "sleep", "1000")
+        said = yield child.said(b"started ")
+        process_id = said.split(b"started ")[1].split()[0].decode()
+        child.transport.signalProcess("KILL")
+        yield child.ended
+        process = yield self.listed(process_id)
+        self.assertEqual((process["state"], process["durable"]), ("running", True))
+        self.ccx.groups.append(process["pgid"])
+        status, out, _ = yield self.cli("cancel", process_id)
+        self.assertEqual((status, out), (0, f"cancelled {process_id}\n".encode()))
+        process = self.ccx.service.node.registry.get(process_id)
+        yield process.ended
+
+    @inlineCallbacks
+    def test_not_durable_by_default(self):
+        """Without --durable, a program is not durable."""
+        status, _, _ = yield self.cli("run", "--keep", "true")
+        [process] = self.ccx.service.node.registry.all()
+        self.assertEqual((status, process.options.durable), (0, False))
+
 
 class UsageTests(CLITestCase):
     @inlineCallbacks

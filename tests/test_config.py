@@ -26,6 +26,7 @@ from ccx.config import (
     Options,
     accepts_directly,
     endpoint_description,
+    default_state_dir,
     is_local,
 )
 from ccx.node import Node
@@ -575,3 +576,47 @@ class EnvironmentOptionsTests(ConfigTestsMixin, SynchronousTestCase):
             "PATH", "PERLLIB", "NODE_PATH", "_JAVA_OPTIONS", "LD_PRELOAD",
         ):
             self.assertTrue(any(fnmatchcase(name, p) for p in DEFAULT_DENY_ENV), name)
+
+
+class DurableTests(ConfigTestsMixin, SynchronousTestCase):
+    """
+    C{--durable} and C{--state-dir}.
+    """
+
+    def test_not_durable_by_default(self):
+        self.assertIs(self.parse().durable, False)
+
+    def test_durable_flag(self):
+        """--durable makes programs durable by default."""
+        self.assertIs(self.parse("--durable").durable, True)
+
+    def test_durable_in_toml(self):
+        """durable = true in the file; anything but a boolean is refused (1 too)."""
+        self.assertIs(self.parse("--config", self.write("durable = true\n")).durable, True)
+        self.assertIs(self.parse("--config", self.write("durable = false\n")).durable, False)
+        for wrong in ('"yes"', "1"):
+            with self.assertRaises(ConfigError) as caught:
+                self.parse("--config", self.write(f"durable = {wrong}\n"))
+            self.assertIn("durable must be true or false", str(caught.exception))
+
+    def test_state_dir_absolute(self):
+        """--state-dir is made absolute: the keeper runs elsewhere."""
+        self.assertEqual(self.parse("--state-dir", "rel").state_dir, os.path.abspath("rel"))
+
+    def test_state_dir_empty(self):
+        self.assertRaises(ConfigError, self.parse, "--state-dir", "")
+
+    def test_state_dir_defaults(self):
+        """
+        $STATE_DIRECTORY (systemd; its first entry), else an absolute
+        $XDG_STATE_HOME/ccx (a relative one is ignored, as the spec says),
+        else ~/.local/state/ccx.
+        """
+        self.patch(os, "environ", {"HOME": "/home/u"})
+        self.assertEqual(default_state_dir(), "/home/u/.local/state/ccx")
+        os.environ["XDG_STATE_HOME"] = "relative"
+        self.assertEqual(default_state_dir(), "/home/u/.local/state/ccx")
+        os.environ["XDG_STATE_HOME"] = "/x/state"
+        self.assertEqual(default_state_dir(), "/x/state/ccx")
+        os.environ["STATE_DIRECTORY"] = "/var/lib/ccx:/var/lib/other"
+        self.assertEqual(default_state_dir(), "/var/lib/ccx")

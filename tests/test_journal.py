@@ -18,7 +18,7 @@ from ccx.journal.statedir import (
     StateDirError,
     default_state_dir,
 )
-from ccx.journal.stream import StreamJournal
+from ccx.journal.stream import DATA_SUFFIX, INDEX_SUFFIX, StreamJournal, segment_name
 from ccx.journal.store import ProgramJournal as StoreJournal
 from ccx.output.interfaces import IOutputStore
 
@@ -60,6 +60,26 @@ class StreamJournalTests(SynchronousTestCase):
         self.assertEqual(j.read(6, 100), (6, b"world", 2.0))
         self.assertEqual(j.read(5, 1), (5, b" ", 1.0))
         self.assertEqual(j.read(11, 100), (11, b"", 0.0))
+
+    def test_nothing_on_disk_before_the_first_byte(self):
+        """
+        A new journal makes no file until its first byte (a program that
+        prints nothing costs none), and reads as empty from 0 meanwhile,
+        reopened too; the first byte makes its directory and segment.
+        """
+        j = self.journal(segment_bytes=100)
+        self.assertFalse(os.path.exists(j.directory))
+        self.assertEqual((j.start, j.end, j.read(0, 10)), (0, 0, (0, b"", 0.0)))
+        self.assertEqual(j.evict_oldest(), 0)
+        reopened = StreamJournal.open(j.directory, 100)
+        self.assertEqual((reopened.start, reopened.end), (0, 0))
+        self.assertFalse(os.path.exists(j.directory))
+        j.append(b"x", 1.0)
+        first = segment_name(0)
+        self.assertEqual(
+            sorted(os.listdir(j.directory)), sorted([first + DATA_SUFFIX, first + INDEX_SUFFIX])
+        )
+        self.assertEqual(StreamJournal.open(j.directory, 100).read(0, 10), (0, b"x", 1.0))
 
     def test_close_reads_within_the_time_resolution_share_an_entry(self):
         """Reads 10 ms apart get entries of their own; closer ones share one."""
@@ -149,6 +169,63 @@ class StreamJournalTests(SynchronousTestCase):
         with self.assertRaises(OSError):
             j.append(b"ab", 1.0)
         self.assertEqual(j.end, 0)
+
+
+class AppendFromTests(SynchronousTestCase):
+    """
+    L{StreamJournal.append_from}: a pipe's bytes moved to the end in the
+    kernel (the keeper's way), beside L{StreamJournal.append}.
+    """
+
+    def setUp(self):
+        self.journal = StreamJournal.create(os.path.abspath(self.mktemp()), 8)
+        self.addCleanup(self.journal.close)
+        self.read_end, self.write_end = os.pipe()
+        os.set_blocking(self.read_end, False)
+        self.addCleanup(os.close, self.read_end)
+
+    def test_moves_and_indexes(self):
+        """
+        Bytes moved land at the end, after appended ones, in segments as
+        appended ones do; each read time is indexed; an empty pipe raises
+        BlockingIOError; end of file is 0.
+        """
+        self.journal.append(b"abc", 1.0)
+        self.assertRaises(BlockingIOError, self.journal.append_from, self.read_end, 100, 2.0)
+        os.write(self.write_end, b"defgh")
+        self.assertEqual(self.journal.append_from(self.read_end, 100, 2.0), 5)
+        os.write(self.write_end, b"ijklmn")
+        # At most what is asked for, the rest left in the pipe.
+        self.assertEqual(self.journal.append_from(self.read_end, 4, 3.0), 4)
+        self.assertEqual(self.journal.end, 12)
+        self.assertEqual(self.journal.read(0, 100), (0, b"abcdefgh", 1.0))
+        self.assertEqual(self.journal.read(8, 100), (8, b"ijkl", 3.0))
+        self.assertEqual(self.journal.read(5, 100)[2], 2.0)
+        os.close(self.write_end)
+        self.assertEqual(self.journal.append_from(self.read_end, 100, 4.0), 2)
+        self.assertEqual(self.journal.append_from(self.read_end, 100, 4.0), 0)
+        reopened = StreamJournal.open(self.journal.directory, 8)
+        self.addCleanup(reopened.close)
+        self.assertEqual((reopened.start, reopened.end), (0, 14))
+        self.assertEqual(reopened.read(12, 100)[:2], (12, b"mn"))
+
+
+class ProgramAppendFromTests(SynchronousTestCase):
+    def test_counted_and_trimmed(self):
+        """
+        What append_from moves counts in the program's held bytes, and the
+        limit evicts the oldest segments as for append.
+        """
+        journal = ProgramJournal.create(os.path.abspath(self.mktemp()), 8, 4)
+        self.addCleanup(journal.close)
+        read_end, write_end = os.pipe()
+        self.addCleanup(os.close, read_end)
+        self.addCleanup(os.close, write_end)
+        for chunk in (b"abcd", b"efgh", b"ijkl"):
+            os.write(write_end, chunk)
+            self.assertEqual(journal.append_from("stdout", read_end, 100, 1.0), 4)
+        self.assertEqual(journal.held_bytes, 8)
+        self.assertEqual((journal.start("stdout"), journal.end("stdout")), (4, 12))
 
 
 class ProgramJournalTests(SynchronousTestCase):
@@ -303,9 +380,8 @@ class ProgramJournalTests(SynchronousTestCase):
         done = Record("p1", ["echo", "hi"], "/bin/echo", "/tmp", status="completed", exit_code=0)
         j.write_record(done)
         self.assertEqual(read_record(j.directory), done)
-        self.assertEqual(
-            sorted(os.listdir(j.directory)), [RECORD_NAME, "stderr", "stdout"]
-        )
+        # No temporary file is left (and no stream printed anything).
+        self.assertEqual(sorted(os.listdir(j.directory)), [RECORD_NAME])
 
     def test_record_not_written_when_the_disk_is_full(self):
         """A failed write leaves the old record in place."""

@@ -123,6 +123,70 @@ class JournalServiceTests(TestCase):
         yield client.close()
 
     @inlineCallbacks
+    def test_restarted_service_replays_a_terminal_program(self):
+        """
+        A program on a terminal (not durable) that finished: a service
+        started again on the same state dir lists it with its size and
+        bytes, and an attach from 0 replays its one stream byte for byte;
+        one that printed nothing (its journal made no file) too.
+        """
+        state_dir = tempfile.mkdtemp(prefix="ccx-test-state-")
+        self.addCleanup(shutil.rmtree, state_dir, True)
+        settings = {"state_dir": state_dir, "buffer_bytes": BUFFER}
+        command = [program("sh"), "-c", "stty size; seq 1 50000; printf '\\033[1mbold'"]
+        expected = (
+            b"33 101\r\n"
+            + "".join(f"{i}\r\n" for i in range(1, 50001)).encode()
+            + b"\x1b[1mbold"
+        )
+
+        first = yield Deferred.fromCoroutine(
+            ServiceProcess([program("sh")], settings=settings).started(reactor)
+        )
+        self.addCleanup(lambda: self.assertEqual(first.cgroups_left(), []))
+        self.addCleanup(lambda: Deferred.fromCoroutine(first.stopped(reactor)))
+        client = yield self.connect(first.port)
+        result = yield client.call(
+            "execute", {"command": command, "pty": {"rows": 33, "cols": 101}}
+        )
+        process_id = result["process_id"]
+        yield client.notification("process.completed", process_id)
+        self.assertEqual(client.output(process_id, "pty"), expected)
+        silent = yield client.call(
+            "execute", {"command": [program("sh"), "-c", "exit 0"], "pty": {"rows": 24, "cols": 80}}
+        )
+        yield client.notification("process.completed", silent["process_id"])
+        yield client.close()
+        yield Deferred.fromCoroutine(first.stopped(reactor))
+
+        second = yield Deferred.fromCoroutine(
+            ServiceProcess([program("sh")], settings=settings).started(reactor)
+        )
+        self.addCleanup(lambda: self.assertEqual(second.cgroups_left(), []))
+        self.addCleanup(lambda: Deferred.fromCoroutine(second.stopped(reactor)))
+        client = yield self.connect(second.port)
+        listed = yield client.call("list")
+        [entry] = [p for p in listed["processes"] if p["process_id"] == process_id]
+        self.assertEqual(
+            (entry["state"], entry["exit_code"], entry["pty_bytes"], entry["pty"], entry["durable"]),
+            ("exited", 0, len(expected), {"rows": 33, "cols": 101}, False),
+        )
+        attached = yield client.call("attach", {"process_id": process_id, "offsets": {"pty": 0}})
+        self.assertEqual(attached["offsets"], {"pty": 0})
+        done = yield client.notification("process.completed", process_id)
+        self.assertEqual(client.output(process_id, "pty"), expected)
+        self.assertEqual((done["status"], done["pty_bytes"]), ("completed", len(expected)))
+        [entry] = [p for p in listed["processes"] if p["process_id"] == silent["process_id"]]
+        self.assertEqual((entry["state"], entry["pty_bytes"], entry["pty"]), ("exited", 0, {"rows": 24, "cols": 80}))
+        attached = yield client.call(
+            "attach", {"process_id": silent["process_id"], "offsets": {"pty": 0}}
+        )
+        self.assertEqual(attached["offsets"], {"pty": 0})
+        done = yield client.notification("process.completed", silent["process_id"])
+        self.assertEqual((done["status"], done["pty_bytes"]), ("completed", 0))
+        yield client.close()
+
+    @inlineCallbacks
     def connect(self, port):
         fixture = ServiceFixture.__new__(ServiceFixture)
         fixture.port = port

@@ -178,10 +178,12 @@ class ErrorsTests(SynchronousTestCase):
 
     def test_process_layer_imports_no_rpc(self):
         """The process and output layers know nothing of JSON-RPC."""
+        import ccx.durable
+        import ccx.keeper
         import ccx.output
         import ccx.process
 
-        for package in (ccx.process, ccx.output):
+        for package in (ccx.process, ccx.output, ccx.durable, ccx.keeper):
             folder = os.path.dirname(package.__file__)
             for name in os.listdir(folder):
                 if name.endswith(".py"):

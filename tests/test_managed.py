@@ -38,6 +38,8 @@ COMPLETION_FIELDS = {
     "stderr_bytes",
     "dropped_bytes",
     "error",
+    "ended_at",
+    "durable",
 }
 
 
@@ -225,6 +227,7 @@ class StartTests(SynchronousTestCase):
                 "started_at": START_TIME,
                 "ended_at": None,
                 "exit_code": None,
+                "durable": False,
                 "stdout_bytes": 0,
                 "stderr_bytes": 0,
                 "dropped_bytes": 0,
@@ -549,6 +552,9 @@ class CompletionTests(SynchronousTestCase):
         duration = completion.pop("duration")
         self.assertIsInstance(duration, float)
         self.assertGreaterEqual(duration, 0)
+        # When it exited, by the service's clock.
+        self.assertEqual(completion.pop("ended_at"), h.clock.seconds())
+        self.assertIs(completion.pop("durable"), False)
         self.assertEqual(
             completion,
             {

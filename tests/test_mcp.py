@@ -889,6 +889,40 @@ class WebSocketMcpTests(TestCase):
         yield until(lambda: process.finished)
         self.assertEqual(process.outcome, "cancelled")
 
+    @inlineCallbacks
+    def test_durable_start(self):
+        """
+        start with durable: true outlives the session that started it (and
+        the service); with on_disconnect "cancel" it is refused.
+        """
+        client = yield self.initialized()
+        refused = yield client.call(
+            "tools/call",
+            {
+                "name": "start",
+                "arguments": {"command": ["sleep", "1000"], "durable": True, "on_disconnect": "cancel"},
+            },
+        )
+        self.assertTrue(refused["isError"])
+        self.assertIn("'on_disconnect': 'cancel' cannot go with 'durable'", refused["content"][0]["text"])
+        started = yield client.call(
+            "tools/call",
+            {"name": "start", "arguments": {"command": ["sleep", "1000"], "durable": True}},
+        )
+        structured = started["structuredContent"]
+        self.ccx.groups.append(structured["pgid"])
+        process = self.ccx.service.node.registry.get(structured["process_id"])
+        self.assertTrue(process.options.durable)
+        yield client.close()
+        self.assertFalse(process.finished)
+        status = (yield self.initialized())
+        result = yield status.call(
+            "tools/call", {"name": "status", "arguments": {"process_id": process.process_id}}
+        )
+        self.assertIs(result["structuredContent"]["durable"], True)
+        process.cancel()
+        yield process.ended
+
 
 class SdkHttpTests(TestCase):
     timeout = 120

@@ -12,7 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from ccx.output.events import ProcessStarted
 from ccx.process.managed import State
 from ccx.process.registry import ProcessRegistry
-from ccx.process.errors import InvalidState, ProcessError, SpawnFailed
+from ccx.process.errors import InvalidState, LimitReached, ProcessError, SpawnFailed
 from ccx.process.group import GroupContainment
 from ccx.rpc.errors import LIMIT_EXCEEDED, PROCESS_NOT_FOUND, rpc_error
 from tests.fakes import FakeSink
@@ -157,6 +157,41 @@ class RegistryTests(SynchronousTestCase):
         self.assertEqual(running.process.output.completion.status, "cancelled")
         self.assertEqual(starting.process.output.completion.status, "cancelled")
         self.assertEqual(self.registry.all(), [])
+
+    def test_shutdown_leaves_durable(self) -> None:
+        """
+        Shutdown does not signal a durable process nor wait for it: it goes
+        on under the keeper; the others are cancelled as ever.
+        """
+        durable = self.spawn("p1", durable=True)
+        plain = self.spawn("p2")
+        d = self.registry.shutdown()
+        self.assertEqual(durable.group.signals, [])
+        self.assertEqual(plain.signal_names(), ["SIGTERM", "SIGCONT"])
+        plain.finish(None, signal.SIGTERM)
+        self.successResultOf(d)
+        self.assertFalse(durable.process.finished)
+
+    def test_shutdown_waits_for_durable_being_cancelled(self) -> None:
+        """A durable process a client cancelled is waited for: its end was asked for."""
+        durable = self.spawn("p1", durable=True)
+        durable.process.cancel()
+        d = self.registry.shutdown()
+        self.assertNoResult(d)
+        durable.finish(None, signal.SIGTERM)
+        self.successResultOf(d)
+
+    def test_adopt_ignores_the_limit(self) -> None:
+        """
+        Durable processes taken back at start are tracked beyond
+        max_processes, which bounds what clients start; clients are then
+        refused until some end.
+        """
+        for name in ("p1", "p2", "p3"):
+            h = Harness(name, clock=self.clock, start=False, durable=True)
+            self.registry.adopt(h.process, h.spawner)
+        self.assertEqual(self.registry.live_count, 3)
+        self.assertRaises(LimitReached, self.registry.check_capacity)
 
     def test_shutdown_kills_after_grace(self) -> None:
         """A process that ignores SIGTERM at shutdown gets SIGKILL."""

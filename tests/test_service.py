@@ -117,12 +117,13 @@ class ConnectTests(ServiceTestCase):
         self.assertEqual(body["status"], "ok")
         self.assertEqual(body["connections"], 1)
         self.assertEqual(body["processes"], 0)
+        self.assertEqual(body["durable"], 0)
         self.assertEqual(body["containment"], "cgroup")
         self.assertEqual(
             set(body),
             {
                 "status", "version", "uptime", "connections", "processes", "containment",
-                "journal", "state_dir_bytes", "journal_errors",
+                "journal", "state_dir_bytes", "journal_errors", "durable",
             },
         )
 

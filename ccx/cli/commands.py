@@ -55,7 +55,11 @@ def run(context: Context, options: Any) -> Any:
     # Binary frames where the service has them: raw bytes, no JSON, no base64.
     encoding = yield client.output_encoding()
     params: Dict[str, Any] = {"command": list(options.argv), "encoding": encoding}
-    if options["keep"]:
+    # A durable program outlives this client as it outlives the service.
+    keep = options["keep"] or options["durable"]
+    if options["durable"]:
+        params["durable"] = True
+    elif keep:
         params["on_disconnect"] = "keep"
     if options["drop"]:
         params["on_full"] = "drop"
@@ -74,7 +78,6 @@ def run(context: Context, options: Any) -> Any:
         params["pty"] = {"rows": size.rows, "cols": size.cols}
 
     state: Dict[str, Any] = {"interrupted": False, "process_id": None}
-    keep = options["keep"]
 
     def cancel() -> None:
         process_id = state["process_id"]

@@ -85,6 +85,12 @@ class RunOptions(_Options):
     )
     optFlags = [
         ["keep", "k", "Keep the program running if this client goes away (see ccx attach)."],
+        [
+            "durable",
+            None,
+            "Keep the program running even when the service stops, restarts or dies "
+            "(implies --keep).",
+        ],
         ["drop", None, "Drop output rather than slow the program when this client lags."],
         [
             "stdin",

@@ -81,9 +81,17 @@ class ProgramJournal:
         segment_bytes: int,
         space: Optional["Space"] = None,
         write: Write = os.write,
+        names: Optional[Tuple[str, ...]] = None,
     ) -> "ProgramJournal":
-        # A program on a terminal left a pty stream alone.
-        names = PTY_STREAMS if os.path.isdir(os.path.join(directory, "pty")) else STREAMS
+        """
+        @param names: its streams, as its record says (L{PTY_STREAMS} for a
+            program on a terminal); L{None} to go by what is on disk, which
+            cannot tell a program that printed nothing (streams make no
+            file before their first byte).
+        """
+        if names is None:
+            # A program on a terminal left a pty stream alone.
+            names = PTY_STREAMS if os.path.isdir(os.path.join(directory, "pty")) else STREAMS
         streams = {
             name: StreamJournal.open(os.path.join(directory, name), segment_bytes, write)
             for name in names
@@ -122,6 +130,24 @@ class ProgramJournal:
             if self.space is not None:
                 self.space.held_bytes += added
         self.trim()
+
+    def append_from(self, stream: str, fd: int, max_bytes: int, when: float) -> int:
+        """
+        Move what the pipe C{fd} holds (up to C{max_bytes}) to the end of
+        C{stream}, in the kernel (L{StreamJournal.append_from}), then keep
+        within the limits.
+
+        @return: how many bytes were moved; 0 at the pipe's end of file.
+        @raise BlockingIOError: when the pipe is empty.
+        @raise OSError: when they could not be written.
+        """
+        moved = self.streams[stream].append_from(fd, max_bytes, when)
+        if moved:
+            self._held += moved
+            if self.space is not None:
+                self.space.held_bytes += moved
+            self.trim()
+        return moved
 
     def read(self, stream: str, offset: int, max_bytes: int) -> Tuple[int, bytes, float]:
         return self.streams[stream].read(offset, max_bytes)

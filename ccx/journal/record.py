@@ -3,11 +3,16 @@ A program's record: what it was, and how it ended, kept beside its journal.
 """
 
 import json
+import math
 import os
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Dict, List, Optional
+import stat
+from dataclasses import dataclass, field, fields
+from typing import Any, Dict, List, Optional, Union, get_args, get_origin
 
 RECORD_NAME = "record.json"
+# Far more than any record written (an argv is at most a few MiB with
+# ARG_MAX raised): a bigger file is not read into memory at start.
+MAX_RECORD_BYTES = 16 * 1024 * 1024
 
 
 class RecordError(Exception):
@@ -57,7 +62,9 @@ class Record:
         return self.status is not None
 
     def to_json(self) -> Dict[str, Any]:
-        return asdict(self)
+        # Shallow: every value is already JSON (asdict's deep copy cost more
+        # than the rest of a short program's bookkeeping).
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     @classmethod
     def from_json(cls, raw: Any) -> "Record":
@@ -69,7 +76,10 @@ class Record:
         known = {f.name for f in fields(cls)}
         # Fields a later release added are kept, not lost, when rewritten.
         values = {k: v for k, v in raw.items() if k in known}
-        extra = dict(values.pop("extra", None) or {})
+        extra = values.pop("extra", None) or {}
+        if not isinstance(extra, dict):
+            raise RecordError(f"extra is {extra!r}: not a valid value")
+        extra = dict(extra)
         extra.update({k: v for k, v in raw.items() if k not in known})
         try:
             record = cls(extra=extra, **values)
@@ -77,7 +87,49 @@ class Record:
             raise RecordError(str(e))
         if not isinstance(record.process_id, str) or not isinstance(record.argv, list):
             raise RecordError("process_id or argv missing")
+        for f in fields(cls):
+            value = getattr(record, f.name)
+            if f.name != "extra" and not _valid(value, f.type, f.name):
+                # A record edited by hand or cut short by a full disk must
+                # not stop the service at start nor reach a client as such.
+                raise RecordError(f"{f.name} is {value!r}: not a valid value")
         return record
+
+
+def _valid(value: Any, kind: Any, name: str = "") -> bool:
+    """
+    Whether C{value} is of the field's declared C{kind} (every field,
+    those a later field adds too): times finite (NaN or infinity would
+    reach clients as JSON no parser accepts), byte counts not negative,
+    a pid a process's (never 0 or -1, which C{kill} reads as a group or
+    every process).
+    """
+    if kind is Any:
+        return True
+    origin, args = get_origin(kind), get_args(kind)
+    if origin is Union:
+        return any(_valid(value, arg, name) for arg in args)
+    if origin is list:
+        return isinstance(value, list) and all(_valid(item, args[0]) for item in value)
+    if origin is dict:
+        return isinstance(value, dict)
+    if kind is type(None):
+        return value is None
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is float:
+        return (
+            isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and math.isfinite(value)
+        )
+    if kind is int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            return False
+        if name == "pid":
+            return value > 0
+        return value >= 0 or not name.endswith("_bytes")
+    return isinstance(value, kind)
 
 
 def write_record(directory: str, record: Record) -> None:
@@ -87,7 +139,14 @@ def write_record(directory: str, record: Record) -> None:
     """
     path = os.path.join(directory, RECORD_NAME)
     temporary = path + ".tmp"
-    with open(temporary, "w", encoding="utf-8") as f:
+    try:
+        os.unlink(temporary)
+    except FileNotFoundError:
+        pass
+    # Created anew, never through a link left there: argv and cwd are the
+    # owner's alone.
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    with open(fd, "w", encoding="utf-8") as f:
         json.dump(record.to_json(), f, sort_keys=True)
     os.replace(temporary, path)
 
@@ -98,10 +157,24 @@ def read_record(directory: str) -> Record:
     """
     path = os.path.join(directory, RECORD_NAME)
     try:
-        with open(path, encoding="utf-8") as f:
-            raw = json.load(f)
+        # Not a symlink, and a FIFO put there must not block the reactor.
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as e:
         raise RecordError(f"{path}: {e.strerror}")
+    with open(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise RecordError(f"{path}: not a regular file")
+        try:
+            text = f.read(MAX_RECORD_BYTES + 1)
+        except OSError as e:
+            raise RecordError(f"{path}: {e.strerror}")
+    if len(text) > MAX_RECORD_BYTES:
+        raise RecordError(f"{path}: more than {MAX_RECORD_BYTES} bytes: not a record")
+    try:
+        raw = json.loads(text)
     except ValueError as e:
         raise RecordError(f"{path}: not JSON: {e}")
-    return Record.from_json(raw)
+    try:
+        return Record.from_json(raw)
+    except RecordError as e:
+        raise RecordError(f"{path}: {e}")

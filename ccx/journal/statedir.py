@@ -10,10 +10,11 @@ The state dir: a format version, and a directory per program.
 
 import os
 import shutil
+import stat
 from typing import List, Optional, Tuple
 
 from ccx.journal.program import STREAMS, ProgramJournal, Space
-from ccx.journal.record import Record, RecordError, read_record
+from ccx.journal.record import RECORD_NAME, Record, RecordError, read_record
 from ccx.journal.stream import Write
 
 FORMAT_NAME = "format"
@@ -85,6 +86,7 @@ class StateDir:
         """
         try:
             os.makedirs(self.programs, mode=0o700, exist_ok=True)
+            self._check_owned()
             version = self._read_format()
             if version is None:
                 with open(os.path.join(self.path, FORMAT_NAME), "w") as f:
@@ -99,6 +101,32 @@ class StateDir:
                 f"this one reads up to {FORMAT_VERSION}): give another --state-dir"
             )
         return self
+
+    def _check_owned(self) -> None:
+        """
+        The state dir and its C{programs/} must be this user's, and not
+        writable by every user (a C{/tmp}-like directory): whoever else
+        could write there could plant links that this service, root
+        perhaps, would write through, or records and journals it would
+        serve as its own.  (Group write is left to whoever shares a group
+        on purpose.)
+
+        @raise StateDirError: when they are not.
+        """
+        for path, status in ((self.path, os.stat(self.path)), (self.programs, os.lstat(self.programs))):
+            if not stat.S_ISDIR(status.st_mode):
+                raise StateDirError(f"state dir {path}: not a directory")
+            if status.st_uid != os.geteuid():
+                raise StateDirError(
+                    f"state dir {path} belongs to uid {status.st_uid}, not to this "
+                    f"user (uid {os.geteuid()}): give a state dir of your own"
+                )
+            if status.st_mode & stat.S_IWOTH:
+                raise StateDirError(
+                    f"state dir {path} may be written by every user "
+                    f"(mode {stat.S_IMODE(status.st_mode):o}): chmod o-w it, or give "
+                    "another --state-dir"
+                )
 
     def _check_writable(self) -> None:
         """
@@ -145,9 +173,12 @@ class StateDir:
         self.space.add(journal)
         return journal
 
-    def load(self, process_id: str) -> ProgramJournal:
+    def load(self, process_id: str, streams: Optional[Tuple[str, ...]] = None) -> ProgramJournal:
         """
         The journal a program left (by this service or an earlier one).
+
+        @param streams: its streams, as its record says (see
+            L{ProgramJournal.open}).
 
         @raise OSError: when it cannot be read.
         """
@@ -157,6 +188,7 @@ class StateDir:
             self.segment_bytes,
             self.space,
             self._write,
+            streams,
         )
         self.space.add(journal)
         return journal
@@ -188,4 +220,11 @@ class StateDir:
         return [r for r in self.records() if not r.finished]
 
     def remove(self, process_id: str) -> None:
-        shutil.rmtree(self.directory(process_id), ignore_errors=True)
+        directory = self.directory(process_id)
+        try:
+            # Most programs' directories hold their record alone (streams
+            # that printed nothing make no files): two calls, not a walk.
+            os.unlink(os.path.join(directory, RECORD_NAME))
+            os.rmdir(directory)
+        except OSError:
+            shutil.rmtree(directory, ignore_errors=True)

@@ -3,7 +3,10 @@ One output stream's journal: append-only segment files named by the offset
 of their first byte, each with an index of the time each chunk was read.
 """
 
+import errno
 import os
+import re
+import stat
 import struct
 from array import array
 from bisect import bisect_right
@@ -18,7 +21,12 @@ INDEX_SUFFIX = ".idx"
 # that of each of its bytes within this resolution, and a program printing
 # line by line does not write an entry per line.
 TIME_RESOLUTION = 0.01
-_OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+# Never through a link: a segment is a file of the state dir's own.
+_OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+_READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
+# A segment's name: its first offset in exactly as many ASCII digits as
+# segment_name writes (str.isdigit would take "²", int() would not).
+_SEGMENT_NAME = re.compile(r"[0-9]{20}")
 
 # How bytes reach a file: os.write's signature (tests give one that fails).
 Write = Callable[[int, bytes], int]
@@ -52,12 +60,13 @@ class Segment:
         Read its size and index from disk; an index entry past the data (a
         crash between the two writes) or cut short is ignored.
         """
-        self.size = os.stat(self.data_path).st_size
-        try:
-            with open(self.index_path, "rb") as f:
-                raw = f.read()
-        except FileNotFoundError:
-            raw = b""
+        status = os.lstat(self.data_path)
+        if not stat.S_ISREG(status.st_mode):
+            raise OSError(errno.EINVAL, "a segment is not a regular file", self.data_path)
+        if self.first + status.st_size >= 2**63:
+            raise OSError(errno.EINVAL, "a segment's offsets are past 2**63", self.data_path)
+        self.size = status.st_size
+        raw = self._read_index()
         whole = len(raw) - len(raw) % INDEX_ENTRY.size
         for offset, when in INDEX_ENTRY.iter_unpack(raw[:whole]):
             if self.first <= offset < self.end and (
@@ -69,6 +78,21 @@ class Segment:
             # Its first entry was lost: its bytes keep the earliest time known.
             self.offsets.insert(0, self.first)
             self.times.insert(0, self.times[0] if self.times else 0.0)
+
+    def _read_index(self) -> bytes:
+        """
+        The index's entries, at most one per byte of data: an index that
+        is no regular file (a FIFO would block, /dev/zero never end) or
+        longer than that is read no further.
+        """
+        try:
+            fd = os.open(self.index_path, _READ_FLAGS | os.O_NONBLOCK)
+        except FileNotFoundError:
+            return b""
+        with open(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise OSError(errno.EINVAL, "an index is not a regular file", self.index_path)
+            return f.read((self.size + 1) * INDEX_ENTRY.size)
 
     def time_at(self, offset: int) -> float:
         index = bisect_right(self.offsets, offset) - 1
@@ -86,8 +110,9 @@ class StreamJournal:
     """
     The journal of one stream, in its own directory: bytes C{[start, end)}
     are held, in segments of about C{segment_bytes}.  L{evict_oldest} drops
-    the oldest whole segment, so C{start} is always exact.  There is always
-    at least one segment file, if empty, so that the end survives a restart.
+    the oldest whole segment, so C{start} is always exact.  Once anything
+    was written there is always at least one segment file, if empty, so
+    that the end survives a restart.
 
     Bytes are handed to the kernel as they are appended (no buffering in
     this process, no fsync): a crash of ccx loses nothing appended; a crash
@@ -103,6 +128,8 @@ class StreamJournal:
         self.segments: List[Segment] = []
         self._data_fd: Optional[int] = None
         self._index_fd: Optional[int] = None
+        # The segment's data file opened without O_APPEND, for splice.
+        self._splice_fd: Optional[int] = None
         # The segment last read and its file, kept open while the journal is
         # written: a live reader behind the memory buffer reads on, chunk
         # after chunk, from the same segment (one pread, no open per chunk).
@@ -115,10 +142,17 @@ class StreamJournal:
     ) -> "StreamJournal":
         """
         A new, empty journal whose first byte will be at offset C{start}.
+
+        From offset 0, nothing is made on disk until the first byte comes
+        (a missing journal reads as an empty one from 0): a program that
+        prints nothing costs no files, and most short ones print little.
         """
-        os.makedirs(directory, exist_ok=True)
         journal = cls(directory, segment_bytes, write)
-        journal._new_segment(start)
+        if start:
+            os.makedirs(directory, exist_ok=True)
+            journal._new_segment(start)
+        else:
+            journal.segments.append(Segment(directory, 0))
         return journal
 
     @classmethod
@@ -136,10 +170,19 @@ class StreamJournal:
         firsts = sorted(
             int(name[: -len(DATA_SUFFIX)])
             for name in names
-            if name.endswith(DATA_SUFFIX) and name[: -len(DATA_SUFFIX)].isdigit()
+            if name.endswith(DATA_SUFFIX) and _SEGMENT_NAME.fullmatch(name[: -len(DATA_SUFFIX)])
         )
         for first in firsts:
             segment = Segment(directory, first)
+            if journal.segments and journal.segments[-1].end != first:
+                # Never written so (segments are evicted oldest first):
+                # offsets read from it would be wrong.
+                raise OSError(
+                    errno.EINVAL,
+                    f"segments do not follow each other: {journal.segments[-1].end} "
+                    f"then {first}",
+                    directory,
+                )
             segment.load()
             journal.segments.append(segment)
         if not journal.segments:
@@ -182,6 +225,9 @@ class StreamJournal:
         if segment.size >= self.segment_bytes:
             return self._new_segment(segment.end)
         if self._data_fd is None:
+            if not self.segments[0].size and len(self.segments) == 1:
+                # The first byte of a journal made lazily (L{create}).
+                os.makedirs(self.directory, exist_ok=True)
             self._data_fd = os.open(segment.data_path, _OPEN_FLAGS, 0o600)
             self._index_fd = os.open(segment.index_path, _OPEN_FLAGS, 0o600)
         return segment
@@ -211,6 +257,32 @@ class StreamJournal:
                 segment.times.append(when)
                 self._write(self._index_fd, INDEX_ENTRY.pack(first, when))
 
+    def append_from(self, fd: int, max_bytes: int, when: float) -> int:
+        """
+        Move up to C{max_bytes} from the pipe C{fd} to the end, read at
+        C{when}, in the kernel (C{splice}: the bytes never pass through
+        this process).
+
+        @return: how many bytes were moved; 0 at the pipe's end of file.
+        @raise BlockingIOError: when the pipe is empty.
+        @raise OSError: when the journal cannot be written; nothing was
+            taken from the pipe then.
+        """
+        segment = self._writing()
+        if self._splice_fd is None:
+            self._splice_fd = os.open(segment.data_path, os.O_WRONLY | os.O_CLOEXEC)
+        first = segment.end
+        moved = os.splice(
+            fd, self._splice_fd, max_bytes, offset_dst=segment.size, flags=os.SPLICE_F_NONBLOCK
+        )
+        if moved:
+            segment.size += moved
+            if not segment.times or when - segment.times[-1] >= TIME_RESOLUTION:
+                segment.offsets.append(first)
+                segment.times.append(when)
+                self._write(self._index_fd, INDEX_ENTRY.pack(first, when))
+        return moved
+
     def read(self, offset: int, max_bytes: int) -> Tuple[int, bytes, float]:
         """
         Read held bytes from C{offset} on, within one segment.
@@ -228,7 +300,7 @@ class StreamJournal:
         size = min(max_bytes, segment.end - offset)
         if segment is self._read_segment and self._read_fd is not None:
             return offset, os.pread(self._read_fd, size, offset - segment.first), segment.time_at(offset)
-        fd = os.open(segment.data_path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(segment.data_path, _READ_FLAGS)
         try:
             data = os.pread(fd, size, offset - segment.first)
         except BaseException:
@@ -277,8 +349,8 @@ class StreamJournal:
         Close the files being written, and the one being read (appending
         reopens them).
         """
-        for fd in (self._data_fd, self._index_fd):
+        for fd in (self._data_fd, self._index_fd, self._splice_fd):
             if fd is not None:
                 os.close(fd)
-        self._data_fd = self._index_fd = None
+        self._data_fd = self._index_fd = self._splice_fd = None
         self._close_reading()

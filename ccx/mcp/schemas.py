@@ -55,6 +55,10 @@ _PROCESS = _object(
         "ended_at": _nullable(
             "number", "When it ended, in seconds since the epoch; null while it runs."
         ),
+        "durable": {
+            "type": "boolean",
+            "description": "It outlives the service's restarts (durable: true).",
+        },
         "exit_code": _nullable(
             "integer", "Its exit status once exited; -N when ended by signal N."
         ),
@@ -151,6 +155,13 @@ _RUN_PROPERTIES: Dict[str, Any] = {
         "description": (
             "Cancel the program after this many seconds of running (time spent "
             "paused does not count)."
+        ),
+    },
+    "durable": {
+        "type": "boolean",
+        "description": (
+            "Keep the program running when the service stops, restarts or dies; the "
+            "next start takes it back (default: the service's --durable)."
         ),
     },
     "merge_stderr": {

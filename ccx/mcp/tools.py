@@ -504,6 +504,7 @@ class Tools:
                 "merge_stderr",
                 "input",
                 "max_output_bytes",
+                "durable",
                 "pty",
             ),
         )
@@ -517,6 +518,7 @@ class Tools:
             stdin=stdin_text is not None,
             blocking=False,
             cancel_on_disconnect=not self._mcp.stateless,
+            durable=r.durable(self._node.config.durable),
         )
         limit = self.output_limit(r.offset("max_output_bytes", None))
         process, started = self._launch(spec, call)
@@ -622,13 +624,16 @@ class Tools:
                 "merge_stderr",
                 "stdin",
                 "on_disconnect",
+                "durable",
                 "pty",
             ),
         )
+        durable = r.durable(self._node.config.durable)
         spec = r.launch_spec(
             stdin=r.boolean("stdin", False),
             blocking=False,
-            cancel_on_disconnect=r.on_disconnect() and not self._mcp.stateless,
+            cancel_on_disconnect=r.on_disconnect() and not self._mcp.stateless and not durable,
+            durable=durable,
         )
         process, started = self._launch(spec, call)
 

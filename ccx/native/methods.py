@@ -139,14 +139,17 @@ class NativeMethods:
                 "on_full",
                 "on_disconnect",
                 "encoding",
+                "durable",
                 "pty",
             ),
         )
+        durable = r.durable(self._node.config.durable)
         spec = r.launch_spec(
             stdin=r.boolean("stdin", False),
             blocking=r.on_full("block"),
-            cancel_on_disconnect=r.on_disconnect(),
+            cancel_on_disconnect=r.on_disconnect() and not durable,
             encoding=self._encoding(r, UTF8),
+            durable=durable,
         )
         session = self._session
         process, started = session.launch(spec)

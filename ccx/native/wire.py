@@ -121,6 +121,8 @@ def completed_params(completion: Completion) -> Dict[str, Any]:
         "stderr_bytes": completion.stderr_bytes,
         "dropped_bytes": completion.dropped_bytes,
         "error": completion.error,
+        "ended_at": completion.ended_at,
+        "durable": completion.durable,
     }
     if completion.pty_bytes is not None:
         params["pty_bytes"] = completion.pty_bytes
@@ -304,6 +306,7 @@ def process_entry(process: Any) -> Dict[str, Any]:
         "started_at": process.started_at,
         "ended_at": process.ended_at,
         "exit_code": process.exit_code,
+        "durable": process.options.durable,
     }
     for name in STREAMS:
         entry[f"{name}_bytes"] = streams[name].end if name in streams else 0

@@ -86,6 +86,9 @@ class Completion:
     @ivar signal: the name of the signal that ended it, if one did.
     @ivar duration: seconds from spawn to exit.
     @ivar error: what went wrong around the program, if anything.
+    @ivar ended_at: when the program exited, in seconds since the epoch
+        (while ccx was away, for a durable program re-adopted after it).
+    @ivar durable: the program ran under the keeper (C{durable: true}).
     @ivar pty_bytes: the length of its C{pty} stream, for a program on a
         terminal (whose C{stdout_bytes} and C{stderr_bytes} are 0).
     """
@@ -100,4 +103,6 @@ class Completion:
     stderr_bytes: int
     dropped_bytes: int
     error: Optional[str]
+    ended_at: Optional[float] = None
+    durable: bool = False
     pty_bytes: Optional[int] = None

@@ -285,3 +285,17 @@ class CgroupContainment(GroupContainment):
 
 def signal_name(signum: int) -> str:
     return signal.Signals(signum).name
+
+
+class EndedGroup(ProcessGroup):
+    """
+    The group of a program that ended before ccx connected to it: it is
+    never signalled and counts as empty, since its id may be another
+    group's by now.
+    """
+
+    def signal(self, signum: int) -> bool:
+        return False
+
+    def members(self) -> List[int]:
+        return []

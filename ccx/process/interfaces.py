@@ -2,7 +2,7 @@
 The contracts between the process layer's pieces.
 """
 
-from zope.interface import Interface
+from zope.interface import Attribute, Interface
 
 
 class IExecReport(Interface):
@@ -28,3 +28,39 @@ class IExecReport(Interface):
         as C{"'/x': No such file or directory"}); the child's exit and the
         end of its pipes follow as usual.
         """
+
+
+class IRecordedProcess(Interface):
+    """
+    A process transport for a program ccx may not have seen start or end
+    (a durable program, re-adopted after a restart): it says when the
+    program started and ended, which the protocol reports instead of the
+    times it saw.
+    """
+
+    started_at = Attribute("When the program started, in seconds since the epoch.")
+
+    exited_at = Attribute(
+        "When the program exited, in seconds since the epoch, once known; else None."
+    )
+
+    group_gone = Attribute(
+        "True when the program had ended before this ccx connected to it: "
+        "nothing of its process group may be signalled (its id may be "
+        "another's by now)."
+    )
+
+    store = Attribute(
+        "The store (ccx.output.interfaces.IOutputStore) that holds the "
+        "program's output, written by whoever holds its pipes, or None."
+    )
+
+    window = Attribute(
+        "For a program on a terminal, the terminal's size as found when "
+        "taken back (a ccx.process.terminal.WindowSize); else None."
+    )
+
+    offsets = Attribute(
+        "Where, in each stream, what this transport hands on begins (the "
+        "store holds what came before): a dict of stream name to offset."
+    )

@@ -14,8 +14,8 @@ from twisted.internet.protocol import ProcessProtocol
 from ccx.process.allowlist import AllowList
 from ccx.process.cgroup import Cgroup, CgroupError, CgroupTree, ControllersMissing, Limits
 from ccx.process.command import Command, build_command
-from ccx.process.errors import LimitsUnavailable, SpawnFailed
-from ccx.process.managed import ManagedProcess, RunOptions
+from ccx.process.errors import InvalidCommand, LimitsUnavailable, SpawnFailed
+from ccx.process.managed import ManagedProcess, RunOptions, Spawner
 from ccx.process.registry import ProcessRegistry
 from ccx.process.spawner import spawn
 from ccx.process.terminal import WindowSize
@@ -36,6 +36,7 @@ class LaunchSpec:
     @ivar cancel_on_disconnect: end it when its starter goes away.
     @ivar encoding: how its starter wants its output carried (kept for
         the edges).
+    @ivar durable: run it under the keeper, so that it outlives ccx.
     @ivar limits: what all of its processes together may use (needs a
         cgroup with the controllers).
     @ivar merge_stderr: its standard error goes to its standard output.
@@ -52,6 +53,7 @@ class LaunchSpec:
     blocking: bool = True
     cancel_on_disconnect: bool = True
     encoding: str = "utf-8"
+    durable: bool = False
     limits: Optional[Limits] = None
     merge_stderr: bool = False
     pty: Optional[WindowSize] = None
@@ -69,6 +71,8 @@ class LaunchSettings:
     @ivar allow_env: patterns of the environment variables clients may set.
     @ivar deny_env: patterns of environment variables clients may never set,
         even when allowed.
+    @ivar journal_bytes: a durable program's journal limit (see
+        L{ccx.process.managed.RunOptions}).
     """
 
     kill_grace: float = 5.0
@@ -78,6 +82,7 @@ class LaunchSettings:
     base_env: Optional[Mapping[str, str]] = None
     allow_env: Sequence[str] = ()
     deny_env: Sequence[str] = ()
+    journal_bytes: int = 64 * 1024 * 1024
 
 
 @dataclass
@@ -86,6 +91,9 @@ class Launcher:
     What starting a program needs, and nothing more: the allow-list, the
     registry, the reactor and the settings.
 
+    @ivar spawn_durable: how to spawn a durable program (the keeper's
+        L{ccx.durable.link.KeeperLink.spawn}), or L{None} where there is
+        no keeper.
     @ivar spawn: how to spawn (L{ccx.process.spawner.spawn}); given a
         C{cgroup} keyword when the program has one.
     @ivar cgroups: where programs' cgroups are made, or L{None} where ccx
@@ -97,6 +105,7 @@ class Launcher:
     reactor: Any
     settings: LaunchSettings
     spawn: SpawnFunction = spawn
+    spawn_durable: Optional[Spawner] = None
     cgroups: Optional[CgroupTree] = None
 
     def launch(
@@ -123,6 +132,19 @@ class Launcher:
         @raise SpawnFailed: when its cgroup cannot be made.
         """
         settings = self.settings
+        if spec.merge_stderr and spec.pty is not None:
+            # A terminal already merges them: the program's 1 and 2 are one.
+            raise InvalidCommand(
+                "'merge_stderr' does not go with 'pty': a program on a terminal writes "
+                "stdout and stderr to the terminal, one stream (pty), in the order written",
+                parameter="merge_stderr",
+            )
+        if spec.durable and self.spawn_durable is None:
+            raise InvalidCommand(
+                "durable programs need the state dir, which this service keeps no "
+                "journal in",
+                setting="no_journal",
+            )
         # Refused at the limit before any work on the command (the allow-list
         # looks at files); registry.start checks again, for its other callers.
         self.registry.check_capacity()
@@ -144,19 +166,25 @@ class Launcher:
             check(program)
         options = RunOptions(
             blocking=spec.blocking,
-            cancel_on_disconnect=spec.cancel_on_disconnect,
+            # A durable program outlives its starter's connection as it
+            # outlives ccx.
+            cancel_on_disconnect=spec.cancel_on_disconnect and not spec.durable,
             encoding=spec.encoding,
             timeout=spec.timeout,
             kill_grace=settings.kill_grace,
             buffer_bytes=settings.buffer_bytes,
             buffer_lines=settings.buffer_lines,
+            durable=spec.durable,
+            journal_bytes=settings.journal_bytes,
         )
         process_id = self.registry.new_process_id()
         cgroup = self._make_cgroup(process_id, spec.limits)
         process = ManagedProcess(
             process_id, program, options, self.reactor, owner=owner, cgroup=cgroup
         )
-        if cgroup is None:
+        if spec.durable:
+            spawner = partial(self.spawn_durable, cgroup=cgroup)
+        elif cgroup is None:
             spawner = partial(self.spawn, self.reactor)
         else:
             spawner = partial(self.spawn, self.reactor, cgroup=cgroup)

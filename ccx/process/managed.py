@@ -23,8 +23,8 @@ from ccx.output.interfaces import IOutputStore, IReadControl
 from ccx.process.command import Command
 from ccx.process.errors import InvalidState, LimitReached, ProcessNotFound, SpawnFailed
 from ccx.process.cgroup import Cgroup, CgroupError, Usage
-from ccx.process.group import CgroupContainment, GroupContainment, ProcessGroup
-from ccx.process.interfaces import IExecReport
+from ccx.process.group import CgroupContainment, EndedGroup, GroupContainment, ProcessGroup
+from ccx.process.interfaces import IExecReport, IRecordedProcess
 from ccx.process.pipes import TERMINAL_FD
 from ccx.process.terminal import EOF_CHARACTER, WindowSize
 from ccx.process.timer import PausableTimer
@@ -75,6 +75,11 @@ class RunOptions:
         when it closes (C{on_disconnect: "cancel"}).
     @ivar encoding: how its starter asked for its output to be carried; the
         process layer keeps it for the edges, and never reads it.
+    @ivar durable: it runs under the keeper and outlives this ccx
+        (C{durable: true}); it is never cancelled when ccx stops.
+    @ivar journal_bytes: for a durable program, how much of its journal
+        a blocking subscriber may leave unread before the program is held
+        back.
     """
 
     blocking: bool = True
@@ -84,6 +89,8 @@ class RunOptions:
     kill_grace: float = 5.0
     buffer_bytes: int = 1024 * 1024
     buffer_lines: int = 10000
+    durable: bool = False
+    journal_bytes: int = 64 * 1024 * 1024
 
 
 # Spawns a command for a protocol and returns its transport (a spawn
@@ -167,6 +174,8 @@ class ManagedProcess(ProcessProtocol):
         # The final state a cancel or a timeout asked for.
         self._ending: Optional[State] = None
         self._error: Optional[str] = None
+        # What held it went away (lost): it ran, and ends with its error.
+        self._lost = False
         self._started: Optional[Deferred] = None
         self._began = 0.0
         self._duration = 0.0
@@ -210,11 +219,26 @@ class ManagedProcess(ProcessProtocol):
     def connectionMade(self) -> None:
         self.pid = self.transport.pid
         group = ProcessGroup(self.pid)
+        self.started_at = self._clock.seconds()
+        if IRecordedProcess.providedBy(self.transport):
+            # Started, perhaps ended, before this ccx saw it: report its
+            # real times, and never signal a group that ended unseen (its
+            # cgroup, being its own, still may be).
+            self.started_at = self.transport.started_at
+            if self.transport.group_gone:
+                group = EndedGroup(self.pid)
+            if self.transport.store is not None:
+                # Its output is in the store already, up to where the
+                # transport starts handing it on.
+                self.output.restore(self.transport.store, self.transport.offsets, 0)
+            if self.window is not None and self.transport.window is not None:
+                # Its terminal's size as whoever held it found it (a client
+                # may have resized it since it started).
+                self.window = self.transport.window
         if self.cgroup is not None:
             self.containment = CgroupContainment(group, self.cgroup, self._clock)
         else:
             self.containment = GroupContainment(group)
-        self.started_at = self._clock.seconds()
         if self.command.stdin:
             # The stdin pipe pauses this producer when more than its buffer
             # waits to be written: write() then refuses more, so a program
@@ -235,6 +259,24 @@ class ManagedProcess(ProcessProtocol):
         started, self._started = self._started, None
         if started is not None:
             started.errback(SpawnFailed(reason))
+
+    def lost(self, reason: str) -> None:
+        """
+        What held the program is gone (a durable program's keeper): how it
+        ends cannot be known.  Whatever is left of it is killed at once
+        (nothing of it may run on unmanaged, its output going nowhere), and
+        it ends failed, with C{reason} as its error, once its transport has.
+        """
+        self._error = reason
+        self._lost = True
+        self.log.error("process {process_id}: {error}", error=reason, **self._log_context)
+        if self.containment is not None and self.containment.alive():
+            try:
+                self.containment.kill()
+            except CgroupError as e:
+                self.log.warn(
+                    "process {process_id}: {error}", error=str(e), **self._log_context
+                )
 
     def exec_succeeded(self) -> None:
         """
@@ -297,6 +339,13 @@ class ManagedProcess(ProcessProtocol):
     @property
     def finished(self) -> bool:
         return self.state.finished
+
+    @property
+    def ending(self) -> bool:
+        """
+        Whether a cancel or a timeout is ending it.
+        """
+        return self._ending is not None
 
     def _changed(self, change: str) -> None:
         self.output.broadcast(StateChanged(self.process_id, self.pid, change))
@@ -473,6 +522,10 @@ class ManagedProcess(ProcessProtocol):
 
     def processExited(self, reason: Failure) -> None:
         self._duration = time.monotonic() - self._began
+        self.ended_at = self._clock.seconds()
+        if IRecordedProcess.providedBy(self.transport) and self.transport.exited_at is not None:
+            self.ended_at = self.transport.exited_at
+            self._duration = max(0.0, self.ended_at - self.started_at)
         self.state = State.EXITED
         value = reason.value
         if isinstance(value, ProcessTerminated) and value.signal is not None:
@@ -507,7 +560,8 @@ class ManagedProcess(ProcessProtocol):
         if self._drain is not None:
             self._drain.cancel()
         self.output.set_reader(None)
-        if self._error is not None:
+        if self._error is not None and not self._lost:
+            # It never ran: nothing of it to wait for or to report.
             self.state = State.FAILED
             self._release_cgroup()
             self.ended.callback(self)
@@ -532,7 +586,9 @@ class ManagedProcess(ProcessProtocol):
         if self._kill_call is not None and self._kill_call.active():
             self._kill_call.cancel()
         self.state = self.outcome
-        self.ended_at = self._clock.seconds()
+        if self.ended_at is None:
+            # Ended with no exit seen (it never ran): now.
+            self.ended_at = self._clock.seconds()
         self._release_cgroup()
         completion = self.completion()
         self.log.info(
@@ -606,6 +662,8 @@ class ManagedProcess(ProcessProtocol):
             stderr_bytes=streams["stderr"].end if "stderr" in streams else 0,
             dropped_bytes=self.output.dropped_bytes,
             error=self._error,
+            ended_at=self.ended_at,
+            durable=self.options.durable,
             pty_bytes=streams[PTY].end if PTY in streams else None,
         )
 
@@ -626,6 +684,7 @@ class ManagedProcess(ProcessProtocol):
             pid=self.pid,
             cgroup=self.cgroup_path,
             encoding=self.options.encoding,
+            durable=self.options.durable,
             status=completion.status if finished else None,
             ended_at=self.ended_at,
             exit_code=self.exit_code,
@@ -655,7 +714,8 @@ class ManagedProcess(ProcessProtocol):
                 # Still a program on a terminal: its stream is pty.
                 window = WindowSize(24, 80)
         command = Command(record.executable, list(record.argv), record.cwd, pty=window)
-        process = cls(record.process_id, command, RunOptions(encoding=record.encoding), clock)
+        options = RunOptions(encoding=record.encoding, durable=record.durable)
+        process = cls(record.process_id, command, options, clock)
         try:
             process.state = State(record.status)
         except ValueError:

@@ -11,7 +11,8 @@ from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from ccx.journal.record import Record
+from ccx.journal.program import PTY_STREAMS, STREAMS
+from ccx.journal.record import Record, write_record
 from ccx.journal.statedir import StateDir
 from ccx.journal.store import ProgramJournal
 from ccx.output.budget import OutputBudget
@@ -89,7 +90,11 @@ class ProcessRegistry:
                 state_dir.remove(record.process_id)
                 continue
             try:
-                journal = state_dir.load(record.process_id)
+                # Its streams from its record: a stream that got no byte
+                # left no file to tell it by.
+                journal = state_dir.load(
+                    record.process_id, PTY_STREAMS if record.pty is not None else STREAMS
+                )
             except OSError as e:
                 self.log.error(
                     "cannot read the journal of process {process_id}: {error}",
@@ -119,7 +124,8 @@ class ProcessRegistry:
         Give a new process its journal; without one (the state dir cannot
         be written) it runs with its memory buffer alone, and says why.
         """
-        if self.state_dir is None:
+        if self.state_dir is None or process.options.durable:
+            # A durable program's journal is the keeper's to write.
             return
         try:
             journal = self.state_dir.create(process.process_id, tuple(process.output.streams))
@@ -136,10 +142,17 @@ class ProcessRegistry:
 
     def _write_record(self, process: ManagedProcess) -> None:
         journal = self._journals.get(process.process_id)
-        if journal is None:
+        if process.options.durable and process.finished and self.state_dir is not None:
+            # The keeper writes a durable program's record while it runs;
+            # ccx has the last word on how it ended (cancelled, timeout).
+            directory = self.state_dir.directory(process.process_id)
+            write = lambda record: write_record(directory, record)  # noqa: E731
+        elif journal is not None:
+            write = journal.write_record
+        else:
             return
         try:
-            journal.write_record(process.record())
+            write(process.record())
         except OSError as e:
             self.log.error(
                 "process {process_id}: cannot write its record: {error}",
@@ -188,6 +201,21 @@ class ProcessRegistry:
         """
         self._check_running()
         return self.pacer.submit(partial(self._spawn, process, spawner))
+
+    def adopt(self, process: ManagedProcess, spawner: Spawner) -> Deferred:
+        """
+        Track a durable process this service did not start (it ran before
+        this start of ccx), at once and whatever the process limit, which
+        bounds only what clients start.  Its output is read from the
+        keeper's journal: ccx keeps no second one.
+        """
+        process.output.budget = self.held_output
+        self._processes[process.process_id] = process
+        self._live[process.process_id] = process
+        # Watched as any other: a dashboard sees it pause, resume and end.
+        process.on_change = self.watch.notify
+        process.ended.addCallback(self._ended)
+        return process.start(spawner)
 
     def _check_running(self) -> None:
         """
@@ -355,17 +383,24 @@ class ProcessRegistry:
 
     def shutdown(self) -> Deferred:
         """
-        Cancel every live process and forget every finished one, except
-        those whose output a connection is still delivering: the
-        connections close once delivered (L{ccx.node.Node.close_connections}).
+        Cancel every live process that is not durable and forget every
+        finished one, except those whose output a connection is still
+        delivering: the connections close once delivered
+        (L{ccx.node.Node.close_connections}).  Durable processes go on
+        running under the keeper, which the next start re-adopts them from.
 
-        @return: a L{Deferred} that fires once every process has finished.
+        @return: a L{Deferred} that fires once every cancelled process has
+            finished.
         """
         self._stopping = True
         # Those still waiting for their turn are refused now, not after.
         self.pacer.flush()
         waiting = []
         for process in self.live():
+            if process.options.durable and not process.ending:
+                continue
+            # One being cancelled is waited for, durable or not: its client
+            # asked for its end.
             process.terminate()
             waiting.append(process.ended)
         for process_id, call in list(self._forget_calls.items()):

@@ -11,9 +11,9 @@ from typing import Callable, Dict, List, Optional
 
 from twisted.internet.interfaces import IReactorFDSet
 
+from ccx.process.child import start_program
 from ccx.process.cgroup import Cgroup, CgroupError
 from ccx.process.command import Command
-from ccx.process.errors import SpawnFailed
 from ccx.process.interfaces import IExecReport
 from ccx.process.terminal import open_terminal, take_controlling_terminal
 from ccx.process.transport import ChildProcess
@@ -32,14 +32,8 @@ def start_child(
 ) -> subprocess.Popen:
     """
     Start C{command}'s program with C{stdin}, C{stdout} and C{stderr} as its
-    descriptors 0, 1 and 2, and nothing else open.
-
-    Between fork and exec the child calls C{setsid()} (so C{pgid == pid}
-    before the program runs, and what it starts at once belongs to the
-    group), restores SIGPIPE and SIGXFSZ (Python ignores them) and enters
-    the command's directory.  C{subprocess} does this in C with C{vfork}:
-    no interpreter starts, and the exec's outcome is known when this
-    returns.
+    descriptors 0, 1 and 2, and nothing else open
+    (L{ccx.process.child.start_program}).
 
     With a C{cgroup}, ccx moves itself into it, spawns and moves back:
     the child starts in the cgroup, so even its first fork is inside
@@ -80,28 +74,16 @@ def _popen(
     stderr: int,
     preexec: Optional[Callable[[], None]] = None,
 ) -> subprocess.Popen:
-    try:
-        return subprocess.Popen(
-            command.argv,
-            executable=command.executable,
-            stdin=stdin,
-            stdout=stdout,
-            stderr=stderr,
-            cwd=command.cwd,
-            env=command.env,
-            close_fds=True,
-            start_new_session=True,
-            restore_signals=True,
-            preexec_fn=preexec,
-        )
-    except OSError as e:
-        # The child reports which step failed through the name it gives:
-        # the executable for the exec, the directory for what came before.
-        if e.filename == command.executable:
-            raise SpawnFailed(f"{command.executable!r}: {e.strerror}") from None
-        if e.filename == command.cwd:
-            raise SpawnFailed(f"cannot enter directory {command.cwd!r}: {e.strerror}") from None
-        raise
+    return start_program(
+        command.argv,
+        command.executable,
+        command.cwd,
+        command.env,
+        stdin,
+        stdout,
+        stderr,
+        preexec=preexec,
+    )
 
 
 def spawn(

@@ -169,6 +169,19 @@ class ParamReader:
         choices = ("cancel", "keep")
         return self.string("on_disconnect", "cancel", choices=choices) == "cancel"
 
+    def durable(self, default: bool) -> bool:
+        """
+        C{durable}, with the service's default; a durable program outlives
+        its starter's connection, so an explicit C{on_disconnect: "cancel"}
+        with it is refused.
+        """
+        durable = self.boolean("durable", default)
+        if durable and self._get("on_disconnect", None) == "cancel":
+            raise invalid_params(
+                f"invalid params: {self._method}: a durable program outlives its "
+                "connection; 'on_disconnect': 'cancel' cannot go with 'durable': true"
+            )
+        return durable
     def limits(self, name: str = "limits") -> Optional[Limits]:
         """
         C{limits}: C{memory} (bytes, a whole number from 1 MiB), C{cpu}

@@ -10,6 +10,7 @@ left" must see the table exactly as the service does, or the two could
 disagree about the same group.
 """
 
+import os
 from typing import Dict, Iterable, List, Optional
 
 import psutil
@@ -88,3 +89,21 @@ def leftovers(pgids: Iterable[int]) -> Dict[int, List[int]]:
     """
     left = {pgid: ProcessGroup(pgid).members() for pgid in pgids}
     return {pgid: pids for pgid, pids in left.items() if pids}
+
+
+def keeper_pids(state_dir: str) -> List[int]:
+    """
+    The pids of the keepers (C{python -m ccx.keeper}) of C{state_dir}.
+    """
+    found = []
+    for entry in process_table():
+        if entry.state == "Z":
+            continue
+        try:
+            with open(f"/proc/{entry.pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if b"ccx.keeper" in argv and os.fsencode(state_dir) in argv:
+            found.append(entry.pid)
+    return found
