@@ -14,7 +14,12 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
     packages=find_packages(include=["ccx", "ccx.*"]) + ["twisted.plugins"],
-    package_data={"twisted": ["plugins/ccx_plugin.py"]},
+    # The dashboard's files (ccx/web/dashboard/static), vendored
+    # JavaScript and its licences included: nothing is fetched at install.
+    package_data={
+        "twisted": ["plugins/ccx_plugin.py"],
+        "ccx.web.dashboard": ["static/*", "static/vendor/*", "static/vendor/*/*"],
+    },
     # Installed beside the package (PREFIX/share/doc/ccx), where the systemd
     # unit's Documentation= points.
     data_files=[("share/doc/ccx", ["README.md", *sorted(glob.glob("docs/*.md"))])],
@@ -31,7 +36,15 @@ setup(
     extras_require={
         # psutil: the client-side toolkit (ccx.testing) the tests, the
         # benchmarks and the stress tool share; the service never needs it.
-        "test": ["websockets>=12", "hypothesis", "mcp>=2; python_version >= '3.10'", "psutil"],
+        # playwright: the dashboard's browser tests, driving Debian's
+        # chromium (scripts/ensure-chromium.sh), never a downloaded browser.
+        "test": [
+            "websockets>=12",
+            "hypothesis",
+            "mcp>=2; python_version >= '3.10'",
+            "psutil",
+            "playwright",
+        ],
         "stress": ["psutil"],
         "bench": ["psutil"],
     },

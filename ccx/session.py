@@ -4,7 +4,7 @@ the processes it started.
 """
 
 import uuid
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -33,6 +33,10 @@ class Session:
     @param peer: who is connected (its address), for the audit trail.
     @ivar session_id: the id announced in C{connected}, and logged with
         every event that concerns this connection.
+    @ivar feeds: what else delivers to this connection as it can take
+        more (a L{ccx.native.watching.ProcessTableFeed}): each has
+        C{pump()}, called with the subscriptions', and C{close()}, called
+        when the connection closes.
     """
 
     def __init__(
@@ -49,6 +53,7 @@ class Session:
         self._launcher = launcher
         self._max_message_size = max_message_size
         self._pumped = 0
+        self.feeds: List[Any] = []
 
     def launch(self, spec: LaunchSpec) -> Tuple[ManagedProcess, Deferred]:
         """
@@ -193,8 +198,10 @@ class Session:
 
     def pump(self) -> None:
         """
-        The connection can take more: let every subscription deliver.
+        The connection can take more: let every subscription and feed deliver.
         """
+        for feed in list(self.feeds):
+            feed.pump()
         subscriptions = list(self.subscriptions.items())
         if not subscriptions:
             return
@@ -213,6 +220,9 @@ class Session:
         processes it started with C{on_disconnect: "cancel"}.
         """
         self.closed = True
+        feeds, self.feeds = self.feeds, []
+        for feed in feeds:
+            feed.close()
         for process_id in list(self.subscriptions):
             self.unsubscribe(process_id)
         for process in self.started:

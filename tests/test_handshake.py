@@ -189,7 +189,11 @@ class ProxiedEndpointTests(TestCase):
     @inlineCallbacks
     def test_forged_loopback_needs_the_token(self):
         """A forged PROXY line from 127.0.0.1 without the token gets 401; with it, programs run."""
-        self.ccx = yield ServiceFixture(self, token=TOKEN, port=self.PORT).start()
+        # The proxied address is the forged one (port 8003): the Host the
+        # client sends names the real port, which a proxy's name would be.
+        self.ccx = yield ServiceFixture(
+            self, token=TOKEN, port=self.PORT, allow_host=["127.0.0.1"]
+        ).start()
         for token in (None, "", TOKEN[:-1]):
             headers = {} if token is None else {"Authorization": f"Bearer {token}"}
             reason = yield self.connect(headers)

@@ -6,6 +6,7 @@ and whose resume must restart it.
 
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IPushProducer
+from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -18,6 +19,9 @@ from ccx.native.wire import NotificationSink
 from ccx.output.fanout import ProcessOutput
 from ccx.output.interfaces import IReadControl
 from ccx.web.websocket import make_factory
+
+# The address the handshake's Host names (the WebSocket checks it).
+LOCAL = IPv4Address("TCP", "127.0.0.1", 80)
 
 HANDSHAKE = (
     b"GET /ws/mcp HTTP/1.1\r\n"
@@ -50,7 +54,7 @@ class ProducerChainTests(SynchronousTestCase):
         reactor = MemoryReactorClock()
         node = Node(build_config({"port": "tcp:0:interface=127.0.0.1"}), reactor)
         self.connection = make_factory(node).buildProtocol(None)
-        self.transport = StringTransport()
+        self.transport = StringTransport(hostAddress=LOCAL)
         self.connection.makeConnection(self.transport)
         # Autobahn's auto-ping runs on the global reactor (through txaio):
         # losing the connection cancels it.

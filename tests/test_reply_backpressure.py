@@ -28,7 +28,7 @@ from ccx.testing.proc import peak_rss_mib, rss_mib
 from ccx.testing.service import ServiceProcess
 from ccx.web.websocket import make_factory
 from tests.support import Client, program, until
-from tests.test_producer_chain import HANDSHAKE
+from tests.test_producer_chain import HANDSHAKE, LOCAL
 
 BOUND = 4096
 
@@ -96,7 +96,7 @@ class ReplyBackPressureTests(SynchronousTestCase):
         )
         self.node = Node(config, self.clock)
         self.connection = make_factory(self.node).buildProtocol(None)
-        self.transport = FillingTransport()
+        self.transport = FillingTransport(hostAddress=LOCAL)
         self.connection.makeConnection(self.transport)
         # Autobahn's auto-ping runs on the global reactor (through txaio):
         # losing the connection (first, cleanups run last in first out)

@@ -8,15 +8,19 @@ from typing import Any, Dict, Optional
 
 from twisted.internet.defer import Deferred
 
+from ccx.native.watching import ProcessTableFeed
 from ccx.native.wire import (
     FrameSink,
     NotificationSink,
     decoder,
+    encoder,
     list_state,
     process_entry,
+    read_limit,
+    read_range,
 )
 from ccx.node import Node
-from ccx.output.events import ProcessStarted
+from ccx.output.events import ALL_STREAMS, ProcessStarted
 from ccx.output.interfaces import IOutputSink
 from ccx.process.errors import ProcessNotFound
 from ccx.process.managed import ManagedProcess
@@ -26,6 +30,10 @@ from ccx.rpc.interfaces import IFrameChannel, INotificationChannel
 from ccx.rpc.jsonrpc import Call, Handler
 from ccx.rpc.params import ParamReader, check_offsets, window_size
 from ccx.session import Session
+
+# How many bytes read returns by default, and at most.
+READ_BYTES = 64 * 1024
+MAX_READ_BYTES = 1024 * 1024
 
 CAPABILITIES = (
     "execute",
@@ -39,6 +47,9 @@ CAPABILITIES = (
     "pty",
     "batch",
     "base64",
+    "watch",
+    "programs",
+    "read",
     "back-pressure",
     BINARY_FRAMES,
 )
@@ -64,6 +75,7 @@ class NativeMethods:
         self._session = session
         self._channel = channel
         self._frames = frames
+        self._feed: Optional[ProcessTableFeed] = None
 
     def table(self) -> Dict[str, Handler]:
         return {
@@ -75,6 +87,10 @@ class NativeMethods:
             "attach": self.attach,
             "detach": self.detach,
             "forget": self.forget,
+            "watch": self.watch,
+            "unwatch": self.unwatch,
+            "programs": self.programs,
+            "read": self.read,
             "resize": self.resize,
             "ping": self.ping,
             "pong": self.ping,
@@ -239,6 +255,58 @@ class NativeMethods:
         process_id = r.string("process_id")
         self._node.registry.forget(process_id)
         return {"process_id": process_id, "status": "forgotten"}
+
+    def watch(self, params: Any, call: Call) -> dict:
+        ParamReader(params, "watch", ())
+        if self._feed is None:
+            self._feed = ProcessTableFeed(self._node.registry, self._channel, self._node.reactor)
+            self._session.feeds.append(self._feed)
+        # The table as it is now; every change after it is notified.
+        return self.list({}, call)
+
+    def unwatch(self, params: Any, call: Call) -> dict:
+        ParamReader(params, "unwatch", ())
+        if self._feed is not None:
+            self._session.feeds.remove(self._feed)
+            self._feed.close()
+            self._feed = None
+        return {}
+
+    def programs(self, params: Any, call: Call) -> dict:
+        ParamReader(params, "programs", ())
+        programs = [
+            {"name": name, "path": path}
+            for path, names in self._node.allow_list.entries()
+            for name in names
+        ]
+        return {"programs": sorted(programs, key=lambda p: (p["name"], p["path"]))}
+
+    def read(self, params: Any, call: Call) -> dict:
+        r = ParamReader(params, "read", ("process_id", "stream", "offset", "bytes", "encoding"))
+        process_id = r.string("process_id")
+        stream = r.string("stream", None, choices=ALL_STREAMS)
+        offset = r.whole("offset", 0)
+        size = r.whole("bytes", READ_BYTES, least=1, most=MAX_READ_BYTES)
+        encoding = r.string("encoding", BASE64, choices=ENCODINGS)
+        process = self._node.registry.get(process_id)
+        output = process.output
+        if stream is None:
+            stream = next(iter(output.streams))
+        totals = output.totals()
+        check_offsets({stream: offset}, totals)
+        # What fits in one reply once encoded (as process.output's data).
+        size = min(size, read_limit(encoding, self._node.config.max_message_size))
+        first, data = read_range(output, stream, offset, size)
+        return {
+            "process_id": process_id,
+            "stream": stream,
+            "offset": first,
+            "data": encoder(encoding)(data),
+            "bytes": len(data),
+            "encoding": encoding,
+            "start": output.next_held(stream, 0),
+            "end": totals[stream],
+        }
 
     def ping(self, params: Any, call: Call) -> dict:
         return {}

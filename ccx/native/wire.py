@@ -6,7 +6,7 @@ the process layer's typed events become what a native client reads.
 """
 
 import base64
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from zope.interface import implementer
 
@@ -150,6 +150,31 @@ def _data_limit(encoding: str, max_message: Optional[int]) -> int:
     else:
         room = (max_message - _ENVELOPE) * 3 // 4
     return min(MAX_CHUNK, max(1, room))
+
+
+def read_limit(encoding: str, max_message: Optional[int]) -> int:
+    """
+    The most bytes C{read} returns so that its reply fits in one message.
+    """
+    return _data_limit(encoding, max_message) if max_message is not None else MAX_CHUNK
+
+
+def read_range(output: Any, stream: str, offset: int, size: int) -> Tuple[int, bytes]:
+    """
+    Up to C{size} held bytes of a stream from C{offset} on (from memory or
+    the journal), contiguous: the offset of the first (later than
+    C{offset} when that part is no longer held) and the bytes.
+    """
+    first = output.next_held(stream, offset)
+    parts = []
+    got = 0
+    while got < size:
+        at, data, _ = output.read(stream, first + got, size - got)
+        if not data or at != first + got:
+            break
+        parts.append(data)
+        got += len(data)
+    return first, b"".join(parts)
 
 
 class _ProcessNotices:

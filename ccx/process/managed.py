@@ -132,6 +132,9 @@ class ManagedProcess(ProcessProtocol):
     @ivar ended: a L{Deferred} that fires with this process once it is finished.
     @ivar window: the window size of its terminal, or L{None} for a program
         on pipes.
+    @ivar on_change: called with each change of its state (C{paused},
+        C{resumed}, C{cancelled}) and itself, besides its subscribers'
+        notifications: the registry's L{ProcessWatch}.
     """
 
     log = Logger()
@@ -182,6 +185,7 @@ class ManagedProcess(ProcessProtocol):
         self._group_deadline = 0.0
         self._stdin: Optional["_StdinGate"] = None
         self._log_context = {"process_id": process_id, "session_id": owner}
+        self.on_change: Optional[Callable[[str, "ManagedProcess"], None]] = None
 
     # -- starting -------------------------------------------------------
 
@@ -355,6 +359,8 @@ class ManagedProcess(ProcessProtocol):
 
     def _changed(self, change: str) -> None:
         self.output.broadcast(StateChanged(self.process_id, self.pid, change))
+        if self.on_change is not None:
+            self.on_change(change, self)
 
     def _check_controllable(self) -> None:
         if self.state == State.STARTING:

@@ -19,6 +19,7 @@ from ccx.output.budget import OutputBudget
 from ccx.process.managed import ManagedProcess, Spawner, State
 from ccx.process.errors import InvalidState, LimitReached, ProcessNotFound, SpawnFailed
 from ccx.process.pacing import SpawnPacer
+from ccx.process.watch import ENDED, FORGOTTEN, STARTED, ProcessWatch
 
 
 class ProcessRegistry:
@@ -41,6 +42,7 @@ class ProcessRegistry:
     @ivar state_dir: the L{StateDir} keeping each process's record and
         journal (L{use_state_dir}), or L{None} for none.
     @ivar pacer: the L{SpawnPacer} that starts them a few per reactor turn.
+    @ivar watch: the L{ProcessWatch} told of every process's changes.
     """
 
     log = Logger()
@@ -71,6 +73,7 @@ class ProcessRegistry:
         self.state_dir: Optional[StateDir] = None
         self._journals: Dict[str, ProgramJournal] = {}
         self.pacer = SpawnPacer(clock, max_processes if max_waiting is None else max_waiting)
+        self.watch = ProcessWatch()
 
     def use_state_dir(self, state_dir: StateDir) -> None:
         """
@@ -209,6 +212,8 @@ class ProcessRegistry:
         process.output.budget = self.held_output
         self._processes[process.process_id] = process
         self._live[process.process_id] = process
+        # Watched as any other: a dashboard sees it pause, resume and end.
+        process.on_change = self.watch.notify
         process.ended.addCallback(self._ended)
         return process.start(spawner)
 
@@ -231,6 +236,7 @@ class ProcessRegistry:
         self._keep_journal(process)
         self._processes[process.process_id] = process
         self._live[process.process_id] = process
+        process.on_change = self.watch.notify
         process.ended.addCallback(self._ended)
         began = self._clock.seconds()
 
@@ -239,6 +245,7 @@ class ProcessRegistry:
             self._write_record(result)
             if self.on_spawned is not None:
                 self.on_spawned(self._clock.seconds() - began)
+            self.watch.notify(STARTED, result)
             return result
 
         return process.start(spawner).addCallback(running)
@@ -249,6 +256,7 @@ class ProcessRegistry:
         self.finished_total[process.state.value if ran else "spawn_failed"] += 1
         if ran:
             self._write_record(process)
+            self.watch.notify(ENDED, process)
         if self._stopping:
             # The service is stopping: nobody will list or attach to it, but
             # a connection still delivering its output gets it all first.
@@ -324,6 +332,7 @@ class ProcessRegistry:
         process = self._processes.pop(process_id, None)
         if process is None:
             return
+        self.watch.notify(FORGOTTEN, process)
         output = process.output
         if self._stopping and output.completion is not None:
             # The service is stopping: its record and journal stay, for

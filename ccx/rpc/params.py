@@ -81,6 +81,20 @@ class ParamReader:
             raise self._wrong(name, "true or false")
         return value
 
+    def whole(
+        self, name: str, default: Any = REQUIRED, least: int = 0, most: Optional[int] = None
+    ) -> int:
+        """
+        A whole number from C{least} to C{most} (no bound when L{None}).
+        """
+        value = self._get(name, default)
+        if isinstance(value, bool) or not isinstance(value, int) or value < least or (
+            most is not None and value > most
+        ):
+            bounds = f"from {least} to {most}" if most is not None else f"{least} or more"
+            raise self._wrong(name, f"a whole number {bounds}")
+        return value
+
     def number(self, name: str, default: Any = None) -> Optional[float]:
         """
         A positive, finite number of seconds (or L{None} when absent).

@@ -84,18 +84,52 @@ def token_parameters(args: Mapping[bytes, Sequence[bytes]]) -> List[str]:
     return [t.decode("utf-8", "replace") for t in args.get(b"token", [])]
 
 
-def check_origin(config: Config, origin: Optional[str]) -> None:
+def check_origin(
+    config: Config,
+    origin: Optional[str],
+    local: Optional[IAddress] = None,
+    secure: bool = False,
+) -> None:
     """
-    Refuse (403) a request from an origin that is not allowed.
+    Refuse (403) a request from an origin that is not allowed: one given
+    with C{--allow-origin}, or one naming the service itself (L{is_own_origin})
+    when C{local} is known.
 
     @param origin: the C{Origin} header, or L{None} when absent.
+    @param local: the address of this end of the connection.
+    @param secure: whether the request came over TLS.
     @raise AccessDenied: when the request must be refused.
     """
-    if origin is not None and origin not in config.allow_origin:
-        log.warn("refused a connection from origin {origin}", origin=origin)
-        raise AccessDenied(
-            403, f"origin {origin} is not allowed (start ccx with --allow-origin)"
-        )
+    if origin is None or origin in config.allow_origin:
+        return
+    if local is not None and is_own_origin(config, origin, local, secure):
+        return
+    log.warn("refused a connection from origin {origin}", origin=origin)
+    raise AccessDenied(
+        403, f"origin {origin} is not allowed (start ccx with --allow-origin)"
+    )
+
+
+def is_own_origin(config: Config, origin: str, local: IAddress, secure: bool) -> bool:
+    """
+    Whether an C{Origin} names this service: its scheme is the one the
+    request came with (C{https} over TLS, else C{http}) and its host and
+    port name the address the client reached, or a C{--allow-host} name
+    (as L{check_host} judges a C{Host}).  A page this service served
+    itself (the dashboard) has such an origin; a page of another site does
+    not, whatever C{Host} it makes its request carry: the request's own
+    C{Host} is never what decides.
+    """
+    scheme, sep, authority = origin.partition("://")
+    if not sep or scheme.lower() != ("https" if secure else "http"):
+        return False
+    if not authority or any(c in authority for c in "/?#@\\ "):
+        return False
+    try:
+        name, port = split_host(authority)
+    except ValueError:
+        return False
+    return names_service(config, name, port, local, secure)
 
 
 def check_access(
@@ -103,6 +137,8 @@ def check_access(
     origin: Optional[str],
     authorization: Optional[str],
     query_tokens: Sequence[str] = (),
+    local: Optional[IAddress] = None,
+    secure: bool = False,
 ) -> None:
     """
     Refuse a request from an origin that is not allowed (403), then one
@@ -111,9 +147,12 @@ def check_access(
     @param origin: the C{Origin} header, or L{None} when absent.
     @param authorization: the C{Authorization} header, or L{None}.
     @param query_tokens: the values of the C{token} query parameter.
+    @param local: the address of this end of the connection, when known:
+        an origin naming it is the service's own (L{check_origin}).
+    @param secure: whether the request came over TLS.
     @raise AccessDenied: when the request must be refused.
     """
-    check_origin(config, origin)
+    check_origin(config, origin, local, secure)
     if not carries_token(config, authorization, query_tokens):
         log.warn("refused a connection with a missing or wrong token")
         raise AccessDenied(401, "a valid bearer token is required")
@@ -148,6 +187,8 @@ def check_web_request(
         header_text(request, b"origin"),
         header_text(request, b"authorization"),
         token_parameters(request.args if args is None else args),
+        local=request.getHost(),
+        secure=request.isSecure(),
     )
 
 
@@ -183,16 +224,28 @@ def check_host(
         name, port = split_host(host)
     except ValueError:
         raise refusal
+    if not names_service(config, name, port, local, secure):
+        log.warn("refused a request for host {host}", host=host)
+        raise refusal
+
+
+def names_service(
+    config: Config, name: str, port: Optional[int], local: IAddress, secure: bool
+) -> bool:
+    """
+    Whether a host name and port (as L{split_host} gives them; no port for
+    the scheme's default) name this service: a C{--allow-host} name, or
+    the address the client reached (its loopback names too when that is a
+    loopback address) with its port.
+    """
     for allowed_name, allowed_port in config.host_names:
         if name == allowed_name and allowed_port in (None, port):
-            return
+            return True
     if not isinstance(local, (IPv4Address, IPv6Address)):
-        raise refusal
+        return False
     names = {local.host if isinstance(local, IPv4Address) else f"[{local.host}]"}
     if is_local(local):
         names.update(_LOOPBACK_NAMES)
     if port is None:
         port = 443 if secure else 80
-    if name not in names or port != local.port:
-        log.warn("refused a request for host {host}", host=host)
-        raise refusal
+    return name in names and port == local.port

@@ -1,7 +1,7 @@
 """
 The HTTP side of the port: C{/ws} and C{/ws/mcp} (the WebSocket),
-C{/health}, C{/metrics}, C{/mcp} (MCP's Streamable HTTP) and C{/}, a page
-naming them.
+C{/health}, C{/metrics}, C{/mcp} (MCP's Streamable HTTP), and C{/}: the
+dashboard (C{/dashboard/}) for a browser, else a page naming them.
 """
 
 import json
@@ -15,9 +15,11 @@ from ccx.web.channel import BoundedRequest, ClientChannel
 from ccx.web.mcp_http import McpResource
 from ccx.metrics import CONTENT_TYPE, journal_state
 from ccx.node import Node
+from ccx.web.dashboard import DashboardAssets, DashboardPage, wants_page
 from ccx.web.access import (
     AccessDenied,
     carries_token,
+    check_request_host,
     check_web_request,
     header_text,
     token_parameters,
@@ -69,8 +71,9 @@ DOCS = (
 
 class IndexPage(Resource):
     """
-    C{GET /}: a small page naming ccx, its endpoints and its docs, for a
-    person who opens the port in a browser.  The version is named only to a
+    C{GET /}: the dashboard for a browser (L{wants_page}); for any other
+    client, a small page naming ccx, its endpoints and its docs.  Its
+    C{Host} must name the service.  The version is named only to a
     request that carries the token (as C{/health} tells it), and nothing
     else the service holds (programs, sessions) is.  No script runs and
     nothing of the request is written back.
@@ -78,14 +81,24 @@ class IndexPage(Resource):
 
     isLeaf = True
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Node, dashboard: DashboardPage) -> None:
         super().__init__()
         self._node = node
+        self._dashboard = dashboard
 
     def render_GET(self, request) -> bytes:
         if request.getHeader(b"upgrade") is not None:
             # A WebSocket client that tried the wrong path: / is not one.
             return NoResource().render(request)
+        if wants_page(request):
+            return self._dashboard.render(request)
+        try:
+            # As /mcp: a page whose name was pointed here learns nothing.
+            check_request_host(self._node.config, request)
+        except AccessDenied as e:
+            request.setResponseCode(e.code)
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            return e.reason.encode("utf-8") + b"\n"
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
         request.setHeader(b"cache-control", b"no-store")
         request.setHeader(b"x-content-type-options", b"nosniff")
@@ -173,7 +186,9 @@ def build_site(node: Node) -> Site:
     The port's C{Site}; its HTTP connection timeouts run on the node's reactor.
     """
     root = Resource()
-    root.putChild(b"", IndexPage(node))
+    assets = DashboardAssets(node)
+    root.putChild(b"", IndexPage(node, DashboardPage(node, assets.assets)))
+    root.putChild(b"dashboard", assets)
     root.putChild(b"ws", WebSocketEndpoint(make_factory(node)))
     root.putChild(b"health", HealthResource(node))
     root.putChild(b"mcp", McpResource(node))

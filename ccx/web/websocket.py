@@ -9,7 +9,7 @@ from typing import Any, Deque, List, Optional
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall, IPushProducer
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, ISSLTransport
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -22,7 +22,7 @@ from ccx.rpc.interfaces import IFrameChannel
 from ccx.rpc.jsonrpc import Dispatcher, Reply, notification
 from ccx.rpc.ratelimit import TokenBucket
 from ccx.session import Session
-from ccx.web.access import AccessDenied, check_access
+from ccx.web.access import AccessDenied, check_access, check_host
 from ccx.web.interfaces import IConnection
 
 # When the service stops, how long a connection has to deliver what it holds
@@ -97,12 +97,19 @@ class CCXServerProtocol(WebSocketServerProtocol):
         return self.websocket_protocol_in_use == MCP_SUBPROTOCOL
 
     def onConnect(self, request: Any) -> Optional[str]:
+        local = self.transport.getHost()
+        secure = ISSLTransport.providedBy(self.transport)
         try:
+            # Its Host first, as /mcp's: a page whose name its attacker
+            # pointed at this address (DNS rebinding) gets nothing.
+            check_host(self.node.config, request.headers.get("host"), local, secure)
             check_access(
                 self.node.config,
                 origin=request.headers.get("origin"),
                 authorization=request.headers.get("authorization"),
                 query_tokens=request.params.get("token", ()),
+                local=local,
+                secure=secure,
             )
         except AccessDenied as e:
             raise ConnectionDeny(e.code, e.reason)
