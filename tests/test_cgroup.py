@@ -19,9 +19,11 @@ from ccx.process.cgroup import (
     Limits,
     open_tree,
     own_cgroup,
+    remove_stale,
+    remove_with_stale_parent,
 )
 from ccx.process.group import process_entry
-from ccx.testing.cgroups import cgroups_left
+from ccx.testing.cgroups import cgroups_left, remove_cgroups
 from tests.support import program
 
 HYBRID = (
@@ -384,3 +386,36 @@ class RemoveCgroupsTests(SynchronousTestCase):
         remove_cgroups(pid)
         self.assertEqual(cgroups_left(pid), [])
         self.assertEqual(child.wait(), -signal.SIGKILL)
+
+    def test_adopted_program_leaves_nothing(self) -> None:
+        """
+        A program an earlier, killed service started (in that service's
+        ccx-PID) and this one took back: once it ended, removing its cgroup
+        removes that empty ccx-PID too; this service's own ccx-PID stays.
+        """
+        dead = 2**22 + 2  # above pid_max: no live service has it
+        old = open_tree(pid=dead).create("adopted")
+        self.addCleanup(remove_cgroups, dead)
+        own = open_tree()
+        self.addCleanup(own.close)
+        mine = own.create("mine")
+        self.assertTrue(remove_with_stale_parent(old, os.getpid()))
+        self.assertEqual(cgroups_left(dead), [])
+        # The near miss: this service's own ccx-PID is not stale.
+        self.assertTrue(remove_with_stale_parent(mine, os.getpid()))
+        self.assertTrue(os.path.isdir(own.base))
+
+    def test_stale_with_empty_program_cgroups(self) -> None:
+        """
+        A killed service's ccx-PID holding only empty program cgroups goes
+        whole at the next start (the program cgroups first).
+        """
+        dead = 2**22 + 3  # above pid_max: no live service has it
+        tree = open_tree(pid=dead)
+        self.addCleanup(remove_cgroups, dead)
+        tree.create("p1")
+        tree.create("p2")
+        self.assertEqual(len(cgroups_left(dead)), 3)
+        removed = remove_stale(os.path.dirname(tree.base), os.getpid())
+        self.assertEqual(removed[-1], tree.base)
+        self.assertEqual(cgroups_left(dead), [])

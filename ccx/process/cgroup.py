@@ -415,13 +415,33 @@ def remove_stale(directory: str, own_pid: int) -> List[str]:
         if pid == own_pid or _alive(pid) or _populated(path):
             continue
         inside = [os.path.join(p, d) for p, dirs, _ in os.walk(path) for d in dirs]
-        for cgroup in reversed(inside + [path]):
+        # The deepest first, the service's own last.
+        for cgroup in [*reversed(inside), path]:
             try:
                 os.rmdir(cgroup)
             except OSError:
                 break
             removed.append(cgroup)
     return removed
+
+
+def remove_with_stale_parent(cgroup: "Cgroup", own_pid: int) -> bool:
+    """
+    Remove C{cgroup}, and then its parent when that is the C{ccx-PID} of a
+    service no longer running and is now empty: a durable program that an
+    earlier, killed service started, and this one took back, leaves nothing
+    when it ends (L{remove_stale} could not remove that parent at start,
+    the program was still in it).
+
+    @return: whether C{cgroup} is gone.
+    """
+    if not cgroup.remove():
+        return False
+    parent = os.path.dirname(cgroup.path)
+    prefix, _, number = os.path.basename(parent).partition("-")
+    if prefix == "ccx" and number.isdigit() and int(number) != own_pid:
+        remove_stale(os.path.dirname(parent), own_pid)
+    return True
 
 
 def open_tree(

@@ -7,7 +7,7 @@ import os
 import signal
 from typing import Any, Iterator, List, NamedTuple, Optional
 
-from ccx.process.cgroup import Cgroup, CgroupError, Usage
+from ccx.process.cgroup import Cgroup, CgroupError, Usage, remove_with_stale_parent
 
 
 class ProcEntry(NamedTuple):
@@ -279,7 +279,7 @@ class CgroupContainment(GroupContainment):
         self._cancel_freeze()
         self.usage()
         self._released = True
-        if not self.cgroup.remove():
+        if not remove_with_stale_parent(self.cgroup, os.getpid()):
             raise CgroupError(f"cannot remove cgroup {self.cgroup.path}: it is not empty")
 
 
