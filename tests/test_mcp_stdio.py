@@ -27,25 +27,11 @@ from ccx.process.group import ProcessGroup
 from ccx.web.websocket import CCXServerProtocol
 from ccx.testing.ports import free_port
 from tests.support import ServiceFixture, until
+from tests.test_mcp import TOOLS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STDIO_CLIENT = os.path.join(ROOT, "tests", "clients", "mcp_stdio_client.py")
 TOKEN = "stdio-test-token"
-TOOLS = [
-    "cancel",
-    "execute",
-    "forget",
-    "list",
-    "output",
-    "pause",
-    "resize",
-    "resume",
-    "start",
-    "status",
-    "wait",
-    "write",
-]
-
 
 
 def request(request_id: Any, method: str, params: Optional[dict] = None) -> dict:
