@@ -85,10 +85,10 @@ class ServiceRestarts:
         with open(os.path.join(self.flags, name), "w"):
             pass
 
-    async def start_service(self) -> ServiceProcess:
+    async def start_service(self, **settings) -> ServiceProcess:
         service = ServiceProcess(
             allow=[program("sh"), program("cat"), program("sleep")],
-            settings={"state_dir": self.state_dir, "kill_grace": 1, "log_format": "json"},
+            settings={"state_dir": self.state_dir, "kill_grace": 1, "log_format": "json", **settings},
         )
         await service.started(reactor)
         self.addCleanup(lambda: Deferred.fromCoroutine(service.stopped(reactor)))

@@ -6,13 +6,25 @@ equals a plain execute's, tasks/cancel ends its whole group, and it is
 fetched from another connection after the first one went.
 """
 
-from typing import Any, Dict
+import json
+import os
+from typing import Any, Dict, Optional
 
-from twisted.internet.defer import inlineCallbacks
+from treq.client import HTTPClient
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.trial.unittest import TestCase as TrialTestCase
+from twisted.web.client import Agent, HTTPConnectionPool
 
+from ccx.journal.record import Record, read_record
+from ccx.journal.statedir import PROGRAMS
+from ccx.mcp.tasks import RELATED_TASK_KEY
 from ccx.process.group import group_states
-from tests.support import until
-from tests.test_mcp import HttpTestCase, request, tool_call
+from ccx.testing.polling import until as until_on
+from ccx.testing.service import ServiceProcess
+from tests.support import program, until
+from tests.test_durable import ServiceRestarts, waiting_for
+from tests.test_mcp import TOKEN, HttpTestCase, initialize_params, mcp_headers, request, tool_call
 from tests.test_mcp_stateless import envelope
 
 TASKS = {"extensions": {"io.modelcontextprotocol/tasks": {}}}
@@ -200,3 +212,156 @@ class HandshakeTaskTests(HttpTestCase):
         out = result[0]["result"]["structuredContent"]
         self.assertEqual((out["stdout"], out["status"]), ("begun\n", "cancelled"))
         self.assertEqual(group_states(process.pid), [])
+
+
+class DurableTaskTests(ServiceRestarts, TrialTestCase):
+    """
+    A durable task (C{durable: true} on a task-augmented C{execute}) with a
+    real twistd: it outlives a SIGKILL or a stop of ccx, and the next start
+    reports it to a new connection with the result a plain execute gives.
+    """
+
+    async def start_service(self, **settings: Any) -> ServiceProcess:
+        token_file = os.path.abspath(self.mktemp())
+        with open(token_file, "w") as f:
+            f.write(TOKEN)
+        service = await super().start_service(token_file=token_file, **settings)
+        pool = HTTPConnectionPool(reactor, persistent=False)
+        self.addCleanup(pool.closeCachedConnections)
+        self.http = HTTPClient(Agent(reactor, pool=pool))
+        self.url = f"http://127.0.0.1:{service.port}/mcp"
+        return service
+
+    async def post(self, message: dict, session_id: Optional[str] = None, **headers: str) -> Any:
+        response = await self.http.post(
+            self.url, data=json.dumps(message).encode(), headers=mcp_headers(session_id, **headers)
+        )
+        return response, await response.json()
+
+    async def send(self, message: dict) -> Dict[str, Any]:
+        """
+        A stateless-era request, on a connection of its own; its result.
+        """
+        params = message["params"]
+        headers = {"MCP_Protocol_Version": "2026-07-28", "Mcp_Method": message["method"]}
+        if "name" in params or "taskId" in params:
+            headers["Mcp_Name"] = params.get("name", params.get("taskId"))
+        response, body = await self.post(message, **headers)
+        self.assertEqual(response.code, 200, body)
+        return body["result"]
+
+    async def initialize(self) -> str:
+        response, _ = await self.post(request(1, "initialize", initialize_params("2025-11-25")))
+        session_id = response.headers.getRawHeaders("mcp-session-id")[0]
+        response = await self.http.post(
+            self.url,
+            data=json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}).encode(),
+            headers=mcp_headers(session_id),
+        )
+        self.assertEqual(response.code, 202)
+        await response.content()
+        return session_id
+
+    async def call(self, session_id: str, message: dict) -> Dict[str, Any]:
+        _, body = await self.post(message, session_id)
+        return body
+
+    def arguments(self, script: str, **more: Any) -> Dict[str, Any]:
+        return {"command": [program("sh"), "-c", script], "cwd": self.flags, **more}
+
+    def record(self, task_id: str) -> Record:
+        """
+        The program's record in the state dir: a durable one is noted
+        there, with its process group.
+        """
+        record = read_record(os.path.join(self.state_dir, PROGRAMS, task_id))
+        self.groups.append(record.pid)
+        return record
+
+    async def test_stateless_task_across_sigkill(self):
+        """
+        SIGKILL ccx while a durable task runs: the next ccx answers tasks/get
+        from a new connection (working, then completed when it ends), with
+        the CallToolResult a plain execute gives.
+        """
+        first = await self.start_service()
+        script = f"echo before; {waiting_for('go')}; echo after >&2; exit 5"
+        task = await self.send(
+            stateless_call(1, "tools/call", {"name": "execute", "arguments": self.arguments(script, durable=True)})
+        )
+        self.assertEqual(task["resultType"], "task")
+        task_id = task["taskId"]
+        self.assertTrue(self.record(task_id).durable)
+        await until_on(reactor, lambda: self.journaled(task_id) == len(b"before\n"), what="its first line")
+        await self.kill(first)
+
+        await self.start_service()
+        got = await self.send(stateless_call(2, "tasks/get", {"taskId": task_id}))
+        self.assertEqual((got["taskId"], got["status"]), (task_id, "working"))
+        self.flag("go")
+
+        async def completed() -> Optional[Dict[str, Any]]:
+            got = await self.send(stateless_call(3, "tasks/get", {"taskId": task_id}))
+            return got if got["status"] == "completed" else None
+
+        got = await until_on(
+            reactor, lambda: Deferred.fromCoroutine(completed()), interval=0.05, what="completed"
+        )
+        self.assertTrue(got["statusMessage"].startswith("failed: exit 5 after"))
+        plain = await self.send(
+            stateless_call(4, "tools/call", {"name": "execute", "arguments": self.arguments(script)}, tasks=False)
+        )
+        self.assertEqual(comparable(got["result"]), comparable(plain))
+        self.assertEqual(
+            (got["result"]["structuredContent"]["stdout"], got["result"]["structuredContent"]["stderr"]),
+            ("before\n", "after\n"),
+        )
+
+    async def test_handshake_task_across_stop(self):
+        """
+        Stop ccx (SIGTERM) while a durable 2025-11-25 task runs: a session
+        of the next ccx gets it working, tasks/cancel ends its whole group,
+        and the waiting tasks/result then gives its cancelled result.
+        """
+        first = await self.start_service()
+        session_id = await self.initialize()
+        message = tool_call(2, "execute", self.arguments(f"echo begun; {waiting_for('never')}", durable=True))
+        message["params"]["task"] = {}
+        created = await self.call(session_id, message)
+        task_id = created["result"]["task"]["taskId"]
+        pgid = self.record(task_id).pid
+        await until_on(reactor, lambda: self.journaled(task_id) == len(b"begun\n"), what="its first line")
+        await first.stopped(reactor)
+        self.assertNotEqual(group_states(pgid), [])
+
+        await self.start_service()
+        session_id = await self.initialize()
+        got = await self.call(session_id, request(3, "tasks/get", {"taskId": task_id}))
+        self.assertEqual(got["result"]["status"], "working")
+        listed = await self.call(session_id, request(4, "tasks/list"))
+        self.assertIn(task_id, [t["taskId"] for t in listed["result"]["tasks"]])
+        waiting = Deferred.fromCoroutine(self.call(session_id, request(5, "tasks/result", {"taskId": task_id})))
+        cancelled = await self.call(session_id, request(6, "tasks/cancel", {"taskId": task_id}))
+        self.assertEqual(cancelled["result"]["status"], "cancelled")
+        result = (await waiting)["result"]
+        out = result["structuredContent"]
+        self.assertEqual((out["stdout"], out["status"]), ("begun\n", "cancelled"))
+        self.assertEqual(result["_meta"][RELATED_TASK_KEY], {"taskId": task_id})
+        self.assertEqual(group_states(pgid), [])
+
+    async def test_task_not_durable_across_stop(self):
+        """
+        A task that is not durable is cancelled when ccx stops; the next
+        ccx reports it cancelled (its record is kept), not running.
+        """
+        first = await self.start_service()
+        task = await self.send(
+            stateless_call(1, "tools/call", {"name": "execute", "arguments": self.arguments(waiting_for("never"))})
+        )
+        task_id = task["taskId"]
+        pgid = self.record(task_id).pid
+        await first.stopped(reactor)
+        self.assertEqual(group_states(pgid), [])
+        await self.start_service()
+        got = await self.send(stateless_call(2, "tasks/get", {"taskId": task_id}))
+        self.assertEqual(got["status"], "cancelled")

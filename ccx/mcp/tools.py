@@ -469,13 +469,16 @@ class Tools:
         """
         C{execute} as a task: start the program and fire with it once it
         runs; it runs on when the client goes, and only C{tasks/cancel} (or
-        C{cancel}) ends it.
+        C{cancel}) ends it; a durable one outlives ccx too.
         """
         r = self._execute_arguments(arguments)
         stdin_text = r.string("input", None)
         r.offset("max_output_bytes", None)
         spec = r.launch_spec(
-            stdin=stdin_text is not None, blocking=False, cancel_on_disconnect=False
+            stdin=stdin_text is not None,
+            blocking=False,
+            cancel_on_disconnect=False,
+            durable=r.durable(self._node.config.durable),
         )
         process, started = self._mcp.session.launch(spec)
 
