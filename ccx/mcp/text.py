@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Optional
 
 from ccx.native.wire import whole_characters
-from ccx.output.buffer import StreamBuffer
+from ccx.mcp.held import Readable
 
 # CSI and OSC sequences, other escapes, and C0 controls but tab and newline
 # (carriage returns are handled line by line first).
@@ -127,7 +127,7 @@ class StreamView:
         return self.tail_start - self.head_end
 
 
-def stream_view(name: str, buffer: StreamBuffer, limit: int) -> StreamView:
+def stream_view(name: str, buffer: Readable, limit: int) -> StreamView:
     """
     The view of a stream held in C{buffer}, at most C{limit} bytes: all of
     it when it fits, else a quarter from its head and the rest from its end,

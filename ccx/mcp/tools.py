@@ -19,6 +19,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
+from ccx.mcp.held import HeldStream, Readable
 from ccx.mcp.progress import ProgressReporter, ProgressToken
 from ccx.mcp.schemas import (
     DEFAULT_READ_BYTES,
@@ -165,7 +166,7 @@ class Tool:
 # -- reading held output -------------------------------------------------
 
 def read_text(
-    buffer: StreamBuffer, offset: int, max_bytes: int
+    buffer: Readable, offset: int, max_bytes: int
 ) -> Tuple[int, str, int]:
     """
     Read held output as text, never splitting a UTF-8 character: a read that
@@ -187,7 +188,7 @@ def read_text(
     return first, data.decode("utf-8", "replace"), first + len(data)
 
 
-def _tail(buffer: StreamBuffer, limit: Optional[int]) -> Tuple[str, int]:
+def _tail(buffer: Readable, limit: Optional[int]) -> Tuple[str, int]:
     """
     The end of what a finished stream holds, at most C{limit} bytes.
 
@@ -208,8 +209,10 @@ def _stream_names(process: ManagedProcess) -> Tuple[str, ...]:
     return STREAMS + ((PTY,) if PTY in process.output.streams else ())
 
 
-def _stream(process: ManagedProcess, name: str) -> StreamBuffer:
-    return process.output.streams.get(name) or StreamBuffer(0, 0)
+def _stream(process: ManagedProcess, name: str) -> Readable:
+    if name in process.output.streams:
+        return HeldStream(process.output, name)
+    return StreamBuffer(0, 0)
 
 
 def _status(process: ManagedProcess) -> str:
