@@ -3,10 +3,13 @@ Tests for L{HeldStream}: what MCP's results read of a stream, from its
 memory buffer and, before it, its journal.
 """
 
+from types import SimpleNamespace
+
 from twisted.trial.unittest import SynchronousTestCase
 
 from ccx.journal.program import ProgramJournal
 from ccx.mcp.held import HeldStream
+from ccx.mcp.tasks import _last_line
 from ccx.mcp.text import stream_view
 from tests.test_fanout import make_output
 
@@ -45,3 +48,17 @@ class HeldStreamTests(SynchronousTestCase):
         """The text of a result shows every byte the journal and buffer hold, not the buffer's alone."""
         view = stream_view("stdout", self.held(), 100)
         self.assertEqual((view.head, view.tail), (b"A" * 10 + b"B" * 10 + b"C" * 10 + b"D" * 10, b""))
+
+
+class TaskLastLineTests(SynchronousTestCase):
+    def test_last_line_from_the_journal(self):
+        """
+        A task's status names its last line even when only the journal holds
+        it (a durable program taken back after a restart, silent since).
+        """
+        journal = ProgramJournal.create(self.mktemp(), 1 << 20, 1 << 16)
+        journal.append("stdout", b"first\nsecond\n", 1.0)
+        output, _ = make_output(False, max_bytes=10)
+        output.restore(journal, {"stdout": 13}, 0)
+        self.assertEqual(output.streams["stdout"].held_bytes, 0)
+        self.assertEqual(_last_line(SimpleNamespace(output=output)), "second")

@@ -16,6 +16,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Dict, Optional
 
+from ccx.mcp.held import HeldStream
 from ccx.mcp.text import outcome, readable
 from ccx.process.managed import ManagedProcess, State
 
@@ -45,10 +46,13 @@ def task_status(process: ManagedProcess) -> str:
 
 def _last_line(process: ManagedProcess) -> Optional[str]:
     newest = None
-    for name, buffer in process.output.streams.items():
-        if not buffer.held_bytes:
+    for name in process.output.streams:
+        # From the journal too: a durable program taken back after a
+        # restart holds nothing in memory until it writes again.
+        stream = HeldStream(process.output, name)
+        if not stream.held_bytes:
             continue
-        _, data, when = buffer.read(max(buffer.start, buffer.end - 512), 512)
+        _, data, when = stream.read(max(stream.start, stream.end - 512), 512)
         lines = [line for line in readable(data).splitlines() if line.strip()]
         if lines and (newest is None or when >= newest[0]):
             newest = (when, lines[-1][-200:])
