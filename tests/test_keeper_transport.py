@@ -22,9 +22,15 @@ class FakeLink:
     def __init__(self):
         self.sent = []
 
-    def hold(self, process_id, offsets):
+    def hold(self, process_id, offsets, full=False):
         # Only what tests look at: the holds a pause would have sent.
         self.sent.append(("hold", process_id, offsets))
+
+    def total_space(self):
+        return None
+
+    def evict(self, process_id, stream, start):
+        self.sent.append(("evict", process_id, stream, start))
 
     def close_stdin(self, process_id):
         self.sent.append(("close_stdin", process_id))
