@@ -118,6 +118,8 @@ class CCXService(MultiService):
             # What a killed ccx left running is ended first, and listed failed.
             end_orphans(state_dir, self.node.reactor)
             self.node.registry.use_state_dir(state_dir)
+            # Durable programs' journals count in the same total.
+            self.node.keeper.space = state_dir.space
         except BaseException:
             state_dir.unlock()
             raise

@@ -181,6 +181,50 @@ class DurableServiceTests(ServiceRestarts, TestCase):
         self.assertEqual(completed["stdout_bytes"], len(SEQ_ALL))
         self.assertTrue(completed["durable"])
 
+    async def two_durable_printers(self, total: int) -> dict:
+        """
+        Two durable programs that each print L{SEQ_ALL} (within
+        C{--journal-bytes}, together more than C{total} bytes when it is
+        less than twice that) and end, read live by one client; wait until
+        the state dir's journals hold at most C{total} bytes.
+
+        @return: how many bytes each program's journal holds, by id.
+        """
+        service = await self.start_service(journal_bytes=128 * 1024, journal_total_bytes=total)
+        client = await self.connect(service)
+        ids = [(await self.execute(client, "seq 1 20000"))["process_id"] for _ in range(2)]
+        for process_id in ids:
+            completed = await client.notification("process.completed", process_id)
+            self.assertEqual(completed["exit_code"], 0)
+            # Nothing a blocking subscriber had not read went.
+            self.assertEqual(client.output(process_id), SEQ_ALL)
+        await until(
+            reactor,
+            lambda: sum(self.journaled(p) for p in ids) <= total,
+            what="the state dir within its total",
+        )
+        self.assertEqual(service.errors(), [])
+        return {p: self.journaled(p) for p in ids}
+
+    async def test_journal_total_bounds_durable_journals(self):
+        """
+        C{--journal-total-bytes} holds across the journals the keeper
+        writes: two durable programs whose journals are each within
+        C{--journal-bytes} but together one byte more than the total keep
+        within it (the oldest segments go: asked of the keeper while it
+        holds the program, evicted by ccx once it forgot it).
+        """
+        held = await self.two_durable_printers(2 * len(SEQ_ALL) - 1)
+        self.assertLess(sum(held.values()), 2 * len(SEQ_ALL))
+
+    async def test_journal_total_just_held(self):
+        """
+        Two durable programs' journals that together just reach the total
+        keep all they hold.
+        """
+        held = await self.two_durable_printers(2 * len(SEQ_ALL))
+        self.assertEqual(list(held.values()), [len(SEQ_ALL), len(SEQ_ALL)])
+
     async def test_ends_while_ccx_is_down(self):
         """
         A durable program that ends while ccx is down is reported by the

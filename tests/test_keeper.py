@@ -27,6 +27,7 @@ from ccx.testing.proc import keeper_pids
 
 SH = shutil.which("sh")
 YES = shutil.which("yes")
+SEQ = b"".join(b"%d\n" % i for i in range(1, 20001))
 
 
 class StandardLibraryTests(SynchronousTestCase):
@@ -227,7 +228,7 @@ class KeeperTests(SynchronousTestCase):
         self.assertEqual(found[0]["version"], m.VERSION)
         self.assertEqual(found[0]["pid"], os.getpid())
         self.assertEqual(found[0]["programs"], [])
-        self.assertEqual(found[0]["features"], ["pty"])
+        self.assertEqual(found[0]["features"], ["pty", "total"])
 
     def test_other_version_refused(self):
         """A ccx speaking another version is told which and disconnected."""
@@ -431,6 +432,105 @@ class KeeperTests(SynchronousTestCase):
         for (_, end), (start_next, _) in zip(evicted, evicted[1:]):
             self.assertEqual(end, start_next)
         self.assertLessEqual(evicted[-1][1], program.journal.start("stdout"))
+
+    def test_nothing_evicted_before_the_first_hold(self):
+        """
+        ccx has read nothing until its first hold: a blocking program that
+        fills its limit before it comes is held back, not evicted.
+        """
+        client = self.connect()
+        limit = 64 * 1024
+        self.spawn(client, [YES], journal_bytes=limit, segment_bytes=limit // 4)
+        program = self.keeper.programs["p1"]
+        for _ in range(2000):
+            if program.paused:
+                break
+            self.turn(0.01)
+        self.assertTrue(program.paused)
+        self.assertEqual(program.journal.start("stdout"), 0)
+        self.assertNotIn(m.EVICTED, [f["type"] for f in self.messages(client, turns=5)[0]])
+
+    def printed(self, client, size=4096):
+        """
+        A program that printed L{SEQ} (in segments of C{size} bytes) and
+        waits, with ccx's hold at its end.
+        """
+        self.spawn(
+            client, ["/bin/sh", "-c", "seq 1 20000; exec sleep 60"], executable="/bin/sh",
+            segment_bytes=size,
+        )
+        program = self.keeper.programs["p1"]
+        self.messages(client, lambda f: program.journal.end("stdout") == len(SEQ))
+        self.send(client, {"type": m.HOLD, "id": "p1", "offsets": {"stdout": len(SEQ), "stderr": 0}})
+        return program
+
+    def test_evict_for_the_total(self):
+        """
+        ccx keeps the state dir's total: the keeper evicts the segment it
+        names, and says so as for its own limit.
+        """
+        client = self.connect()
+        program = self.printed(client)
+        first = program.journal.streams["stdout"].oldest_segment_end()
+        self.send(client, {"type": m.EVICT, "id": "p1", "stream": "stdout", "start": 0})
+        found, _ = self.messages(client, lambda f: any(x["type"] == m.EVICTED for x in f))
+        self.assertEqual(
+            [(f["stream"], f["start"], f["end"]) for f in found if f["type"] == m.EVICTED],
+            [("stdout", 0, first)],
+        )
+        self.assertEqual(program.journal.start("stdout"), first)
+        # Asked again (it crossed an eviction): nothing more goes, nothing is said.
+        self.send(client, {"type": m.EVICT, "id": "p1", "stream": "stdout", "start": 0})
+        self.assertEqual(program.journal.start("stdout"), first)
+        self.assertEqual(self.messages(client, turns=5)[0], [])
+
+    def test_evict_held(self):
+        """
+        A segment past ccx's hold (one byte is enough) is kept, and ccx is
+        told.
+        """
+        client = self.connect()
+        program = self.printed(client)
+        first = program.journal.streams["stdout"].oldest_segment_end()
+        self.send(client, {"type": m.HOLD, "id": "p1", "offsets": {"stdout": first - 1, "stderr": 0}})
+        self.send(client, {"type": m.EVICT, "id": "p1", "stream": "stdout", "start": 0})
+        found, _ = self.messages(client, lambda f: any(x["type"] == m.KEPT for x in f))
+        self.assertEqual(
+            [f for f in found if f["type"] in (m.KEPT, m.EVICTED)],
+            [{"type": m.KEPT, "id": "p1", "stream": "stdout", "start": 0, "gone": False}],
+        )
+        self.assertEqual(program.journal.start("stdout"), 0)
+        # The hold at the segment's end: it may go.
+        self.send(client, {"type": m.HOLD, "id": "p1", "offsets": {"stdout": first, "stderr": 0}})
+        self.send(client, {"type": m.EVICT, "id": "p1", "stream": "stdout", "start": 0})
+        self.assertEqual(program.journal.start("stdout"), first)
+
+    def test_evict_forgotten(self):
+        """
+        A program the keeper no longer holds: ccx is told it is gone (the
+        journal is ccx's from then on).
+        """
+        client = self.connect()
+        self.send(client, {"type": m.EVICT, "id": "nope", "stream": "stdout", "start": 0})
+        found, _ = self.messages(client, lambda f: any(x["type"] == m.KEPT for x in f))
+        self.assertEqual(
+            found[-1], {"type": m.KEPT, "id": "nope", "stream": "stdout", "start": 0, "gone": True}
+        )
+
+    def test_held_back_for_the_total(self):
+        """
+        ccx says the total is full of bytes nothing may evict: a blocking
+        program is held back under its own limit, and reads on once told
+        there is room.
+        """
+        client = self.connect()
+        # Under its own limit (1 MiB), with nothing held: free to read on.
+        program = self.printed(client)
+        self.assertFalse(program.paused)
+        self.send(client, {"type": m.HOLD, "id": "p1", "offsets": None, "full": True})
+        self.assertTrue(program.paused)
+        self.send(client, {"type": m.HOLD, "id": "p1", "offsets": None, "full": False})
+        self.assertFalse(program.paused)
 
     def test_drop_mode_never_held(self):
         """A program in drop mode is never held back, whatever ccx holds."""

@@ -12,6 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from ccx.durable.transport import KeeperTransport
+from ccx.durable.store import HOLD_STEP, DurableStore
 from ccx.journal.program import PTY_STREAMS, ProgramJournal
 from ccx.journal.statedir import PROGRAMS
 from ccx.process.interfaces import IRecordedProcess
@@ -22,9 +23,15 @@ class FakeLink:
     def __init__(self):
         self.sent = []
 
-    def hold(self, process_id, offsets):
+    def hold(self, process_id, offsets, full=False):
         # Only what tests look at: the holds a pause would have sent.
         self.sent.append(("hold", process_id, offsets))
+
+    def total_space(self):
+        return None
+
+    def evict(self, process_id, stream, start):
+        self.sent.append(("evict", process_id, stream, start))
 
     def close_stdin(self, process_id):
         self.sent.append(("close_stdin", process_id))
@@ -316,3 +323,33 @@ class TerminalKeeperTransportTests(SynchronousTestCase):
         transport.spawned(42, 1000.0)
         self.assertRaises(RuntimeError, transport.registerProducer, object(), True)
         self.assertRaises(RuntimeError, transport.resize, WindowSize(10, 10))
+
+
+class DurableStoreHoldTests(SynchronousTestCase):
+    """
+    How far ccx's hold may lag what it read.
+    """
+
+    def holds(self, segment_bytes, moves):
+        sent = []
+        store = DurableStore(self.mktemp(), segment_bytes, sent.append)
+        for offset in moves:
+            store.reading("stdout", offset)
+        return [hold["stdout"] for hold in sent]
+
+    def test_within_a_segment(self):
+        """
+        With segments smaller than L{HOLD_STEP}, the hold is sent again
+        once ccx read a segment past it, not a byte before: a lag longer
+        than a small journal's limit would leave the keeper nothing to
+        evict.
+        """
+        self.assertEqual(self.holds(4096, [100, 4195, 4196]), [100, 4196])
+        self.assertEqual(self.holds(4096, [0, 4095, 4096]), [0, 4096])
+
+    def test_large_segments(self):
+        """
+        With larger segments, L{HOLD_STEP} at most.
+        """
+        big = 4 * HOLD_STEP
+        self.assertEqual(self.holds(big, [0, HOLD_STEP - 1, HOLD_STEP]), [0, HOLD_STEP])

@@ -26,6 +26,7 @@ from zope.interface import implementer
 from ccx.durable.transport import KeeperTransport
 from ccx.keeper import messages as m
 from ccx.durable.orphans import is_same_process
+from ccx.journal.program import Space
 from ccx.journal.record import Record, RecordError, read_record
 from ccx.journal.statedir import PROGRAMS
 from ccx.process.cgroup import Cgroup
@@ -161,6 +162,9 @@ class KeeperLink:
         self._unknown: Dict[str, Callable[[], None]] = {}
         self._closing = False
         self._directory: Optional[int] = None
+        # The state dir's total (set by the service): durable programs'
+        # journals count in it when the keeper can evict for it.
+        self.space: Optional[Space] = None
 
     # -- the connection ----------------------------------------------------
 
@@ -456,8 +460,27 @@ class KeeperLink:
         else:
             transport.keeper_lost(lost)
 
-    def hold(self, process_id: str, offsets: Optional[Dict[str, int]]) -> None:
-        self._send({"type": m.HOLD, "id": process_id, "offsets": offsets})
+    def hold(
+        self, process_id: str, offsets: Optional[Dict[str, int]], full: bool = False
+    ) -> None:
+        """
+        @param full: the state dir's total holds the program back (a keeper
+            without the feature C{total} ignores it).
+        """
+        self._send({"type": m.HOLD, "id": process_id, "offsets": offsets, "full": full})
+
+    def total_space(self) -> Optional[Space]:
+        """
+        The state dir's total, when the keeper connected to can keep it
+        (feature C{total}): a keeper an older ccx started cannot, and its
+        programs are bounded by C{--journal-bytes} alone.
+        """
+        if "total" not in self._hello.get("features", ()):
+            return None
+        return self.space
+
+    def evict(self, process_id: str, stream: str, start: int) -> None:
+        self._send({"type": m.EVICT, "id": process_id, "stream": stream, "start": start})
 
     def note(self, process_id: str, extra: Dict[str, Any]) -> None:
         """
@@ -535,6 +558,8 @@ class KeeperLink:
             transport.closed(message["stream"])
         elif kind == m.EVICTED:
             transport.evicted(message["stream"], message["start"], message["end"])
+        elif kind == m.KEPT:
+            transport.kept(message["stream"], message["start"], bool(message.get("gone")))
         elif kind == m.EXITED:
             transport.exited(message["returncode"], message.get("ended_at"))
 

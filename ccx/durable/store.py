@@ -8,7 +8,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 from zope.interface import implementer
 
-from ccx.journal.program import STREAMS
+from ccx.journal.program import STREAMS, Space
 from ccx.journal.stream import StreamJournal
 from ccx.output.interfaces import IOutputStore
 
@@ -29,9 +29,23 @@ class DurableStore:
     (what blocking subscribers have not read) and what ccx itself has not
     yet read (L{reading}).
 
-    @param hold: sends the keeper the offsets not to evict past, by stream.
+    With a C{space} (the state dir's total, L{Space}), its held bytes count
+    in the total as a journal ccx writes: past the total, its oldest
+    segment that may go is asked of the keeper (C{evict}; counted as gone
+    from the moment it is asked, an answer C{kept} counts it again), and
+    when nothing of any program may go the keeper is told to hold a
+    blocking program back (L{full}, sent with the hold).  Once the keeper
+    has forgotten the program (it ended), ccx evicts itself.
+
+    @param hold: sends the keeper the offsets not to evict past, by stream
+        (and L{full}).
     @param streams: its streams' names (L{STREAMS}, or
         L{ccx.journal.program.PTY_STREAMS} for a program on a terminal).
+    @param space: the state dir's total, when the keeper can keep it.
+    @param evict: asks the keeper to evict a stream's oldest segment,
+        given where it starts.
+    @param blocking: the program is held back, not its output dropped.
+    @ivar full: the keeper holds the program back for the total.
     """
 
     def __init__(
@@ -40,6 +54,9 @@ class DurableStore:
         segment_bytes: int,
         hold: Callable[[Dict[str, int]], None],
         streams: Tuple[str, ...] = STREAMS,
+        space: Optional[Space] = None,
+        evict: Optional[Callable[[str, int], None]] = None,
+        blocking: bool = True,
     ) -> None:
         self.names = streams
         self.directory = directory
@@ -50,6 +67,25 @@ class DurableStore:
         self._pins: Dict[str, Optional[int]] = {name: None for name in streams}
         self._reading: Dict[str, int] = {name: self.streams[name].end for name in streams}
         self._sent: Optional[Dict[str, int]] = None
+        # Within a segment: a hold that lags more than the journal's limit
+        # would keep the keeper from evicting anything ccx has read (and a
+        # blocking program held back for good).
+        self._hold_step = min(HOLD_STEP, segment_bytes)
+        self.space = space
+        self._evict = evict
+        self.blocking = blocking
+        self.full = False
+        self._on_room: Optional[Callable[[], None]] = None
+        # By stream, the segment asked of the keeper: where it starts, its size.
+        self._asked: Dict[str, Tuple[int, int]] = {}
+        # The keeper forgot the program: the journal is ccx's to evict.
+        self._gone = False
+        # By stream, where the segment the keeper refused starts: not asked
+        # again until ccx learns more of the stream (it grew, or was evicted).
+        self._refused: Dict[str, int] = {}
+        self._held = self._counted()
+        if space is not None:
+            space.add(self)
 
     def _open(self, stream: str) -> StreamJournal:
         journal = StreamJournal.open(os.path.join(self.directory, stream), self.segment_bytes)
@@ -73,14 +109,63 @@ class DurableStore:
         if journal.end < end:
             # It started a segment (or more) since.
             self.streams[stream] = self._open(stream)
+        self._refused.pop(stream, None)
+        self._sync()
+        space = self.space
+        if space is None:
+            return
+        if space.held_bytes > space.total_bytes:
+            space.trim()
+        if self.blocking and not self.full and space.is_full():
+            space.waiting[self] = None
+            self.full = True
+            self._send_hold(force=True)
 
     def evicted(self, stream: str, start: int, end: int) -> None:
         """
         The keeper evicted C{[start, end)} of C{stream}.
         """
         self.streams[stream] = self._open(stream)
+        self._refused.pop(stream, None)
+        asked = self._asked.get(stream)
+        if asked is not None and asked[0] <= start:
+            del self._asked[stream]
+        self._sync()
         if self.on_evicted is not None:
             self.on_evicted(stream, start, end)
+        self._after_change()
+
+    def kept(self, stream: str, start: int, gone: bool) -> None:
+        """
+        The keeper did not evict the segment of C{stream} at C{start}: it
+        is held, or the keeper forgot the program (C{gone}: ccx evicts from
+        now on).
+        """
+        asked = self._asked.get(stream)
+        if asked is not None and asked[0] == start:
+            del self._asked[stream]
+            if not gone:
+                self._refused[stream] = start
+        if gone:
+            self.take_over()
+        self._sync()
+        self._after_change()
+
+    def take_over(self) -> None:
+        """
+        The keeper forgot the program (it ended, and ccx saw all it said of
+        it): the journal is ccx's to evict from now on, and what was asked
+        of the keeper will not be answered (nothing is evicted after it forgot).
+        """
+        if self._gone:
+            return
+        self._gone = True
+        self._asked.clear()
+        self._refused.clear()
+        for name in self.names:
+            self.streams[name] = self._open(name)
+        self._sync()
+        self._after_change()
 
     def refresh(self) -> None:
         """
@@ -94,8 +179,12 @@ class DurableStore:
             if after > before and self.on_evicted is not None:
                 # Evicted meanwhile (what ccx had read: its hold stood).
                 self.on_evicted(name, before, after)
+        # What was asked of the keeper meanwhile may not have reached it.
+        self._asked.clear()
+        self._sync()
         self._sent = None
         self._send_hold()
+        self._after_change()
 
     def reading(self, stream: str, offset: int) -> None:
         """
@@ -144,17 +233,146 @@ class DurableStore:
         pass
 
     def close(self) -> None:
-        pass
+        self.on_room = None
+        if self.space is not None:
+            self.space.forget(self)
+            self.space = None
 
-    def _send_hold(self) -> None:
+    # -- the state dir's total (as L{ccx.journal.program.ProgramJournal}) --
+
+    @property
+    def held_bytes(self) -> int:
+        return self._held
+
+    def _counted(self) -> int:
+        """
+        What it holds, less what was asked of the keeper to evict.
+        """
+        held = sum(journal.held_bytes for journal in self.streams.values())
+        return held - sum(size for _, size in self._asked.values())
+
+    def _sync(self) -> None:
+        counted = self._counted()
+        if self.space is not None:
+            self.space.change(counted - self._held)
+        self._held = counted
+
+    def _after_change(self) -> None:
+        """
+        Something went (or was kept): keep the total, and let those it held
+        back go on once it has room.
+        """
+        space = self.space
+        if space is None:
+            return
+        if space.held_bytes > space.total_bytes:
+            space.trim()
+        if space.waiting:
+            space.wake()
+
+    @property
+    def on_room(self) -> Callable[[], None]:
+        """
+        Called by the total (L{Space.wake}) once it has room: the keeper is
+        told, then whoever set it (the output, as for any store).
+        """
+        return self._room
+
+    @on_room.setter
+    def on_room(self, callback: Optional[Callable[[], None]]) -> None:
+        self._on_room = callback
+
+    def _room(self) -> None:
+        self.room()
+        if self._on_room is not None:
+            self._on_room()
+
+    def room(self) -> None:
+        """
+        The total has room again (L{Space.wake}): the keeper reads on.
+        """
+        if self.full:
+            self.full = False
+            self._send_hold(force=True)
+
+    def oldest_evictable(self) -> Optional[Tuple[float, str]]:
+        """
+        The time and stream of the oldest segment that may be evicted: one
+        before what ccx holds now (sent to the keeper with the request),
+        neither asked already nor refused by the keeper since ccx last
+        learnt more of the stream.
+        """
+        if self._evict is None and not self._gone:
+            return None
+        holds = self._wanted()
+        found = None
+        for name, journal in self.streams.items():
+            if name in self._asked or not journal.held_bytes:
+                continue
+            if self._refused.get(name) == journal.start:
+                continue
+            if journal.oldest_segment_end() > holds[name]:
+                continue
+            try:
+                when = journal.oldest_time
+            except IndexError:
+                # Grown (L{grew} looks at the data's size alone) since its
+                # index was read: read again; its index may still be being
+                # written (then it is looked at again when it grows).
+                journal = self.streams[name] = self._open(name)
+                try:
+                    when = journal.oldest_time
+                except IndexError:
+                    continue
+            candidate = (when, name)
+            if found is None or candidate < found:
+                found = candidate
+        return found
+
+    def evict_oldest(self) -> int:
+        """
+        Evict the oldest segment that may go: ask the keeper (counted as
+        gone at once), or, once it forgot the program, evict it here.
+
+        @return: how many bytes go (0 when none may go).
+        """
+        found = self.oldest_evictable()
+        if found is None:
+            return 0
+        name = found[1]
+        journal = self.streams[name]
+        start = journal.start
+        size = journal.oldest_segment_end() - start
+        if self._gone:
+            size = journal.evict_oldest()
+            # Evicting the only segment opened an empty one to write.
+            journal.close()
+            self._sync()
+            if self.on_evicted is not None and size:
+                self.on_evicted(name, start, start + size)
+            return size
+        self._asked[name] = (start, size)
+        self._sync()
+        # The keeper evicts nothing past its hold: it gets ccx's own first.
+        if self._sent != self._wanted():
+            self._send_hold(force=True)
+        assert self._evict is not None
+        self._evict(name, start)
+        return size
+
+    def _wanted(self) -> Dict[str, int]:
         wanted = {}
         for name in self.names:
             pin = self._pins[name]
             reading = self._reading[name]
             wanted[name] = reading if pin is None else min(pin, reading)
+        return wanted
+
+    def _send_hold(self, force: bool = False) -> None:
+        wanted = self._wanted()
         sent = self._sent
-        if sent is not None and all(
-            sent[name] <= wanted[name] < sent[name] + HOLD_STEP for name in self.names
+        if not force and sent is not None and all(
+            sent[name] <= wanted[name] < sent[name] + self._hold_step for name in self.names
         ):
             return
         self._sent = wanted

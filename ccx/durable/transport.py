@@ -152,11 +152,15 @@ class KeeperTransport:
         self.group_gone = group_gone
         # Its journal is its output's store; in memory it starts where the
         # journal ends now (what came before is read from the journal).
+        options = getattr(self.protocol, "options", None)
         self.store = DurableStore(
             os.path.join(self.state_dir, PROGRAMS, self.process_id),
             self.segment_bytes,
-            lambda offsets: self.link.hold(self.process_id, offsets),
+            lambda offsets: self.link.hold(self.process_id, offsets, self.store.full),
             tuple(self._fds),
+            self.link.total_space(),
+            lambda stream, start: self.link.evict(self.process_id, stream, start),
+            options is None or options.blocking,
         )
         self.offsets = {s: self.store.end(s) for s in self._fds}
         self._read = dict(self.offsets)
@@ -268,6 +272,13 @@ class KeeperTransport:
         if self.store is not None:
             self.store.evicted(stream, start, end)
 
+    def kept(self, stream: str, start: int, gone: bool) -> None:
+        """
+        The keeper did not evict what the state dir's total asked of it.
+        """
+        if self.store is not None:
+            self.store.kept(stream, start, gone)
+
     def closed(self, stream: str) -> None:
         """
         The stream's pipe is closed: once its journal is read, it is over.
@@ -373,6 +384,10 @@ class KeeperTransport:
         if self._exit is None or self._open or self._stdin is not None or self._ended:
             return
         self._ended = True
+        if self.store is not None:
+            # The keeper has forgotten it (or is gone): its notices about it
+            # go nowhere from now on, and ccx keeps the total with its journal.
+            self.store.take_over()
         self.link.forget(self.process_id)
         self.protocol.processEnded(self._exit)
 

@@ -238,12 +238,15 @@ class ProgramJournal:
             # the disk may refuse even that.
             return False
 
-    def oldest_evictable(self) -> Optional[Tuple[float, str]]:
+    def oldest_evictable(self, only: Optional[str] = None) -> Optional[Tuple[float, str]]:
         """
-        The time and stream of the oldest segment that may be evicted.
+        The time and stream of the oldest segment that may be evicted (of
+        the stream C{only}, when given).
         """
         found = None
         for name, journal in self.streams.items():
+            if only is not None and name != only:
+                continue
             if not journal.held_bytes:
                 continue
             pin = self.pins[name]
@@ -254,13 +257,14 @@ class ProgramJournal:
                 found = candidate
         return found
 
-    def evict_oldest(self) -> int:
+    def evict_oldest(self, only: Optional[str] = None) -> int:
         """
-        Evict the oldest segment that may go.
+        Evict the oldest segment that may go (of the stream C{only}, when
+        given).
 
         @return: how many bytes were dropped (0 when none may go).
         """
-        found = self.oldest_evictable()
+        found = self.oldest_evictable(only)
         if found is None:
             return 0
         name = found[1]

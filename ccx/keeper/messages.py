@@ -34,6 +34,8 @@ CLOSE_STDIN = "close_stdin"
 LIST = "list"
 LEAVE = "leave"
 NOTE = "note"
+# Evict a stream's oldest segment for the state dir's total (feature "total").
+EVICT = "evict"
 # What a note may keep in a record's extra: ccx's, for the next ccx.
 NOTED = ("timeout", "paused_at", "paused_seconds")
 # keeper -> ccx
@@ -45,6 +47,8 @@ OUTPUT = "output"
 CLOSED = "closed"
 EVICTED = "evicted"
 EXITED = "exited"
+# An evict that evicted nothing (the segment is held, or the program gone).
+KEPT = "kept"
 ERROR = "error"
 
 STREAMS = ("stdout", "stderr")
@@ -56,6 +60,9 @@ STREAMS = ("stdout", "stderr")
 FEATURES = (
     # spawn's pty: the program on a terminal the keeper holds.
     "pty",
+    # evict, and hold's full: ccx keeps the state dir's total across the
+    # journals it writes and those the keeper writes.
+    "total",
 )
 
 

@@ -112,6 +112,9 @@ class Program:
         self.window: Optional[WindowSize] = None
         self.returncode: Optional[int] = None
         self.paused = False
+        # ccx says the state dir's total is full of bytes nothing may evict
+        # (hold's C{full}): held back as at its own limit.
+        self.total_full = False
 
     @property
     def streams(self) -> Tuple[str, ...]:
@@ -142,10 +145,10 @@ class Program:
     @property
     def over(self) -> bool:
         """
-        Whether the program must be held back: its journal is at its limit
-        with nothing it may evict.
+        Whether the program must be held back: its journal, or the state
+        dir's total (as ccx says), is at its limit with nothing it may evict.
         """
-        return self.blocking and self.journal.is_full()
+        return self.blocking and (self.total_full or self.journal.is_full())
 
     @property
     def done(self) -> bool:
@@ -343,6 +346,7 @@ class Keeper:
         """
         self._release_at = None
         for program in self.programs.values():
+            program.total_full = False
             self._pin(program, {s: None for s in program.streams})
 
     def _note(self, client: Client, message: Dict[str, Any]) -> None:
@@ -445,6 +449,7 @@ class Keeper:
             m.LIST: lambda c, msg: self._reply(c, self._list()),
             m.LEAVE: self._leave,
             m.NOTE: self._note,
+            m.EVICT: self._evict,
         }.get(kind)
         if handler is None:
             self._refuse(client, f"unknown message type {kind!r}")
@@ -558,6 +563,11 @@ class Keeper:
                 write=self._write,
                 names=m.STREAMS if window is None else PTY_STREAMS,
             )
+            # ccx has read nothing yet: until its first hold, nothing may be
+            # evicted (a program that fills its limit at once would lose its
+            # first bytes before ccx saw them).
+            for stream in journal.streams:
+                journal.pin(stream, 0)
             try:
                 popen = self._start_program(
                     message,
@@ -676,7 +686,35 @@ class Keeper:
         if program is None:
             return
         offsets = message.get("offsets") or {}
+        program.total_full = bool(message.get("full"))
         self._pin(program, {s: offsets.get(s) for s in program.streams})
+
+    def _evict(self, client: Client, message: Dict[str, Any]) -> None:
+        """
+        ccx keeps the state dir's total: evict the oldest segment of a
+        stream, the one starting at C{start}, unless it is held (then
+        C{kept}).  One that starts earlier than the stream now does went
+        already (its C{evicted} notice is on its way).  Answered as a
+        notice, so that it comes in order with the C{evicted} ones.
+        """
+        process_id, stream, start = message["id"], str(message["stream"]), int(message["start"])
+        program = self.programs.get(process_id)
+        if program is not None and stream in program.journal.streams:
+            if program.journal.start(stream) > start:
+                return
+            if program.journal.start(stream) == start and program.journal.evict_oldest(stream):
+                self._balance(program)
+                return
+        self._notice(
+            {
+                "type": m.KEPT,
+                "id": process_id,
+                "stream": stream,
+                "start": start,
+                # Forgotten: its journal is ccx's alone from now on.
+                "gone": program is None,
+            }
+        )
 
     def _pin(self, program: Program, offsets: Dict[str, Optional[int]]) -> None:
         """
