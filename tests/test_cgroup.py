@@ -4,6 +4,7 @@ a fake cgroup directory tree, then the kernel's own cgroups (the writable
 cgroup v2 hierarchy this machine and CI have).
 """
 
+import errno
 import os
 import signal
 import subprocess
@@ -419,3 +420,36 @@ class RemoveCgroupsTests(SynchronousTestCase):
         removed = remove_stale(os.path.dirname(tree.base), os.getpid())
         self.assertEqual(removed[-1], tree.base)
         self.assertEqual(cgroups_left(dead), [])
+
+
+class RemovedUnderfootTests(SynchronousTestCase):
+    def test_removed_between_open_and_read(self) -> None:
+        """
+        A cgroup removed while its file is read (ENODEV, as when a keeper or
+        another start removes it at that moment) reads as gone: not
+        populated, no processes.
+        """
+        import ccx.process.cgroup as module
+
+        # The module's own name shadows the builtin while the test runs.
+        module.open = lambda path, *a, **k: _Vanishing(path)
+        self.addCleanup(delattr, module, "open")
+        cgroup = Cgroup("/sys/fs/cgroup/unified/nowhere", "/sys/fs/cgroup/unified")
+        self.assertFalse(cgroup.populated())
+        self.assertEqual(cgroup.procs(), [])
+
+
+class _Vanishing:
+    """A file whose cgroup is removed once it is open: reading it fails with ENODEV."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __enter__(self) -> "_Vanishing":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def read(self) -> str:
+        raise OSError(errno.ENODEV, "No such device", self.path)

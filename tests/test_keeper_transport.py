@@ -353,3 +353,15 @@ class DurableStoreHoldTests(SynchronousTestCase):
         """
         big = 4 * HOLD_STEP
         self.assertEqual(self.holds(big, [0, HOLD_STEP - 1, HOLD_STEP]), [0, HOLD_STEP])
+
+
+class DurableStoreRefreshTests(SynchronousTestCase):
+    def test_refresh_a_terminal_program(self):
+        """
+        After a dropped connection, the store of a program on a terminal
+        looks again at its one stream, pty (not stdout and stderr).
+        """
+        sent = []
+        store = DurableStore(self.mktemp(), 4096, sent.append, streams=("pty",))
+        store.refresh()
+        self.assertEqual(list(store.streams), ["pty"])

@@ -172,7 +172,7 @@ class DurableStore:
         Look at the journal again (the connection to the keeper dropped:
         its notices meanwhile were lost), and send the hold again.
         """
-        for name in STREAMS:
+        for name in self.names:
             before = self.streams[name].start
             self.streams[name] = self._open(name)
             after = self.streams[name].start

@@ -7,6 +7,7 @@ Standard library only: the service and a helper that outlives it (the
 keeper) both use it.  Every file operation of ccx on a cgroup is here.
 """
 
+import errno
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -89,8 +90,17 @@ class Usage:
 
 
 def _read(path: str) -> str:
-    with open(path) as f:
-        return f.read()
+    """
+    @raise FileNotFoundError: also when the cgroup was removed between the
+        open and the read (the kernel says ENODEV then): gone either way.
+    """
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError as e:
+        if e.errno == errno.ENODEV:
+            raise FileNotFoundError(errno.ENOENT, "cgroup removed", path) from None
+        raise
 
 
 def _write(path: str, value: str) -> None:
