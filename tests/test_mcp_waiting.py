@@ -155,6 +155,26 @@ class WaitingToolsTests(TestCase):
         self.assertEqual(again["structuredContent"]["exit_code"], 3)
 
     @inlineCallbacks
+    def test_progress_flows_while_waiting(self):
+        """
+        With a progress token, what the program writes while wait waits
+        arrives as progress notifications for that token, before the answer.
+        """
+        process_id = yield self.started(["sh", "-c", "read x; echo got $x; read y"], stdin=True)
+        self.client.send_json(
+            tool_call("w", "wait", {"process_id": process_id, "wait_seconds": 20}, token="tw")
+        )
+        yield self.tool("write", {"process_id": process_id, "data": "it\n"})
+        progress = yield self.client.wait_for(
+            lambda m: m.get("method") == "notifications/progress"
+            and "got it" in m["params"].get("message", "")
+        )
+        self.assertEqual(progress["params"]["progressToken"], "tw")
+        yield self.tool("write", {"process_id": process_id, "data": "\n", "eof": True})
+        response = yield self.client.wait_for(lambda m: m.get("id") == "w")
+        self.assertEqual(response["result"]["structuredContent"]["status"], "completed")
+
+    @inlineCallbacks
     def test_waiting_requests_are_bounded(self):
         """MAX_WAITING waits are held open; one more is refused; a cancelled one makes room."""
         process_id = yield self.started(["sleep", "1000"])

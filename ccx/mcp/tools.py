@@ -735,8 +735,36 @@ class Tools:
         limit = self.output_limit(r.offset("max_output_bytes", None))
         if seconds and process.output.completion is None:
             wait = self._wait(call, seconds).for_end(process)
+            self._report_while_waiting(process, call, wait)
             return wait.done.addCallback(lambda _: self.run_answer(process, limit))
         return self.run_answer(process, limit)
+
+    def _report_while_waiting(self, process: ManagedProcess, call: ToolCall, wait: Wait) -> None:
+        """
+        With a progress token, what the program writes while C{wait} waits
+        flows as progress notifications, as during C{execute}: from where
+        its streams are now, an observer that never slows it.
+        """
+        if call.progress_token is None:
+            return
+        session = self._mcp.session
+        key = f"mcp-wait-progress:{process.process_id}:{id(wait)}"
+        reporter = ProgressReporter(call.channel, call.progress_token, self._node.reactor)
+        now = {name: _stream(process, name).end for name in _stream_names(process)}
+        reporter.subscription = session.subscribe(
+            process, reporter, blocking=False, offsets=now, key=key
+        )
+        reporter.subscription.activate()
+
+        def stop(result: Any) -> Any:
+            if call.cancelled:
+                reporter.close()
+            else:
+                reporter.finish()
+            session.unsubscribe(key)
+            return result
+
+        wait.done.addBoth(stop)
 
     def _read(self, process: ManagedProcess, offsets: Dict[str, int], max_bytes: int) -> Answer:
         result: Dict[str, Any] = {"process_id": process.process_id, "status": _status(process)}
