@@ -44,7 +44,10 @@ stop_all() {
         wait "$pid" 2>/dev/null || true
     done
     pids=()
+    # The service's state dir is the run's own, never the user's.
+    rm -rf "$STATE_DIR"
 }
+STATE_DIR=$(mktemp -d "${TMPDIR:-/tmp}/ccx-conformance-state.XXXXXX")
 trap stop_all EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
@@ -182,7 +185,7 @@ run_ccx() {
     local port pid up="" shard n=0 specs=() status=0 errors
     port=$(free_port)
     PYTHONPATH=$REPO "$PYTHON" -c 'from twisted.scripts.twistd import run; run()' \
-        -n --pidfile= ccx --port "tcp:$port:interface=127.0.0.1" \
+        -n --pidfile= ccx --port "tcp:$port:interface=127.0.0.1" --state-dir "$STATE_DIR" \
         >"$REPORTS/ccx-service.log" 2>&1 &
     pid=$!
     pids+=("$pid")
