@@ -44,11 +44,14 @@ stop_all() {
         wait "$pid" 2>/dev/null || true
     done
     pids=()
-    # The service's state dir is the run's own, never the user's.
+}
+# The service's state dir is the run's own, never the user's.
+STATE_DIR=$(mktemp -d "${TMPDIR:-/tmp}/ccx-conformance-state.XXXXXX")
+finish() {
+    stop_all
     rm -rf "$STATE_DIR"
 }
-STATE_DIR=$(mktemp -d "${TMPDIR:-/tmp}/ccx-conformance-state.XXXXXX")
-trap stop_all EXIT
+trap finish EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
