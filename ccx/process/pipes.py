@@ -71,12 +71,18 @@ class PipeReader(FileDescriptor):
             data = os.read(self.fd, self.read_size)
         except (BlockingIOError, InterruptedError):
             return None
-        except OSError:
-            return CONNECTION_LOST
+        except OSError as e:
+            return self._read_failed(e)
         if not data:
             return CONNECTION_DONE
         self.proc.childDataReceived(self.child_fd, data)
         return None
+
+    def _read_failed(self, error: OSError) -> object:
+        """
+        How a failed read ends the connection.
+        """
+        return CONNECTION_LOST
 
     def loseConnection(self) -> None:
         """
@@ -164,19 +170,10 @@ class TerminalEnd(PipeReader):
         """
         set_window_size(self.fd, size)
 
-    def doRead(self) -> object:
-        try:
-            data = os.read(self.fd, self.read_size)
-        except (BlockingIOError, InterruptedError):
-            return None
-        except OSError as e:
-            # EIO: no process holds the slave end any more (the end of
-            # output, as end of file is for a pipe).
-            return CONNECTION_DONE if e.errno == errno.EIO else CONNECTION_LOST
-        if not data:
-            return CONNECTION_DONE
-        self.proc.childDataReceived(self.child_fd, data)
-        return None
+    def _read_failed(self, error: OSError) -> object:
+        # EIO: no process holds the slave end any more (the end of
+        # output, as end of file is for a pipe).
+        return CONNECTION_DONE if error.errno == errno.EIO else CONNECTION_LOST
 
     def writeSomeData(self, data: bytes) -> object:
         return fdesc.writeToFD(self.fd, data)
