@@ -13,7 +13,6 @@ from typing import Any, Dict, Iterable, List, Optional, Set, Tuple, Union
 
 from twisted.internet.error import ProcessExitedAlready, ProcessTerminated
 from twisted.internet.interfaces import (
-    IAddress,
     IConsumer,
     IProcessProtocol,
     IProcessTransport,
@@ -29,7 +28,7 @@ from ccx.journal.statedir import PROGRAMS
 from ccx.process.interfaces import IRecordedProcess
 from ccx.process.pipes import TERMINAL_FD, PipeWriter
 from ccx.process.terminal import WindowSize, set_window_size
-from ccx.process.transport import ProcessAddress, exit_reason
+from ccx.process.transport import StdinTransport, exit_reason
 
 # The child descriptor each stream is reported on, as for any program.
 STREAM_FDS = {"stdout": 1, "stderr": 2}
@@ -41,7 +40,7 @@ READ_SIZE = 128 * 1024
 
 
 @implementer(IProcessTransport, IPushProducer, IConsumer, IRecordedProcess)
-class KeeperTransport:
+class KeeperTransport(StdinTransport):
     """
     A program the keeper holds, as its protocol sees it: what Twisted's own
     process transport would tell (C{childDataReceived}, C{childConnectionLost},
@@ -431,28 +430,6 @@ class KeeperTransport:
             self._stdin.loseConnection()
             self.link.close_stdin(self.process_id)
 
-    def closeStdout(self) -> None:
-        self.closeChildFD(1)
-
-    def closeStderr(self) -> None:
-        self.closeChildFD(2)
-
-    def loseConnection(self) -> None:
-        self.closeStdin()
-        self.stopProducing()
-
-    def write(self, data: bytes) -> None:
-        self.writeToChild(0, data)
-
-    def writeSequence(self, data: Iterable[bytes]) -> None:
-        self.write(b"".join(data))
-
-    def writeToChild(self, childFD: int, data: bytes) -> None:
-        if childFD != 0:
-            raise KeyError(childFD)
-        if self._stdin is not None:
-            self._stdin.write(data)
-
     def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
         if self._stdin is None:
             if self.terminal:
@@ -475,10 +452,6 @@ class KeeperTransport:
             raise RuntimeError("the program has no open terminal")
         set_window_size(self._stdin.fd, size)
 
-    def unregisterProducer(self) -> None:
-        if self._stdin is not None:
-            self._stdin.unregisterProducer()
-
     # The PipeWriter reports to this transport as to a process.
     def childConnectionLost(self, childFD: int) -> None:
         self._stdin = None
@@ -500,9 +473,3 @@ class KeeperTransport:
         if isinstance(signalID, str):
             signalID = getattr(signal, "SIG" + signalID)
         os.kill(self.pid, signalID)
-
-    def getPeer(self) -> IAddress:
-        return ProcessAddress()
-
-    def getHost(self) -> IAddress:
-        return ProcessAddress()

@@ -47,8 +47,68 @@ def exit_reason(returncode: int) -> Failure:
     return Failure(ProcessTerminated(exitCode=returncode, status=returncode << 8))
 
 
+class StdinTransport:
+    """
+    What every ccx process transport does alike with the one pipe it
+    writes, standard input (a L{PipeWriter} in C{_stdin}, L{None} once
+    closed), and with the rest of C{IProcessTransport} that follows from
+    C{closeChildFD}, C{closeStdin} and C{stopProducing}.
+    """
+
+    _stdin: Optional[PipeWriter]
+
+    def closeChildFD(self, descriptor: int) -> None:
+        raise NotImplementedError()
+
+    def closeStdin(self) -> None:
+        raise NotImplementedError()
+
+    def stopProducing(self) -> None:
+        raise NotImplementedError()
+
+    def closeStdout(self) -> None:
+        self.closeChildFD(1)
+
+    def closeStderr(self) -> None:
+        self.closeChildFD(2)
+
+    def loseConnection(self) -> None:
+        """
+        Close every pipe: standard input once what was written is flushed,
+        the output pipes at once.
+        """
+        self.closeStdin()
+        self.stopProducing()
+
+    def write(self, data: bytes) -> None:
+        self.writeToChild(0, data)
+
+    def writeSequence(self, data: Iterable[bytes]) -> None:
+        self.write(b"".join(data))
+
+    def writeToChild(self, childFD: int, data: bytes) -> None:
+        """
+        Write to standard input, the one pipe ccx writes; what is written
+        after it closed is dropped, as on any closed transport.
+        """
+        if childFD != 0:
+            raise KeyError(childFD)
+        if self._stdin is not None:
+            self._stdin.write(data)
+
+    def unregisterProducer(self) -> None:
+        if self._stdin is not None:
+            self._stdin.unregisterProducer()
+
+    def getPeer(self) -> IAddress:
+        return ProcessAddress()
+
+    def getHost(self) -> IAddress:
+        return ProcessAddress()
+
+
 @implementer(IProcessTransport, IPushProducer, IConsumer)
-class ChildProcess:
+class ChildProcess(StdinTransport):
     """
     A running program: the pipes ccx made for it and its pidfd.
 
@@ -198,36 +258,6 @@ class ChildProcess:
         if self._stdin is not None:
             self._stdin.loseConnection()
 
-    def closeStdout(self) -> None:
-        self.closeChildFD(1)
-
-    def closeStderr(self) -> None:
-        self.closeChildFD(2)
-
-    def loseConnection(self) -> None:
-        """
-        Close every pipe: standard input once what was written is flushed,
-        the output pipes at once.
-        """
-        self.closeStdin()
-        self.stopProducing()
-
-    def write(self, data: bytes) -> None:
-        self.writeToChild(0, data)
-
-    def writeSequence(self, data: Iterable[bytes]) -> None:
-        self.write(b"".join(data))
-
-    def writeToChild(self, childFD: int, data: bytes) -> None:
-        """
-        Write to standard input, the one pipe ccx writes; what is written
-        after it closed is dropped, as on any closed transport.
-        """
-        if childFD != 0:
-            raise KeyError(childFD)
-        if self._stdin is not None:
-            self._stdin.write(data)
-
     def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
         """
         Register the producer of the child's standard input: it is paused
@@ -236,10 +266,6 @@ class ChildProcess:
         if self._stdin is None:
             raise RuntimeError("the standard input of this process is not open")
         self._stdin.registerProducer(producer, streaming)
-
-    def unregisterProducer(self) -> None:
-        if self._stdin is not None:
-            self._stdin.unregisterProducer()
 
     def signalProcess(self, signalID: Union[str, int]) -> None:
         """
@@ -264,9 +290,3 @@ class ChildProcess:
         if self.terminal is None or self.terminal.disconnected:
             raise RuntimeError("the program has no open terminal")
         self.terminal.resize(size)
-
-    def getPeer(self) -> IAddress:
-        return ProcessAddress()
-
-    def getHost(self) -> IAddress:
-        return ProcessAddress()
