@@ -63,7 +63,7 @@ from ccx.process.managed import ManagedProcess, State
 from ccx.rpc.errors import PROCESS_NOT_FOUND, RPCError, as_rpc_error, invalid_params
 from ccx.rpc.interfaces import INotificationChannel
 from ccx.rpc.jsonrpc import Call
-from ccx.rpc.params import ParamReader, check_offsets, window_size
+from ccx.rpc.params import LAUNCH_PARAMS, ParamReader, check_offsets, window_size
 
 
 class ToolCall:
@@ -500,19 +500,7 @@ class Tools:
         return ParamReader(
             arguments,
             "execute",
-            (
-                "command",
-                "shell",
-                "cwd",
-                "env",
-                "timeout",
-                "limits",
-                "merge_stderr",
-                "input",
-                "max_output_bytes",
-                "durable",
-                "pty",
-            ),
+            (*LAUNCH_PARAMS, "input", "max_output_bytes", "durable"),
         )
 
     def execute(self, arguments: Dict[str, Any], call: ToolCall) -> Deferred:
@@ -620,19 +608,7 @@ class Tools:
         r = ParamReader(
             arguments,
             "start",
-            (
-                "command",
-                "shell",
-                "cwd",
-                "env",
-                "timeout",
-                "limits",
-                "merge_stderr",
-                "stdin",
-                "on_disconnect",
-                "durable",
-                "pty",
-            ),
+            (*LAUNCH_PARAMS, "stdin", "on_disconnect", "durable"),
         )
         durable = r.durable(self._node.config.durable)
         spec = r.launch_spec(

@@ -20,6 +20,10 @@ MIN_CPU = 0.01
 MAX_CPU = 1024.0
 MAX_PIDS = 4 * 1024 * 1024
 
+# The members L{ParamReader.launch_spec} reads: a method that starts a
+# program accepts these, and its own beside them.
+LAUNCH_PARAMS = ("command", "shell", "cwd", "env", "timeout", "limits", "merge_stderr", "pty")
+
 
 class ParamReader:
     """
