@@ -247,6 +247,21 @@ class ServiceFixture:
         self.testcase.assertEqual(cgroups_left(), [], "cgroups left behind")
 
 
+@inlineCallbacks
+def connect_to(testcase: Any, port: int) -> Any:
+    """
+    Connect a test client to a ccx that something else started (twistd, a
+    fixture already stopped and started again) and listens on C{port}; the
+    client is closed at cleanup.
+    """
+    fixture = ServiceFixture.__new__(ServiceFixture)
+    fixture.port = port
+    fixture.clients = []
+    client = yield fixture.connect()
+    testcase.addCleanup(client.close)
+    return client
+
+
 def fd_count() -> int:
     return open_fds(os.getpid())
 

@@ -69,6 +69,14 @@ class CLIProcess(ProcessProtocol):
         self.errReceived(b"")
         return d
 
+    def started_id(self) -> Deferred:
+        """
+        Fire with the process id once ccx has said C{started <id>}.
+        """
+        d = self.said(b"started ")
+        d.addCallback(lambda err: err.split(b"started ")[1].split()[0].decode())
+        return d
+
     def processEnded(self, reason) -> None:
         self.status = reason.value.exitCode
         self.signal = reason.value.signal
@@ -275,8 +283,7 @@ class RunTests(CLITestCase):
     def test_keep_runs_on(self):
         """With --keep, the program outlives a client that leaves; ccx says how to attach."""
         child = self.spawn("run", "--keep", "--", "sleep", "1000")
-        said = yield child.said(b"started ")
-        process_id = said.split(b"started ")[1].split()[0].decode()
+        process_id = yield child.started_id()
         child.transport.signalProcess("KILL")
         yield child.ended
         process = yield self.listed(process_id)
@@ -292,8 +299,7 @@ class RunTests(CLITestCase):
         leaves, as with --keep, and says so in list.
         """
         child = self.spawn("run", "--durable", "--", "sleep", "1000")
-        said = yield child.said(b"started ")
-        process_id = said.split(b"started ")[1].split()[0].decode()
+        process_id = yield child.started_id()
         child.transport.signalProcess("KILL")
         yield child.ended
         process = yield self.listed(process_id)
@@ -591,8 +597,7 @@ class ChildProcessTests(CLITestCase):
     def test_ctrl_c_cancels(self):
         """Ctrl-C cancels the program and waits for it: nothing of its group is left; exit 130."""
         child = self.spawn("run", "-v", "--", "sh", "-c", "sleep 1000 & sleep 1000")
-        said = yield child.said(b"started ")
-        process_id = said.split(b"started ")[1].split()[0].decode()
+        process_id = yield child.started_id()
         process = yield self.listed(process_id)
         pgid = process["pgid"]
         self.ccx.groups.append(pgid)
@@ -608,8 +613,7 @@ class ChildProcessTests(CLITestCase):
     def test_second_ctrl_c_leaves_at_once(self):
         """A second Ctrl-C leaves without waiting for a program that ignores SIGTERM."""
         child = self.spawn("run", "-v", "--", "sh", "-c", "trap '' TERM; sleep 1000")
-        said = yield child.said(b"started ")
-        process_id = said.split(b"started ")[1].split()[0].decode()
+        process_id = yield child.started_id()
         process = yield self.listed(process_id)
         self.ccx.groups.append(process["pgid"])
         child.transport.signalProcess("INT")
@@ -643,8 +647,7 @@ class ChildProcessTests(CLITestCase):
         """While nobody reads ccx's output the program blocks; then all of it arrives, exactly."""
         count = 2000000
         child = self.spawn("run", "-v", "seq", "1", str(count))
-        said = yield child.said(b"started ")
-        process_id = said.split(b"started ")[1].split()[0].decode()
+        process_id = yield child.started_id()
         child.transport.pauseProducing()
         first = yield until_stalled(self, process_id)
         total = len(b"".join(b"%d\n" % i for i in range(1, count + 1)))
@@ -660,8 +663,7 @@ class ChildProcessTests(CLITestCase):
     def test_broken_pipe(self):
         """When nobody reads ccx's output any more, it cancels the program, waits, and exits 141."""
         child = self.spawn("run", "-v", "seq", "1", "100000000")
-        said = yield child.said(b"started ")
-        process_id = said.split(b"started ")[1].split()[0].decode()
+        process_id = yield child.started_id()
         process = yield self.listed(process_id)
         self.ccx.groups.append(process["pgid"])
         child.transport.pauseProducing()

@@ -254,8 +254,7 @@ class ChildCommandTests(CLITestCase):
     def test_ctrl_c_with_keep_detaches(self):
         """With --keep, Ctrl-C leaves the program running and says how to reattach; exit 130."""
         child = self.spawn("run", "--keep", "--", "sleep", "1000")
-        said = yield child.said(b"started ")
-        process_id = said.split(b"started ")[1].split()[0].decode()
+        process_id = yield child.started_id()
         process = yield self.listed(process_id)
         self.ccx.groups.append(process["pgid"])
         child.transport.signalProcess("INT")

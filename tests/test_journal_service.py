@@ -12,7 +12,7 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.trial.unittest import TestCase
 
 from ccx.testing.service import ServiceProcess
-from tests.support import ServiceFixture, program
+from tests.support import ServiceFixture, connect_to, program
 from tests.test_backpressure import covered
 
 BUFFER = 64 * 1024
@@ -96,7 +96,7 @@ class JournalServiceTests(TestCase):
         )
         self.addCleanup(lambda: self.assertEqual(first.cgroups_left(), []))
         self.addCleanup(lambda: Deferred.fromCoroutine(first.stopped(reactor)))
-        client = yield self.connect(first.port)
+        client = yield connect_to(self, first.port)
         result = yield client.call("execute", {"command": ["seq", "1", "50000"]})
         process_id = result["process_id"]
         yield client.notification("process.completed", process_id)
@@ -109,7 +109,7 @@ class JournalServiceTests(TestCase):
         )
         self.addCleanup(lambda: self.assertEqual(second.cgroups_left(), []))
         self.addCleanup(lambda: Deferred.fromCoroutine(second.stopped(reactor)))
-        client = yield self.connect(second.port)
+        client = yield connect_to(self, second.port)
         listed = yield client.call("list")
         [entry] = [p for p in listed["processes"] if p["process_id"] == process_id]
         self.assertEqual(
@@ -145,7 +145,7 @@ class JournalServiceTests(TestCase):
         )
         self.addCleanup(lambda: self.assertEqual(first.cgroups_left(), []))
         self.addCleanup(lambda: Deferred.fromCoroutine(first.stopped(reactor)))
-        client = yield self.connect(first.port)
+        client = yield connect_to(self, first.port)
         result = yield client.call(
             "execute", {"command": command, "pty": {"rows": 33, "cols": 101}}
         )
@@ -164,7 +164,7 @@ class JournalServiceTests(TestCase):
         )
         self.addCleanup(lambda: self.assertEqual(second.cgroups_left(), []))
         self.addCleanup(lambda: Deferred.fromCoroutine(second.stopped(reactor)))
-        client = yield self.connect(second.port)
+        client = yield connect_to(self, second.port)
         listed = yield client.call("list")
         [entry] = [p for p in listed["processes"] if p["process_id"] == process_id]
         self.assertEqual(
@@ -185,15 +185,6 @@ class JournalServiceTests(TestCase):
         done = yield client.notification("process.completed", silent["process_id"])
         self.assertEqual((done["status"], done["pty_bytes"]), ("completed", 0))
         yield client.close()
-
-    @inlineCallbacks
-    def connect(self, port):
-        fixture = ServiceFixture.__new__(ServiceFixture)
-        fixture.port = port
-        fixture.clients = []
-        client = yield fixture.connect()
-        self.addCleanup(client.close)
-        return client
 
     @inlineCallbacks
     def test_no_journal_writes_nothing(self):

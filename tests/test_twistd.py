@@ -20,7 +20,7 @@ from zope.interface.verify import verifyObject
 
 from ccx.process.group import ProcessGroup
 from ccx.testing.cgroups import cgroups_left, remove_cgroups
-from tests.support import ServiceFixture, program, until
+from tests.support import connect_to, program, until
 from tests.test_cli import CLIProcess
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -105,7 +105,7 @@ class TwistdTests(TestCase):
         The service on C{port} runs C{seq 1 3} for a client, then stops
         cleanly on SIGTERM.
         """
-        client = yield self.connect(port)
+        client = yield connect_to(self, port)
         result = yield client.call("execute", {"command": "seq 1 3"})
         yield client.notification("process.completed", result["process_id"])
         self.assertEqual(client.output(result["process_id"]), b"1\n2\n3\n")
@@ -173,15 +173,6 @@ class TwistdTests(TestCase):
             return twistd.ended
 
     @inlineCallbacks
-    def connect(self, port):
-        fixture = ServiceFixture.__new__(ServiceFixture)
-        fixture.port = port
-        fixture.clients = []
-        client = yield fixture.connect()
-        self.addCleanup(client.close)
-        return client
-
-    @inlineCallbacks
     def test_json_logs_and_clean_stop(self):
         """With --log-format json every line is JSON, twistd's own included; SIGTERM cancels programs and exits."""
         twistd = self.start(
@@ -189,7 +180,7 @@ class TwistdTests(TestCase):
              "--allow", program("sh"), "--log-format", "json", "--kill-grace", "1"]
         )
         port = yield twistd.listening
-        client = yield self.connect(port)
+        client = yield connect_to(self, port)
         result = yield client.call(
             "execute", {"command": ["sh", "-c", "sleep 1000 & sleep 1000"], "on_disconnect": "keep"}
         )
@@ -279,7 +270,7 @@ class TwistdTests(TestCase):
         """A reading client sees process.completed, then close code 1001, on SIGTERM."""
         twistd, listening = self.start_service()
         port = yield listening
-        client = yield self.connect(port)
+        client = yield connect_to(self, port)
         result = yield client.call("execute", {"command": ["sleep", "1000"]})
         twistd.transport.signalProcess("TERM")
         code = yield client.closed
