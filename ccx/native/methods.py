@@ -28,7 +28,7 @@ from ccx.protocol import BASE64, BINARY, BINARY_FRAMES, CONTROLS, ENCODINGS, OUT
 from ccx.rpc.errors import invalid_params
 from ccx.rpc.interfaces import IFrameChannel, INotificationChannel
 from ccx.rpc.jsonrpc import Call, Handler
-from ccx.rpc.params import ParamReader, check_offsets, window_size
+from ccx.rpc.params import LAUNCH_PARAMS, ParamReader, check_offsets, window_size
 from ccx.session import Session
 
 # How many bytes read returns by default, and at most.
@@ -127,21 +127,7 @@ class NativeMethods:
         r = ParamReader(
             params,
             "execute",
-            (
-                "command",
-                "shell",
-                "cwd",
-                "env",
-                "timeout",
-                "limits",
-                "stdin",
-                "merge_stderr",
-                "on_full",
-                "on_disconnect",
-                "encoding",
-                "durable",
-                "pty",
-            ),
+            (*LAUNCH_PARAMS, "stdin", "on_full", "on_disconnect", "encoding", "durable"),
         )
         durable = r.durable(self._node.config.durable)
         spec = r.launch_spec(
